@@ -1,0 +1,85 @@
+"""Great Expectations suites, written as code, one per contract table.
+
+Each expectation carries `meta["blocking"]`: a blocking failure stops the pipeline before
+training; a non-blocking one moves the offending rows to quarantine.
+"""
+
+from __future__ import annotations
+
+import great_expectations.expectations as gxe
+import pandas as pd
+from great_expectations.core import ExpectationSuite
+
+from data_contracts import schema
+
+BLOCKING = {"blocking": True}
+QUARANTINE = {"blocking": False}
+
+
+def _required_columns(spec: schema.TableSpec) -> list:
+    return [gxe.ExpectColumnToExist(column=c, meta=BLOCKING) for c in spec.required]
+
+
+def _not_null_ids(spec: schema.TableSpec, frame: pd.DataFrame) -> list:
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column=c, meta=BLOCKING)
+        for c, kind in spec.columns.items()
+        if c in frame.columns and (c in spec.required or kind == "timestamp")
+    ]
+
+
+def _unique_keys(spec: schema.TableSpec, frame: pd.DataFrame) -> list:
+    return [
+        gxe.ExpectColumnValuesToBeUnique(column=c, meta=QUARANTINE) for c in spec.primary_key if c in frame.columns
+    ]
+
+
+def _exact_duplicates(frame: pd.DataFrame) -> list:
+    return [gxe.ExpectCompoundColumnsToBeUnique(column_list=list(frame.columns), meta=QUARANTINE)]
+
+
+def build_suite(
+    spec: schema.TableSpec, frame: pd.DataFrame, known_item_ids: pd.Series | None, max_quantity: int
+) -> ExpectationSuite:
+    """The suite for one table. Expectations on optional columns are added only when present;
+    `known_item_ids` (the items table) checks that events and availability refer to real items.
+    """
+    suite = ExpectationSuite(name=f"lightpersml.{spec.name}")
+    expectations = [gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=BLOCKING)]
+    expectations += _required_columns(spec)
+    present = set(frame.columns)
+    if not set(spec.required) <= present:
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        return suite  # further checks would only repeat "column missing"
+    expectations += _not_null_ids(spec, frame)
+    expectations += _unique_keys(spec, frame)
+    if spec is schema.EVENTS:
+        expectations += _exact_duplicates(frame)
+        if schema.QUANTITY in present:
+            expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.QUANTITY, min_value=1, meta=BLOCKING))
+            expectations.append(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=schema.QUANTITY, max_value=max_quantity, meta={**QUARANTINE, "kind": "outlier"}
+                )
+            )
+        if schema.VALUE in present:
+            expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.VALUE, min_value=0, meta=QUARANTINE))
+        if schema.EVENT_TYPE in present:
+            expectations.append(
+                gxe.ExpectColumnValuesToBeInSet(column=schema.EVENT_TYPE, value_set=list(schema.EVENT_TYPES), meta=QUARANTINE)
+            )
+    if spec is schema.ITEMS and schema.PRICE in present:
+        expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.PRICE, min_value=0, meta=QUARANTINE))
+    if known_item_ids is not None and spec in (schema.EVENTS, schema.AVAILABILITY):
+        unknown_items_blocking = spec is schema.EVENTS
+        expectations.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column=schema.ITEM_ID,
+                value_set=known_item_ids.dropna().unique().tolist(),
+                meta={"blocking": unknown_items_blocking},
+            )
+        )
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    return suite

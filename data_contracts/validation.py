@@ -1,0 +1,214 @@
+"""Validate a `Dataset` against the contract: type parsing, then the Great Expectations suites.
+
+Produces a report (JSON + Data Docs HTML), quarantines rows that fail non-blocking expectations,
+and raises `DataValidationError` when a blocking one fails — before anything is trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from data_contracts import schema
+from data_contracts.conform import Finding, conform_table
+from data_contracts.dataset import Dataset
+from data_contracts.errors import DataValidationError
+from data_contracts.suites import build_suite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationReport:
+    dataset: str
+    findings: list[Finding]
+    row_counts: dict[str, int]  # rows per table as read
+    quarantined: dict[str, int]  # rows moved to quarantine per table
+    notes: list[str] = field(default_factory=list)
+    report_json: str = ""
+    data_docs: str = ""
+    quarantine_dir: str = ""
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.blocking]
+
+    @property
+    def passed(self) -> bool:
+        return not self.blocking
+
+    def summary(self) -> str:
+        lines = [f"{self.dataset}: {'PASSED' if self.passed else 'FAILED'} — rows " + ", ".join(
+            f"{t}={n:,}" for t, n in self.row_counts.items())]
+        for f in self.findings:
+            action = "BLOCKING" if f.blocking else f"quarantined {self.quarantine_count(f):,}"
+            lines.append(f"  [{action}] {f.table}.{f.column or '*'} {f.check}: {f.unexpected_count:,} rows {f.detail}".rstrip())
+        return "\n".join(lines)
+
+    def quarantine_count(self, finding: Finding) -> int:
+        return len(finding.row_indices)
+
+    def to_json(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "passed": self.passed,
+            "row_counts": self.row_counts,
+            "quarantined": self.quarantined,
+            "notes": self.notes,
+            "data_docs": self.data_docs,
+            "findings": [
+                {k: v for k, v in asdict(f).items() if k != "row_indices"} | {"rows_sample": f.row_indices[:100]}
+                for f in self.findings
+            ],
+        }
+
+
+def _describe_rows(frame: pd.DataFrame, positions: list[int], source: str, limit: int) -> list[dict]:
+    """Example rows as dicts with their position (and CSV line number: header is line 1)."""
+    examples = []
+    for p in positions[:limit]:
+        row = {"row": p} | ({"line": p + 2} if source.endswith(".csv") else {})
+        row |= {c: (None if pd.isna(v) else str(v)) for c, v in frame.iloc[p].items()}
+        examples.append(row)
+    return examples
+
+
+def blocking_message(report: ValidationReport, sources: dict[str, str]) -> str:
+    parts = [f"Data validation failed for {report.dataset!r}: {len(report.blocking)} blocking check(s). Nothing was trained."]
+    for f in report.blocking:
+        where = sources.get(f.table, f.table)
+        parts.append(f"- table {f.table} ({where}), column {f.column or '(table)'}: {f.check} failed for "
+                     f"{f.unexpected_count:,} row(s). {f.detail}".rstrip())
+        for example in f.examples:
+            parts.append(f"    e.g. {example}")
+    if report.report_json:
+        parts.append(f"Full report: {report.report_json}  Data Docs: {report.data_docs}")
+    return "\n".join(parts)
+
+
+class GxRunner:
+    """Runs suites in a file-backed GX context so results also render as Data Docs HTML."""
+
+    def __init__(self, root: Path):
+        import great_expectations as gx
+
+        self.gx = gx
+        root.mkdir(parents=True, exist_ok=True)
+        self.context = gx.get_context(mode="file", project_root_dir=str(root))
+        self.context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+        self.source = self.context.data_sources.add_or_update_pandas(name="lightpersml")
+
+    def validate(self, table: str, frame: pd.DataFrame, suite) -> list[dict]:
+        asset = next((a for a in self.source.assets if a.name == table), None) or self.source.add_dataframe_asset(name=table)
+        batch_definition = next(
+            (b for b in asset.batch_definitions if b.name == "whole"), None
+        ) or asset.add_batch_definition_whole_dataframe("whole")
+        suite = self.context.suites.add_or_update(suite)
+        definition = self.context.validation_definitions.add_or_update(
+            self.gx.ValidationDefinition(name=f"validate-{table}", data=batch_definition, suite=suite)
+        )
+        result = definition.run(batch_parameters={"dataframe": frame}, result_format="COMPLETE")
+        return [r.to_json_dict() for r in result.results]
+
+    def build_docs(self) -> str:
+        sites = self.context.build_data_docs()
+        return next(iter(sites.values()), "")
+
+
+def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: str, limit: int) -> Finding | None:
+    config = result["expectation_config"]
+    kwargs, meta = config["kwargs"], config.get("meta") or {}
+    if result["success"]:
+        return None
+    outcome = result.get("result") or {}
+    exception = (result.get("exception_info") or {}).get("exception_message")
+    positions = [int(i) for i in outcome.get("unexpected_index_list") or [] if not isinstance(i, dict)]
+    count = int(outcome.get("unexpected_count") or len(positions) or (0 if "observed_value" in outcome else 1))
+    detail = ""
+    if config["type"] == "expect_table_row_count_to_be_between":
+        detail, count = "the table has no rows", 0
+    elif config["type"] == "expect_column_to_exist":
+        detail = f"missing; columns found: {list(frame.columns)}"
+    elif "min_value" in kwargs or "max_value" in kwargs:
+        detail = f"expected between {kwargs.get('min_value')} and {kwargs.get('max_value')}"
+    elif exception:
+        detail = exception
+    return Finding(
+        table=table,
+        column=kwargs.get("column") or (",".join(kwargs["column_list"][:3]) + ",…" if "column_list" in kwargs else None),
+        check=config["type"] + (f" ({meta['kind']})" if "kind" in meta else ""),
+        blocking=bool(meta.get("blocking", True)),
+        unexpected_count=count,
+        row_indices=positions,
+        examples=_describe_rows(frame, positions, source, limit),
+        detail=detail,
+    )
+
+
+def _quarantine_rows(frame: pd.DataFrame, finding: Finding) -> list[int]:
+    """Rows to move out: all flagged rows, except for duplicates where the first copy stays."""
+    if not finding.row_indices:
+        return []
+    if finding.check.startswith(("expect_compound_columns_to_be_unique", "expect_column_values_to_be_unique")):
+        columns = list(frame.columns) if "," in (finding.column or "") else [finding.column]
+        repeated = frame.duplicated(subset=columns, keep="first").to_numpy()
+        return [p for p in finding.row_indices if repeated[p]]
+    return finding.row_indices
+
+
+def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, example_rows: int = 5) -> tuple[Dataset, ValidationReport]:
+    """Validate every table of `dataset`; return the cleaned dataset and the report.
+
+    Writes `out_dir/report.json`, Data Docs under `out_dir/gx/`, and `out_dir/quarantine/<table>.parquet`
+    (the quarantined rows with a `reason` column). Raises `DataValidationError` on a blocking failure.
+    """
+    out_dir = Path(out_dir)
+    quarantine_dir = out_dir / "quarantine"
+    shutil.rmtree(quarantine_dir, ignore_errors=True)
+    runner = GxRunner(out_dir / "gx")
+    conformed, findings = {}, []
+    row_counts = {}
+    for table, raw in dataset.tables().items():
+        raw = raw.reset_index(drop=True)
+        row_counts[table] = len(raw)
+        frame, parse_findings = conform_table(raw, schema.TABLES[table])
+        for f in parse_findings:
+            f.examples = _describe_rows(raw, f.row_indices, dataset.sources.get(table, ""), example_rows)
+        findings += parse_findings
+        conformed[table] = frame
+    known_items = conformed["items"][schema.ITEM_ID] if schema.ITEM_ID in conformed["items"] else None
+    for table, frame in conformed.items():
+        suite = build_suite(schema.TABLES[table], frame, known_items if table != "items" else None, max_quantity)
+        for result in runner.validate(table, frame, suite):
+            finding = _finding_from_result(table, frame, result, dataset.sources.get(table, ""), example_rows)
+            if finding:
+                findings.append(finding)
+    report = ValidationReport(dataset=dataset.name, findings=findings, row_counts=row_counts, quarantined={}, notes=list(dataset.notes))
+    cleaned = {}
+    for table, frame in conformed.items():
+        reasons = pd.Series("", index=frame.index, dtype="string")
+        for f in findings:
+            if f.table == table and not f.blocking:
+                rows = _quarantine_rows(frame, f)
+                f.row_indices = rows
+                reasons.iloc[rows] = reasons.iloc[rows] + f"{f.check}:{f.column};"
+        flagged = reasons != ""
+        report.quarantined[table] = int(flagged.sum())
+        if flagged.any():
+            quarantine_dir.mkdir(parents=True, exist_ok=True)
+            frame[flagged].assign(reason=reasons[flagged]).to_parquet(quarantine_dir / f"{table}.parquet")
+        cleaned[table] = frame[~flagged].reset_index(drop=True)
+    report.data_docs = runner.build_docs()
+    report.report_json = str(out_dir / "report.json")
+    report.quarantine_dir = str(quarantine_dir)
+    Path(report.report_json).write_text(json.dumps(report.to_json(), indent=2, default=str))
+    log.info(report.summary())
+    if not report.passed:
+        raise DataValidationError(blocking_message(report, dataset.sources), report_path=report.report_json)
+    result = Dataset(name=dataset.name, sources=dataset.sources, notes=dataset.notes, **cleaned)
+    return result, report

@@ -1,0 +1,93 @@
+"""Where state lives, the quiet/offline environment, and the run profiles.
+
+Import this module before prefect, mlflow or flwr: `apply_environment()` must run first so
+those libraries read the project's state folders and never phone home.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Every library that would otherwise try the network or write under $HOME (STACK.md).
+QUIET_ENVIRONMENT = {
+    "DO_NOT_TRACK": "true",  # MLflow accepts only the string "true"
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "GX_ANALYTICS_ENABLED": "false",
+    "TQDM_DISABLE": "1",
+}
+
+
+def project_home() -> Path:
+    """The folder holding `mlflow/` and `.lightpersml/` state: $LIGHTPERSML_HOME or the cwd."""
+    return Path(os.environ.get("LIGHTPERSML_HOME", os.getcwd())).resolve()
+
+
+def state_dir() -> Path:
+    """Prefect home, feature cache, Optuna studies, reports: all under one folder."""
+    return project_home() / ".lightpersml"
+
+
+def mlflow_dir() -> Path:
+    return project_home() / "mlflow"
+
+
+def mlflow_tracking_uri() -> str:
+    return f"sqlite:///{mlflow_dir() / 'mlflow.db'}"
+
+
+def mlflow_artifact_root() -> str:
+    return (mlflow_dir() / "artifacts").as_uri()
+
+
+def apply_environment() -> None:
+    """Set the quiet environment and point every library's state folder into the project.
+
+    Values the user already exported win, so a shared Prefect server or MLflow store can be used.
+    """
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    state = state_dir()
+    for name, sub in [("PREFECT_HOME", "prefect"), ("FLWR_HOME", "flwr"), ("MPLCONFIGDIR", "matplotlib")]:
+        os.environ.setdefault(name, str(state / sub))
+        Path(os.environ[name]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", mlflow_tracking_uri())
+    # The ephemeral Prefect server needs more than the default 20 s to start on 2 busy cores.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    mlflow_dir().mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much work one pipeline run does. `quick` is for a laptop check, `full` for nightly."""
+
+    name: str
+    tuning_trials: int  # Optuna trials per tuned tier
+    latency_requests: int  # single-user requests timed per tier (after warm-up)
+    test_weeks: int = 4
+    validation_weeks: int = 4
+    k: int = 10
+
+
+PROFILES = {
+    "quick": Profile(name="quick", tuning_trials=8, latency_requests=500),
+    "full": Profile(name="full", tuning_trials=50, latency_requests=2000),
+}
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """Thresholds of the non-blocking expectations."""
+
+    max_quantity: int = 100  # a line with more units is an outlier (fuel litres, bulk orders)
+    example_rows: int = 5  # rows shown in an error message
+    extra: dict = field(default_factory=dict)
+
+
+apply_environment()
