@@ -1,0 +1,145 @@
+"""Baseline tiers: G-TopFreq, P-TopFreq ("buy again") and TIFU-KNN (Hu et al., SIGIR 2020).
+
+Each tier scores all items for a batch of known users: `score(users) -> (len(users), n_items)`.
+Items a tier gives no score (0) are filled by popularity in `models.recommender`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.baskets import BasketHistory
+
+
+class GTopFreq:
+    """Global popularity: the items in most baskets, the same list for everyone."""
+
+    name = "g_topfreq"
+    params: dict = {}
+
+    def fit(self, history: BasketHistory) -> "GTopFreq":
+        self.popularity = history.item_basket_counts().astype(np.float32)
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (len(users), len(self.popularity))).copy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"popularity": self.popularity}
+
+    def load_state(self, state: dict) -> "GTopFreq":
+        self.popularity = state["popularity"]
+        return self
+
+    def param_count(self) -> int:
+        return int(self.popularity.size)
+
+
+class PTopFreq:
+    """Personal frequency ("buy again"): the user's items by number of baskets, then popularity."""
+
+    name = "p_topfreq"
+    params: dict = {}
+
+    def fit(self, history: BasketHistory) -> "PTopFreq":
+        self.counts = history.user_item_counts()
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return self.counts[users].toarray()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return _csr_state("counts", self.counts)
+
+    def load_state(self, state: dict) -> "PTopFreq":
+        self.counts = _csr_from_state("counts", state)
+        return self
+
+    def param_count(self) -> int:
+        return int(self.counts.nnz)
+
+
+class TIFUKNN:
+    """TIFU-KNN: a user vector from time-decayed groups of baskets, mixed with its k nearest users.
+
+    Baskets (oldest first) are cut into groups of `group_size` counted from the newest, so only the
+    oldest group may be short. Within a group a basket `d` baskets before the group's newest gets
+    weight `within_decay**d / group_len`; a group `g` groups before the newest gets
+    `group_decay**g / n_groups`. Prediction = alpha * own vector + (1 - alpha) * mean of the
+    `n_neighbors` most cosine-similar users' vectors.
+    """
+
+    name = "tifu_knn"
+
+    def __init__(self, n_neighbors: int = 300, group_size: int = 7, within_decay: float = 0.9,
+                 group_decay: float = 0.7, alpha: float = 0.7):
+        self.params = dict(n_neighbors=n_neighbors, group_size=group_size, within_decay=within_decay,
+                           group_decay=group_decay, alpha=alpha)
+
+    def user_vectors(self, history: BasketHistory) -> sp.csr_matrix:
+        """(n_users, n_items) time-decayed basket averages."""
+        m, rb, rg = self.params["group_size"], self.params["within_decay"], self.params["group_decay"]
+        basket_user = history.basket_users()
+        n_baskets_of_user = np.diff(history.user_ptr)[basket_user]
+        from_newest = history.user_ptr[basket_user + 1] - 1 - np.arange(history.n_baskets)
+        group = from_newest // m  # 0 = newest group
+        n_groups = (n_baskets_of_user + m - 1) // m
+        oldest_len = n_baskets_of_user - (n_groups - 1) * m
+        group_len = np.where(group == n_groups - 1, oldest_len, m)
+        weight = rb ** (from_newest % m) / group_len * rg ** group / n_groups
+        lines = history.line_baskets()
+        return sp.csr_matrix(
+            (weight[lines].astype(np.float32), (basket_user[lines], history.items)),
+            shape=(history.n_users, history.n_items),
+        )
+
+    def fit(self, history: BasketHistory, chunk: int = 512) -> "TIFUKNN":
+        vectors = self.user_vectors(history)
+        norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
+        unit = sp.diags(1 / np.maximum(norms, 1e-12)) @ vectors
+        k = min(self.params["n_neighbors"], max(history.n_users - 1, 1))
+        neighbors = np.zeros((history.n_users, k), dtype=np.int32)
+        for start in range(0, history.n_users, chunk):
+            rows = np.arange(start, min(start + chunk, history.n_users))
+            sim = (unit[rows] @ unit.T).toarray()
+            sim[np.arange(len(rows)), rows] = -np.inf  # not your own neighbour
+            neighbors[rows] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        self.vectors, self.neighbors = vectors.tocsr(), neighbors
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        alpha = self.params["alpha"]
+        own = self.vectors[users].toarray()
+        k = self.neighbors.shape[1]
+        pick = sp.csr_matrix(
+            (np.full(len(users) * k, 1.0 / k, dtype=np.float32),
+             (np.repeat(np.arange(len(users)), k), self.neighbors[users].ravel())),
+            shape=(len(users), self.vectors.shape[0]),
+        )
+        neighbours = (pick @ self.vectors).toarray()
+        return alpha * own + (1 - alpha) * neighbours
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {**_csr_state("vectors", self.vectors), "neighbors": self.neighbors}
+
+    def load_state(self, state: dict) -> "TIFUKNN":
+        self.vectors = _csr_from_state("vectors", state)
+        self.neighbors = state["neighbors"]
+        return self
+
+    def param_count(self) -> int:
+        return int(self.vectors.nnz + self.neighbors.size)
+
+
+def _csr_state(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
+    return {f"{prefix}_data": matrix.data, f"{prefix}_indices": matrix.indices,
+            f"{prefix}_indptr": matrix.indptr, f"{prefix}_shape": np.array(matrix.shape)}
+
+
+def _csr_from_state(prefix: str, state: dict) -> sp.csr_matrix:
+    return sp.csr_matrix((state[f"{prefix}_data"], state[f"{prefix}_indices"], state[f"{prefix}_indptr"]),
+                         shape=tuple(state[f"{prefix}_shape"]))
+
+
+TIERS = {cls.name: cls for cls in (GTopFreq, PTopFreq, TIFUKNN)}

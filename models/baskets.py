@@ -1,0 +1,53 @@
+"""`BasketHistory`: every user's baskets as integer arrays, the input of every tier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass
+class BasketHistory:
+    """Baskets sorted by user, then time. Users and items are integer indices.
+
+    user_ptr: (n_users + 1,) — user u's baskets are basket rows user_ptr[u]:user_ptr[u+1].
+    basket_ptr: (n_baskets + 1,) — basket b's items are items[basket_ptr[b]:basket_ptr[b+1]].
+    items: (n_lines,) item index per basket line (unique within a basket).
+    basket_day: (n_baskets,) basket time in days (float) since an arbitrary origin.
+    """
+
+    n_users: int
+    n_items: int
+    user_ptr: np.ndarray
+    basket_ptr: np.ndarray
+    items: np.ndarray
+    basket_day: np.ndarray
+
+    @property
+    def n_baskets(self) -> int:
+        return len(self.basket_day)
+
+    def basket_users(self) -> np.ndarray:
+        """(n_baskets,) the user index of each basket."""
+        return np.repeat(np.arange(self.n_users), np.diff(self.user_ptr))
+
+    def line_baskets(self) -> np.ndarray:
+        """(n_lines,) the basket row of each line."""
+        return np.repeat(np.arange(self.n_baskets), np.diff(self.basket_ptr))
+
+    def user_item_counts(self) -> sp.csr_matrix:
+        """(n_users, n_items) number of baskets of the user containing the item."""
+        users = self.basket_users()[self.line_baskets()]
+        ones = np.ones(len(self.items), dtype=np.float32)
+        return sp.csr_matrix((ones, (users, self.items)), shape=(self.n_users, self.n_items))
+
+    def item_basket_counts(self) -> np.ndarray:
+        """(n_items,) number of baskets containing the item."""
+        return np.bincount(self.items, minlength=self.n_items).astype(np.float64)
+
+    def repeat_share(self) -> float:
+        """Share of (user, item) pairs bought in more than one basket; ~0 for ratings-like data."""
+        counts = self.user_item_counts()
+        return float((counts.data > 1).mean()) if counts.nnz else 0.0

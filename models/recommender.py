@@ -1,0 +1,136 @@
+"""`Recommender`: a fitted tier plus ids, popularity and store stock — what answers top-k requests.
+
+Used for evaluation, batch export (`lightpersml recommend`) and latency measurement, so the
+numbers logged for a tier are the numbers its saved artifact reproduces.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from models.baselines import TIERS, _csr_from_state, _csr_state
+from models.ranking import top_k
+
+
+@dataclass
+class Catalog:
+    """Ids and store data shared by all tiers of one fit.
+
+    item_ids: (n_items,) str; user_ids: (n_users,) str; popularity: (n_items,) basket counts.
+    store_ids: (n_stores,) str; in_stock: (n_stores, n_items) 1 where the item is available;
+    store_popularity: (n_stores, n_items) basket counts at that store.
+    """
+
+    item_ids: np.ndarray
+    user_ids: np.ndarray
+    popularity: np.ndarray
+    store_ids: np.ndarray
+    in_stock: sp.csr_matrix
+    store_popularity: sp.csr_matrix
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"item_ids": self.item_ids.astype(str), "user_ids": self.user_ids.astype(str),
+                "popularity": self.popularity, "store_ids": self.store_ids.astype(str),
+                **_csr_state("in_stock", self.in_stock), **_csr_state("store_popularity", self.store_popularity)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Catalog":
+        return cls(state["item_ids"], state["user_ids"], state["popularity"], state["store_ids"],
+                   _csr_from_state("in_stock", state), _csr_from_state("store_popularity", state))
+
+
+class Recommender:
+    """Top-k for users (and optionally a store) from one fitted tier.
+
+    exclude_seen: never recommend what the user already bought (data where nobody repeats).
+    Known users get the tier's scores; items the tier scores 0 are ordered by popularity (the
+    store's when a store is given). Unknown users get popularity alone.
+    """
+
+    def __init__(self, tier, catalog: Catalog, seen: sp.csr_matrix, exclude_seen: bool, meta: dict | None = None):
+        self.tier, self.catalog, self.seen, self.exclude_seen = tier, catalog, seen, exclude_seen
+        self.meta = meta or {}
+        self.user_index = {u: i for i, u in enumerate(catalog.user_ids)}
+        self.store_index = {s: i for i, s in enumerate(catalog.store_ids)}
+
+    def _popularity(self, store: int | None) -> np.ndarray:
+        if store is None:
+            return self.catalog.popularity.astype(np.float32)
+        return self.catalog.store_popularity[store].toarray().ravel().astype(np.float32)
+
+    def recommend_indices(self, users: np.ndarray, k: int = 10, store: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(len(users), k) item indices and scores; users are indices, -1 for an unknown user."""
+        users = np.asarray(users)
+        known = users >= 0
+        popularity = self._popularity(store)
+        scores = np.zeros((len(users), len(popularity)), dtype=np.float32)
+        if known.any():
+            scores[known] = self.tier.score(users[known])
+        # Fill the items a tier leaves at 0 by popularity, strictly below the row's smallest real score.
+        positive = np.where(scores > 0, scores, np.inf).min(axis=1, keepdims=True)
+        floor = np.where(np.isfinite(positive), positive * 0.5, 1.0)
+        top = popularity.max() if popularity.max() > 0 else 1.0
+        scores = np.where(scores > 0, scores, popularity / top * floor)
+        if self.exclude_seen and known.any():
+            seen = self.seen[users[known]].toarray() > 0
+            scores[known] = np.where(seen, -np.inf, scores[known])
+        if store is not None:
+            stocked = self.catalog.in_stock[store].toarray().ravel() > 0
+            scores[:, ~stocked] = -np.inf
+        return top_k(scores, k)
+
+    def recommend(self, user_ids, k: int = 10, store_id: str | None = None, chunk: int = 256) -> pd.DataFrame:
+        """Columns user_id, item_id, rank (1-based), score; one row per recommended item.
+
+        Raises KeyError for a store_id the catalog does not know.
+        """
+        store = None
+        if store_id is not None:
+            if store_id not in self.store_index:
+                raise KeyError(f"unknown store_id {store_id!r}; known stores: {len(self.store_index)}")
+            store = self.store_index[store_id]
+        user_ids = [str(u) for u in user_ids]
+        users = np.array([self.user_index.get(u, -1) for u in user_ids], dtype=np.int64)
+        frames = []
+        for start in range(0, len(users), chunk):
+            idx, scores = self.recommend_indices(users[start:start + chunk], k, store)
+            rows, ranks = np.nonzero(idx >= 0)
+            frames.append(pd.DataFrame({
+                "user_id": np.asarray(user_ids[start:start + chunk], dtype=object)[rows],
+                "item_id": self.catalog.item_ids[idx[rows, ranks]],
+                "rank": ranks + 1,
+                "score": scores[rows, ranks],
+            }))
+        columns = ["user_id", "item_id", "rank", "score"]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `state.npz` (tier + catalog arrays) and `meta.json` into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {f"tier.{k}": v for k, v in self.tier.state().items()}
+        arrays |= {f"catalog.{k}": v for k, v in self.catalog.state().items()}
+        if self.exclude_seen:
+            arrays |= {f"seen.{k}": v for k, v in _csr_state("m", self.seen).items()}
+        np.savez_compressed(folder / "state.npz", **arrays)
+        meta = {**self.meta, "tier": self.tier.name, "params": self.tier.params, "exclude_seen": self.exclude_seen}
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Recommender":
+        folder = Path(folder)
+        meta = json.loads((folder / "meta.json").read_text())
+        with np.load(folder / "state.npz") as npz:
+            arrays = dict(npz)
+        part = lambda prefix: {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+        tier_cls = TIERS[meta["tier"]]
+        tier = (tier_cls(**meta["params"]) if meta["params"] else tier_cls()).load_state(part("tier"))
+        seen = _csr_from_state("m", part("seen")) if meta["exclude_seen"] else None
+        return cls(tier, Catalog.from_state(part("catalog")), seen, meta["exclude_seen"], meta)
