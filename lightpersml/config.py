@@ -21,6 +21,8 @@ QUIET_ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "GX_ANALYTICS_ENABLED": "false",
     "TQDM_DISABLE": "1",
+    # Plain functions log with `logging`; these loggers also reach Prefect's run logs.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,data_contracts,models",
 }
 
 

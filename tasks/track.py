@@ -1,0 +1,136 @@
+"""MLflow tracking: one experiment per dataset, a parent run per pipeline run, a child run per tier."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from lightpersml import config
+from models.metrics import METRIC_NAMES
+from models.recommender import Recommender
+from tasks.tiers import FittedTier
+
+SERVING_METRICS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "peak_memory_mb", "model_size_mb", "param_count")
+TIER_METRICS = METRIC_NAMES + SERVING_METRICS
+TABLE_COLUMNS = ("tier", "ndcg_at_10", "recall_at_10", "precision_at_10", "hr_at_10", "recall_repeat_at_10",
+                 "recall_explore_at_10", "coverage_at_10", "latency_p99_ms", "peak_memory_mb", "model_size_mb", "param_count")
+
+
+class RecommenderModel(mlflow.pyfunc.PythonModel):
+    """A saved `Recommender` as an MLflow pyfunc model.
+
+    predict(DataFrame with `user_id`, params={"k": 10, "store_id": None}) → user_id, item_id, rank, score.
+    """
+
+    def load_context(self, context):
+        self.recommender = Recommender.load(context.artifacts["recommender"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        params = params or {}
+        return self.recommender.recommend(model_input["user_id"], int(params.get("k", 10)), params.get("store_id"))
+
+
+def git_sha() -> str:
+    """The project's commit (with `-dirty` for uncommitted changes), or "unknown" outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).parent).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def experiment_id(dataset_name: str) -> str:
+    """The experiment `lightpersml-<dataset>`, created with its artifacts under mlflow/artifacts/."""
+    name = f"lightpersml-{dataset_name}"
+    found = mlflow.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    return mlflow.create_experiment(name, artifact_location=f"{config.mlflow_artifact_root()}/{name}")
+
+
+def start_parent_run(dataset_name: str, profile: str, source: str) -> tuple[str, str]:
+    """Create the pipeline's parent run; returns (run_id, experiment_id)."""
+    experiment = experiment_id(dataset_name)
+    run = mlflow.MlflowClient().create_run(experiment, run_name=f"training-{profile}",
+                                           tags={"git_sha": git_sha(), "dataset": dataset_name, "profile": profile,
+                                                 "source": source, "kind": "pipeline"})
+    return run.info.run_id, experiment
+
+
+def finish_run(run_id: str, ok: bool) -> None:
+    mlflow.MlflowClient().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def model_size_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
+@task(name="log tier", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="log {fitted.name}")
+def log_tier_task(fitted: FittedTier, metrics: dict[str, float], parent_run_id: str, data_hash: str,
+                  split_info: dict) -> dict:
+    """One child run: params, every metric name of DESIGN.md, tags, and the model (pyfunc)."""
+    parent = mlflow.get_run(parent_run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = fitted.recommender.save(Path(tmp) / "recommender")
+        metrics = {**metrics, "model_size_mb": model_size_mb(folder), "param_count": fitted.recommender.tier.param_count(),
+                   "fit_seconds": fitted.fit_seconds}
+        with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=fitted.name,
+                              parent_run_id=parent_run_id, tags={"tier": fitted.name, "data_hash": data_hash,
+                                                                  "git_sha": git_sha(), "fit": "evaluation"}) as run:
+            mlflow.log_params({**fitted.params, **split_info, **{f"tuning_{k}": v for k, v in fitted.tuning.items()}})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+            mlflow.pyfunc.log_model(name="model", python_model=RecommenderModel(), artifacts={"recommender": str(folder)},
+                                    pip_requirements=["lightpersml"])
+    missing = [m for m in TIER_METRICS if m not in metrics]
+    if missing:
+        raise ValueError(f"tier {fitted.name} lacks metrics {missing}")
+    return {"tier": fitted.name, "run_id": run.info.run_id, **metrics}
+
+
+def pareto_plot(rows: list[dict], path: Path) -> Path:
+    """NDCG@10 against p99 latency (log scale), marker area proportional to peak memory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        ax.scatter(row["latency_p99_ms"], row["ndcg_at_10"], s=40 + 20 * row["peak_memory_mb"], alpha=0.6)
+        ax.annotate(row["tier"], (row["latency_p99_ms"], row["ndcg_at_10"]), textcoords="offset points", xytext=(5, 5))
+    ax.set_xscale("log")
+    ax.set_xlabel("p99 latency of one request (ms)")
+    ax.set_ylabel("NDCG@10 (test)")
+    ax.set_title("Tiers: quality vs latency (marker size = peak memory)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def tier_table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows)[list(TABLE_COLUMNS)].sort_values("ndcg_at_10", ascending=False).reset_index(drop=True)
+
+
+@task(name="log pipeline summary", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def log_summary_task(parent_run_id: str, rows: list[dict], params: dict) -> None:
+    """Parent run: pipeline params, the tier table (JSON + Markdown) and the Pareto plot."""
+    client = mlflow.MlflowClient()
+    for key, value in params.items():
+        client.log_param(parent_run_id, key, value)
+    table = tier_table(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "tiers.json").write_text(json.dumps(rows, indent=2, default=str))
+        (Path(tmp) / "tiers.md").write_text(table.to_markdown(index=False, floatfmt=".4f"))
+        pareto_plot(rows, Path(tmp) / "pareto.png")
+        client.log_artifacts(parent_run_id, tmp)
