@@ -19,15 +19,20 @@ from rich.table import Table
 from lightpersml import config
 
 app = typer.Typer(help="LightPersML: lightweight personalization for small shops.", no_args_is_help=True)
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+SHORT_NAMES = {"ndcg_at_10": "NDCG", "recall_at_10": "recall", "precision_at_10": "prec.", "hr_at_10": "HR",
+               "recall_repeat_at_10": "rec.repeat", "recall_explore_at_10": "rec.explore", "coverage_at_10": "coverage",
+               "latency_p99_ms": "p99 ms", "peak_memory_mb": "mem MB", "model_size_mb": "size MB", "param_count": "params"}
 
 
 def print_tier_table(rows: list[dict]) -> None:
     from tasks.track import TABLE_COLUMNS, tier_table
 
-    table = Table(title="Tiers on the test split (k=10)")
+    table = Table(title="Tiers on the test split (metrics @10)")
     for column in TABLE_COLUMNS:
-        table.add_column(column.replace("_at_10", "@10"), justify="left" if column == "tier" else "right")
+        table.add_column(SHORT_NAMES.get(column, column), justify="left" if column == "tier" else "right")
     for row in tier_table(rows).to_dict(orient="records"):
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
     console.print(table)

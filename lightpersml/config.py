@@ -6,6 +6,7 @@ those libraries read the project's state folders and never phone home.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ def apply_environment() -> None:
     # The ephemeral Prefect server needs more than the default 20 s to start on 2 busy cores.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     mlflow_dir().mkdir(parents=True, exist_ok=True)
+    for name in os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"].split(","):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 @dataclass(frozen=True)

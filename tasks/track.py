@@ -14,27 +14,14 @@ from prefect.cache_policies import NO_CACHE
 
 from lightpersml import config
 from models.metrics import METRIC_NAMES
-from models.recommender import Recommender
+from tasks import pyfunc_model
+from tasks.pyfunc_model import SIGNATURE
 from tasks.tiers import FittedTier
 
 SERVING_METRICS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "peak_memory_mb", "model_size_mb", "param_count")
 TIER_METRICS = METRIC_NAMES + SERVING_METRICS
 TABLE_COLUMNS = ("tier", "ndcg_at_10", "recall_at_10", "precision_at_10", "hr_at_10", "recall_repeat_at_10",
                  "recall_explore_at_10", "coverage_at_10", "latency_p99_ms", "peak_memory_mb", "model_size_mb", "param_count")
-
-
-class RecommenderModel(mlflow.pyfunc.PythonModel):
-    """A saved `Recommender` as an MLflow pyfunc model.
-
-    predict(DataFrame with `user_id`, params={"k": 10, "store_id": None}) → user_id, item_id, rank, score.
-    """
-
-    def load_context(self, context):
-        self.recommender = Recommender.load(context.artifacts["recommender"])
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        params = params or {}
-        return self.recommender.recommend(model_input["user_id"], int(params.get("k", 10)), params.get("store_id"))
 
 
 def git_sha() -> str:
@@ -89,8 +76,8 @@ def log_tier_task(fitted: FittedTier, metrics: dict[str, float], parent_run_id: 
                                                                   "git_sha": git_sha(), "fit": "evaluation"}) as run:
             mlflow.log_params({**fitted.params, **split_info, **{f"tuning_{k}": v for k, v in fitted.tuning.items()}})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
-            mlflow.pyfunc.log_model(name="model", python_model=RecommenderModel(), artifacts={"recommender": str(folder)},
-                                    pip_requirements=["lightpersml"])
+            mlflow.pyfunc.log_model(name="model", python_model=str(Path(pyfunc_model.__file__)), signature=SIGNATURE,
+                                    artifacts={"recommender": str(folder)}, pip_requirements=["lightpersml"])
     missing = [m for m in TIER_METRICS if m not in metrics]
     if missing:
         raise ValueError(f"tier {fitted.name} lacks metrics {missing}")

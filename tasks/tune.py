@@ -34,6 +34,7 @@ def tune_tifu_knn(validation: Split, n_trials: int, storage_path: Path, study_na
     finished count toward `n_trials`, so a rerun after an interruption only runs what is left.
     """
     storage_path.parent.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log line per trial says more
     study = optuna.create_study(
         study_name=study_name, storage=f"sqlite:///{storage_path}", direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True,

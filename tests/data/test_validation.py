@@ -1,0 +1,141 @@
+"""Broken input: each kind gets a clear error (table, column, count, example) or a quarantine
+with the right counts. Built from a small real slice written as CSV, then broken on purpose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data_contracts import schema
+from data_contracts.errors import DataContractError, DataValidationError
+from data_contracts.folder import load_folder
+from data_contracts.validation import validate_dataset
+
+
+@pytest.fixture
+def good_folder(cj_slice, tmp_path) -> Path:
+    """300 real events (no outliers) and their items, as CSV files."""
+    events = pd.read_parquet(cj_slice / "events.parquet")
+    events = events[events[schema.QUANTITY] <= 100].head(300)
+    items = pd.read_parquet(cj_slice / "items.parquet")
+    items = items[items[schema.ITEM_ID].isin(events[schema.ITEM_ID])]
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    events.to_csv(folder / "events.csv", index=False)
+    items.to_csv(folder / "items.csv", index=False)
+    return folder
+
+
+def edit_events(folder: Path, change) -> None:
+    events = pd.read_csv(folder / "events.csv", dtype=str)
+    change(events)
+    events.to_csv(folder / "events.csv", index=False)
+
+
+def run_validation(folder: Path, tmp_path: Path):
+    return validate_dataset(load_folder(folder), tmp_path / "report")
+
+
+def blocking_error(folder: Path, tmp_path: Path) -> str:
+    with pytest.raises(DataValidationError) as caught:
+        run_validation(folder, tmp_path)
+    assert Path(caught.value.report_path).exists()
+    return str(caught.value)
+
+
+def test_good_data_passes(good_folder, tmp_path):
+    clean, report = run_validation(good_folder, tmp_path)
+    assert report.passed and len(clean.events) == 300 and report.quarantined["events"] == 0
+    assert Path(report.report_json).exists()
+    assert report.data_docs.endswith("index.html") and Path(report.data_docs.removeprefix("file://")).exists()
+
+
+def test_missing_column(good_folder, tmp_path):
+    edit_events(good_folder, lambda e: e.drop(columns=[schema.TIMESTAMP], inplace=True))
+    message = blocking_error(good_folder, tmp_path)
+    assert "table events" in message and "column timestamp" in message and "missing" in message
+
+
+def test_wrong_type(good_folder, tmp_path):
+    edit_events(good_folder, lambda e: e.__setitem__(schema.QUANTITY, e[schema.QUANTITY].where(e.index != 7, "two")))
+    message = blocking_error(good_folder, tmp_path)
+    assert "column quantity" in message and "values_parse_as_int" in message and "1 row" in message
+    assert "'two'" in message and "'line': 9" in message  # row 7 is line 9 (header is line 1)
+
+
+def test_null_ids(good_folder, tmp_path):
+    edit_events(good_folder, lambda e: e.__setitem__(schema.USER_ID, e[schema.USER_ID].where(~e.index.isin([3, 4]))))
+    message = blocking_error(good_folder, tmp_path)
+    assert "column user_id" in message and "not_be_null" in message and "2 row(s)" in message
+
+
+def test_unparseable_timestamps(good_folder, tmp_path):
+    edit_events(good_folder, lambda e: e.__setitem__(schema.TIMESTAMP, e[schema.TIMESTAMP].where(e.index >= 3, "not-a-date")))
+    message = blocking_error(good_folder, tmp_path)
+    assert "column timestamp" in message and "3 row(s)" in message and "not-a-date" in message
+
+
+def test_negative_quantity(good_folder, tmp_path):
+    edit_events(good_folder, lambda e: e.__setitem__(schema.QUANTITY, e[schema.QUANTITY].where(e.index != 0, "-2")))
+    message = blocking_error(good_folder, tmp_path)
+    assert "column quantity" in message and "between 1" in message and "1 row(s)" in message
+
+
+def test_unknown_item_ids(good_folder, tmp_path):
+    edit_events(good_folder, lambda e: e.__setitem__(schema.ITEM_ID, e[schema.ITEM_ID].where(e.index >= 4, "NO-SUCH-ITEM")))
+    message = blocking_error(good_folder, tmp_path)
+    assert "column item_id" in message and "in_set" in message and "4 row(s)" in message and "NO-SUCH-ITEM" in message
+
+
+def test_empty_file(good_folder, tmp_path):
+    (good_folder / "events.csv").write_text("")
+    with pytest.raises(DataContractError, match=r"events\.csv: the file is empty"):
+        load_folder(good_folder)
+
+
+def test_header_only_table(good_folder, tmp_path):
+    (good_folder / "events.csv").write_text("user_id,item_id,timestamp\n")
+    message = blocking_error(good_folder, tmp_path)
+    assert "table events" in message and "no rows" in message
+
+
+def test_duplicate_rows_are_quarantined(good_folder, tmp_path):
+    edit_events(good_folder, lambda e: None)
+    events = pd.read_csv(good_folder / "events.csv", dtype=str)
+    pd.concat([events, events.iloc[[1, 2, 2]]]).to_csv(good_folder / "events.csv", index=False)
+    clean, report = run_validation(good_folder, tmp_path)
+    assert report.passed and report.quarantined["events"] == 3 and len(clean.events) == 300
+    quarantined = pd.read_parquet(Path(report.quarantine_dir) / "events.parquet")
+    assert len(quarantined) == 3 and quarantined["reason"].str.contains("unique").all()
+
+
+def test_negative_values_and_outliers_are_quarantined(good_folder, tmp_path):
+    edit_events(good_folder, lambda e: (e.__setitem__(schema.VALUE, e[schema.VALUE].where(e.index != 5, "-3.5")),
+                                        e.__setitem__(schema.QUANTITY, e[schema.QUANTITY].where(e.index != 6, "5000"))))
+    clean, report = run_validation(good_folder, tmp_path)
+    assert report.quarantined["events"] == 2 and len(clean.events) == 298
+    checks = {f.check for f in report.findings}
+    assert any("outlier" in c for c in checks)
+
+
+def test_wrong_delimiter(good_folder, tmp_path):
+    events = pd.read_csv(good_folder / "events.csv", dtype=str)
+    events.to_csv(good_folder / "events.csv", index=False, sep=";")
+    with pytest.raises(DataContractError, match=r"events\.csv: the header .* separated by ';'"):
+        load_folder(good_folder)
+
+
+def test_wrong_encoding(good_folder, tmp_path):
+    items = pd.read_csv(good_folder / "items.csv", dtype=str)
+    items.loc[3, schema.TITLE] = "CRÈME FRAÎCHE"
+    items.to_csv(good_folder / "items.csv", index=False, encoding="latin-1")
+    with pytest.raises(DataContractError, match=r"items\.csv: not valid UTF-8 .* at line 5"):
+        load_folder(good_folder)
+
+
+def test_missing_required_table(good_folder):
+    (good_folder / "items.csv").unlink()
+    with pytest.raises(DataContractError, match="no items.parquet or items.csv"):
+        load_folder(good_folder)
