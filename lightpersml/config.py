@@ -24,6 +24,7 @@ QUIET_ENVIRONMENT = {
     "TQDM_DISABLE": "1",
     # Plain functions log with `logging`; these loggers also reach Prefect's run logs.
     "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,data_contracts,models",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # plain functions also run outside flows
 }
 
 

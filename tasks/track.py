@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -76,8 +77,10 @@ def log_tier_task(fitted: FittedTier, metrics: dict[str, float], parent_run_id: 
                                                                   "git_sha": git_sha(), "fit": "evaluation"}) as run:
             mlflow.log_params({**fitted.params, **split_info, **{f"tuning_{k}": v for k, v in fitted.tuning.items()}})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
-            mlflow.pyfunc.log_model(name="model", python_model=str(Path(pyfunc_model.__file__)), signature=SIGNATURE,
-                                    artifacts={"recommender": str(folder)}, pip_requirements=["lightpersml"])
+            with warnings.catch_warnings():  # the explicit signature makes an input example unnecessary
+                warnings.filterwarnings("ignore", message="An input example was not provided")
+                mlflow.pyfunc.log_model(name="model", python_model=str(Path(pyfunc_model.__file__)), signature=SIGNATURE,
+                                        artifacts={"recommender": str(folder)}, pip_requirements=["lightpersml"])
     missing = [m for m in TIER_METRICS if m not in metrics]
     if missing:
         raise ValueError(f"tier {fitted.name} lacks metrics {missing}")

@@ -1,0 +1,85 @@
+"""Temporal split and features on a real slice: no leakage, first basket as target, caching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from data_contracts import schema
+from data_contracts.folder import load_folder
+from data_contracts.validation import validate_dataset
+from tasks.features import build_splits, purchase_lines
+
+
+@pytest.fixture(scope="module")
+def clean_slice(cj_slice, tmp_path_factory):
+    clean, _ = validate_dataset(load_folder(cj_slice), tmp_path_factory.mktemp("report"))
+    return clean
+
+
+@pytest.fixture(scope="module")
+def splits(clean_slice, tmp_path_factory):
+    splits, hit = build_splits(clean_slice, clean_slice.content_hash(), tmp_path_factory.mktemp("cache"))
+    assert not hit
+    return splits
+
+
+def test_cutoffs_are_four_weeks_apart(clean_slice, splits):
+    newest = clean_slice.events[schema.TIMESTAMP].max()
+    assert splits["test"].cutoff == newest - pd.Timedelta(weeks=4)
+    assert splits["validation"].cutoff == splits["test"].cutoff - pd.Timedelta(weeks=4)
+    assert splits["validation"].end == splits["test"].cutoff
+
+
+def test_history_and_features_stop_at_the_cutoff(clean_slice, splits):
+    origin = clean_slice.events[schema.TIMESTAMP].min()
+    for split in splits.values():
+        cutoff_day = (split.cutoff - origin).total_seconds() / 86400
+        assert split.history.basket_day.max() < cutoff_day
+        assert split.features["repeat_features"]["last_day"].max() < cutoff_day
+        assert (split.features["repeat_features"]["recency_days"] > 0).all()
+
+
+def test_target_is_each_users_first_basket_after_the_cutoff(clean_slice, splits):
+    split = splits["test"]
+    lines = purchase_lines(clean_slice)
+    after = lines.filter(pl.col(schema.TIMESTAMP) >= split.cutoff).sort(schema.TIMESTAMP)
+    user = int(next(iter(split.targets)))
+    user_id = split.catalog.user_ids[user]
+    first_key = after.filter(pl.col(schema.USER_ID) == user_id)["basket_key"][0]
+    expected = set(after.filter(pl.col("basket_key") == first_key)[schema.ITEM_ID].to_list())
+    got = {split.catalog.item_ids[i] for i in split.targets[user]}
+    assert got == expected
+    # every target user has history before the cutoff
+    assert all(np.diff(split.history.user_ptr)[u] > 0 for u in split.targets)
+
+
+def test_repeat_features_by_hand(clean_slice, splits):
+    repeat = splits["test"].features["repeat_features"]
+    row = repeat.filter(pl.col("purchase_count") >= 3).row(0, named=True)
+    assert row["item_gap_days"] == pytest.approx((row["last_day"] - row["first_day"]) / (row["purchase_count"] - 1))
+    user_rows = repeat.filter(pl.col(schema.USER_ID) == row[schema.USER_ID])
+    assert row["user_interval_days"] == pytest.approx(user_rows["item_gap_days"].drop_nulls().median())
+
+
+def test_store_popularity_ranks(splits):
+    stores = splits["test"].features["store_popularity"]
+    top = stores.filter(pl.col("rank") == 1)
+    assert top[schema.STORE_ID].n_unique() == len(top)
+    best = stores.group_by(schema.STORE_ID).agg(pl.col("baskets").max())
+    assert sorted(top["baskets"].to_list()) == sorted(best["baskets"].to_list())
+
+
+def test_rerun_on_same_data_reads_the_cache(clean_slice, splits, tmp_path):
+    first, hit = build_splits(clean_slice, "samehash", tmp_path)
+    again, hit_again = build_splits(clean_slice, "samehash", tmp_path)
+    assert (hit, hit_again) == (False, True)
+    assert again["test"].targets == first["test"].targets
+    assert np.array_equal(again["test"].history.items, first["test"].history.items)
+
+
+def test_content_hash_changes_with_the_data(clean_slice):
+    changed = type(clean_slice)(**{**clean_slice.__dict__, "events": clean_slice.events.iloc[1:]})
+    assert changed.content_hash() != clean_slice.content_hash()

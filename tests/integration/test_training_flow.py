@@ -1,0 +1,130 @@
+"""The training flow end to end on real local components: Prefect's local API, MLflow on
+SQLite, Great Expectations, the `lightpersml` CLI."""
+
+from __future__ import annotations
+
+import shutil
+
+import mlflow
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from data_contracts import schema
+from data_contracts.errors import DataValidationError
+from lightpersml.cli import app
+from models.metrics import evaluate
+from tasks.track import TIER_METRICS
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def child_runs(parent_run_id: str) -> list:
+    parent = mlflow.get_run(parent_run_id)
+    return mlflow.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              output_format="list")
+
+
+def registry_versions() -> int:
+    return len(mlflow.MlflowClient().search_model_versions())
+
+
+@pytest.fixture(scope="module")
+def slice_run(prefect_api, cj_slice):
+    from flows.training import training_flow
+
+    return training_flow(data=str(cj_slice), profile="quick")
+
+
+def test_parent_run_has_a_child_per_baseline_with_every_metric(slice_run):
+    children = child_runs(slice_run["run_id"])
+    assert sorted(r.data.tags["tier"] for r in children) == ["g_topfreq", "p_topfreq", "tifu_knn"]
+    for run in children:
+        assert set(TIER_METRICS) <= set(run.data.metrics), run.data.tags["tier"]
+        assert run.data.tags["data_hash"] == slice_run["data_hash"] and run.data.tags["git_sha"]
+    parent = mlflow.get_run(slice_run["run_id"])
+    assert parent.info.status == "FINISHED"
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(slice_run["run_id"])}
+    assert {"pareto.png", "tiers.md", "tiers.json", "validation"} <= artifacts
+
+
+def test_recommend_output_reproduces_the_logged_metrics(slice_run, cj_slice, tmp_path):
+    """Export recommendations for the test users with the CLI, score them with the project's
+    metrics against the test baskets, and compare with what the tier's run logged."""
+    from tasks.features import build_splits
+
+    splits, hit = build_splits(None, slice_run["data_hash"], __import__("lightpersml").config.state_dir() / "features")
+    assert hit
+    test = splits["test"]
+    users = [test.catalog.user_ids[u] for u in test.targets]
+    pd.DataFrame({"user_id": users}).to_csv(tmp_path / "users.csv", index=False)
+    for tier in ("p_topfreq", "tifu_knn"):
+        out = tmp_path / f"{tier}.parquet"
+        result = runner.invoke(app, ["recommend", "--model", tier, "--users", str(tmp_path / "users.csv"), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        recs = pd.read_parquet(out).sort_values(["user_id", "rank"])
+        ranked = recs.groupby("user_id")["item_id"].apply(list).to_dict()
+        baskets = {test.catalog.user_ids[u]: {test.catalog.item_ids[i] for i in items} for u, items in test.targets.items()}
+        seen = {test.catalog.user_ids[u]: {test.catalog.item_ids[i] for i in items} for u, items in test.seen_items().items()}
+        scored = evaluate(ranked, baskets, seen, len(test.catalog.item_ids))
+        logged = next(r for r in child_runs(slice_run["run_id"]) if r.data.tags["tier"] == tier).data.metrics
+        for name in ("precision_at_10", "recall_at_10", "ndcg_at_10", "hr_at_10", "recall_repeat_at_10", "coverage_at_10"):
+            assert scored[name] == pytest.approx(logged[name], abs=1e-9), (tier, name)
+
+
+def test_recommend_respects_store_stock(slice_run, cj_slice, tmp_path):
+    availability = pd.read_parquet(cj_slice / "availability.parquet")
+    store = availability[schema.STORE_ID].value_counts().index[0]
+    newest = availability[availability[schema.STORE_ID] == store]
+    newest = set(newest[newest[schema.VALID_FROM] == newest[schema.VALID_FROM].max()][schema.ITEM_ID])
+    users = pd.read_parquet(cj_slice / "events.parquet")[schema.USER_ID].unique()[:20]
+    (tmp_path / "users.txt").write_text("\n".join(users) + "\nnew-shopper\n")
+    out = tmp_path / "recs.csv"
+    result = runner.invoke(app, ["recommend", "--model", "tifu_knn", "--users", str(tmp_path / "users.txt"),
+                                 "--out", str(out), "--store", store, "--k", "5"])
+    assert result.exit_code == 0, result.output
+    recs = pd.read_csv(out, dtype={"item_id": str, "user_id": str})
+    assert set(recs["item_id"]) <= newest
+    assert recs.groupby("user_id").size().max() == 5 and "new-shopper" in set(recs["user_id"])
+
+
+def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_off_purchases, tmp_path):
+    from flows.training import training_flow
+
+    result = training_flow(data=str(one_off_purchases), profile="quick")
+    children = child_runs(result["run_id"])
+    assert len(children) == 3 and all(r.data.params["exclude_seen"] == "True" for r in children)
+    events = pd.read_csv(one_off_purchases / "events.csv", dtype=str, parse_dates=[schema.TIMESTAMP])
+    # The logged model is the evaluation fit: it knows the purchases before the test cutoff.
+    events = events[events[schema.TIMESTAMP] < pd.Timestamp(children[0].data.params["test_cutoff"])]
+    users = events[schema.USER_ID].unique()[:10]
+    (tmp_path / "u.txt").write_text("\n".join(users))
+    out = tmp_path / "recs.parquet"
+    outcome = runner.invoke(app, ["recommend", "--model", "p_topfreq", "--users", str(tmp_path / "u.txt"), "--out", str(out)])
+    assert outcome.exit_code == 0, outcome.output
+    recs = pd.read_parquet(out)
+    bought = set(zip(events[schema.USER_ID], events[schema.ITEM_ID]))
+    assert len(recs) == 100 and not any((u, i) in bought for u, i in zip(recs["user_id"], recs["item_id"]))
+
+
+def test_broken_data_stops_before_training_and_touches_nothing(prefect_api, cj_slice, tmp_path):
+    from flows.training import training_flow
+    from lightpersml import config
+
+    broken = tmp_path / "broken"
+    shutil.copytree(cj_slice, broken)
+    events = pd.read_parquet(broken / "events.parquet")
+    events.loc[events.index[:5], schema.ITEM_ID] = "NO-SUCH-ITEM"
+    events.to_parquet(broken / "events.parquet", index=False)
+    versions = registry_versions()
+    features = set((config.state_dir() / "features").glob("*"))
+    with pytest.raises(DataValidationError, match="item_id"):
+        training_flow(data=str(broken), profile="quick")
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.source = '%s'" % broken, output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    assert child_runs(runs[0].info.run_id) == []
+    assert registry_versions() == versions
+    assert set((config.state_dir() / "features").glob("*")) == features
+    result = runner.invoke(app, ["validate", str(broken)])
+    assert result.exit_code == 1 and "NO-SUCH-ITEM" in result.output
