@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine (Python 3.11 + pip): `make run` and `make test`.
+# torch is installed first and pinned: any other version pulls a multi-GB CUDA build (STACK.md).
+PYTHON ?= python3.11
+VENV := .venv
+PIP := $(VENV)/bin/pip --disable-pip-version-check -q
+TORCH := torch==2.13.0
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+
+$(VENV)/.train: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install $(TORCH)
+	$(PIP) install -e ".[train]"
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install $(TORCH)
+	$(PIP) install -e ".[dev]"
+	touch $@ $(VENV)/.train
+
+.PHONY: install run test
+install: $(VENV)/.train
+
+run: $(VENV)/.train  ## install, then run the training pipeline on the bundled Complete Journey data
+	$(VENV)/bin/lightpersml run --profile quick
+
+test: $(VENV)/.dev  ## install with dev extras, then run the whole test suite
+	$(VENV)/bin/python -m pytest
