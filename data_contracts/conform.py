@@ -21,7 +21,7 @@ class Finding:
     column: str | None
     check: str
     blocking: bool
-    unexpected_count: int
+    unexpected_count: int | None  # None for table-level checks (missing column, empty table)
     row_indices: list[int] = field(default_factory=list)  # positions in the table as read
     examples: list[dict] = field(default_factory=list)
     detail: str = ""
@@ -78,7 +78,6 @@ def conform_table(frame: pd.DataFrame, spec: schema.TableSpec) -> tuple[pd.DataF
                     blocking=True,
                     unexpected_count=len(positions),
                     row_indices=positions,
-                    examples=[{"row": p, column: str(raw.iloc[p])} for p in positions[:5]],
                     detail=f"expected {kind} values",
                 )
             )

@@ -46,12 +46,9 @@ class ValidationReport:
         lines = [f"{self.dataset}: {'PASSED' if self.passed else 'FAILED'} — rows " + ", ".join(
             f"{t}={n:,}" for t, n in self.row_counts.items())]
         for f in self.findings:
-            action = "BLOCKING" if f.blocking else f"quarantined {self.quarantine_count(f):,}"
-            lines.append(f"  [{action}] {f.table}.{f.column or '*'} {f.check}: {f.unexpected_count:,} rows {f.detail}".rstrip())
+            action = "BLOCKING" if f.blocking else f"quarantined {len(f.row_indices):,}"
+            lines.append(f"  [{action}] {f.table}.{f.column or '*'} {f.check}: {_rows(f)} {f.detail}".rstrip())
         return "\n".join(lines)
-
-    def quarantine_count(self, finding: Finding) -> int:
-        return len(finding.row_indices)
 
     def to_json(self) -> dict:
         return {
@@ -68,6 +65,10 @@ class ValidationReport:
         }
 
 
+def _rows(finding: Finding) -> str:
+    return "" if finding.unexpected_count is None else f"{finding.unexpected_count:,} row(s)"
+
+
 def _describe_rows(frame: pd.DataFrame, positions: list[int], source: str, limit: int) -> list[dict]:
     """Example rows as dicts with their position (and CSV line number: header is line 1)."""
     examples = []
@@ -82,8 +83,8 @@ def blocking_message(report: ValidationReport, sources: dict[str, str]) -> str:
     parts = [f"Data validation failed for {report.dataset!r}: {len(report.blocking)} blocking check(s). Nothing was trained."]
     for f in report.blocking:
         where = sources.get(f.table, f.table)
-        parts.append(f"- table {f.table} ({where}), column {f.column or '(table)'}: {f.check} failed for "
-                     f"{f.unexpected_count:,} row(s). {f.detail}".rstrip())
+        parts.append(f"- table {f.table} ({where}), column {f.column or '(table)'}: {f.check} failed"
+                     f"{' for ' + _rows(f) if f.unexpected_count is not None else ''}. {f.detail}".rstrip())
         for example in f.examples:
             parts.append(f"    e.g. {example}")
     if report.report_json:
@@ -128,10 +129,10 @@ def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: 
     outcome = result.get("result") or {}
     exception = (result.get("exception_info") or {}).get("exception_message")
     positions = [int(i) for i in outcome.get("unexpected_index_list") or [] if not isinstance(i, dict)]
-    count = int(outcome.get("unexpected_count") or len(positions) or (0 if "observed_value" in outcome else 1))
+    count = outcome.get("unexpected_count")  # None for table-level checks
     detail = ""
     if config["type"] == "expect_table_row_count_to_be_between":
-        detail, count = "the table has no rows", 0
+        detail = "the table has no rows"
     elif config["type"] == "expect_column_to_exist":
         detail = f"missing; columns found: {list(frame.columns)}"
     elif "min_value" in kwargs or "max_value" in kwargs:
@@ -143,7 +144,7 @@ def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: 
         column=kwargs.get("column") or (",".join(kwargs["column_list"][:3]) + ",…" if "column_list" in kwargs else None),
         check=config["type"] + (f" ({meta['kind']})" if "kind" in meta else ""),
         blocking=bool(meta.get("blocking", True)),
-        unexpected_count=count,
+        unexpected_count=None if count is None else int(count),
         row_indices=positions,
         examples=_describe_rows(frame, positions, source, limit),
         detail=detail,

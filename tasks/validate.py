@@ -15,7 +15,7 @@ from data_contracts.validation import ValidationReport, validate_dataset
 
 
 def report_markdown(report: ValidationReport) -> str:
-    rows = [f"| {f.table} | {f.column or ''} | {f.check} | {'blocking' if f.blocking else 'quarantine'} | {f.unexpected_count:,} |"
+    rows = [f"| {f.table} | {f.column or ''} | {f.check} | {'blocking' if f.blocking else 'quarantine'} | {f.unexpected_count if f.unexpected_count is not None else '—'} |"
             for f in report.findings]
     counts = ", ".join(f"{t}: {n:,} rows ({report.quarantined.get(t, 0):,} quarantined)" for t, n in report.row_counts.items())
     return "\n".join([
