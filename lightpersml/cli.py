@@ -7,7 +7,6 @@ Heavy libraries are imported inside each command so `--help` stays fast and an e
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -126,7 +125,8 @@ def ui(port: Annotated[int, typer.Option()] = 5000) -> None:
                "--backend-store-uri", config.mlflow_tracking_uri(),
                "--default-artifact-root", config.mlflow_artifact_root()]
     console.print(f"MLflow UI on http://127.0.0.1:{port} (store {config.mlflow_tracking_uri()}); Ctrl-C to stop")
-    raise typer.Exit(subprocess.call(command, env=env))
+    sys.stdout.flush()
+    os.execve(sys.executable, command, env)  # the server takes over this process (and its PID)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def log_tier_task(fitted: FittedTier, metrics: dict[str, float], parent_run_id: 
             mlflow.log_params({**fitted.params, **split_info, **{f"tuning_{k}": v for k, v in fitted.tuning.items()}})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
             with warnings.catch_warnings():  # the explicit signature makes an input example unnecessary
-                warnings.filterwarnings("ignore", message="An input example was not provided")
+                warnings.filterwarnings("ignore", message=".*An input example was not provided")
                 mlflow.pyfunc.log_model(name="model", python_model=str(Path(pyfunc_model.__file__)), signature=SIGNATURE,
                                         artifacts={"recommender": str(folder)}, pip_requirements=["lightpersml"])
     missing = [m for m in TIER_METRICS if m not in metrics]

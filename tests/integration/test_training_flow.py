@@ -128,3 +128,42 @@ def test_broken_data_stops_before_training_and_touches_nothing(prefect_api, cj_s
     assert set((config.state_dir() / "features").glob("*")) == features
     result = runner.invoke(app, ["validate", str(broken)])
     assert result.exit_code == 1 and "NO-SUCH-ITEM" in result.output
+
+
+def test_ui_serves_the_runs_over_http(slice_run, project_home):
+    """`lightpersml ui` starts a real MLflow server on 127.0.0.1; its REST API lists the tier runs."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = [sys.executable, "-m", "lightpersml.cli", "ui", "--port", str(port)]
+    server = subprocess.Popen(cli, env={**os.environ, "LIGHTPERSML_HOME": str(project_home)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "MLflow UI did not start"
+            time.sleep(0.5)
+        parent = mlflow.get_run(slice_run["run_id"])
+        found = httpx.post(f"{url}/api/2.0/mlflow/runs/search", json={
+            "experiment_ids": [parent.info.experiment_id],
+            "filter": f"tags.mlflow.parentRunId = '{slice_run['run_id']}'"}, timeout=10).json()["runs"]
+        tiers = {tag["value"] for run in found for tag in run["data"]["tags"] if tag["key"] == "tier"}
+        assert tiers == {"g_topfreq", "p_topfreq", "tifu_knn"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
