@@ -185,6 +185,7 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
     known_items = conformed["items"][schema.ITEM_ID] if schema.ITEM_ID in conformed["items"] else None
     for table, frame in conformed.items():
         suite = build_suite(schema.TABLES[table], frame, known_items if table != "items" else None, max_quantity)
+        log.info("validating %s: %s rows, %d expectations", table, f"{len(frame):,}", len(suite.expectations))
         for result in runner.validate(table, frame, suite):
             finding = _finding_from_result(table, frame, result, dataset.sources.get(table, ""), example_rows)
             if finding:
