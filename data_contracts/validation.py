@@ -151,6 +151,27 @@ def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: 
     )
 
 
+def unknown_item_findings(tables: dict[str, pd.DataFrame], sources: dict[str, str], limit: int) -> list[Finding]:
+    """Rows of events (blocking) and availability (quarantined) whose item_id is not in items."""
+    items = tables["items"]
+    if schema.ITEM_ID not in items.columns:
+        return []  # the items suite reports the missing column
+    known = pd.Index(items[schema.ITEM_ID].dropna().unique())
+    findings = []
+    for table, blocking in (("events", True), ("availability", False)):
+        frame = tables.get(table)
+        if frame is None or schema.ITEM_ID not in frame.columns:
+            continue
+        unknown = frame[schema.ITEM_ID].notna() & ~frame[schema.ITEM_ID].isin(known)
+        if unknown.any():
+            positions = [int(p) for p in unknown.to_numpy().nonzero()[0]]
+            findings.append(Finding(table=table, column=schema.ITEM_ID, check="item_id_in_items_table", blocking=blocking,
+                                    unexpected_count=len(positions), row_indices=positions,
+                                    examples=_describe_rows(frame, positions, sources.get(table, ""), limit),
+                                    detail=f"{frame[schema.ITEM_ID][unknown].nunique():,} distinct ids not in the items table"))
+    return findings
+
+
 def _quarantine_rows(frame: pd.DataFrame, finding: Finding) -> list[int]:
     """Rows to move out: all flagged rows, except for duplicates where the first copy stays."""
     if not finding.row_indices:
@@ -182,9 +203,9 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
             f.examples = _describe_rows(raw, f.row_indices, dataset.sources.get(table, ""), example_rows)
         findings += parse_findings
         conformed[table] = frame
-    known_items = conformed["items"][schema.ITEM_ID] if schema.ITEM_ID in conformed["items"] else None
+    findings += unknown_item_findings(conformed, dataset.sources, example_rows)
     for table, frame in conformed.items():
-        suite = build_suite(schema.TABLES[table], frame, known_items if table != "items" else None, max_quantity)
+        suite = build_suite(schema.TABLES[table], frame, max_quantity)
         log.info("validating %s: %s rows, %d expectations", table, f"{len(frame):,}", len(suite.expectations))
         for result in runner.validate(table, frame, suite):
             finding = _finding_from_result(table, frame, result, dataset.sources.get(table, ""), example_rows)

@@ -86,7 +86,7 @@ def test_negative_quantity(good_folder, tmp_path):
 def test_unknown_item_ids(good_folder, tmp_path):
     edit_events(good_folder, lambda e: e.__setitem__(schema.ITEM_ID, e[schema.ITEM_ID].where(e.index >= 4, "NO-SUCH-ITEM")))
     message = blocking_error(good_folder, tmp_path)
-    assert "column item_id" in message and "in_set" in message and "4 row(s)" in message and "NO-SUCH-ITEM" in message
+    assert "column item_id" in message and "item_id_in_items_table" in message and "4 row(s)" in message and "NO-SUCH-ITEM" in message
 
 
 def test_empty_file(good_folder, tmp_path):
