@@ -3,6 +3,7 @@ SQLite, Great Expectations, the `lightpersml` CLI."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import mlflow
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from data_contracts import schema
 from data_contracts.errors import DataValidationError
+from lightpersml import config
 from lightpersml.cli import app
 from models.metrics import evaluate
 from tasks.track import TIER_METRICS
@@ -32,9 +34,12 @@ def registry_versions() -> int:
 
 @pytest.fixture(scope="module")
 def slice_run(prefect_api, cj_slice):
-    from flows.training import training_flow
-
-    return training_flow(data=str(cj_slice), profile="quick")
+    """`lightpersml run` on the slice; the run id is read from what the command prints."""
+    result = runner.invoke(app, ["run", "--data", str(cj_slice), "--profile", "quick"])
+    assert result.exit_code == 0, result.output
+    assert "Tiers on the test split" in result.output and "tifu_knn" in result.output
+    run_id = re.search(r"MLflow run ([0-9a-f]{32})", result.output).group(1)
+    return {"run_id": run_id, "data_hash": mlflow.get_run(run_id).data.params["data_hash"]}
 
 
 def test_parent_run_has_a_child_per_baseline_with_every_metric(slice_run):
@@ -54,7 +59,7 @@ def test_recommend_output_reproduces_the_logged_metrics(slice_run, cj_slice, tmp
     metrics against the test baskets, and compare with what the tier's run logged."""
     from tasks.features import build_splits
 
-    splits, hit = build_splits(None, slice_run["data_hash"], __import__("lightpersml").config.state_dir() / "features")
+    splits, hit = build_splits(None, slice_run["data_hash"], config.state_dir() / "features")
     assert hit
     test = splits["test"]
     users = [test.catalog.user_ids[u] for u in test.targets]
@@ -110,7 +115,6 @@ def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_
 
 def test_broken_data_stops_before_training_and_touches_nothing(prefect_api, cj_slice, tmp_path):
     from flows.training import training_flow
-    from lightpersml import config
 
     broken = tmp_path / "broken"
     shutil.copytree(cj_slice, broken)
