@@ -53,7 +53,7 @@ def conform_table(frame: pd.DataFrame, spec: schema.TableSpec) -> tuple[pd.DataF
                 parsed = raw.astype("Int64").astype("string")
         elif kind == "timestamp":
             if pd.api.types.is_datetime64_any_dtype(raw):
-                parsed = raw.dt.tz_localize(None) if getattr(raw.dt, "tz", None) else raw
+                parsed = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz is not None else raw
             else:
                 parsed = pd.to_datetime(raw, errors="coerce", format="mixed", utc=True).dt.tz_localize(None)
         elif kind in ("int", "float"):

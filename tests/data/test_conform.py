@@ -1,0 +1,37 @@
+"""Casting raw columns to the contract's types."""
+
+import pandas as pd
+
+from data_contracts import schema
+from data_contracts.conform import conform_table
+
+
+def test_numeric_ids_become_the_same_strings_and_timestamps_become_utc():
+    raw = pd.DataFrame({
+        schema.USER_ID: [1, 2],
+        schema.ITEM_ID: [3.0, 4.0],  # a Parquet writer turned ints into floats
+        schema.TIMESTAMP: pd.to_datetime(["2020-01-01 10:00+02:00", "2020-01-02 10:00+02:00"]),
+    })
+    frame, findings = conform_table(raw, schema.EVENTS)
+    assert findings == []
+    assert frame[schema.USER_ID].tolist() == ["1", "2"] and frame[schema.ITEM_ID].tolist() == ["3", "4"]
+    assert frame[schema.TIMESTAMP].tolist() == [pd.Timestamp("2020-01-01 08:00"), pd.Timestamp("2020-01-02 08:00")]
+
+
+def test_text_timestamps_with_offsets_and_missing_event_type():
+    raw = pd.DataFrame({
+        schema.USER_ID: ["a", "b"], schema.ITEM_ID: ["x", "y"],
+        schema.TIMESTAMP: ["2020-01-01T10:00:00+02:00", "2020-01-01 09:00:00"],
+        schema.EVENT_TYPE: ["View", None],
+    })
+    frame, findings = conform_table(raw, schema.EVENTS)
+    assert findings == []
+    assert frame[schema.TIMESTAMP].tolist() == [pd.Timestamp("2020-01-01 08:00"), pd.Timestamp("2020-01-01 09:00")]
+    assert frame[schema.EVENT_TYPE].tolist() == ["view", "purchase"]
+
+
+def test_fractional_quantity_is_a_type_error():
+    raw = pd.DataFrame({schema.USER_ID: ["a"], schema.ITEM_ID: ["x"], schema.TIMESTAMP: ["2020-01-01"],
+                        schema.QUANTITY: ["1.5"]})
+    _, findings = conform_table(raw, schema.EVENTS)
+    assert [(f.column, f.check, f.row_indices) for f in findings] == [(schema.QUANTITY, "values_parse_as_int", [0])]
