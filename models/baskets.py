@@ -51,3 +51,26 @@ class BasketHistory:
         """Share of (user, item) pairs bought in more than one basket; ~0 for ratings-like data."""
         counts = self.user_item_counts()
         return float((counts.data > 1).mean()) if counts.nnz else 0.0
+
+    def before(self, day: float) -> "BasketHistory":
+        """The same users and items, keeping only baskets strictly before `day`."""
+        keep = self.basket_day < day
+        kept_per_user = np.bincount(self.basket_users()[keep], minlength=self.n_users)
+        keep_lines = np.repeat(keep, np.diff(self.basket_ptr))
+        return BasketHistory(
+            n_users=self.n_users, n_items=self.n_items,
+            user_ptr=np.r_[0, np.cumsum(kept_per_user)].astype(np.int64),
+            basket_ptr=np.r_[0, np.cumsum(np.diff(self.basket_ptr)[keep])].astype(np.int64),
+            items=self.items[keep_lines], basket_day=self.basket_day[keep],
+        )
+
+    def first_baskets(self, start: float, end: float) -> dict[int, set[int]]:
+        """user → items of their first basket in [start, end), for users with a basket before `start`."""
+        users = self.basket_users()
+        first_day = self.basket_day[np.minimum(self.user_ptr[:-1], max(self.n_baskets - 1, 0))]
+        targets: dict[int, set[int]] = {}
+        for b in np.flatnonzero((self.basket_day >= start) & (self.basket_day < end)):
+            user = int(users[b])
+            if user not in targets and first_day[user] < start:
+                targets[user] = set(self.items[self.basket_ptr[b]:self.basket_ptr[b + 1]].tolist())
+        return targets

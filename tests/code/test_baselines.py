@@ -93,3 +93,13 @@ def test_save_and_load_give_the_same_recommendations(tmp_path):
     users = ["u0", "u1", "u2", "stranger"]
     assert rec.recommend(users, 4).equals(loaded.recommend(users, 4))
     assert loaded.meta["x"] == 1 and loaded.tier.params == tier.params
+
+
+def test_history_before_a_day_and_first_baskets_after_it():
+    history = history_from([[[0, 1], [2], [3]], [[4]], [[5], [1]]], n_items=6)
+    history.basket_day = np.array([0.0, 5.0, 9.0, 6.0, 1.0, 7.0])
+    before = history.before(6.0)
+    assert before.n_baskets == 3 and np.diff(before.user_ptr).tolist() == [2, 0, 1]
+    assert before.items.tolist() == [0, 1, 2, 5]
+    # user 1's only basket is on day 6: no history before it, so no target
+    assert history.first_baskets(6.0, 10.0) == {0: {3}, 2: {1}}
