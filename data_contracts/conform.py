@@ -33,6 +33,22 @@ def _parse_failures(raw: pd.Series, parsed: pd.Series) -> pd.Series:
     return raw_present & parsed.isna()
 
 
+# Epoch numbers below each bound are read in that unit (1e11 s is the year 5138).
+EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17), ("ns", float("inf")))
+
+
+def normalise_ids(raw: pd.Series) -> pd.Series:
+    """Ids as stripped strings; empty → missing. Whole floats (ints that Parquet or pandas turned
+    into floats, "12.0") become "12" so they match the same id written as text; other floats stay
+    as written and will not match an integer id."""
+    if pd.api.types.is_float_dtype(raw):
+        whole = raw.notna() & (raw == raw.round())
+        text = raw.astype("string")
+        return text.mask(whole, raw.where(whole).astype("Int64").astype("string"))
+    parsed = raw.astype("string").str.strip()
+    return parsed.mask(parsed == "")
+
+
 def conform_table(frame: pd.DataFrame, spec: schema.TableSpec) -> tuple[pd.DataFrame, list[Finding]]:
     """Return the table with contract types (ids as strings, UTC-naive timestamps, numbers)
     and one blocking `Finding` per column holding values of the wrong type.
@@ -46,14 +62,13 @@ def conform_table(frame: pd.DataFrame, spec: schema.TableSpec) -> tuple[pd.DataF
             continue
         raw = out[column]
         if kind == "id":
-            parsed = raw.astype("string").str.strip()
-            parsed = parsed.mask(parsed == "")
-            # Integer-like ids read from Parquet as floats ("12.0") must match the same id as text.
-            if pd.api.types.is_float_dtype(raw):
-                parsed = raw.astype("Int64").astype("string")
+            parsed = normalise_ids(raw)
         elif kind == "timestamp":
             if pd.api.types.is_datetime64_any_dtype(raw):
                 parsed = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz is not None else raw
+            elif pd.api.types.is_numeric_dtype(raw):  # epoch time; the unit follows from the magnitude
+                unit = next(u for u, top in EPOCH_UNITS if raw.abs().max() < top)
+                parsed = pd.to_datetime(raw, unit=unit, errors="coerce")
             else:
                 parsed = pd.to_datetime(raw, errors="coerce", format="mixed", utc=True).dt.tz_localize(None)
         elif kind in ("int", "float"):

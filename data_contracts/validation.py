@@ -141,7 +141,7 @@ def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: 
         detail = exception
     return Finding(
         table=table,
-        column=kwargs.get("column") or (",".join(kwargs["column_list"][:3]) + ",…" if "column_list" in kwargs else None),
+        column=kwargs.get("column") or (",".join(kwargs["column_list"]) if "column_list" in kwargs else None),
         check=config["type"] + (f" ({meta['kind']})" if "kind" in meta else ""),
         blocking=bool(meta.get("blocking", True)),
         unexpected_count=None if count is None else int(count),
@@ -170,6 +170,14 @@ def unknown_item_findings(tables: dict[str, pd.DataFrame], sources: dict[str, st
                                     examples=_describe_rows(frame, positions, sources.get(table, ""), limit),
                                     detail=f"{frame[schema.ITEM_ID][unknown].nunique():,} distinct ids not in the items table"))
     return findings
+
+
+def _quarantined_item_finding(table: str, frame: pd.DataFrame, removed: pd.Index, source: str, limit: int) -> Finding:
+    """Rows that refer to an item moved to quarantine follow it there (reason `item_quarantined`)."""
+    positions = [int(p) for p in frame[schema.ITEM_ID].isin(removed).to_numpy().nonzero()[0]]
+    return Finding(table=table, column=schema.ITEM_ID, check="item_quarantined", blocking=False,
+                   unexpected_count=len(positions), row_indices=positions,
+                   examples=_describe_rows(frame, positions, source, limit), detail="refers to a quarantined item")
 
 
 def _quarantine_rows(frame: pd.DataFrame, finding: Finding) -> list[int]:
@@ -212,20 +220,26 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
             if finding:
                 findings.append(finding)
     report = ValidationReport(dataset=dataset.name, findings=findings, row_counts=row_counts, quarantined={}, notes=list(dataset.notes))
-    cleaned = {}
-    for table, frame in conformed.items():
+    cleaned, removed_items = {}, pd.Index([])
+    for table in ["items"] + [t for t in conformed if t != "items"]:  # items first: events follow them
+        frame = conformed[table]
+        if table != "items" and len(removed_items) and schema.ITEM_ID in frame.columns:
+            findings.append(_quarantined_item_finding(table, frame, removed_items, dataset.sources.get(table, ""), example_rows))
         reasons = pd.Series("", index=frame.index, dtype="string")
         for f in findings:
             if f.table == table and not f.blocking:
-                rows = _quarantine_rows(frame, f)
-                f.row_indices = rows
-                reasons.iloc[rows] = reasons.iloc[rows] + f"{f.check}:{f.column};"
-        flagged = reasons != ""
+                f.row_indices = _quarantine_rows(frame, f)
+                f.unexpected_count = len(f.row_indices)  # rows moved (a duplicate's first copy stays)
+                reasons.iloc[f.row_indices] = reasons.iloc[f.row_indices] + f"{f.check}:{f.column};"
+        flagged = (reasons != "").to_numpy()
         report.quarantined[table] = int(flagged.sum())
         if flagged.any():
             quarantine_dir.mkdir(parents=True, exist_ok=True)
             frame[flagged].assign(reason=reasons[flagged]).to_parquet(quarantine_dir / f"{table}.parquet")
         cleaned[table] = frame[~flagged].reset_index(drop=True)
+        if table == "items" and schema.ITEM_ID in frame.columns:
+            removed_items = pd.Index(frame[schema.ITEM_ID][flagged].unique()).difference(cleaned[table][schema.ITEM_ID])
+    report.findings = [f for f in findings if f.blocking or f.unexpected_count]
     report.data_docs = runner.build_docs()
     report.report_json = str(out_dir / "report.json")
     report.quarantine_dir = str(quarantine_dir)

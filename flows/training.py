@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 from lightpersml import config  # noqa: F401  (sets the quiet environment before prefect/mlflow load)
 
@@ -36,17 +37,19 @@ def training_flow(data: str = "completejourney", profile: str = "quick") -> dict
     try:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         report_dir = config.state_dir() / "reports" / dataset.name / stamp
-        clean, report = validate_task(dataset, report_dir, config.ValidationSettings().max_quantity, parent_run_id)
+        clean, report = validate_task(dataset, report_dir, config.ValidationSettings(), parent_run_id)
         data_hash = clean.content_hash()
         splits = features_task(clean, data_hash, config.state_dir() / "features", settings.test_weeks,
                                settings.validation_weeks)
         split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
         split_info |= {"test_users": len(splits["test"].targets), "validation_users": len(splits["validation"].targets)}
         rows = []
-        for tier in BASELINE_TIERS:
-            fitted = fit_tier_task(tier, splits, settings.tuning_trials, config.state_dir() / "optuna", data_hash)
-            metrics = evaluate_task(fitted.recommender, splits["test"], settings.k, settings.latency_requests)
-            rows.append(log_tier_task(fitted, metrics, parent_run_id, data_hash, split_info))
+        with TemporaryDirectory(dir=config.state_dir()) as artifacts:
+            for tier in BASELINE_TIERS:
+                fitted = fit_tier_task(tier, splits, settings.tuning_trials, config.state_dir() / "optuna", data_hash)
+                artifact = fitted.recommender.save(Path(artifacts) / tier)
+                metrics = evaluate_task(artifact, splits["test"], settings.k, settings.latency_requests)
+                rows.append(log_tier_task(fitted, artifact, metrics, parent_run_id, data_hash, split_info))
         log_summary_task(parent_run_id, rows, {"data_hash": data_hash, "profile": profile, "source": data, **split_info})
         table = tier_table(rows)
         create_table_artifact(key="tiers", table=table.round(4).to_dict(orient="records"),

@@ -72,7 +72,7 @@ def validate(path: Annotated[str, typer.Argument(help='a folder of contract file
         dataset = load_source(path)
         out = config.state_dir() / "reports" / dataset.name / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         with console.status(f"validating {dataset.name}"):
-            _, report = validate_dataset(dataset, out, max_quantity=config.ValidationSettings().max_quantity)
+            _, report = validate_dataset(dataset, out, **vars(config.ValidationSettings()))
     except (DataContractError, DataValidationError) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1)
@@ -91,7 +91,9 @@ def _read_user_ids(path: Path) -> list[str]:
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if "user_id" not in frame.columns:
         raise typer.BadParameter(f"{path}: no user_id column (columns: {list(frame.columns)})")
-    return frame["user_id"].dropna().astype(str).tolist()
+    from data_contracts.conform import normalise_ids
+
+    return normalise_ids(frame["user_id"]).dropna().tolist()
 
 
 @app.command()
@@ -103,9 +105,14 @@ def recommend(
     store: Annotated[Optional[str], typer.Option(help="only items in stock at this store")] = None,
 ) -> None:
     """Batch top-k export for a list of users."""
+    from mlflow.exceptions import MlflowException
+
     from tasks.registry import load_recommender
 
-    recommender, uri = load_recommender(model)
+    try:
+        recommender, uri = load_recommender(model)
+    except (LookupError, MlflowException, OSError) as error:
+        raise typer.BadParameter(f"cannot load model {model!r}: {error}", param_hint="--model")
     user_ids = _read_user_ids(users)
     try:
         recs = recommender.recommend(user_ids, k, store)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # Every library that would otherwise try the network or write under $HOME (STACK.md).
@@ -93,7 +93,6 @@ class ValidationSettings:
 
     max_quantity: int = 100  # a line with more units is an outlier (fuel litres, bulk orders)
     example_rows: int = 5  # rows shown in an error message
-    extra: dict = field(default_factory=dict)
 
 
 apply_environment()

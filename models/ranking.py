@@ -10,7 +10,8 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     scores: (n_rows, n_items), -inf for items that must not be recommended.
     Returns (n_rows, k) int64 indices and float scores; slots with -inf score are -1.
-    Ties break toward the lower item index, so results are deterministic.
+    Ties at the k-th place are broken arbitrarily but deterministically (same scores, same
+    result), so evaluation and `recommend` agree; within the k, equal scores are ordered by index.
     """
     k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]

@@ -85,7 +85,12 @@ class Recommender:
             scores[:, ~stocked] = -np.inf
         return top_k(scores, k)
 
-    def recommend(self, user_ids, k: int = 10, store_id: str | None = None, chunk: int = 256) -> pd.DataFrame:
+    @property
+    def batch_rows(self) -> int:
+        """Users scored at once: each dense (rows, n_items) float32 copy stays near 64 MB."""
+        return max(1, 2**24 // len(self.catalog.item_ids))
+
+    def recommend(self, user_ids, k: int = 10, store_id: str | None = None) -> pd.DataFrame:
         """Columns user_id, item_id, rank (1-based), score; one row per recommended item.
 
         Raises KeyError for a store_id the catalog does not know.
@@ -97,7 +102,7 @@ class Recommender:
             store = self.store_index[store_id]
         user_ids = [str(u) for u in user_ids]
         users = np.array([self.user_index.get(u, -1) for u in user_ids], dtype=np.int64)
-        frames = []
+        frames, chunk = [], self.batch_rows
         for start in range(0, len(users), chunk):
             idx, scores = self.recommend_indices(users[start:start + chunk], k, store)
             rows, ranks = np.nonzero(idx >= 0)

@@ -22,12 +22,14 @@ from prefect import task
 
 from data_contracts import schema
 from data_contracts.dataset import Dataset
+from data_contracts.errors import DataContractError
 from models.baskets import BasketHistory
 from models.recommender import Catalog
 
 log = logging.getLogger(__name__)
 
 BASKET_KEY = "basket_key"
+FEATURES_VERSION = 2  # bump when what is cached changes, so old caches are not read
 DAY = "day"  # days since the first event, float
 FEATURE_TABLES = ("repeat_features", "item_features", "store_popularity")
 
@@ -62,8 +64,8 @@ def purchase_lines(dataset: Dataset) -> pl.DataFrame:
     if schema.EVENT_TYPE in events.columns and (events[schema.EVENT_TYPE] == "purchase").any():
         events = events.filter(pl.col(schema.EVENT_TYPE) == "purchase")
     day_key = pl.col(schema.USER_ID) + "@" + pl.col(schema.TIMESTAMP).dt.date().cast(pl.String)
-    if schema.BASKET_ID in events.columns:
-        key = pl.coalesce(pl.col(schema.BASKET_ID), day_key)
+    if schema.BASKET_ID in events.columns:  # shops often number orders per user: keep users apart
+        key = pl.coalesce(pl.col(schema.USER_ID) + "#" + pl.col(schema.BASKET_ID), day_key)
     else:
         key = day_key
     store = pl.col(schema.STORE_ID) if schema.STORE_ID in events.columns else pl.lit(None, dtype=pl.String)
@@ -156,16 +158,23 @@ def _catalog(before: pl.DataFrame, user_ids: np.ndarray, item_index: pl.DataFram
                              shape=(len(store_ids), n_items))
 
     store_popularity = store_matrix(features["store_popularity"], "baskets")
+    sold = (store_popularity > 0).astype(np.float32)
     if dataset.availability is not None and len(dataset.availability):
-        # The newest snapshot of each store; stock only filters serving, never the evaluation.
+        # Per (store, item) the newest row (null valid_from: always valid); stock only filters
+        # serving, never the evaluation. A store without any stock rows stocks what it has sold.
         availability = pl.from_pandas(dataset.availability)
-        if schema.VALID_FROM in availability.columns:
-            availability = availability.filter(pl.col(schema.VALID_FROM) == pl.col(schema.VALID_FROM).max().over(schema.STORE_ID))
-        if schema.IN_STOCK in availability.columns:
-            availability = availability.filter(pl.col(schema.IN_STOCK).fill_null(True))
-        in_stock = store_matrix(availability.unique([schema.STORE_ID, schema.ITEM_ID]).with_columns(pl.lit(1).alias("one")), "one")
-    else:  # no stock data: a store stocks what it has sold
-        in_stock = (store_popularity > 0).astype(np.float32)
+        if schema.VALID_FROM not in availability.columns:
+            availability = availability.with_columns(pl.lit(None, dtype=pl.Datetime).alias(schema.VALID_FROM))
+        if schema.IN_STOCK not in availability.columns:
+            availability = availability.with_columns(pl.lit(True).alias(schema.IN_STOCK))
+        newest = (availability.sort(schema.VALID_FROM, nulls_last=False)
+                  .unique([schema.STORE_ID, schema.ITEM_ID], keep="last")
+                  .filter(pl.col(schema.IN_STOCK).fill_null(True)))
+        in_stock = store_matrix(newest.with_columns(pl.lit(1).alias("one")), "one")
+        listed = np.isin(store_ids, availability[schema.STORE_ID].unique().to_numpy())
+        in_stock = sp.vstack([in_stock[s] if listed[s] else sold[s] for s in range(len(store_ids))]).tocsr()
+    else:
+        in_stock = sold
     return Catalog(item_ids=item_index.sort("i")[schema.ITEM_ID].to_numpy().astype(str), user_ids=user_ids,
                    popularity=popularity, store_ids=store_ids, in_stock=sp.csr_matrix(in_stock),
                    store_popularity=store_popularity)
@@ -226,7 +235,7 @@ def build_splits(dataset: Dataset, data_hash: str, cache_dir: Path, test_weeks: 
 
     Returns (splits, cache_hit).
     """
-    folder = Path(cache_dir) / f"{data_hash}-t{test_weeks}-v{validation_weeks}"
+    folder = Path(cache_dir) / f"{data_hash}-t{test_weeks}-v{validation_weeks}-f{FEATURES_VERSION}"
     names = ("validation", "test")
     if all((folder / n / "split.json").exists() for n in names):
         return {n: _load_split(folder / n) for n in names}, True
@@ -234,6 +243,13 @@ def build_splits(dataset: Dataset, data_hash: str, cache_dir: Path, test_weeks: 
     splits = {}
     for name, (cutoff, end) in cutoffs(lines, test_weeks, validation_weeks).items():
         splits[name] = build_split(lines, dataset, name, cutoff, end)
+        if not splits[name].targets:
+            first, last = lines[schema.TIMESTAMP].min(), lines[schema.TIMESTAMP].max()
+            raise DataContractError(
+                f"{dataset.name}: the {name} split is empty: no user has a purchase both before {cutoff} and in "
+                f"[{cutoff}, {end}). The purchases span {first} to {last}; the protocol needs about "
+                f"{test_weeks + validation_weeks} weeks plus history (settings: test_weeks={test_weeks}, "
+                f"validation_weeks={validation_weeks}).")
         _save_split(splits[name], folder / name)
     return splits, False
 

@@ -8,13 +8,14 @@ from models.recommender import Recommender
 
 
 def latest_tier_run(tier: str) -> mlflow.entities.Run:
-    """The newest finished child run tagged `tier` in any LightPersML experiment."""
+    """The newest run tagged `tier` whose pipeline (parent) run finished, in any LightPersML experiment."""
     experiments = [e.experiment_id for e in mlflow.search_experiments() if e.name.startswith("lightpersml-")]
     runs = mlflow.search_runs(experiments, filter_string=f"tags.tier = '{tier}' and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
-    if not runs:
-        raise LookupError(f"no finished run of tier {tier!r} in {mlflow.get_tracking_uri()}; run `lightpersml run` first")
-    return runs[0]
+                              order_by=["attributes.start_time DESC"], output_format="list") if experiments else []
+    for run in runs:
+        if mlflow.get_run(run.data.tags["mlflow.parentRunId"]).info.status == "FINISHED":
+            return run
+    raise LookupError(f"no finished run of tier {tier!r} in {mlflow.get_tracking_uri()}; run `lightpersml run` first")
 
 
 def load_recommender(model: str) -> tuple[Recommender, str]:

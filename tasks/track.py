@@ -63,27 +63,26 @@ def model_size_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
-@task(name="log tier", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="log {fitted.name}")
-def log_tier_task(fitted: FittedTier, metrics: dict[str, float], parent_run_id: str, data_hash: str,
+# No retries: a retry after a partial failure would add a second child run for the same tier.
+@task(name="log tier", cache_policy=NO_CACHE, task_run_name="log {fitted.name}")
+def log_tier_task(fitted: FittedTier, artifact: Path, metrics: dict[str, float], parent_run_id: str, data_hash: str,
                   split_info: dict) -> dict:
-    """One child run: params, every metric name of DESIGN.md, tags, and the model (pyfunc)."""
+    """One child run: params, every metric name of DESIGN.md, tags, and the saved tier as a pyfunc model."""
     parent = mlflow.get_run(parent_run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = fitted.recommender.save(Path(tmp) / "recommender")
-        metrics = {**metrics, "model_size_mb": model_size_mb(folder), "param_count": fitted.recommender.tier.param_count(),
-                   "fit_seconds": fitted.fit_seconds}
-        with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=fitted.name,
-                              parent_run_id=parent_run_id, tags={"tier": fitted.name, "data_hash": data_hash,
-                                                                  "git_sha": git_sha(), "fit": "evaluation"}) as run:
-            mlflow.log_params({**fitted.params, **split_info, **{f"tuning_{k}": v for k, v in fitted.tuning.items()}})
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
-            with warnings.catch_warnings():  # the explicit signature makes an input example unnecessary
-                warnings.filterwarnings("ignore", message=".*An input example was not provided")
-                mlflow.pyfunc.log_model(name="model", python_model=str(Path(pyfunc_model.__file__)), signature=SIGNATURE,
-                                        artifacts={"recommender": str(folder)}, pip_requirements=["lightpersml"])
+    metrics = {**metrics, "model_size_mb": model_size_mb(artifact), "param_count": fitted.recommender.tier.param_count(),
+               "fit_seconds": fitted.fit_seconds, "tuning_seconds": fitted.tuning_seconds}
     missing = [m for m in TIER_METRICS if m not in metrics]
     if missing:
         raise ValueError(f"tier {fitted.name} lacks metrics {missing}")
+    with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=fitted.name,
+                          parent_run_id=parent_run_id, tags={"tier": fitted.name, "data_hash": data_hash,
+                                                              "git_sha": git_sha(), "fit": "evaluation"}) as run:
+        mlflow.log_params({**fitted.params, **split_info, **{f"tuning_{k}": v for k, v in fitted.tuning.items()}})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+        with warnings.catch_warnings():  # the explicit signature makes an input example unnecessary
+            warnings.filterwarnings("ignore", message=".*An input example was not provided")
+            mlflow.pyfunc.log_model(name="model", python_model=str(Path(pyfunc_model.__file__)), signature=SIGNATURE,
+                                    artifacts={"recommender": str(artifact)}, pip_requirements=["lightpersml"])
     return {"tier": fitted.name, "run_id": run.info.run_id, **metrics}
 
 

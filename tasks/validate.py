@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from data_contracts.dataset import Dataset
 from data_contracts.errors import DataValidationError
 from data_contracts.validation import ValidationReport, validate_dataset
+from lightpersml.config import ValidationSettings
 
 
 def report_markdown(report: ValidationReport) -> str:
@@ -36,10 +37,11 @@ def _publish(report: ValidationReport, out_dir: Path, run_id: str | None) -> Non
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate_task(dataset: Dataset, out_dir: Path, max_quantity: int, run_id: str | None = None) -> tuple[Dataset, ValidationReport]:
+def validate_task(dataset: Dataset, out_dir: Path, settings: ValidationSettings,
+                  run_id: str | None = None) -> tuple[Dataset, ValidationReport]:
     """Blocking failures raise `DataValidationError` after the report is published."""
     try:
-        clean, report = validate_dataset(dataset, out_dir, max_quantity=max_quantity)
+        clean, report = validate_dataset(dataset, out_dir, **vars(settings))
     except DataValidationError as error:
         if run_id and Path(out_dir).exists():
             mlflow.MlflowClient().log_artifacts(run_id, str(out_dir), artifact_path="validation")

@@ -35,3 +35,13 @@ def test_fractional_quantity_is_a_type_error():
                         schema.QUANTITY: ["1.5"]})
     _, findings = conform_table(raw, schema.EVENTS)
     assert [(f.column, f.check, f.row_indices) for f in findings] == [(schema.QUANTITY, "values_parse_as_int", [0])]
+
+
+def test_epoch_numbers_and_fractional_float_ids():
+    raw = pd.DataFrame({schema.USER_ID: [1.0, 2.5], schema.ITEM_ID: ["x", "y"],
+                        schema.TIMESTAMP: [1_577_872_800, 1_577_876_400]})
+    frame, findings = conform_table(raw, schema.EVENTS)
+    assert findings == [] and frame[schema.USER_ID].tolist() == ["1", "2.5"]
+    assert frame[schema.TIMESTAMP].tolist() == [pd.Timestamp("2020-01-01 10:00"), pd.Timestamp("2020-01-01 11:00")]
+    millis, _ = conform_table(raw.assign(**{schema.TIMESTAMP: raw[schema.TIMESTAMP] * 1000}), schema.EVENTS)
+    assert millis[schema.TIMESTAMP].equals(frame[schema.TIMESTAMP])

@@ -83,3 +83,45 @@ def test_rerun_on_same_data_reads_the_cache(clean_slice, splits, tmp_path):
 def test_content_hash_changes_with_the_data(clean_slice):
     changed = type(clean_slice)(**{**clean_slice.__dict__, "events": clean_slice.events.iloc[1:]})
     assert changed.content_hash() != clean_slice.content_hash()
+
+
+def test_newest_availability_row_wins_and_unlisted_stores_stock_what_they_sold(clean_slice, tmp_path):
+    from data_contracts.dataset import Dataset
+
+    store = clean_slice.events[schema.STORE_ID].value_counts().index[0]
+    other = clean_slice.events[schema.STORE_ID].value_counts().index[1]
+    item_a, item_b = clean_slice.items[schema.ITEM_ID].iloc[:2]
+    availability = pd.DataFrame({
+        schema.STORE_ID: [store, store, store], schema.ITEM_ID: [item_a, item_a, item_b],
+        schema.IN_STOCK: [True, False, True],
+        schema.VALID_FROM: pd.to_datetime(["2017-01-01", "2017-02-01", None]),
+    })
+    data = Dataset(**{**clean_slice.__dict__, "availability": availability})
+    splits, _ = build_splits(data, "stock", tmp_path)
+    catalog = splits["test"].catalog
+    s = list(catalog.store_ids).index(store)
+    stocked = {catalog.item_ids[i] for i in catalog.in_stock[s].indices}
+    assert stocked == {item_b}  # item_a's newest row says out of stock
+    o = list(catalog.store_ids).index(other)
+    assert catalog.in_stock[o].nnz == (catalog.store_popularity[o] > 0).nnz > 0
+
+
+def test_too_short_data_gets_a_clear_error(clean_slice, tmp_path):
+    from data_contracts.dataset import Dataset
+    from data_contracts.errors import DataContractError
+
+    events = clean_slice.events
+    short = events[events[schema.TIMESTAMP] < events[schema.TIMESTAMP].min() + pd.Timedelta(weeks=3)]
+    with pytest.raises(DataContractError, match="split is empty.*purchases span"):
+        build_splits(Dataset(**{**clean_slice.__dict__, "events": short}), "short", tmp_path)
+
+
+def test_basket_ids_numbered_per_user_stay_apart():
+    from data_contracts.dataset import Dataset
+
+    events = pd.DataFrame({schema.USER_ID: ["a", "b", "a"], schema.ITEM_ID: ["x", "x", "y"],
+                           schema.BASKET_ID: ["1", "1", "2"],
+                           schema.TIMESTAMP: pd.to_datetime(["2020-01-01", "2020-03-01", "2020-01-05"])})
+    lines = purchase_lines(Dataset(name="tiny", events=events, items=pd.DataFrame({schema.ITEM_ID: ["x", "y"]})))
+    assert lines.height == 3 and lines["basket_key"].n_unique() == 3
+    assert lines.filter(pl.col(schema.USER_ID) == "b")[schema.TIMESTAMP].to_list() == [pd.Timestamp("2020-03-01")]

@@ -139,3 +139,16 @@ def test_missing_required_table(good_folder):
     (good_folder / "items.csv").unlink()
     with pytest.raises(DataContractError, match="no items.parquet or items.csv"):
         load_folder(good_folder)
+
+
+def test_events_of_a_quarantined_item_follow_it(good_folder, tmp_path):
+    items = pd.read_csv(good_folder / "items.csv", dtype=str)
+    events = pd.read_csv(good_folder / "events.csv", dtype=str)
+    item = events[schema.ITEM_ID].value_counts().index[0]
+    n_events = int((events[schema.ITEM_ID] == item).sum())
+    items.loc[items[schema.ITEM_ID] == item, schema.PRICE] = "-1"
+    items.to_csv(good_folder / "items.csv", index=False)
+    clean, report = run_validation(good_folder, tmp_path)
+    assert report.quarantined == {"items": 1, "events": n_events}
+    assert item not in set(clean.events[schema.ITEM_ID])
+    assert {f.check for f in report.findings} >= {"item_quarantined"}
