@@ -29,7 +29,10 @@ class Finding:
 
 def _parse_failures(raw: pd.Series, parsed: pd.Series) -> pd.Series:
     """True where the raw value was present but the parsed value is missing."""
-    raw_present = raw.notna() & (raw.astype("string").str.strip() != "")
+    raw_present = raw.notna()
+    if not (pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_datetime64_any_dtype(raw)):
+        # Only text can be blank: rendering 1.5M timestamps or numbers as strings cost ~3 s.
+        raw_present &= raw.astype("string").str.strip() != ""
     return raw_present & parsed.isna()
 
 

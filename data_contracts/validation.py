@@ -113,12 +113,29 @@ class GxRunner:
         definition = self.context.validation_definitions.add_or_update(
             self.gx.ValidationDefinition(name=f"validate-{table}", data=batch_definition, suite=suite)
         )
-        result = definition.run(batch_parameters={"dataframe": frame}, result_format="COMPLETE")
+        result = definition.run(batch_parameters={"dataframe": _numpy_numbers(frame)}, result_format="COMPLETE")
         return [r.to_json_dict() for r in result.results]
 
     def build_docs(self) -> str:
         sites = self.context.build_data_docs()
         return next(iter(sites.values()), "")
+
+
+def _numpy_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with nullable numbers (Int64, Float64) as NumPy int64/float64 (missing → NaN).
+
+    GX's `column_values.between` is vectorised only for NumPy dtypes; on `Int64` it calls a Python
+    function per row (~1.1 s per expectation on the 1.46M-row quantity column). Rows keep their
+    positions and GX skips NaN as it skips <NA>, so the results are the same.
+    """
+    converted = {}
+    for column, values in frame.items():
+        dtype = values.dtype
+        if isinstance(dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_numeric_dtype(dtype) \
+                and not pd.api.types.is_bool_dtype(dtype):
+            converted[column] = (values.to_numpy("float64", na_value=float("nan")) if values.hasnans
+                                 else values.to_numpy(dtype.numpy_dtype))
+    return frame.assign(**converted) if converted else frame
 
 
 def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: str, limit: int) -> Finding | None:
