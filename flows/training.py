@@ -16,6 +16,7 @@ from lightpersml import config  # noqa: F401  (sets the quiet environment before
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from models.metrics import K
 from tasks.evaluate import evaluate_task
 from tasks.features import features_task
 from tasks.ingest import ingest_task
@@ -48,12 +49,12 @@ def training_flow(data: str = "completejourney", profile: str = "quick") -> dict
             for tier in BASELINE_TIERS:
                 fitted = fit_tier_task(tier, splits, settings.tuning_trials, config.state_dir() / "optuna", data_hash)
                 artifact = fitted.recommender.save(Path(artifacts) / tier)
-                metrics = evaluate_task(artifact, splits["test"], settings.k, settings.latency_requests)
+                metrics = evaluate_task(artifact, splits["test"], K, settings.latency_requests)
                 rows.append(log_tier_task(fitted, artifact, metrics, parent_run_id, data_hash, split_info))
         log_summary_task(parent_run_id, rows, {"data_hash": data_hash, "profile": profile, "source": data, **split_info})
         table = tier_table(rows)
         create_table_artifact(key="tiers", table=table.round(4).to_dict(orient="records"),
-                              description=f"Tiers on {dataset.name} (test split, k={settings.k})")
+                              description=f"Tiers on {dataset.name} (test split, k={K})")
         ok = True
     finally:
         finish_run(parent_run_id, ok)

@@ -78,7 +78,6 @@ class Profile:
     latency_requests: int  # single-user requests timed per tier (after warm-up)
     test_weeks: int = 4
     validation_weeks: int = 4
-    k: int = 10
 
 
 PROFILES = {

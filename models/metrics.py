@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+K = 10  # the protocol's list length; metric names carry it
 METRIC_NAMES = (
     "precision_at_10",
     "recall_at_10",
