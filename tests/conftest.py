@@ -14,7 +14,7 @@ os.environ.pop("PREFECT_API_URL", None)
 for _name in ("PREFECT_HOME", "MPLCONFIGDIR", "FLWR_HOME"):
     os.environ.pop(_name, None)
 
-from lightpersml import config  # noqa: E402  (must follow the environment above)
+from lightpersml import config  # noqa: E402,F401  (applies the environment above before anything else loads)
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
