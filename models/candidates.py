@@ -157,3 +157,45 @@ def build_candidates(history: BasketHistory, cutoff_day: float, users: np.ndarra
         items=np.concatenate(all_items).astype(np.int64) if all_items else np.zeros(0, np.int64),
         features=np.concatenate(all_features) if all_features else np.zeros((0, len(FEATURE_NAMES)), np.float32),
     )
+
+
+@dataclass
+class LabelledCandidates:
+    """Candidates of several (cutoff, user) lists stacked for training or scoring.
+
+    group: (n_rows,) list index 0..n_lists-1; labels: (n_rows,) 1 if the item is in the
+    list's target basket; basket_sizes: (n_lists,) full target basket size (for NDCG's IDCG);
+    users: (n_lists,) user index of each list.
+    """
+
+    features: np.ndarray
+    items: np.ndarray
+    group: np.ndarray
+    labels: np.ndarray
+    basket_sizes: np.ndarray
+    users: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list["LabelledCandidates"]) -> "LabelledCandidates":
+        offsets = np.cumsum([0] + [len(p.basket_sizes) for p in parts[:-1]])
+        return cls(np.concatenate([p.features for p in parts]), np.concatenate([p.items for p in parts]),
+                   np.concatenate([p.group + o for p, o in zip(parts, offsets)]),
+                   np.concatenate([p.labels for p in parts]), np.concatenate([p.basket_sizes for p in parts]),
+                   np.concatenate([p.users for p in parts]))
+
+
+def labelled_candidates(history: BasketHistory, cutoff_day: float, targets: dict[int, set[int]],
+                        tifu_params: dict, **candidate_options) -> LabelledCandidates:
+    """Candidates at `cutoff_day` for the users in `targets`, labelled by their target basket.
+
+    `history` may extend past the cutoff: only baskets before it are used for candidates,
+    features and TIFU-KNN.
+    """
+    before = history.before(cutoff_day)
+    users = np.array(sorted(targets), dtype=np.int64)
+    candidates = build_candidates(before, cutoff_day, users, TIFUKNN(**tifu_params).fit(before), **candidate_options)
+    sizes = np.diff(candidates.user_ptr)
+    labels = np.concatenate([np.isin(candidates.items[candidates.user_ptr[j]:candidates.user_ptr[j + 1]], list(targets[u]))
+                             for j, u in enumerate(candidates.users)]).astype(np.float32)
+    return LabelledCandidates(candidates.features, candidates.items, np.repeat(np.arange(len(users)), sizes),
+                              labels, np.array([len(targets[u]) for u in candidates.users]), candidates.users)
