@@ -202,8 +202,7 @@ def _quarantine_rows(frame: pd.DataFrame, finding: Finding) -> list[int]:
     if not finding.row_indices:
         return []
     if finding.check.startswith(("expect_compound_columns_to_be_unique", "expect_column_values_to_be_unique")):
-        columns = list(frame.columns) if "," in (finding.column or "") else [finding.column]
-        repeated = frame.duplicated(subset=columns, keep="first").to_numpy()
+        repeated = frame.duplicated(subset=finding.column.split(","), keep="first").to_numpy()
         return [p for p in finding.row_indices if repeated[p]]
     return finding.row_indices
 

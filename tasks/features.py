@@ -88,15 +88,14 @@ def cutoffs(lines: pl.DataFrame, test_weeks: int, validation_weeks: int) -> dict
     return {"validation": (validation_cutoff, test_cutoff), "test": (test_cutoff, newest + pd.Timedelta(seconds=1))}
 
 
-def _basket_history(before: pl.DataFrame, user_ids: np.ndarray, item_index: pl.DataFrame) -> BasketHistory:
-    user_index = pl.DataFrame({schema.USER_ID: user_ids, "u": np.arange(len(user_ids), dtype=np.int64)})
+def _basket_history(before: pl.DataFrame, user_index: pl.DataFrame, item_index: pl.DataFrame) -> BasketHistory:
     lines = (before.join(user_index, on=schema.USER_ID).join(item_index, on=schema.ITEM_ID)
              .sort(["u", DAY, BASKET_KEY, "i"]))
     baskets = lines.group_by(["u", DAY, BASKET_KEY], maintain_order=True).agg(pl.len().alias("n"))
-    user_ptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
+    user_ptr = np.zeros(len(user_index) + 1, dtype=np.int64)
     np.add.at(user_ptr, baskets["u"].to_numpy() + 1, 1)
     return BasketHistory(
-        n_users=len(user_ids), n_items=len(item_index),
+        n_users=len(user_index), n_items=len(item_index),
         user_ptr=np.cumsum(user_ptr),
         basket_ptr=np.concatenate([[0], np.cumsum(baskets["n"].to_numpy())]).astype(np.int64),
         items=lines["i"].to_numpy().astype(np.int64),
@@ -189,8 +188,8 @@ def build_split(lines: pl.DataFrame, dataset: Dataset, name: str, cutoff: pd.Tim
     user_ids = np.array(sorted(before[schema.USER_ID].unique().to_list()), dtype=str)
     cutoff_day = float((cutoff - pd.Timestamp(lines[schema.TIMESTAMP].min())).total_seconds() / 86400.0)
     features = compute_features(before, items, cutoff_day)
-    history = _basket_history(before, user_ids, item_index)
     user_index = pl.DataFrame({schema.USER_ID: user_ids, "u": np.arange(len(user_ids), dtype=np.int64)})
+    history = _basket_history(before, user_index, item_index)
     first = (after.join(user_index, on=schema.USER_ID).join(item_index, on=schema.ITEM_ID)
              .filter(pl.col(schema.TIMESTAMP) == pl.col(schema.TIMESTAMP).min().over("u"))
              .filter(pl.col(BASKET_KEY) == pl.col(BASKET_KEY).min().over("u")))
