@@ -1,4 +1,5 @@
-"""The training pipeline: ingest → validate → features → tiers → evaluate → log.
+"""The training pipeline: ingest → validate → features → baselines → tune the teacher → train and
+distil → export → evaluate → log → refit on all data → register → move alias `candidate`.
 
 Runs with or without a Prefect server (`PREFECT_API_URL` unset starts a temporary local one).
 A blocking validation failure stops the flow before any training; the parent MLflow run is
@@ -17,12 +18,63 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from models.metrics import K
-from tasks.evaluate import evaluate_task
+from tasks.evaluate import evaluate_split, evaluate_task, recommend_split, top_k_overlap
 from tasks.features import features_task
 from tasks.ingest import ingest_task
-from tasks.tiers import BASELINE_TIERS, fit_tier_task
-from tasks.track import finish_run, log_summary_task, log_tier_task, start_parent_run, tier_table
+from tasks.register import update_candidate_task
+from tasks.tiers import (BASELINE_TIERS, CLOUD_TIER, REGISTERED_TIERS, STUDENT_TIERS, TEACHER_TIER, FittedTier,
+                         export_rankers_task, fit_rankers_task, fit_tier_task)
+from tasks.track import (finish_run, log_latency_ratios, log_summary_task, log_tier_task, register_deploy_fit_task,
+                         start_parent_run, tier_table)
+from tasks.train import generator_settings, ranker_data_task
+from tasks.tune import tune_ranker_task
 from tasks.validate import validate_task
+
+
+def evaluate_and_log(fitted: FittedTier, folder: Path, split, settings: config.Profile, parent_run_id: str,
+                     data_hash: str, split_info: dict, extra: dict | None = None) -> tuple[dict, dict]:
+    """Save the tier, measure the saved artifact, log its child run. Returns (row, recommendations)."""
+    artifact = fitted.recommender.save(folder / fitted.name)
+    metrics, recommendations = evaluate_task(artifact, split, K, settings.latency_requests)
+    return log_tier_task(fitted, artifact, metrics | (extra or {}), parent_run_id, data_hash, split_info), recommendations
+
+
+def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folder: Path, parent_run_id: str,
+                 data_hash: str, split_info: dict) -> list[dict]:
+    """Tune the teacher, fit and distil for evaluation, log every neural tier, then refit on all
+    data and register the refit ONNX models (the versions a shop deploys)."""
+    exclude_seen = tifu.params["exclude_seen"]
+    generator = generator_settings({k: v for k, v in tifu.params.items() if k != "exclude_seen"})
+    validation, test = splits["validation"], splits["test"]
+    tuning_data = ranker_data_task(validation, settings.training_weeks, generator, with_validation=True)
+    study_name = f"ranker-{data_hash}-{validation.cutoff:%Y%m%d}-w{settings.training_weeks}-e{settings.max_epochs}"
+    teacher_spec, tuning = tune_ranker_task(tuning_data, settings, config.state_dir() / "optuna" / "optuna.db",
+                                            study_name, parent_run_id)
+    del tuning_data
+    meta = {"trained_until": str(test.cutoff), "data_hash": data_hash, "evaluation_fit": True}
+    evaluation = fit_rankers_task(ranker_data_task(test, settings.training_weeks, generator), teacher_spec)
+    recommenders = export_rankers_task(evaluation, folder / "evaluation", exclude_seen, meta)
+    rows, outputs = {}, {}
+    for tier in (TEACHER_TIER, CLOUD_TIER, *STUDENT_TIERS):
+        trained_as = TEACHER_TIER if tier == CLOUD_TIER else tier
+        fitted = FittedTier(tier, recommenders[tier], recommenders[tier].tier.params, evaluation.seconds[trained_as],
+                            tuning["seconds"] if trained_as == TEACHER_TIER else 0.0, tuning)
+        extra = {}
+        if tier in STUDENT_TIERS:  # what quantization costs, measured on the same test users
+            extra["fp32_ndcg_at_10"] = evaluate_split(recommenders[f"fp32/{tier}"], test)["ndcg_at_10"]
+        if tier == CLOUD_TIER:
+            extra["onnx_torch_top10_overlap"] = top_k_overlap(outputs[TEACHER_TIER], recommend_split(recommenders[tier], test))
+        rows[tier], outputs[tier] = evaluate_and_log(fitted, folder / "serving", test, settings, parent_run_id,
+                                                     data_hash, split_info, extra)
+    deploy = splits["deploy"]
+    deploy_meta = {"trained_until": str(deploy.cutoff), "data_hash": data_hash, "evaluation_fit": False}
+    refit = fit_rankers_task(ranker_data_task(deploy, settings.training_weeks, generator), teacher_spec)
+    deployable = export_rankers_task(refit, folder / "deploy", exclude_seen, deploy_meta)
+    for tier in REGISTERED_TIERS:
+        register_deploy_fit_task(rows[tier]["run_id"], deployable[tier], folder / "deploy-serving" / tier, rows[tier],
+                                 parent_run_id, teacher=tier == TEACHER_TIER)
+    update_candidate_task(parent_run_id, config.Gates())
+    return list(rows.values())
 
 
 @flow(name="training", log_prints=True)
@@ -44,13 +96,14 @@ def training_flow(data: str = "completejourney", profile: str = "quick") -> dict
                                settings.validation_weeks)
         split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
         split_info |= {"test_users": len(splits["test"].targets), "validation_users": len(splits["validation"].targets)}
-        rows = []
-        with TemporaryDirectory(dir=config.state_dir()) as artifacts:
+        rows, fitted = [], {}
+        with TemporaryDirectory(dir=config.state_dir()) as tmp:
             for tier in BASELINE_TIERS:
-                fitted = fit_tier_task(tier, splits, settings.tuning_trials, config.state_dir() / "optuna", data_hash)
-                artifact = fitted.recommender.save(Path(artifacts) / tier)
-                metrics = evaluate_task(artifact, splits["test"], K, settings.latency_requests)
-                rows.append(log_tier_task(fitted, artifact, metrics, parent_run_id, data_hash, split_info))
+                fitted[tier] = fit_tier_task(tier, splits, settings.tuning_trials, config.state_dir() / "optuna", data_hash)
+                rows.append(evaluate_and_log(fitted[tier], Path(tmp), splits["test"], settings, parent_run_id,
+                                             data_hash, split_info)[0])
+            rows += neural_tiers(splits, fitted["tifu_knn"], settings, Path(tmp), parent_run_id, data_hash, split_info)
+        rows = log_latency_ratios(rows, CLOUD_TIER)
         log_summary_task(parent_run_id, rows, {"data_hash": data_hash, "profile": profile, "source": data, **split_info})
         table = tier_table(rows)
         create_table_artifact(key="tiers", table=table.round(4).to_dict(orient="records"),

@@ -23,7 +23,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 SHORT_NAMES = {"ndcg_at_10": "NDCG", "recall_at_10": "recall", "precision_at_10": "prec.", "hr_at_10": "HR",
                "recall_repeat_at_10": "rec.repeat", "recall_explore_at_10": "rec.explore", "coverage_at_10": "coverage",
-               "latency_p99_ms": "p99 ms", "peak_memory_mb": "mem MB", "model_size_mb": "size MB", "param_count": "params"}
+               "latency_p99_ms": "p99 ms", "latency_p99_ratio_to_cloud": "p99/cloud", "peak_memory_mb": "mem MB", "model_size_mb": "size MB", "param_count": "params"}
 
 
 def print_tier_table(rows: list[dict]) -> None:
@@ -134,6 +134,77 @@ def ui(port: Annotated[int, typer.Option()] = 5000) -> None:
     console.print(f"MLflow UI on http://127.0.0.1:{port} (store {config.mlflow_tracking_uri()}); Ctrl-C to stop")
     sys.stdout.flush()
     os.execve(sys.executable, command, env)  # the server takes over this process (and its PID)
+
+
+def _gates(min_ndcg_ratio: float | None, max_p99_ms: float | None, max_size_mb: float | None) -> config.Gates:
+    """`config.Gates()` with the thresholds given on the command line."""
+    overrides = {"min_ndcg_ratio_to_teacher": min_ndcg_ratio, "max_latency_p99_ms": max_p99_ms,
+                 "max_model_size_mb": max_size_mb}
+    return config.Gates(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fmt(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+@app.command()
+def models(name: Annotated[str, typer.Option(help="registered model")] = config.REGISTERED_MODEL) -> None:
+    """List the registered model's versions with their tier, aliases and key metrics."""
+    from tasks.register import list_versions
+
+    rows = list_versions(name)
+    if not rows:
+        console.print(f"No versions of registered model {name!r} in {config.mlflow_tracking_uri()}; "
+                      "run `lightpersml run` first.")
+        return
+    table = Table(title=f"Registered model {name} (metrics @10 on the test split)")
+    for column in ("version", "tier", "aliases", "NDCG", "rec.explore", "p99 ms", "size MB", "params", "created"):
+        table.add_column(column, justify="left" if column in ("tier", "aliases", "created") else "right")
+    for row in rows:
+        table.add_row(row["version"], (row["tier"] or "?") + (" (teacher)" if row["teacher"] else ""),
+                      ", ".join(row["aliases"]), _fmt(row["ndcg_at_10"], ".4f"), _fmt(row["recall_explore_at_10"], ".4f"),
+                      _fmt(row["latency_p99_ms"], ".3g"), _fmt(row["model_size_mb"], ".3g"),
+                      _fmt(row["param_count"], ","), row["created"] or "")
+    console.print(table)
+    console.print("Promote one to the edge alias with `lightpersml promote VERSION`.")
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="the model version to point alias `edge` at")],
+    force: Annotated[bool, typer.Option("--force", help="promote even if the gates fail (needs --reason)")] = False,
+    reason: Annotated[Optional[str], typer.Option(help="why a failing version is promoted anyway (recorded)")] = None,
+    name: Annotated[str, typer.Option(help="registered model")] = config.REGISTERED_MODEL,
+    min_ndcg_ratio: Annotated[Optional[float], typer.Option(help="override the gate: minimum NDCG@10 / teacher's")] = None,
+    max_p99_ms: Annotated[Optional[float], typer.Option(help="override the gate: maximum p99 latency (ms)")] = None,
+    max_size_mb: Annotated[Optional[float], typer.Option(help="override the gate: maximum model size (MB)")] = None,
+) -> None:
+    """Point alias `edge` at VERSION after checking the gates; a failing version needs --force --reason."""
+    if force and not (reason and reason.strip()):
+        raise typer.BadParameter("--force needs --reason TEXT (recorded on the version)", param_hint="--reason")
+    from tasks.register import PromotionRefused, UnknownVersion
+    from tasks.register import promote as promote_version
+
+    gates = _gates(min_ndcg_ratio, max_p99_ms, max_size_mb)
+    try:
+        failures = promote_version(version, gates, force=force, reason=reason, name=name)
+    except UnknownVersion as error:
+        raise typer.BadParameter(str(error), param_hint="VERSION")
+    except PromotionRefused as error:
+        console.print(f"Refused: version {error.version} of {name} fails the gates ({gates}):")
+        for failure in error.failures:
+            console.print(f"  [red]✗ {failure}[/red]")
+        console.print("Alias `edge` is unchanged. To promote it anyway: "
+                      f"`lightpersml promote {error.version} --force --reason \"why\"`.")
+        raise typer.Exit(1)
+    from tasks.register import list_versions
+
+    row = next(r for r in list_versions(name) if r["version"] == str(int(version)))
+    console.print(f"Alias `edge` of {name} now points to version {row['version']} (tier {row['tier']}).")
+    if failures:
+        console.print(f"[yellow]Forced past {len(failures)} gate failure(s), recorded with the reason:[/yellow]")
+        for failure in failures:
+            console.print(f"  [yellow]! {failure}[/yellow]")
 
 
 if __name__ == "__main__":

@@ -75,14 +75,19 @@ class Profile:
 
     name: str
     tuning_trials: int  # Optuna trials per tuned tier
+    tuning_minutes: float  # wall-clock budget of the ranker study (trials stop early when spent)
+    training_weeks: int  # weekly cutoffs whose next baskets are the rankers' training lists
+    max_epochs: int  # epochs per ranker trial; the best epoch is kept
     latency_requests: int  # single-user requests timed per tier (after warm-up)
     test_weeks: int = 4
     validation_weeks: int = 4
 
 
 PROFILES = {
-    "quick": Profile(name="quick", tuning_trials=8, latency_requests=500),
-    "full": Profile(name="full", tuning_trials=50, latency_requests=2000),
+    "quick": Profile(name="quick", tuning_trials=8, tuning_minutes=5, training_weeks=4, max_epochs=4,
+                     latency_requests=2000),
+    "full": Profile(name="full", tuning_trials=50, tuning_minutes=240, training_weeks=12, max_epochs=10,
+                    latency_requests=2000),
 }
 
 
@@ -95,3 +100,16 @@ class ValidationSettings:
 
 
 apply_environment()
+
+
+@dataclass(frozen=True)
+class Gates:
+    """What a model version must meet to become `candidate` or be promoted to `edge`."""
+
+    min_ndcg_ratio_to_teacher: float = 0.95  # tier ndcg_at_10 / teacher ndcg_at_10 of the same pipeline run
+    max_latency_p99_ms: float = 20.0
+    max_model_size_mb: float = 1.0
+
+
+# One registered model per project; every tier's ONNX model is a version of it (tag `tier`).
+REGISTERED_MODEL = os.environ.get("LIGHTPERSML_REGISTERED_MODEL", "lightpersml-ranker")

@@ -5,6 +5,10 @@ scores first) plus the best `n_explore` items they never bought by TIFU-KNN's ne
 Features model repurchase explicitly: how often and how recently the user bought the item, time
 since the last purchase against the user's own and the item's usual interval, popularity, and
 the TIFU-KNN scores. Plain numpy: the same code builds training rows and serves.
+
+`CandidateGenerator` is fitted once on the baskets before a cutoff (every global, per-user and
+per-(user, item) statistic is precomputed there) and then builds candidates for any users; one
+user takes a few milliseconds.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from models.baselines import TIFUKNN
+from models.baselines import TIFUKNN, _csr_from_state, _csr_state
 from models.baskets import BasketHistory
 from models.ranking import top_k
 
-FEATURE_NAMES = (
+ALL_FEATURE_NAMES = (
     "log_count",  # log1p(baskets of the user with the item)
     "log_recency_days",  # log1p(days since the user last bought it); 0 when never
     "log_own_gap_days",  # log1p(user's mean days between buys of it); 0 when < 2 buys
@@ -34,7 +38,29 @@ FEATURE_NAMES = (
     "log_days_since_last_basket",
     "bought_before",  # 1 for repeat candidates
     "basket_share",  # share of the user's baskets with the item
+    # --- research features ---
+    "in_last_1",  # 1 if in the user's newest basket
+    "share_last_3",  # share of the user's newest 3 baskets with the item
+    "share_last_10",
+    "item_repeat_share",  # share of the item's buyers who bought it in ≥ 2 baskets
+    "item_log_mean_count",  # log(mean baskets per buyer)
+    "item_log_buyers",
+    "user_repeat_ratio",  # share of the user's basket lines that were bought before by them
+    "user_log_basket_size",  # log mean basket size
+    "since_last_over_user_interval",  # days since last basket / mean days between baskets
+    "tifu_rank",  # log1p(rank of the TIFU score within the user's candidates)
+    "tifu_relative",  # TIFU score / the user's best candidate score
+    "copurchase_last_3",  # mean co-purchase cosine with the items of the newest 3 baskets, ×100
+    "copurchase_history",  # co-purchase cosine weighted by the user's TIFU vector, ×100
+    "cat_log_count",  # log1p(user's baskets with the item's category)
+    "cat_log_recency",  # log1p(days since the user last bought the category)
+    "cat_recency_over_gap",  # category recency / user's mean gap between category buys
+    "cat_item_share",  # item count / category count of the user
+    "cat_share_last_3",  # share of the newest 3 baskets with the category
+    "cat_log_items",  # log1p(distinct items of the category the user bought)
+    "cat_recency_over_global_gap",  # category recency / median over users of category gaps
 )
+FEATURE_NAMES = ALL_FEATURE_NAMES
 
 
 @dataclass
@@ -44,6 +70,7 @@ class RepeatStats:
     counts: (n_users, n_items) CSR of baskets with the item; first_day, last_day: aligned with
     counts.data. item_gap: (n_items,) median over users of (last-first)/(count-1), NaN if nobody
     bought twice. user_gap: (n_users,) median of the user's own gaps, NaN likewise.
+    last_k: {k: counts in the user's newest k baskets}, aligned with counts.data.
     """
 
     counts: sp.csr_matrix
@@ -51,26 +78,42 @@ class RepeatStats:
     last_day: np.ndarray
     item_gap: np.ndarray
     user_gap: np.ndarray
+    last_k: dict | None = None
 
     @classmethod
-    def from_history(cls, history: BasketHistory) -> "RepeatStats":
+    def from_history(cls, history: BasketHistory, last_k: tuple[int, ...] = (1, 3, 10)) -> "RepeatStats":
+        return cls.from_lines(history, history.items, history.n_items, last_k)
+
+    @classmethod
+    def from_lines(cls, history: BasketHistory, items: np.ndarray, n_items: int,
+                   last_k: tuple[int, ...] = ()) -> "RepeatStats":
+        """Statistics of (user, `items`) pairs, `items` aligned with history.items (e.g. the
+        item's category); several lines of one basket with the same value count once."""
         lines_basket = history.line_baskets()
-        users = history.basket_users()[lines_basket]
+        basket_user = history.basket_users()
+        users = basket_user[lines_basket]
+        keep = items >= 0
+        lines_basket, users, items = lines_basket[keep], users[keep], items[keep]
+        keys = users.astype(np.int64) * n_items + items
+        order = np.lexsort((lines_basket, keys))
+        keys, lines_basket = keys[order], lines_basket[order]
+        new_basket = np.r_[True, (np.diff(keys) != 0) | (np.diff(lines_basket) != 0)]
+        keys, lines_basket = keys[new_basket], lines_basket[new_basket]
         days = history.basket_day[lines_basket]
-        keys = users.astype(np.int64) * history.n_items + history.items
-        order = np.lexsort((days, keys))
-        keys, days = keys[order], days[order]
+        from_newest = history.user_ptr[basket_user[lines_basket] + 1] - 1 - lines_basket
         starts = np.flatnonzero(np.r_[True, np.diff(keys) != 0])
         ends = np.r_[starts[1:], len(keys)]
         unique = keys[starts]
-        pair_user, pair_item = unique // history.n_items, unique % history.n_items
+        pair_user, pair_item = unique // n_items, unique % n_items
         count = (ends - starts).astype(np.float32)
         first, last = days[starts], days[ends - 1]
         gap = np.where(count > 1, (last - first) / np.maximum(count - 1, 1), np.nan)
         indptr = np.r_[0, np.cumsum(np.bincount(pair_user, minlength=history.n_users))]
-        counts = sp.csr_matrix((count, pair_item, indptr), shape=(history.n_users, history.n_items))
-        return cls(counts, first, last, _group_median(gap, pair_item, history.n_items),
-                   _group_median(gap, pair_user, history.n_users))
+        counts = sp.csr_matrix((count, pair_item, indptr), shape=(history.n_users, n_items))
+        recent = {k: np.add.reduceat((from_newest < k).astype(np.float32), starts) if len(starts) else np.zeros(0, np.float32)
+                  for k in last_k}
+        return cls(counts, first, last, _group_median(gap, pair_item, n_items),
+                   _group_median(gap, pair_user, history.n_users), recent)
 
 
 def _group_median(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
@@ -104,59 +147,239 @@ def _safe_log(x: np.ndarray) -> np.ndarray:
     return np.log1p(np.nan_to_num(np.maximum(x, 0), nan=0.0))
 
 
-def build_candidates(history: BasketHistory, cutoff_day: float, users: np.ndarray, tifu: TIFUKNN,
-                     n_repeat: int = 150, n_explore: int = 40, recent_days: float = 28.0,
-                     chunk: int = 256) -> CandidateSet:
-    """Candidates and features for `users` (indices into `history`) at `cutoff_day`.
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.nan_to_num(a / b, nan=0.0, posinf=0.0, neginf=0.0)
 
-    `history` must hold only baskets before the cutoff and `tifu` must be fitted on it.
-    """
-    stats = RepeatStats.from_history(history)
-    popularity = history.item_basket_counts()
-    recent_lines = history.basket_day[history.line_baskets()] >= cutoff_day - recent_days
-    recent_popularity = np.bincount(history.items[recent_lines], minlength=history.n_items).astype(np.float64)
-    n_baskets = np.diff(history.user_ptr)
-    last_basket = np.where(n_baskets > 0, history.basket_day[np.maximum(history.user_ptr[1:] - 1, 0)], np.nan)
-    counts = stats.counts
-    all_items, all_users, all_features, user_ptr = [], [], [], [0]
-    for start in range(0, len(users), chunk):
-        batch = np.asarray(users[start:start + chunk])
-        scores = tifu.score(batch)
-        own = tifu.vectors[batch].toarray()
-        explore, _ = top_k(np.where(own > 0, -np.inf, scores), n_explore)
-        for row, user in enumerate(batch):
-            lo, hi = counts.indptr[user], counts.indptr[user + 1]
-            bought = counts.indices[lo:hi]
-            keep = np.argsort(-scores[row, bought], kind="stable")[:n_repeat]
-            new = explore[row][explore[row] >= 0]
-            items = np.r_[bought[keep], new]
-            n_rep = len(keep)
-            count = np.r_[counts.data[lo:hi][keep], np.zeros(len(new))]
-            recency = np.r_[cutoff_day - stats.last_day[lo:hi][keep], np.full(len(new), np.nan)]
-            own_gap = np.where(count > 1, np.r_[(stats.last_day[lo:hi] - stats.first_day[lo:hi])[keep], np.zeros(len(new))]
-                               / np.maximum(count - 1, 1), np.nan)
-            item_gap = stats.item_gap[items]
-            features = np.column_stack([
-                np.log1p(count), _safe_log(recency), _safe_log(own_gap),
-                np.nan_to_num(recency / own_gap, nan=0.0, posinf=0.0),
-                _safe_log(item_gap), np.nan_to_num(recency / item_gap, nan=0.0, posinf=0.0),
-                np.full(len(items), _safe_log(np.array([stats.user_gap[user]]))[0]),
-                np.log1p(popularity[items]), np.log1p(recent_popularity[items]),
-                scores[row, items] * 100, own[row, items] * 100,
-                np.full(len(items), np.log1p(n_baskets[user])),
-                np.full(len(items), _safe_log(np.array([cutoff_day - last_basket[user]]))[0]),
-                np.r_[np.ones(n_rep), np.zeros(len(new))],
-                count / max(n_baskets[user], 1),
-            ]).astype(np.float32)
-            all_items.append(items)
-            all_users.append(user)
-            all_features.append(features)
-            user_ptr.append(user_ptr[-1] + len(items))
-    return CandidateSet(
-        users=np.array(all_users, dtype=np.int64), user_ptr=np.array(user_ptr, dtype=np.int64),
-        items=np.concatenate(all_items).astype(np.int64) if all_items else np.zeros(0, np.int64),
-        features=np.concatenate(all_features) if all_features else np.zeros((0, len(FEATURE_NAMES)), np.float32),
-    )
+
+def _copurchase(history: BasketHistory, neighbours: int, chunk: int = 4096) -> sp.csr_matrix:
+    """(n_items, n_items) cosine of basket co-occurrence, the `neighbours` best per item, no diagonal."""
+    baskets = sp.csr_matrix((np.ones(len(history.items), np.float32), (history.line_baskets(), history.items)),
+                            shape=(history.n_baskets, history.n_items))
+    by_item = baskets.T.tocsr()
+    norm = 1 / np.sqrt(np.maximum(history.item_basket_counts(), 1)).astype(np.float32)
+    bought = np.flatnonzero(np.diff(by_item.indptr) > 0)
+    rows, cols, vals = [], [], []
+    for start in range(0, len(bought), chunk):
+        part = bought[start:start + chunk]
+        co = (by_item[part] @ baskets).tocsr()
+        co = sp.diags(norm[part]) @ co @ sp.diags(norm)
+        co = co.tocsr()
+        for r in range(len(part)):
+            lo, hi = co.indptr[r], co.indptr[r + 1]
+            idx, val = co.indices[lo:hi], co.data[lo:hi]
+            mask = idx != part[r]
+            idx, val = idx[mask], val[mask]
+            if len(val) > neighbours:
+                top = np.argpartition(-val, neighbours - 1)[:neighbours]
+                idx, val = idx[top], val[top]
+            rows.append(np.full(len(idx), part[r])), cols.append(idx), vals.append(val)
+    if not rows:
+        return sp.csr_matrix((history.n_items, history.n_items), dtype=np.float32)
+    return sp.csr_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(history.n_items, history.n_items))
+
+
+class CandidateGenerator:
+    """Fitted once on the baskets before a cutoff; builds candidates + features for any users."""
+
+    def __init__(self, tifu_params: dict, n_repeat: int = 150, n_explore: int = 40, recent_days: float = 28.0):
+        self.params = dict(tifu_params=dict(tifu_params), n_repeat=int(n_repeat), n_explore=int(n_explore),
+                           recent_days=float(recent_days))
+        self.tifu = TIFUKNN(**tifu_params)
+        self.copurchase_neighbours = 50
+
+    # ---- fitting -------------------------------------------------------------------------
+    def fit(self, history: BasketHistory, cutoff_day: float, item_groups: np.ndarray | None = None) -> "CandidateGenerator":
+        """`history` holds only baskets before `cutoff_day`; item_groups: (n_items,) category
+        index, -1 unknown (optional)."""
+        n_users, n_items = history.n_users, history.n_items
+        self.tifu.fit(history)
+        stats = RepeatStats.from_history(history, last_k=(1, 3, 10))
+        popularity = history.item_basket_counts()
+        recent_lines = history.basket_day[history.line_baskets()] >= cutoff_day - self.params["recent_days"]
+        recent_popularity = np.bincount(history.items[recent_lines], minlength=n_items).astype(np.float64)
+        n_baskets = np.diff(history.user_ptr)
+        has = n_baskets > 0
+        last_basket = np.where(has, history.basket_day[np.maximum(history.user_ptr[1:] - 1, 0)], np.nan)
+        first_basket = np.where(has, history.basket_day[np.minimum(history.user_ptr[:-1], max(history.n_baskets - 1, 0))], np.nan)
+        n_lines = np.bincount(history.basket_users()[history.line_baskets()], minlength=n_users).astype(np.float64)
+        pair_user = np.repeat(np.arange(n_users), np.diff(stats.counts.indptr))
+        pair_item = stats.counts.indices
+        repeats = np.bincount(pair_user, weights=stats.counts.data - 1, minlength=n_users)
+        buyers = np.bincount(pair_item, minlength=n_items).astype(np.float64)
+        repeat_buyers = np.bincount(pair_item, weights=stats.counts.data > 1, minlength=n_items)
+
+        # last 3 baskets' items per user, for co-purchase
+        lines_basket = history.line_baskets()
+        line_user = history.basket_users()[lines_basket]
+        from_newest = history.user_ptr[line_user + 1] - 1 - lines_basket
+        recent = from_newest < 3
+        recent3 = sp.csr_matrix((np.ones(int(recent.sum()), np.float32), (line_user[recent], history.items[recent])),
+                                shape=(n_users, n_items))
+        recent3.data[:] = 1.0
+        rowsum = np.asarray(recent3.sum(axis=1)).ravel()
+        recent3 = (sp.diags(1 / np.maximum(rowsum, 1)) @ recent3).tocsr().astype(np.float32)
+
+        self.cutoff_day = np.array(float(cutoff_day))
+        self.counts, self.first_day, self.last_day = stats.counts, stats.first_day, stats.last_day
+        self.last_1, self.last_3, self.last_10 = stats.last_k[1], stats.last_k[3], stats.last_k[10]
+        self.item_gap, self.user_gap = stats.item_gap, stats.user_gap
+        self.popularity, self.recent_popularity = popularity, recent_popularity
+        self.n_baskets, self.last_basket = n_baskets.astype(np.float64), last_basket
+        self.user_interval = _ratio(last_basket - first_basket, n_baskets - 1.0)
+        self.user_repeat_ratio = _ratio(repeats, n_lines)
+        self.user_basket_size = _ratio(n_lines, n_baskets.astype(np.float64))
+        self.item_repeat_share = _ratio(repeat_buyers, buyers)
+        self.item_mean_count = _ratio(popularity, buyers)
+        self.item_buyers = buyers
+        self.recent3 = recent3
+        self.copurchase = _copurchase(history, self.copurchase_neighbours)
+
+        groups = np.full(n_items, -1, np.int64) if item_groups is None else np.asarray(item_groups, np.int64)
+        n_groups = int(groups.max()) + 1 if len(groups) and groups.max() >= 0 else 1
+        self.item_groups = groups
+        cat = RepeatStats.from_lines(history, groups[history.items], n_groups, last_k=(3,))
+        self.cat_counts, self.cat_first, self.cat_last, self.cat_last_3 = cat.counts, cat.first_day, cat.last_day, cat.last_k[3]
+        self.cat_gap_global = cat.item_gap
+        item_group_of_pair = groups[pair_item]
+        ok = item_group_of_pair >= 0
+        self.cat_items = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (pair_user[ok], item_group_of_pair[ok])),
+                                       shape=(n_users, n_groups))
+        self.cat_items.sum_duplicates()
+        return self
+
+    # ---- serving -------------------------------------------------------------------------
+    def build(self, users: np.ndarray, chunk: int = 256) -> CandidateSet:
+        """Candidates and features for `users` (indices into the fitted history), in that order."""
+        users = np.asarray(users, dtype=np.int64)
+        all_items, all_features, user_ptr = [], [], [0]
+        for start in range(0, len(users), chunk):
+            batch = users[start:start + chunk]
+            scores = self.tifu.score(batch)
+            own = self.tifu.vectors[batch].toarray()
+            explore, _ = top_k(np.where(own > 0, -np.inf, scores), self.params["n_explore"])
+            cop_recent = (self.recent3[batch] @ self.copurchase).toarray()
+            cop_hist = (self.tifu.vectors[batch] @ self.copurchase)
+            cop_hist = (sp.diags(1 / np.maximum(np.asarray(self.tifu.vectors[batch].sum(axis=1)).ravel(), 1e-12)) @ cop_hist).toarray()
+            for row, user in enumerate(batch):
+                items, features = self._user_rows(user, scores[row], own[row], explore[row], cop_recent[row], cop_hist[row])
+                all_items.append(items)
+                all_features.append(features)
+                user_ptr.append(user_ptr[-1] + len(items))
+        return CandidateSet(
+            users=users, user_ptr=np.array(user_ptr, dtype=np.int64),
+            items=np.concatenate(all_items).astype(np.int64) if all_items else np.zeros(0, np.int64),
+            features=np.concatenate(all_features) if all_features else np.zeros((0, len(FEATURE_NAMES)), np.float32),
+        )
+
+    def _user_rows(self, user, scores, own, explore, cop_recent, cop_hist):
+        cutoff_day = float(self.cutoff_day)
+        lo, hi = self.counts.indptr[user], self.counts.indptr[user + 1]
+        bought = self.counts.indices[lo:hi]
+        keep = np.argsort(-scores[bought], kind="stable")[:self.params["n_repeat"]]
+        new = explore[explore >= 0]
+        items = np.r_[bought[keep], new].astype(np.int64)
+        n_rep, n_new = len(keep), len(new)
+        zeros = np.zeros(n_new)
+        count = np.r_[self.counts.data[lo:hi][keep], zeros]
+        recency = np.r_[cutoff_day - self.last_day[lo:hi][keep], np.full(n_new, np.nan)]
+        own_gap = np.where(count > 1, np.r_[(self.last_day[lo:hi] - self.first_day[lo:hi])[keep], zeros]
+                           / np.maximum(count - 1, 1), np.nan)
+        item_gap = self.item_gap[items]
+        n = len(items)
+        n_b = max(self.n_baskets[user], 1)
+        tifu = scores[items]
+        rank = np.empty(n)
+        rank[np.argsort(-tifu, kind="stable")] = np.arange(n)
+        since_last = cutoff_day - self.last_basket[user]
+        # category
+        groups = self.item_groups[items]
+        clo, chi = self.cat_counts.indptr[user], self.cat_counts.indptr[user + 1]
+        n_groups = self.cat_counts.shape[1]
+        c_count, c_last, c_first, c_last3 = (np.zeros(n_groups + 1) for _ in range(4))
+        c_last[:] = np.nan
+        gi = self.cat_counts.indices[clo:chi]
+        c_count[gi], c_last[gi], c_first[gi] = self.cat_counts.data[clo:chi], self.cat_last[clo:chi], self.cat_first[clo:chi]
+        c_last3[gi] = self.cat_last_3[clo:chi]
+        c_items = np.zeros(n_groups + 1)
+        ilo, ihi = self.cat_items.indptr[user], self.cat_items.indptr[user + 1]
+        c_items[self.cat_items.indices[ilo:ihi]] = self.cat_items.data[ilo:ihi]
+        g = np.where(groups >= 0, groups, n_groups)  # unknown → an always-empty slot
+        cat_count = c_count[g]
+        cat_recency = cutoff_day - c_last[g]
+        cat_gap = _ratio(c_last[g] - c_first[g], cat_count - 1)
+        global_gap = np.r_[self.cat_gap_global, np.nan][g]
+        columns = {
+            "log_count": np.log1p(count),
+            "log_recency_days": _safe_log(recency),
+            "log_own_gap_days": _safe_log(own_gap),
+            "recency_over_own_gap": _ratio(recency, own_gap),
+            "log_item_gap_days": _safe_log(item_gap),
+            "recency_over_item_gap": _ratio(recency, item_gap),
+            "log_user_gap_days": np.full(n, _safe_log(np.array([self.user_gap[user]]))[0]),
+            "log_popularity": np.log1p(self.popularity[items]),
+            "log_recent_popularity": np.log1p(self.recent_popularity[items]),
+            "tifu_score": tifu * 100,
+            "tifu_own": own[items] * 100,
+            "log_user_baskets": np.full(n, np.log1p(self.n_baskets[user])),
+            "log_days_since_last_basket": np.full(n, _safe_log(np.array([since_last]))[0]),
+            "bought_before": np.r_[np.ones(n_rep), zeros],
+            "basket_share": count / n_b,
+            "in_last_1": np.r_[self.last_1[lo:hi][keep], zeros],
+            "share_last_3": np.r_[self.last_3[lo:hi][keep], zeros] / min(n_b, 3),
+            "share_last_10": np.r_[self.last_10[lo:hi][keep], zeros] / min(n_b, 10),
+            "item_repeat_share": self.item_repeat_share[items],
+            "item_log_mean_count": np.log(np.maximum(self.item_mean_count[items], 1)),
+            "item_log_buyers": np.log1p(self.item_buyers[items]),
+            "user_repeat_ratio": np.full(n, self.user_repeat_ratio[user]),
+            "user_log_basket_size": np.full(n, np.log1p(self.user_basket_size[user])),
+            "since_last_over_user_interval": np.full(n, _ratio(np.array([since_last]), np.array([self.user_interval[user]]))[0]),
+            "tifu_rank": np.log1p(rank),
+            "tifu_relative": _ratio(tifu, np.full(n, tifu.max() if n else 1.0)),
+            "copurchase_last_3": cop_recent[items] * 100,
+            "copurchase_history": cop_hist[items] * 100,
+            "cat_log_count": np.log1p(cat_count),
+            "cat_log_recency": _safe_log(cat_recency),
+            "cat_recency_over_gap": _ratio(np.nan_to_num(cat_recency), cat_gap),
+            "cat_item_share": _ratio(count, cat_count),
+            "cat_share_last_3": c_last3[g] / min(n_b, 3),
+            "cat_log_items": np.log1p(c_items[g]),
+            "cat_recency_over_global_gap": _ratio(np.nan_to_num(cat_recency), global_gap),
+        }
+        features = np.column_stack([columns[name] for name in FEATURE_NAMES]).astype(np.float32)
+        return items, np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
+
+    # ---- persistence ---------------------------------------------------------------------
+    _ARRAYS = ("cutoff_day", "first_day", "last_day", "last_1", "last_3", "last_10", "item_gap", "user_gap",
+               "popularity", "recent_popularity", "n_baskets", "last_basket", "user_interval", "user_repeat_ratio",
+               "user_basket_size", "item_repeat_share", "item_mean_count", "item_buyers", "item_groups",
+               "cat_first", "cat_last", "cat_last_3", "cat_gap_global")
+    _MATRICES = ("counts", "recent3", "copurchase", "cat_counts", "cat_items")
+
+    def state(self) -> dict[str, np.ndarray]:
+        out = {f"tifu.{k}": v for k, v in self.tifu.state().items()}
+        out.update({name: np.asarray(getattr(self, name)) for name in self._ARRAYS})
+        for name in self._MATRICES:
+            out.update(_csr_state(name, getattr(self, name)))
+        return out
+
+    def load_state(self, state: dict) -> "CandidateGenerator":
+        self.tifu.load_state({k[5:]: v for k, v in state.items() if k.startswith("tifu.")})
+        for name in self._ARRAYS:
+            setattr(self, name, np.asarray(state[name]))
+        for name in self._MATRICES:
+            setattr(self, name, _csr_from_state(name, state))
+        return self
+
+    def param_count(self) -> int:
+        return int(sum(np.asarray(v).size for k, v in self.state().items() if not k.endswith("_shape")))
+
+
+def build_candidates(history: BasketHistory, cutoff_day: float, users: np.ndarray, tifu_params: dict,
+                     item_groups: np.ndarray | None = None, **candidate_options) -> CandidateSet:
+    """Candidates and features for `users` at `cutoff_day`; `history` holds only baskets before it."""
+    return CandidateGenerator(tifu_params, **candidate_options).fit(history, cutoff_day, item_groups).build(users)
 
 
 @dataclass
@@ -184,8 +407,18 @@ class LabelledCandidates:
                    np.concatenate([p.users for p in parts]))
 
 
+def label(candidates: CandidateSet, targets: dict[int, set[int]]) -> LabelledCandidates:
+    """Label built candidates by the users' target baskets (every candidate user must be in targets)."""
+    sizes = np.diff(candidates.user_ptr)
+    labels = np.concatenate([np.isin(candidates.items[candidates.user_ptr[j]:candidates.user_ptr[j + 1]], list(targets[int(u)]))
+                             for j, u in enumerate(candidates.users)]).astype(np.float32) if len(sizes) else np.zeros(0, np.float32)
+    return LabelledCandidates(candidates.features, candidates.items, np.repeat(np.arange(len(sizes)), sizes),
+                              labels, np.array([len(targets[int(u)]) for u in candidates.users]), candidates.users)
+
+
 def labelled_candidates(history: BasketHistory, cutoff_day: float, targets: dict[int, set[int]],
-                        tifu_params: dict, **candidate_options) -> LabelledCandidates:
+                        tifu_params: dict, item_groups: np.ndarray | None = None,
+                        **candidate_options) -> LabelledCandidates:
     """Candidates at `cutoff_day` for the users in `targets`, labelled by their target basket.
 
     `history` may extend past the cutoff: only baskets before it are used for candidates,
@@ -193,9 +426,5 @@ def labelled_candidates(history: BasketHistory, cutoff_day: float, targets: dict
     """
     before = history.before(cutoff_day)
     users = np.array(sorted(targets), dtype=np.int64)
-    candidates = build_candidates(before, cutoff_day, users, TIFUKNN(**tifu_params).fit(before), **candidate_options)
-    sizes = np.diff(candidates.user_ptr)
-    labels = np.concatenate([np.isin(candidates.items[candidates.user_ptr[j]:candidates.user_ptr[j + 1]], list(targets[u]))
-                             for j, u in enumerate(candidates.users)]).astype(np.float32)
-    return LabelledCandidates(candidates.features, candidates.items, np.repeat(np.arange(len(users)), sizes),
-                              labels, np.array([len(targets[u]) for u in candidates.users]), candidates.users)
+    generator = CandidateGenerator(tifu_params, **candidate_options).fit(before, cutoff_day, item_groups)
+    return label(generator.build(users), targets)

@@ -19,6 +19,8 @@ class CandidateRanker(nn.Module):
     def __init__(self, n_features: int, n_items: int, item_dim: int = 32, hidden: int = 128,
                  item_buckets: int | None = None, dropout: float = 0.1):
         super().__init__()
+        self.config = dict(n_features=n_features, n_items=n_items, item_dim=item_dim, hidden=hidden,
+                           item_buckets=item_buckets, dropout=dropout)  # re-creates the module (torch.save)
         self.item_buckets = item_buckets
         self.item_embedding = nn.Embedding(item_buckets or n_items, item_dim)
         nn.init.normal_(self.item_embedding.weight, std=0.01)

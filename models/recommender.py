@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from models.baselines import TIERS, _csr_from_state, _csr_state
 from models.ranking import top_k
+from models.ranking_tier import RankingTier
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Catalog:
     item_ids: (n_items,) str; user_ids: (n_users,) str; popularity: (n_items,) basket counts.
     store_ids: (n_stores,) str; in_stock: (n_stores, n_items) 1 where the item is available;
     store_popularity: (n_stores, n_items) basket counts at that store.
+    item_groups: (n_items,) int64 category index of each item, -1 when unknown (None: no categories).
     """
 
     item_ids: np.ndarray
@@ -33,16 +35,19 @@ class Catalog:
     store_ids: np.ndarray
     in_stock: sp.csr_matrix
     store_popularity: sp.csr_matrix
+    item_groups: np.ndarray | None = None
 
     def state(self) -> dict[str, np.ndarray]:
+        groups = {} if self.item_groups is None else {"item_groups": self.item_groups}
         return {"item_ids": self.item_ids.astype(str), "user_ids": self.user_ids.astype(str),
-                "popularity": self.popularity, "store_ids": self.store_ids.astype(str),
+                "popularity": self.popularity, "store_ids": self.store_ids.astype(str), **groups,
                 **_csr_state("in_stock", self.in_stock), **_csr_state("store_popularity", self.store_popularity)}
 
     @classmethod
     def from_state(cls, state: dict) -> "Catalog":
         return cls(state["item_ids"], state["user_ids"], state["popularity"], state["store_ids"],
-                   _csr_from_state("in_stock", state), _csr_from_state("store_popularity", state))
+                   _csr_from_state("in_stock", state), _csr_from_state("store_popularity", state),
+                   state.get("item_groups"))
 
 
 class Recommender:
@@ -116,7 +121,7 @@ class Recommender:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
     def save(self, folder: str | Path) -> Path:
-        """Write `state.npz` (tier + catalog arrays) and `meta.json` into `folder`."""
+        """Write `state.npz` (tier + catalog arrays), the tier's own files (a ranker model) and `meta.json`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {f"tier.{k}": v for k, v in self.tier.state().items()}
@@ -124,7 +129,10 @@ class Recommender:
         if self.exclude_seen:
             arrays |= {f"seen.{k}": v for k, v in _csr_state("m", self.seen).items()}
         np.savez_compressed(folder / "state.npz", **arrays)
-        meta = {**self.meta, "tier": self.tier.name, "params": self.tier.params, "exclude_seen": self.exclude_seen}
+        if hasattr(self.tier, "save_files"):
+            self.tier.save_files(folder)
+        meta = {**self.meta, "tier": self.tier.name, "kind": getattr(self.tier, "kind", "baseline"),
+                "params": self.tier.params, "exclude_seen": self.exclude_seen}
         (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         return folder
 
@@ -135,7 +143,10 @@ class Recommender:
         with np.load(folder / "state.npz") as npz:
             arrays = dict(npz)
         part = lambda prefix: {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
-        tier_cls = TIERS[meta["tier"]]
-        tier = (tier_cls(**meta["params"]) if meta["params"] else tier_cls()).load_state(part("tier"))
+        if meta.get("kind") == RankingTier.kind:
+            tier = RankingTier.load(meta["params"], part("tier"), folder)
+        else:
+            tier_cls = TIERS[meta["tier"]]
+            tier = (tier_cls(**meta["params"]) if meta["params"] else tier_cls()).load_state(part("tier"))
         seen = _csr_from_state("m", part("seen")) if meta["exclude_seen"] else None
         return cls(tier, Catalog.from_state(part("catalog")), seen, meta["exclude_seen"], meta)

@@ -1,4 +1,5 @@
-"""Train a `CandidateRanker` on labelled candidate lists with a listwise loss (plain PyTorch)."""
+"""Train a `CandidateRanker` on labelled candidate lists with a listwise loss, optionally distilling
+a teacher's scores (plain PyTorch)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 
 from models.candidates import LabelledCandidates
-from models.losses import listwise_softmax_loss
+from models.losses import distillation_loss, listwise_softmax_loss
 from models.ranker import CandidateRanker
 
 
@@ -33,13 +34,16 @@ def score(model: CandidateRanker, data: LabelledCandidates, batch_rows: int = 65
             for s in range(0, len(data.items), batch_rows)]) if len(data.items) else np.zeros(0, np.float32)
 
 
-def train_ranker(model: CandidateRanker, train: LabelledCandidates, validation: LabelledCandidates,
+def train_ranker(model: CandidateRanker, train: LabelledCandidates, validation: LabelledCandidates | None,
                  epochs: int, lr: float, weight_decay: float = 0.0, lists_per_batch: int = 256, seed: int = 0,
-                 on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+                 on_epoch: Callable[[int, float], None] | None = None, teacher_scores: np.ndarray | None = None,
+                 distill_weight: float = 0.0, temperature: float = 1.0) -> list[float]:
     """Adam on the listwise softmax loss, `lists_per_batch` whole lists per step.
 
-    After each epoch the validation NDCG@10 is computed and passed to `on_epoch(epoch, ndcg)`
-    (an Optuna pruner can raise there). Returns the per-epoch validation NDCG@10.
+    Distillation: with `teacher_scores` (n_rows,) the loss is (1 − distill_weight) × listwise +
+    distill_weight × KL(teacher ‖ student) within each list at `temperature` (models.losses).
+    After each epoch the validation NDCG@10 (if `validation` is given) is passed to
+    `on_epoch(epoch, ndcg)`; an Optuna pruner can raise there. Returns the per-epoch NDCG@10.
     """
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -47,6 +51,7 @@ def train_ranker(model: CandidateRanker, train: LabelledCandidates, validation: 
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     bounds = np.r_[0, np.cumsum(np.bincount(train.group))]
     features, items, labels = (torch.from_numpy(a) for a in (train.features, train.items, train.labels))
+    teacher = torch.from_numpy(teacher_scores.astype(np.float32)) if teacher_scores is not None else None
     history = []
     for epoch in range(epochs):
         model.train()
@@ -55,11 +60,16 @@ def train_ranker(model: CandidateRanker, train: LabelledCandidates, validation: 
             lists = order[start:start + lists_per_batch]
             rows = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in lists])
             group = torch.from_numpy(np.repeat(np.arange(len(lists)), bounds[lists + 1] - bounds[lists]))
-            loss = listwise_softmax_loss(model(features[rows], items[rows]), labels[rows], group)
+            scores = model(features[rows], items[rows])
+            loss = listwise_softmax_loss(scores, labels[rows], group)
+            if teacher is not None:
+                soft = distillation_loss(scores, teacher[rows], group, temperature)
+                loss = (1 - distill_weight) * loss + distill_weight * soft
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-        history.append(ndcg_at_k(score(model, validation), validation))
-        if on_epoch:
-            on_epoch(epoch, history[-1])
+        if validation is not None:
+            history.append(ndcg_at_k(score(model, validation), validation))
+            if on_epoch:
+                on_epoch(epoch, history[-1])
     return history

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import time
-import tracemalloc
-
+import json
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from threadpoolctl import threadpool_limits
 
 from models.metrics import evaluate
 from models.recommender import Recommender
 from tasks.features import Split
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # so `-m models.serving_probe` resolves without an install
 
 
 def recommend_split(recommender: Recommender, split: Split, k: int = 10) -> dict[int, list[int]]:
@@ -34,34 +36,31 @@ def evaluate_split(recommender: Recommender, split: Split, k: int = 10) -> dict[
     return evaluate(recommendations, split.targets, split.seen_items(), len(split.catalog.item_ids), k)
 
 
-def measure_serving(artifact: Path, users: np.ndarray, requests: int, k: int = 10, warmup: int = 50) -> dict[str, float]:
-    """Load the saved tier and time single requests (one user, top-k, one thread).
+def measure_serving(artifact: Path, users: np.ndarray, requests: int, k: int = 10) -> dict[str, float]:
+    """Time single requests (one user, top-k, one thread) in a fresh process that loads the
+    saved artifact: latency_p50/p95/p99_ms and peak_memory_mb (that process's peak RSS)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "users.npy", np.asarray(users, dtype=np.int64))
+        done = subprocess.run([sys.executable, "-m", "models.serving_probe", str(artifact), str(Path(tmp) / "users.npy"),
+                               str(requests), "--k", str(k)], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"serving probe failed on {artifact}:\n{done.stderr[-2000:]}")
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    return {key: measured[key] for key in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "peak_memory_mb")}
 
-    Returns latency_p50/p95/p99_ms over `requests` requests (cycling through `users`) after
-    `warmup` requests, and peak_memory_mb: the Python-heap peak (tracemalloc; numpy buffers
-    included) from loading the artifact to the last request.
-    """
-    order = np.resize(np.asarray(users), warmup + requests)
-    timings = np.empty(requests)
-    tracemalloc.start()
-    recommender = Recommender.load(artifact)
-    with threadpool_limits(limits=1):
-        for user in order[:warmup]:
-            recommender.recommend_indices(np.array([user]), k)
-        for j, user in enumerate(order[warmup:]):
-            start = time.perf_counter()
-            recommender.recommend_indices(np.array([user]), k)
-            timings[j] = time.perf_counter() - start
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    p50, p95, p99 = np.percentile(timings * 1000, [50, 95, 99])
-    return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "latency_p99_ms": float(p99),
-            "peak_memory_mb": peak / 2**20}
+
+def top_k_overlap(a: dict[int, list[int]], b: dict[int, list[int]], k: int = 10) -> float:
+    """Mean over the users of `a` of |top-k(a) ∩ top-k(b)| / k, in [0, 1]."""
+    return float(np.mean([len(set(a[u][:k]) & set(b.get(u, [])[:k])) / k for u in a])) if a else 1.0
 
 
 @task(name="evaluate tier", cache_policy=NO_CACHE)
-def evaluate_task(artifact: Path, split: Split, k: int, latency_requests: int) -> dict[str, float]:
-    """Metrics and serving costs of the saved artifact itself: what is logged is what it reproduces."""
-    metrics = evaluate_split(Recommender.load(artifact), split, k)
+def evaluate_task(artifact: Path, split: Split, k: int, latency_requests: int) -> tuple[dict[str, float], dict]:
+    """Metrics and serving costs of the saved artifact itself: what is logged is what it reproduces.
+
+    Returns (metrics, the top-k item indices per target user).
+    """
+    recommendations = recommend_split(Recommender.load(artifact), split, k)
+    metrics = evaluate(recommendations, split.targets, split.seen_items(), len(split.catalog.item_ids), k)
     metrics |= measure_serving(artifact, np.array(sorted(split.targets)), latency_requests, k)
-    return metrics
+    return metrics, recommendations

@@ -26,6 +26,13 @@ def export_onnx(model: CandidateRanker, path: Path, n_features: int) -> Path:
     return path
 
 
+def save_torch(model: CandidateRanker, path: Path) -> Path:
+    """The ranker for PyTorch eager serving (models.ranking_tier.TorchScorer): config + weights."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": model.config, "state_dict": model.state_dict()}, path)
+    return path
+
+
 def quantize_int8(fp32_path: Path, int8_path: Path) -> Path:
     """Dynamic int8 quantization of weights, after ORT's shape inference and graph optimisation
     (`quant_pre_process`): without it a gather/matmul model came out slower than fp32 (STACK.md)."""

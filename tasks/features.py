@@ -3,7 +3,8 @@
 Split (DESIGN.md): the test cutoff is `test_weeks` before the newest event; test = each user's first
 basket after it, for users with a basket before it. Validation repeats that construction with a
 cutoff `validation_weeks` earlier, on data before the test cutoff. Nothing after a cutoff is used
-for that split's history or features.
+for that split's history or features. The `deploy` split has no targets: its history is all the
+data, for refitting the models a shop deploys.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from models.recommender import Catalog
 log = logging.getLogger(__name__)
 
 BASKET_KEY = "basket_key"
-FEATURES_VERSION = 2  # bump when what is cached changes, so old caches are not read
+FEATURES_VERSION = 3  # bump when what is cached changes, so old caches are not read
 DAY = "day"  # days since the first event, float
 FEATURE_TABLES = ("repeat_features", "item_features", "store_popularity")
 
@@ -45,6 +46,7 @@ class Split:
     name: str
     cutoff: pd.Timestamp
     end: pd.Timestamp
+    cutoff_day: float  # the cutoff in the history's day units (days since the first event)
     history: BasketHistory
     catalog: Catalog
     targets: dict[int, set[int]]
@@ -85,7 +87,9 @@ def cutoffs(lines: pl.DataFrame, test_weeks: int, validation_weeks: int) -> dict
     newest = pd.Timestamp(lines[schema.TIMESTAMP].max())
     test_cutoff = newest - pd.Timedelta(weeks=test_weeks)
     validation_cutoff = test_cutoff - pd.Timedelta(weeks=validation_weeks)
-    return {"validation": (validation_cutoff, test_cutoff), "test": (test_cutoff, newest + pd.Timedelta(seconds=1))}
+    after_newest = newest + pd.Timedelta(seconds=1)
+    return {"validation": (validation_cutoff, test_cutoff), "test": (test_cutoff, after_newest),
+            "deploy": (after_newest, after_newest)}
 
 
 def _basket_history(before: pl.DataFrame, user_index: pl.DataFrame, item_index: pl.DataFrame) -> BasketHistory:
@@ -139,6 +143,16 @@ def compute_features(before: pl.DataFrame, items: pl.DataFrame, cutoff_day: floa
             "store_popularity": store_popularity}
 
 
+def _item_groups(dataset: Dataset, item_index: pl.DataFrame) -> np.ndarray | None:
+    """(n_items,) index of each item's category (else department), -1 when missing; None without either."""
+    column = next((c for c in (schema.CATEGORY, schema.DEPARTMENT) if c in dataset.items.columns), None)
+    if column is None:
+        return None
+    items = pl.from_pandas(dataset.items[[schema.ITEM_ID, column]])
+    groups = items.with_columns(pl.col(column).rank("dense").cast(pl.Int64).sub(1).fill_null(-1).alias("g"))
+    return item_index.join(groups, on=schema.ITEM_ID, how="left").sort("i")["g"].fill_null(-1).to_numpy()
+
+
 def _catalog(before: pl.DataFrame, user_ids: np.ndarray, item_index: pl.DataFrame, features: dict,
              dataset: Dataset) -> Catalog:
     n_items = len(item_index)
@@ -176,7 +190,7 @@ def _catalog(before: pl.DataFrame, user_ids: np.ndarray, item_index: pl.DataFram
         in_stock = sold
     return Catalog(item_ids=item_index.sort("i")[schema.ITEM_ID].to_numpy().astype(str), user_ids=user_ids,
                    popularity=popularity, store_ids=store_ids, in_stock=sp.csr_matrix(in_stock),
-                   store_popularity=store_popularity)
+                   store_popularity=store_popularity, item_groups=_item_groups(dataset, item_index))
 
 
 def build_split(lines: pl.DataFrame, dataset: Dataset, name: str, cutoff: pd.Timestamp, end: pd.Timestamp) -> Split:
@@ -195,7 +209,8 @@ def build_split(lines: pl.DataFrame, dataset: Dataset, name: str, cutoff: pd.Tim
              .filter(pl.col(BASKET_KEY) == pl.col(BASKET_KEY).min().over("u")))
     targets = {u: set(i) for u, i in first.group_by("u").agg(pl.col("i")).iter_rows()}
     catalog = _catalog(before, user_ids, item_index, features, dataset)
-    return Split(name=name, cutoff=cutoff, end=end, history=history, catalog=catalog, targets=targets, features=features)
+    return Split(name=name, cutoff=cutoff, end=end, cutoff_day=cutoff_day, history=history, catalog=catalog,
+                 targets=targets, features=features)
 
 
 def _save_split(split: Split, folder: Path) -> None:
@@ -210,7 +225,8 @@ def _save_split(split: Split, folder: Path) -> None:
              target_users=np.array(list(split.targets), dtype=np.int64),
              target_ptr=np.cumsum([0] + [len(v) for v in split.targets.values()]),
              target_items=np.array([i for v in split.targets.values() for i in sorted(v)], dtype=np.int64))
-    (tmp / "split.json").write_text(json.dumps({"name": split.name, "cutoff": str(split.cutoff), "end": str(split.end)}))
+    (tmp / "split.json").write_text(json.dumps({"name": split.name, "cutoff": str(split.cutoff), "end": str(split.end),
+                                                "cutoff_day": split.cutoff_day}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)  # a half-written cache is never mistaken for a complete one
 
@@ -225,24 +241,25 @@ def _load_split(folder: Path) -> Split:
     ptr = a["target_ptr"]
     targets = {int(u): set(a["target_items"][ptr[j]:ptr[j + 1]].tolist()) for j, u in enumerate(a["target_users"])}
     features = {t: pl.read_parquet(folder / f"{t}.parquet") for t in FEATURE_TABLES}
-    return Split(meta["name"], pd.Timestamp(meta["cutoff"]), pd.Timestamp(meta["end"]), history, catalog, targets, features)
+    return Split(meta["name"], pd.Timestamp(meta["cutoff"]), pd.Timestamp(meta["end"]), meta["cutoff_day"], history,
+                 catalog, targets, features)
 
 
 def build_splits(dataset: Dataset, data_hash: str, cache_dir: Path, test_weeks: int = 4,
                  validation_weeks: int = 4) -> tuple[dict[str, Split], bool]:
-    """The validation and test splits, read from `cache_dir/<data_hash>-<weeks>/` when present.
+    """The validation, test and deploy splits, read from `cache_dir/<data_hash>-<weeks>/` when present.
 
     Returns (splits, cache_hit).
     """
     folder = Path(cache_dir) / f"{data_hash}-t{test_weeks}-v{validation_weeks}-f{FEATURES_VERSION}"
-    names = ("validation", "test")
+    names = ("validation", "test", "deploy")
     if all((folder / n / "split.json").exists() for n in names):
         return {n: _load_split(folder / n) for n in names}, True
     lines = purchase_lines(dataset)
     splits = {}
     for name, (cutoff, end) in cutoffs(lines, test_weeks, validation_weeks).items():
         splits[name] = build_split(lines, dataset, name, cutoff, end)
-        if not splits[name].targets:
+        if not splits[name].targets and name != "deploy":
             first, last = lines[schema.TIMESTAMP].min(), lines[schema.TIMESTAMP].max()
             raise DataContractError(
                 f"{dataset.name}: the {name} split is empty: no user has a purchase both before {cutoff} and in "

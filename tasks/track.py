@@ -14,15 +14,20 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lightpersml import config
+from lightpersml.config import REGISTERED_MODEL
 from models.metrics import METRIC_NAMES
+from models.ranking_tier import ONNX_FILE, TORCH_FILE
+from models.recommender import Recommender
 from tasks import pyfunc_model
 from tasks.pyfunc_model import SIGNATURE
+from tasks.register import register_tier
 from tasks.tiers import FittedTier
 
 SERVING_METRICS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "peak_memory_mb", "model_size_mb", "param_count")
 TIER_METRICS = METRIC_NAMES + SERVING_METRICS
 TABLE_COLUMNS = ("tier", "ndcg_at_10", "recall_at_10", "precision_at_10", "hr_at_10", "recall_repeat_at_10",
-                 "recall_explore_at_10", "coverage_at_10", "latency_p99_ms", "peak_memory_mb", "model_size_mb", "param_count")
+                 "recall_explore_at_10", "coverage_at_10", "latency_p99_ms", "latency_p99_ratio_to_cloud",
+                 "peak_memory_mb", "model_size_mb", "param_count")
 
 
 def git_sha() -> str:
@@ -60,7 +65,9 @@ def finish_run(run_id: str, ok: bool) -> None:
 
 
 def model_size_mb(folder: Path) -> float:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+    """The ranker file of a neural tier (model.onnx / model.pt); for a baseline, its whole state."""
+    model_files = [folder / name for name in (ONNX_FILE, TORCH_FILE) if (folder / name).exists()]
+    return sum(f.stat().st_size for f in model_files or folder.rglob("*") if f.is_file()) / 2**20
 
 
 # No retries: a retry after a partial failure would add a second child run for the same tier.
@@ -70,6 +77,7 @@ def log_tier_task(fitted: FittedTier, artifact: Path, metrics: dict[str, float],
     """One child run: params, every metric name of DESIGN.md, tags, and the saved tier as a pyfunc model."""
     parent = mlflow.get_run(parent_run_id)
     metrics = {**metrics, "model_size_mb": model_size_mb(artifact), "param_count": fitted.recommender.tier.param_count(),
+               "artifact_size_mb": sum(f.stat().st_size for f in artifact.rglob("*") if f.is_file()) / 2**20,
                "fit_seconds": fitted.fit_seconds, "tuning_seconds": fitted.tuning_seconds}
     missing = [m for m in TIER_METRICS if m not in metrics]
     if missing:
@@ -84,6 +92,36 @@ def log_tier_task(fitted: FittedTier, artifact: Path, metrics: dict[str, float],
             mlflow.pyfunc.log_model(name="model", python_model=str(Path(pyfunc_model.__file__)), signature=SIGNATURE,
                                     artifacts={"recommender": str(artifact)}, pip_requirements=["lightpersml"])
     return {"tier": fitted.name, "run_id": run.info.run_id, **metrics}
+
+
+def log_latency_ratios(rows: list[dict], cloud_tier: str) -> list[dict]:
+    """Add latency_p99_ratio_to_cloud (tier p99 / the cloud reference's p99) to each row and its run."""
+    cloud = next(row for row in rows if row["tier"] == cloud_tier)["latency_p99_ms"]
+    client = mlflow.MlflowClient()
+    for row in rows:
+        row["latency_p99_ratio_to_cloud"] = row["latency_p99_ms"] / cloud
+        client.log_metric(row["run_id"], "latency_p99_ratio_to_cloud", row["latency_p99_ratio_to_cloud"])
+    return rows
+
+
+# No retries: a retry after a partial failure would register a second version.
+@task(name="register deploy fit", cache_policy=NO_CACHE, task_run_name="register {row[tier]}")
+def register_deploy_fit_task(run_id: str, recommender: Recommender, folder: Path, row: dict, pipeline_run_id: str,
+                             teacher: bool) -> str:
+    """Register the tier refit on all data: its ONNX as a registry version, its full serving state
+    (candidates, catalog, model) as the run's `deploy/` artifacts. The version's metric tags are the
+    evaluation fit's (the refit has no held-out data left); tags say so."""
+    recommender.save(folder)
+    client = mlflow.MlflowClient()
+    client.log_artifacts(run_id, str(folder), "deploy")
+    version = register_tier(run_id, recommender.tier.model_path, row["tier"], row, pipeline_run_id, teacher)
+    tags = {"fit": "all data", "trained_until": recommender.meta["trained_until"],
+            "metrics_from": f"evaluation fit trained until the test cutoff (run {run_id})",
+            "serving_artifacts": f"runs:/{run_id}/deploy"}
+    for key, value in tags.items():
+        client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
+    client.set_tag(run_id, "registered_version", version)
+    return version
 
 
 def pareto_plot(rows: list[dict], path: Path) -> Path:

@@ -1,16 +1,23 @@
-"""Tune a baseline tier's hyperparameters with Optuna on the validation split only."""
+"""Tune hyperparameters with Optuna on the validation split only: TIFU-KNN's, and the teacher
+ranker's (with pruning and a nested MLflow run per trial)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import optuna
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from models.baselines import TIFUKNN
 from models.recommender import Recommender
 from tasks.evaluate import evaluate_split
 from tasks.features import Split
+from tasks.train import RankerData, RankerSpec, fit_ranker
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +61,89 @@ def tune_tifu_knn(validation: Split, n_trials: int, storage_path: Path, study_na
     if remaining > 0:
         study.optimize(objective, n_trials=remaining)
     return study
+
+
+# The prototype's best ranker (PR notes of issue 2): tried first so a short study starts from it.
+RANKER_DEFAULTS = dict(hidden=256, item_embedding=False, item_dim=16, dropout=0.1, lr=1e-3, weight_decay=1e-5)
+
+
+def ranker_space(trial: optuna.Trial, max_epochs: int) -> RankerSpec:
+    """The teacher's search space: MLP width, an optional per-item embedding, dropout, Adam."""
+    embed = trial.suggest_categorical("item_embedding", [False, True])
+    item_dim = trial.suggest_categorical("item_dim", [16, 32, 64])
+    architecture = dict(hidden=trial.suggest_int("hidden", 64, 1024, log=True), item_dim=item_dim if embed else 1,
+                        item_buckets=None if embed else 1, dropout=trial.suggest_float("dropout", 0.0, 0.4))
+    return RankerSpec(architecture, lr=trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+                      weight_decay=trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True), epochs=max_epochs)
+
+
+def tune_ranker(data: RankerData, n_trials: int, minutes: float, max_epochs: int, storage_path: Path, study_name: str,
+                parent_run_id: str, seed: int = 0) -> tuple[optuna.Study, RankerSpec]:
+    """TPE + MedianPruner on the validation lists' NDCG@10, reported after every epoch.
+
+    Every trial is a nested MLflow run under a "tuning" child of the pipeline run, with its
+    per-epoch validation NDCG@10. The study lives in SQLite and resumes like `tune_tifu_knn`;
+    it stops after `n_trials` finished (complete or pruned) trials or `minutes`. Returns the study
+    and the best spec with `epochs` set to the best trial's best epoch.
+    """
+    storage_path.parent.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name, storage=f"sqlite:///{storage_path}", direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    )
+    if not study.trials:
+        study.enqueue_trial(RANKER_DEFAULTS)
+    parent = mlflow.get_run(parent_run_id)
+    tuning_run = mlflow.MlflowClient().create_run(
+        parent.info.experiment_id, run_name="tuning full", tags={"mlflow.parentRunId": parent_run_id, "kind": "tuning",
+                                                                "study": study_name})
+
+    def objective(trial: optuna.Trial) -> float:
+        spec = ranker_space(trial, max_epochs)
+        with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=f"trial {trial.number}",
+                              parent_run_id=tuning_run.info.run_id, tags={"kind": "trial", "study": study_name}):
+            mlflow.log_params({**trial.params, "trial": trial.number})
+
+            def report(epoch: int, ndcg: float) -> None:
+                mlflow.log_metric("validation_ndcg_at_10", ndcg, step=epoch + 1)
+                trial.report(ndcg, epoch)
+                if trial.should_prune():
+                    mlflow.set_tag("state", "pruned")
+                    raise optuna.TrialPruned(f"epoch {epoch + 1}: {ndcg:.4f} below the median")
+
+            _, history = fit_ranker(spec, data, seed=seed, on_epoch=report)
+            best = int(np.argmax(history))
+            trial.set_user_attr("best_epoch", best + 1)
+            mlflow.set_tag("state", "complete")
+            mlflow.log_metrics({"best_validation_ndcg_at_10": history[best], "best_epoch": best + 1})
+        log.info("ranker trial %d: validation ndcg@10 %.4f at epoch %d %s", trial.number, history[best], best + 1,
+                 trial.params)
+        return history[best]
+
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    try:
+        if n_trials - len(done) > 0:
+            study.optimize(objective, n_trials=n_trials - len(done), timeout=minutes * 60)
+    finally:
+        client = mlflow.MlflowClient()
+        if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            client.log_metric(tuning_run.info.run_id, "best_validation_ndcg_at_10", study.best_value)
+            client.log_param(tuning_run.info.run_id, "trials", len(study.trials))
+        client.set_terminated(tuning_run.info.run_id)
+    best = study.best_trial
+    spec = ranker_space(optuna.trial.FixedTrial(best.params), max_epochs)
+    spec.epochs = best.user_attrs["best_epoch"]
+    return study, spec
+
+
+@task(name="tune teacher", cache_policy=NO_CACHE)
+def tune_ranker_task(data: RankerData, settings, storage_path: Path, study_name: str,
+                     parent_run_id: str) -> tuple[RankerSpec, dict]:
+    """The tuned teacher spec and a summary (study, trials, best validation NDCG@10, best epoch, seconds)."""
+    start = time.perf_counter()
+    study, spec = tune_ranker(data, settings.tuning_trials, settings.tuning_minutes, settings.max_epochs, storage_path,
+                              study_name, parent_run_id)
+    return spec, {"study": study_name, "trials": len(study.trials), "best_validation_ndcg_at_10": study.best_value,
+                  "best_epoch": spec.epochs, "seconds": time.perf_counter() - start}

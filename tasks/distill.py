@@ -1,0 +1,36 @@
+"""Distil the teacher into the smaller tiers: the same candidates and features, a smaller ranker
+trained on the next-basket labels and on the teacher's scores (models.losses.distillation_loss)."""
+
+from __future__ import annotations
+
+import logging
+
+from models.ranker import CandidateRanker
+from tasks.train import RankerData, RankerSpec, fit_ranker
+
+log = logging.getLogger(__name__)
+
+# Sizes (parameters, counted on the full Complete Journey catalog of 92k items):
+#   balanced ≈ 2.4M: a 24-d embedding per item + a 512-wide MLP;
+#   edge ≈ 0.1M: 8-d embeddings of 8,192 hashed item buckets + a 256-wide MLP (int8 file ≈ 0.1 MB).
+STUDENTS = {
+    "balanced": dict(architecture=dict(hidden=512, item_dim=24, item_buckets=None, dropout=0.1)),
+    "edge": dict(architecture=dict(hidden=256, item_dim=8, item_buckets=8192, dropout=0.0)),
+}
+DISTILL_WEIGHT = 0.5  # share of the loss on the teacher's scores; the rest is on the true next basket
+TEMPERATURE = 1.0
+
+
+def student_spec(name: str, teacher: RankerSpec) -> RankerSpec:
+    """The student `name`'s architecture with the teacher's optimiser settings and epochs."""
+    return RankerSpec(STUDENTS[name]["architecture"], lr=teacher.lr, weight_decay=teacher.weight_decay,
+                      epochs=teacher.epochs, distill_weight=DISTILL_WEIGHT, temperature=TEMPERATURE)
+
+
+def distill(name: str, teacher: CandidateRanker, teacher_spec: RankerSpec, data: RankerData,
+            seed: int = 0) -> tuple[CandidateRanker, RankerSpec]:
+    """Train student `name` on `data` against the labels and `teacher`'s scores of the same lists."""
+    spec = student_spec(name, teacher_spec)
+    student, _ = fit_ranker(spec, data, seed=seed, teacher=teacher)
+    log.info("distilled %s: %d parameters (teacher %d)", name, student.param_count(), teacher.param_count())
+    return student, spec
