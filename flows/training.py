@@ -57,7 +57,8 @@ def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folde
     rows, outputs = {}, {}
     for tier in (TEACHER_TIER, CLOUD_TIER, *STUDENT_TIERS):
         trained_as = TEACHER_TIER if tier == CLOUD_TIER else tier
-        fitted = FittedTier(tier, recommenders[tier], recommenders[tier].tier.params, evaluation.seconds[trained_as],
+        params = {**recommenders[tier].tier.params, "exclude_seen": exclude_seen}
+        fitted = FittedTier(tier, recommenders[tier], params, evaluation.seconds[trained_as],
                             tuning["seconds"] if trained_as == TEACHER_TIER else 0.0, tuning)
         extra = {}
         if tier in STUDENT_TIERS:  # what quantization costs, measured on the same test users

@@ -88,6 +88,9 @@ PROFILES = {
                      latency_requests=2000),
     "full": Profile(name="full", tuning_trials=50, tuning_minutes=240, training_weeks=12, max_epochs=10,
                     latency_requests=2000),
+    # For tests and CI: every step runs, in seconds; the numbers mean nothing.
+    "smoke": Profile(name="smoke", tuning_trials=3, tuning_minutes=2, training_weeks=2, max_epochs=2,
+                     latency_requests=100),
 }
 
 

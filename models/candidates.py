@@ -2,9 +2,11 @@
 
 Candidates per user = the items they bought before (repeat; at most `n_repeat`, best TIFU-KNN
 scores first) plus the best `n_explore` items they never bought by TIFU-KNN's neighbour scores.
-Features model repurchase explicitly: how often and how recently the user bought the item, time
-since the last purchase against the user's own and the item's usual interval, popularity, and
-the TIFU-KNN scores. Plain numpy: the same code builds training rows and serves.
+Features model repurchase explicitly: how often and how recently the user bought the item (overall
+and in their newest 1 / 3 / 10 baskets), time since the last purchase against the user's own and
+the item's usual interval, the item's repurchase propensity and popularity, the user's repeat
+habits, the same statistics for the item's category (`item_groups`), and the TIFU-KNN scores and
+ranks. Plain numpy: the same code builds training rows and serves.
 
 `CandidateGenerator` is fitted once on the baskets before a cutoff (every global, per-user and
 per-(user, item) statistic is precomputed there) and then builds candidates for any users; one
@@ -22,7 +24,7 @@ from models.baselines import TIFUKNN, _csr_from_state, _csr_state
 from models.baskets import BasketHistory
 from models.ranking import top_k
 
-ALL_FEATURE_NAMES = (
+FEATURE_NAMES = (
     "log_count",  # log1p(baskets of the user with the item)
     "log_recency_days",  # log1p(days since the user last bought it); 0 when never
     "log_own_gap_days",  # log1p(user's mean days between buys of it); 0 when < 2 buys
@@ -38,7 +40,6 @@ ALL_FEATURE_NAMES = (
     "log_days_since_last_basket",
     "bought_before",  # 1 for repeat candidates
     "basket_share",  # share of the user's baskets with the item
-    # --- research features ---
     "in_last_1",  # 1 if in the user's newest basket
     "share_last_3",  # share of the user's newest 3 baskets with the item
     "share_last_10",
@@ -50,8 +51,6 @@ ALL_FEATURE_NAMES = (
     "since_last_over_user_interval",  # days since last basket / mean days between baskets
     "tifu_rank",  # log1p(rank of the TIFU score within the user's candidates)
     "tifu_relative",  # TIFU score / the user's best candidate score
-    "copurchase_last_3",  # mean co-purchase cosine with the items of the newest 3 baskets, ×100
-    "copurchase_history",  # co-purchase cosine weighted by the user's TIFU vector, ×100
     "cat_log_count",  # log1p(user's baskets with the item's category)
     "cat_log_recency",  # log1p(days since the user last bought the category)
     "cat_recency_over_gap",  # category recency / user's mean gap between category buys
@@ -60,7 +59,6 @@ ALL_FEATURE_NAMES = (
     "cat_log_items",  # log1p(distinct items of the category the user bought)
     "cat_recency_over_global_gap",  # category recency / median over users of category gaps
 )
-FEATURE_NAMES = ALL_FEATURE_NAMES
 
 
 @dataclass
@@ -97,11 +95,11 @@ class RepeatStats:
         keys = users.astype(np.int64) * n_items + items
         order = np.lexsort((lines_basket, keys))
         keys, lines_basket = keys[order], lines_basket[order]
-        new_basket = np.r_[True, (np.diff(keys) != 0) | (np.diff(lines_basket) != 0)]
+        new_basket = (np.diff(keys, prepend=-1) != 0) | (np.diff(lines_basket, prepend=-1) != 0)
         keys, lines_basket = keys[new_basket], lines_basket[new_basket]
         days = history.basket_day[lines_basket]
         from_newest = history.user_ptr[basket_user[lines_basket] + 1] - 1 - lines_basket
-        starts = np.flatnonzero(np.r_[True, np.diff(keys) != 0])
+        starts = np.flatnonzero(np.diff(keys, prepend=-1) != 0)  # keys are ≥ 0
         ends = np.r_[starts[1:], len(keys)]
         unique = keys[starts]
         pair_user, pair_item = unique // n_items, unique % n_items
@@ -152,34 +150,6 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.nan_to_num(a / b, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _copurchase(history: BasketHistory, neighbours: int, chunk: int = 4096) -> sp.csr_matrix:
-    """(n_items, n_items) cosine of basket co-occurrence, the `neighbours` best per item, no diagonal."""
-    baskets = sp.csr_matrix((np.ones(len(history.items), np.float32), (history.line_baskets(), history.items)),
-                            shape=(history.n_baskets, history.n_items))
-    by_item = baskets.T.tocsr()
-    norm = 1 / np.sqrt(np.maximum(history.item_basket_counts(), 1)).astype(np.float32)
-    bought = np.flatnonzero(np.diff(by_item.indptr) > 0)
-    rows, cols, vals = [], [], []
-    for start in range(0, len(bought), chunk):
-        part = bought[start:start + chunk]
-        co = (by_item[part] @ baskets).tocsr()
-        co = sp.diags(norm[part]) @ co @ sp.diags(norm)
-        co = co.tocsr()
-        for r in range(len(part)):
-            lo, hi = co.indptr[r], co.indptr[r + 1]
-            idx, val = co.indices[lo:hi], co.data[lo:hi]
-            mask = idx != part[r]
-            idx, val = idx[mask], val[mask]
-            if len(val) > neighbours:
-                top = np.argpartition(-val, neighbours - 1)[:neighbours]
-                idx, val = idx[top], val[top]
-            rows.append(np.full(len(idx), part[r])), cols.append(idx), vals.append(val)
-    if not rows:
-        return sp.csr_matrix((history.n_items, history.n_items), dtype=np.float32)
-    return sp.csr_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(history.n_items, history.n_items))
-
-
 class CandidateGenerator:
     """Fitted once on the baskets before a cutoff; builds candidates + features for any users."""
 
@@ -187,7 +157,6 @@ class CandidateGenerator:
         self.params = dict(tifu_params=dict(tifu_params), n_repeat=int(n_repeat), n_explore=int(n_explore),
                            recent_days=float(recent_days))
         self.tifu = TIFUKNN(**tifu_params)
-        self.copurchase_neighbours = 50
 
     # ---- fitting -------------------------------------------------------------------------
     def fit(self, history: BasketHistory, cutoff_day: float, item_groups: np.ndarray | None = None) -> "CandidateGenerator":
@@ -210,17 +179,6 @@ class CandidateGenerator:
         buyers = np.bincount(pair_item, minlength=n_items).astype(np.float64)
         repeat_buyers = np.bincount(pair_item, weights=stats.counts.data > 1, minlength=n_items)
 
-        # last 3 baskets' items per user, for co-purchase
-        lines_basket = history.line_baskets()
-        line_user = history.basket_users()[lines_basket]
-        from_newest = history.user_ptr[line_user + 1] - 1 - lines_basket
-        recent = from_newest < 3
-        recent3 = sp.csr_matrix((np.ones(int(recent.sum()), np.float32), (line_user[recent], history.items[recent])),
-                                shape=(n_users, n_items))
-        recent3.data[:] = 1.0
-        rowsum = np.asarray(recent3.sum(axis=1)).ravel()
-        recent3 = (sp.diags(1 / np.maximum(rowsum, 1)) @ recent3).tocsr().astype(np.float32)
-
         self.cutoff_day = np.array(float(cutoff_day))
         self.counts, self.first_day, self.last_day = stats.counts, stats.first_day, stats.last_day
         self.last_1, self.last_3, self.last_10 = stats.last_k[1], stats.last_k[3], stats.last_k[10]
@@ -233,8 +191,6 @@ class CandidateGenerator:
         self.item_repeat_share = _ratio(repeat_buyers, buyers)
         self.item_mean_count = _ratio(popularity, buyers)
         self.item_buyers = buyers
-        self.recent3 = recent3
-        self.copurchase = _copurchase(history, self.copurchase_neighbours)
 
         groups = np.full(n_items, -1, np.int64) if item_groups is None else np.asarray(item_groups, np.int64)
         n_groups = int(groups.max()) + 1 if len(groups) and groups.max() >= 0 else 1
@@ -259,11 +215,8 @@ class CandidateGenerator:
             scores = self.tifu.score(batch)
             own = self.tifu.vectors[batch].toarray()
             explore, _ = top_k(np.where(own > 0, -np.inf, scores), self.params["n_explore"])
-            cop_recent = (self.recent3[batch] @ self.copurchase).toarray()
-            cop_hist = (self.tifu.vectors[batch] @ self.copurchase)
-            cop_hist = (sp.diags(1 / np.maximum(np.asarray(self.tifu.vectors[batch].sum(axis=1)).ravel(), 1e-12)) @ cop_hist).toarray()
             for row, user in enumerate(batch):
-                items, features = self._user_rows(user, scores[row], own[row], explore[row], cop_recent[row], cop_hist[row])
+                items, features = self._user_rows(user, scores[row], own[row], explore[row])
                 all_items.append(items)
                 all_features.append(features)
                 user_ptr.append(user_ptr[-1] + len(items))
@@ -273,7 +226,7 @@ class CandidateGenerator:
             features=np.concatenate(all_features) if all_features else np.zeros((0, len(FEATURE_NAMES)), np.float32),
         )
 
-    def _user_rows(self, user, scores, own, explore, cop_recent, cop_hist):
+    def _user_rows(self, user, scores, own, explore):
         cutoff_day = float(self.cutoff_day)
         lo, hi = self.counts.indptr[user], self.counts.indptr[user + 1]
         bought = self.counts.indices[lo:hi]
@@ -337,8 +290,6 @@ class CandidateGenerator:
             "since_last_over_user_interval": np.full(n, _ratio(np.array([since_last]), np.array([self.user_interval[user]]))[0]),
             "tifu_rank": np.log1p(rank),
             "tifu_relative": _ratio(tifu, np.full(n, tifu.max() if n else 1.0)),
-            "copurchase_last_3": cop_recent[items] * 100,
-            "copurchase_history": cop_hist[items] * 100,
             "cat_log_count": np.log1p(cat_count),
             "cat_log_recency": _safe_log(cat_recency),
             "cat_recency_over_gap": _ratio(np.nan_to_num(cat_recency), cat_gap),
@@ -355,7 +306,7 @@ class CandidateGenerator:
                "popularity", "recent_popularity", "n_baskets", "last_basket", "user_interval", "user_repeat_ratio",
                "user_basket_size", "item_repeat_share", "item_mean_count", "item_buyers", "item_groups",
                "cat_first", "cat_last", "cat_last_3", "cat_gap_global")
-    _MATRICES = ("counts", "recent3", "copurchase", "cat_counts", "cat_items")
+    _MATRICES = ("counts", "cat_counts", "cat_items")
 
     def state(self) -> dict[str, np.ndarray]:
         out = {f"tifu.{k}": v for k, v in self.tifu.state().items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,9 +21,11 @@ def export_onnx(model: CandidateRanker, path: Path, n_features: int) -> Path:
     example = (torch.randn(8, n_features), torch.zeros(8, dtype=torch.int64))
     rows = torch.export.Dim("rows", min=1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, example, str(path), dynamo=True, external_data=False,
-                      input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
-                      dynamic_shapes={"features": {0: rows}, "items": {0: rows}})
+    with warnings.catch_warnings():  # both inputs share the `rows` dimension, which is the point
+        warnings.filterwarnings("ignore", message=".*axis name: rows will not be used")
+        torch.onnx.export(model, example, str(path), dynamo=True, external_data=False,
+                          input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+                          dynamic_shapes={"features": {0: rows}, "items": {0: rows}})
     return path
 
 

@@ -22,10 +22,15 @@ pytestmark = pytest.mark.slow
 runner = CliRunner()
 
 
-def child_runs(parent_run_id: str) -> list:
+TIERS = ["balanced", "edge", "full", "full_torch", "g_topfreq", "p_topfreq", "tifu_knn"]
+
+
+def child_runs(parent_run_id: str, tiers_only: bool = True) -> list:
+    """The pipeline run's children: one per tier (and, with tiers_only=False, the tuning run)."""
     parent = mlflow.get_run(parent_run_id)
-    return mlflow.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+    runs = mlflow.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
                               output_format="list")
+    return [r for r in runs if "tier" in r.data.tags or not tiers_only]
 
 
 def registry_versions() -> int:
@@ -35,16 +40,16 @@ def registry_versions() -> int:
 @pytest.fixture(scope="module")
 def slice_run(prefect_api, cj_slice):
     """`lightpersml run` on the slice; the run id is read from what the command prints."""
-    result = runner.invoke(app, ["run", "--data", str(cj_slice), "--profile", "quick"])
+    result = runner.invoke(app, ["run", "--data", str(cj_slice), "--profile", "smoke"])
     assert result.exit_code == 0, result.output
     assert "Tiers on the test split" in result.output and "tifu_knn" in result.output
     run_id = re.search(r"MLflow run ([0-9a-f]{32})", result.output).group(1)
     return {"run_id": run_id, "data_hash": mlflow.get_run(run_id).data.params["data_hash"]}
 
 
-def test_parent_run_has_a_child_per_baseline_with_every_metric(slice_run):
+def test_parent_run_has_a_child_per_tier_with_every_metric(slice_run):
     children = child_runs(slice_run["run_id"])
-    assert sorted(r.data.tags["tier"] for r in children) == ["g_topfreq", "p_topfreq", "tifu_knn"]
+    assert sorted(r.data.tags["tier"] for r in children) == TIERS
     for run in children:
         assert set(TIER_METRICS) <= set(run.data.metrics), run.data.tags["tier"]
         assert run.data.tags["data_hash"] == slice_run["data_hash"] and run.data.tags["git_sha"]
@@ -52,6 +57,55 @@ def test_parent_run_has_a_child_per_baseline_with_every_metric(slice_run):
     assert parent.info.status == "FINISHED"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(slice_run["run_id"])}
     assert {"pareto.png", "tiers.md", "tiers.json", "validation"} <= artifacts
+    by_tier = {r.data.tags["tier"]: r.data.metrics for r in children}
+    assert by_tier["full_torch"]["latency_p99_ratio_to_cloud"] == 1.0
+    assert by_tier["full_torch"]["onnx_torch_top10_overlap"] >= 0.99  # the exported teacher ranks like torch
+    assert all("fp32_ndcg_at_10" in by_tier[t] for t in ("balanced", "edge"))
+    assert by_tier["edge"]["param_count"] <= 250_000 and by_tier["edge"]["model_size_mb"] <= 1.0
+
+
+def test_teacher_trials_are_nested_runs_with_a_score_per_epoch(slice_run):
+    tuning = [r for r in child_runs(slice_run["run_id"], tiers_only=False) if r.data.tags.get("kind") == "tuning"]
+    assert len(tuning) == 1
+    trials = child_runs(tuning[0].info.run_id, tiers_only=False)
+    assert len(trials) == config.PROFILES["smoke"].tuning_trials
+    complete = [t for t in trials if t.data.tags["state"] == "complete"]
+    assert complete, [t.data.tags for t in trials]
+    steps = mlflow.MlflowClient().get_metric_history(complete[0].info.run_id, "validation_ndcg_at_10")
+    assert [m.step for m in steps] == list(range(1, config.PROFILES["smoke"].max_epochs + 1))
+
+
+def test_registered_versions_are_the_refit_onnx_models_with_candidate_set(slice_run):
+    from tasks.register import list_versions
+
+    versions = [v for v in list_versions() if v["pipeline_run_id"] == slice_run["run_id"]]
+    assert sorted(v["tier"] for v in versions) == ["balanced", "edge", "full"]
+    client = mlflow.MlflowClient()
+    for v in versions:
+        tags = client.get_model_version(config.REGISTERED_MODEL, v["version"]).tags
+        assert tags["fit"] == "all data" and tags["trained_until"] > mlflow.get_run(slice_run["run_id"]).data.params["test_cutoff"]
+    assert sum("candidate" in v["aliases"] for v in versions) == 1
+    listed = runner.invoke(app, ["models"])
+    assert listed.exit_code == 0 and "candidate" in listed.output and "edge" in listed.output
+
+
+def test_promote_checks_the_gates_and_records_a_forced_promotion(slice_run):
+    from tasks.register import list_versions
+
+    client = mlflow.MlflowClient()
+    versions = {v["tier"]: v["version"] for v in list_versions() if v["pipeline_run_id"] == slice_run["run_id"]}
+    edge = versions["edge"]
+    result = runner.invoke(app, ["promote", edge, "--min-ndcg-ratio", "0", "--max-p99-ms", "1000"])
+    assert result.exit_code == 0, result.output
+    assert client.get_model_version_by_alias(config.REGISTERED_MODEL, "edge").version in (edge, int(edge))
+    refused = runner.invoke(app, ["promote", versions["full"], "--max-size-mb", "0.001"])
+    assert refused.exit_code == 1 and "size" in refused.output
+    assert str(client.get_model_version_by_alias(config.REGISTERED_MODEL, "edge").version) == str(edge)
+    assert runner.invoke(app, ["promote", versions["full"], "--max-size-mb", "0.001", "--force"]).exit_code == 2
+    forced = runner.invoke(app, ["promote", versions["full"], "--max-size-mb", "0.001", "--force", "--reason", "test"])
+    assert forced.exit_code == 0, forced.output
+    tags = client.get_model_version(config.REGISTERED_MODEL, versions["full"]).tags
+    assert tags["promotion_forced"] == "true" and tags["promotion_reason"] == "test" and tags["promoted_by"]
 
 
 def test_recommend_output_reproduces_the_logged_metrics(slice_run, cj_slice, tmp_path):
@@ -64,7 +118,7 @@ def test_recommend_output_reproduces_the_logged_metrics(slice_run, cj_slice, tmp
     test = splits["test"]
     users = [test.catalog.user_ids[u] for u in test.targets]
     pd.DataFrame({"user_id": users}).to_csv(tmp_path / "users.csv", index=False)
-    for tier in ("p_topfreq", "tifu_knn"):
+    for tier in ("p_topfreq", "tifu_knn", "edge"):
         out = tmp_path / f"{tier}.parquet"
         result = runner.invoke(app, ["recommend", "--model", tier, "--users", str(tmp_path / "users.csv"), "--out", str(out)])
         assert result.exit_code == 0, result.output
@@ -97,20 +151,21 @@ def test_recommend_respects_store_stock(slice_run, cj_slice, tmp_path):
 def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_off_purchases, tmp_path):
     from flows.training import training_flow
 
-    result = training_flow(data=str(one_off_purchases), profile="quick")
+    result = training_flow(data=str(one_off_purchases), profile="smoke")
     children = child_runs(result["run_id"])
-    assert len(children) == 3 and all(r.data.params["exclude_seen"] == "True" for r in children)
+    assert len(children) == len(TIERS) and all(r.data.params["exclude_seen"] == "True" for r in children)
     events = pd.read_csv(one_off_purchases / "events.csv", dtype=str, parse_dates=[schema.TIMESTAMP])
     # The logged model is the evaluation fit: it knows the purchases before the test cutoff.
     events = events[events[schema.TIMESTAMP] < pd.Timestamp(children[0].data.params["test_cutoff"])]
     users = events[schema.USER_ID].unique()[:10]
     (tmp_path / "u.txt").write_text("\n".join(users))
     out = tmp_path / "recs.parquet"
-    outcome = runner.invoke(app, ["recommend", "--model", "p_topfreq", "--users", str(tmp_path / "u.txt"), "--out", str(out)])
-    assert outcome.exit_code == 0, outcome.output
-    recs = pd.read_parquet(out)
     bought = set(zip(events[schema.USER_ID], events[schema.ITEM_ID]))
-    assert len(recs) == 100 and not any((u, i) in bought for u, i in zip(recs["user_id"], recs["item_id"]))
+    for tier in ("p_topfreq", "edge"):
+        outcome = runner.invoke(app, ["recommend", "--model", tier, "--users", str(tmp_path / "u.txt"), "--out", str(out)])
+        assert outcome.exit_code == 0, outcome.output
+        recs = pd.read_parquet(out)
+        assert len(recs) == 100 and not any((u, i) in bought for u, i in zip(recs["user_id"], recs["item_id"])), tier
 
 
 def test_broken_data_stops_before_training_and_touches_nothing(prefect_api, cj_slice, tmp_path):
@@ -124,7 +179,7 @@ def test_broken_data_stops_before_training_and_touches_nothing(prefect_api, cj_s
     versions = registry_versions()
     features = set((config.state_dir() / "features").glob("*"))
     with pytest.raises(DataValidationError, match="item_id"):
-        training_flow(data=str(broken), profile="quick")
+        training_flow(data=str(broken), profile="smoke")
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.source = '%s'" % broken, output_format="list")
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert child_runs(runs[0].info.run_id) == []
@@ -167,7 +222,7 @@ def test_ui_serves_the_runs_over_http(slice_run, project_home):
             "experiment_ids": [parent.info.experiment_id],
             "filter": f"tags.mlflow.parentRunId = '{slice_run['run_id']}'"}, timeout=10).json()["runs"]
         tiers = {tag["value"] for run in found for tag in run["data"]["tags"] if tag["key"] == "tier"}
-        assert tiers == {"g_topfreq", "p_topfreq", "tifu_knn"}
+        assert tiers == set(TIERS)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
