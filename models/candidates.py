@@ -100,7 +100,7 @@ class RepeatStats:
         days = history.basket_day[lines_basket]
         from_newest = history.user_ptr[basket_user[lines_basket] + 1] - 1 - lines_basket
         starts = np.flatnonzero(np.diff(keys, prepend=-1) != 0)  # keys are ≥ 0
-        ends = np.r_[starts[1:], len(keys)]
+        ends = np.r_[starts[1:], len(keys)][:len(starts)]
         unique = keys[starts]
         pair_user, pair_item = unique // n_items, unique % n_items
         count = (ends - starts).astype(np.float32)
