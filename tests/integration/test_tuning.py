@@ -1,0 +1,36 @@
+"""The teacher's Optuna study: SQLite storage that resumes, a nested MLflow run per trial."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import mlflow
+
+from tasks.track import start_parent_run
+from tasks.train import RankerData
+from tasks.tune import RANKER_DEFAULTS, tune_ranker
+from tests.code.test_training import synthetic_lists
+
+
+def test_ranker_study_resumes_and_logs_each_trial_as_a_nested_run(tmp_path):
+    data = RankerData(split=SimpleNamespace(history=SimpleNamespace(n_items=50)), train=synthetic_lists(200, 20, 0),
+                      generator=None, validation=synthetic_lists(50, 20, 1))
+    parent_run_id, experiment = start_parent_run("tuning-test", "smoke", "synthetic lists")
+    options = dict(minutes=5, max_epochs=2, storage_path=tmp_path / "optuna.db", study_name="resume",
+                   parent_run_id=parent_run_id)
+    study, _ = tune_ranker(data, n_trials=2, **options)
+    assert len(study.trials) == 2
+    assert {k: study.trials[0].params[k] for k in RANKER_DEFAULTS} == RANKER_DEFAULTS  # the known-good start
+
+    study, spec = tune_ranker(data, n_trials=3, **options)  # as after an interruption: only the missing trial runs
+    assert len(study.trials) == 3 and 1 <= spec.epochs <= 2
+
+    trials = mlflow.search_runs([experiment], filter_string="tags.kind = 'trial' and tags.study = 'resume'",
+                                output_format="list")
+    assert len(trials) == 3
+    tuning_runs = {t.data.tags["mlflow.parentRunId"] for t in trials}
+    assert all(mlflow.get_run(r).data.tags["mlflow.parentRunId"] == parent_run_id for r in tuning_runs)
+    client = mlflow.MlflowClient()
+    for trial in trials:
+        history = client.get_metric_history(trial.info.run_id, "validation_ndcg_at_10")
+        assert 1 <= len(history) <= 2 and trial.data.tags["state"] in ("complete", "pruned")
