@@ -67,6 +67,10 @@ def tune_tifu_knn(validation: Split, n_trials: int, storage_path: Path, study_na
 RANKER_DEFAULTS = dict(hidden=256, item_embedding=False, item_dim=16, dropout=0.1, lr=1e-3, weight_decay=1e-5)
 
 
+class OutOfTime(Exception):
+    """The study's time budget ran out during a trial."""
+
+
 def ranker_space(trial: optuna.Trial, max_epochs: int) -> RankerSpec:
     """The teacher's search space: MLP width, an optional per-item embedding, dropout, Adam."""
     embed = trial.suggest_categorical("item_embedding", [False, True])
@@ -83,8 +87,9 @@ def tune_ranker(data: RankerData, n_trials: int, minutes: float, max_epochs: int
 
     Every trial is a nested MLflow run under a "tuning" child of the pipeline run, with its
     per-epoch validation NDCG@10. The study lives in SQLite and resumes like `tune_tifu_knn`;
-    it stops after `n_trials` finished (complete or pruned) trials or `minutes`. Returns the study
-    and the best spec with `epochs` set to the best trial's best epoch.
+    it stops after `n_trials` finished (complete or pruned) trials or `minutes` (a trial running
+    when the time is up stops after its current epoch and counts with the epochs it ran).
+    Returns the study and the best spec with `epochs` set to the best trial's best epoch.
     """
     storage_path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -100,23 +105,32 @@ def tune_ranker(data: RankerData, n_trials: int, minutes: float, max_epochs: int
         parent.info.experiment_id, run_name="tuning full", tags={"mlflow.parentRunId": parent_run_id, "kind": "tuning",
                                                                 "study": study_name})
 
+    deadline = time.monotonic() + minutes * 60
+
     def objective(trial: optuna.Trial) -> float:
         spec = ranker_space(trial, max_epochs)
+        history: list[float] = []
         with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=f"trial {trial.number}",
                               parent_run_id=tuning_run.info.run_id, tags={"kind": "trial", "study": study_name}):
             mlflow.log_params({**trial.params, "trial": trial.number})
 
             def report(epoch: int, ndcg: float) -> None:
+                history.append(ndcg)
                 mlflow.log_metric("validation_ndcg_at_10", ndcg, step=epoch + 1)
                 trial.report(ndcg, epoch)
                 if trial.should_prune():
                     mlflow.set_tag("state", "pruned")
                     raise optuna.TrialPruned(f"epoch {epoch + 1}: {ndcg:.4f} below the median")
+                if time.monotonic() > deadline and epoch + 1 < max_epochs:
+                    raise OutOfTime
 
-            _, history = fit_ranker(spec, data, seed=seed, on_epoch=report)
+            try:
+                fit_ranker(spec, data, seed=seed, on_epoch=report)
+                mlflow.set_tag("state", "complete")
+            except OutOfTime:  # the budget binds mid-trial too; the epochs run so far still count
+                mlflow.set_tag("state", f"complete: stopped after epoch {len(history)}, time budget spent")
             best = int(np.argmax(history))
             trial.set_user_attr("best_epoch", best + 1)
-            mlflow.set_tag("state", "complete")
             mlflow.log_metrics({"best_validation_ndcg_at_10": history[best], "best_epoch": best + 1})
         log.info("ranker trial %d: validation ndcg@10 %.4f at epoch %d %s", trial.number, history[best], best + 1,
                  trial.params)

@@ -33,4 +33,4 @@ def test_ranker_study_resumes_and_logs_each_trial_as_a_nested_run(tmp_path):
     client = mlflow.MlflowClient()
     for trial in trials:
         history = client.get_metric_history(trial.info.run_id, "validation_ndcg_at_10")
-        assert 1 <= len(history) <= 2 and trial.data.tags["state"] in ("complete", "pruned")
+        assert 1 <= len(history) <= 2 and trial.data.tags["state"].startswith(("complete", "pruned"))
