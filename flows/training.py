@@ -46,8 +46,8 @@ def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folde
     exclude_seen = tifu.params["exclude_seen"]
     generator = generator_settings({k: v for k, v in tifu.params.items() if k != "exclude_seen"})
     validation, test = splits["validation"], splits["test"]
-    tuning_data = ranker_data_task(validation, settings.training_weeks, generator, with_validation=True)
-    study_name = f"ranker-{data_hash}-{validation.cutoff:%Y%m%d}-w{settings.training_weeks}-e{settings.max_epochs}"
+    tuning_data = ranker_data_task(validation, settings.tuning_weeks, generator, with_validation=True)
+    study_name = f"ranker-{data_hash}-{validation.cutoff:%Y%m%d}-w{settings.tuning_weeks}-e{settings.max_epochs}"
     teacher_spec, tuning = tune_ranker_task(tuning_data, settings, config.state_dir() / "optuna" / "optuna.db",
                                             study_name, parent_run_id)
     del tuning_data

@@ -75,21 +75,22 @@ class Profile:
 
     name: str
     tuning_trials: int  # Optuna trials per tuned tier
-    tuning_minutes: float  # wall-clock budget of the ranker study (trials stop early when spent)
-    training_weeks: int  # weekly cutoffs whose next baskets are the rankers' training lists
-    max_epochs: int  # epochs per ranker trial; the best epoch is kept
+    tuning_minutes: float  # wall-clock budget of the teacher's study (a trial stops when it is spent)
+    tuning_weeks: int  # weekly cutoffs whose next baskets are the teacher's training lists while tuning
+    training_weeks: int  # the same for the final fits (evaluation and deploy), which train once
+    max_epochs: int  # epochs per teacher trial; the best epoch is kept
     latency_requests: int  # single-user requests timed per tier (after warm-up)
     test_weeks: int = 4
     validation_weeks: int = 4
 
 
 PROFILES = {
-    "quick": Profile(name="quick", tuning_trials=8, tuning_minutes=5, training_weeks=4, max_epochs=4,
+    "quick": Profile(name="quick", tuning_trials=8, tuning_minutes=4, tuning_weeks=3, training_weeks=4, max_epochs=4,
                      latency_requests=2000),
-    "full": Profile(name="full", tuning_trials=50, tuning_minutes=240, training_weeks=12, max_epochs=10,
-                    latency_requests=2000),
+    "full": Profile(name="full", tuning_trials=50, tuning_minutes=240, tuning_weeks=4, training_weeks=8,
+                    max_epochs=6, latency_requests=2000),
     # For tests and CI: every step runs, in seconds; the numbers mean nothing.
-    "smoke": Profile(name="smoke", tuning_trials=3, tuning_minutes=2, training_weeks=2, max_epochs=2,
+    "smoke": Profile(name="smoke", tuning_trials=3, tuning_minutes=2, tuning_weeks=2, training_weeks=2, max_epochs=2,
                      latency_requests=100),
 }
 
