@@ -11,6 +11,8 @@ Gotchas of MLflow 3.17 handled here (see also STACK.md):
   `get_registered_model(name).aliases` (alias → version) or `get_model_version`.
 - `ModelVersion.version` (and the values of `RegisteredModel.aliases`) come back as ints from the
   SQL store although the API takes strings; everything here returns strings.
+- `mlflow.onnx.log_model(..., run_id=...)` files the LoggedModel under the active experiment (by
+  default "Default", with artifacts in `./mlruns` of the cwd), not the run's: set it first.
 - `mlflow.onnx.log_model(..., run_id=...)` logs into an existing (even finished) run without
   resuming it, so the run's status and end time stay as they were.
 - Without `pip_requirements`, `log_model` infers them by loading the model in a subprocess (~3 s
@@ -106,6 +108,9 @@ def register_tier(run_id: str, onnx_path: Path, tier: str, metrics: dict[str, fl
     tags = {"tier": tier, "pipeline_run_id": pipeline_run_id, "teacher": "true" if teacher else "false",
             "onnx_size_mb": _tag_value(onnx_size_mb),
             **{k: _tag_value(metrics[k]) for k in KEY_METRICS if k in metrics}}
+    # Without an active run, log_model files the LoggedModel under the *active* experiment (the
+    # Default one, artifacts in ./mlruns of the cwd), not the run's: point it at the run's experiment.
+    mlflow.set_experiment(experiment_id=_client().get_run(run_id).info.experiment_id)
     with warnings.catch_warnings():  # the signature read from the graph makes an input example unnecessary
         warnings.filterwarnings("ignore", message=".*[Ii]nput example")
         info = mlflow.onnx.log_model(model, name=ONNX_ARTIFACT, run_id=run_id, signature=_signature(model),

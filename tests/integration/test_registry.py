@@ -15,6 +15,7 @@ from mlflow.entities import Metric
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
+from lightpersml import config
 from lightpersml.cli import app
 from lightpersml.config import Gates
 from tasks.register import (
@@ -27,6 +28,7 @@ from tasks.register import (
     register_tier,
     update_candidate,
 )
+from tasks.track import experiment_id
 
 runner = CliRunner()
 GATES = Gates(min_ndcg_ratio_to_teacher=0.9, max_latency_p99_ms=20.0, max_model_size_mb=1.0)
@@ -62,7 +64,7 @@ def tiny_onnx(path: Path, scale: float = 1.0) -> Path:
 
 @pytest.fixture(scope="module")
 def experiment() -> str:
-    return mlflow.create_experiment(f"test-registry-{uuid.uuid4().hex[:8]}")
+    return experiment_id(f"test-registry-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
@@ -109,6 +111,9 @@ def test_each_tier_is_a_version_with_tier_and_metric_tags(experiment, name, tmp_
         assert child.info.status == "FINISHED"
         (output,) = child.outputs.model_outputs
         assert model_version.source == f"models:/{output.model_id}"
+        stored = client.get_logged_model(output.model_id)  # with the run's experiment, in the project's store
+        assert stored.experiment_id == experiment
+        assert stored.artifact_location.startswith(config.mlflow_artifact_root())
     rows = list_versions(name)
     assert [r["tier"] for r in rows] == list(PIPELINE)
     assert rows[0]["teacher"] and rows[0]["param_count"] == 3_000_000 and rows[0]["run_id"] == run["runs"]["teacher"]
