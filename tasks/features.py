@@ -30,9 +30,9 @@ from models.recommender import Catalog
 log = logging.getLogger(__name__)
 
 BASKET_KEY = "basket_key"
-FEATURES_VERSION = 3  # bump when what is cached changes, so old caches are not read
+FEATURES_VERSION = 4  # bump when what is cached changes, so old caches are not read
 DAY = "day"  # days since the first event, float
-FEATURE_TABLES = ("repeat_features", "item_features", "store_popularity")
+FEATURE_TABLES = ("item_features", "store_popularity")
 
 
 @dataclass
@@ -107,40 +107,22 @@ def _basket_history(before: pl.DataFrame, user_index: pl.DataFrame, item_index: 
     )
 
 
-def compute_features(before: pl.DataFrame, items: pl.DataFrame, cutoff_day: float) -> dict[str, pl.DataFrame]:
-    """Features from the lines before a cutoff.
+def compute_features(before: pl.DataFrame, items: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Catalog tables from the lines before a cutoff. (The per-user repurchase statistics the
+    rankers use are computed by models.candidates at every cutoff, for training and serving alike.)
 
-    repeat_features: per (user, item) — purchase_count (baskets), first/last day, recency_days
-      (cutoff − last purchase), item_gap_days (the user's mean days between buys of that item),
-      user_interval_days (median of the user's item gaps), item_interval_days (median over users).
-    item_features: item table columns + popularity (baskets), buyers, repeat_buyer_share.
+    item_features: item table columns + popularity (baskets with the item) and buyers (users).
     store_popularity: per (store, item) basket count and rank within the store (1 = best).
     """
-    pairs = before.group_by([schema.USER_ID, schema.ITEM_ID]).agg(
-        pl.len().alias("purchase_count"), pl.col(DAY).min().alias("first_day"), pl.col(DAY).max().alias("last_day"))
-    pairs = pairs.with_columns(
-        (cutoff_day - pl.col("last_day")).alias("recency_days"),
-        pl.when(pl.col("purchase_count") > 1)
-        .then((pl.col("last_day") - pl.col("first_day")) / (pl.col("purchase_count") - 1))
-        .alias("item_gap_days"),
-    )
-    user_interval = pairs.group_by(schema.USER_ID).agg(pl.col("item_gap_days").median().alias("user_interval_days"))
-    item_interval = pairs.group_by(schema.ITEM_ID).agg(
-        pl.col("item_gap_days").median().alias("item_interval_days"),
-        pl.col("purchase_count").sum().alias("popularity"),
-        pl.len().alias("buyers"),
-        (pl.col("purchase_count") > 1).mean().alias("repeat_buyer_share"),
-    )
-    repeat = (pairs.join(user_interval, on=schema.USER_ID, how="left")
-              .join(item_interval.select(schema.ITEM_ID, "item_interval_days"), on=schema.ITEM_ID, how="left"))
-    item_features = items.join(item_interval, on=schema.ITEM_ID, how="left").with_columns(
+    item_counts = before.group_by(schema.ITEM_ID).agg(pl.len().alias("popularity"),
+                                                      pl.col(schema.USER_ID).n_unique().alias("buyers"))
+    item_features = items.join(item_counts, on=schema.ITEM_ID, how="left").with_columns(
         pl.col("popularity").fill_null(0), pl.col("buyers").fill_null(0))
     store_popularity = (before.filter(pl.col(schema.STORE_ID).is_not_null())
                         .group_by([schema.STORE_ID, schema.ITEM_ID]).agg(pl.len().alias("baskets"))
                         .with_columns(pl.col("baskets").rank("ordinal", descending=True).over(schema.STORE_ID).alias("rank"))
                         .sort([schema.STORE_ID, "rank"]))
-    return {"repeat_features": repeat.sort([schema.USER_ID, schema.ITEM_ID]), "item_features": item_features,
-            "store_popularity": store_popularity}
+    return {"item_features": item_features, "store_popularity": store_popularity}
 
 
 def _item_groups(dataset: Dataset, item_index: pl.DataFrame) -> np.ndarray | None:
@@ -201,7 +183,7 @@ def build_split(lines: pl.DataFrame, dataset: Dataset, name: str, cutoff: pd.Tim
     after = lines.filter((pl.col(schema.TIMESTAMP) >= cutoff) & (pl.col(schema.TIMESTAMP) < end))
     user_ids = np.array(sorted(before[schema.USER_ID].unique().to_list()), dtype=str)
     cutoff_day = float((cutoff - pd.Timestamp(lines[schema.TIMESTAMP].min())).total_seconds() / 86400.0)
-    features = compute_features(before, items, cutoff_day)
+    features = compute_features(before, items)
     user_index = pl.DataFrame({schema.USER_ID: user_ids, "u": np.arange(len(user_ids), dtype=np.int64)})
     history = _basket_history(before, user_index, item_index)
     first = (after.join(user_index, on=schema.USER_ID).join(item_index, on=schema.ITEM_ID)

@@ -35,11 +35,13 @@ def test_cutoffs_are_four_weeks_apart(clean_slice, splits):
 
 def test_history_and_features_stop_at_the_cutoff(clean_slice, splits):
     origin = clean_slice.events[schema.TIMESTAMP].min()
+    lines = purchase_lines(clean_slice)
     for split in splits.values():
         cutoff_day = (split.cutoff - origin).total_seconds() / 86400
+        assert split.cutoff_day == pytest.approx(cutoff_day)
         assert split.history.basket_day.max() < cutoff_day
-        assert split.features["repeat_features"]["last_day"].max() < cutoff_day
-        assert (split.features["repeat_features"]["recency_days"] > 0).all()
+        before = lines.filter(pl.col(schema.TIMESTAMP) < split.cutoff)
+        assert split.features["item_features"]["popularity"].sum() == before.height  # baskets per item, before only
 
 
 def test_target_is_each_users_first_basket_after_the_cutoff(clean_slice, splits):
@@ -54,14 +56,6 @@ def test_target_is_each_users_first_basket_after_the_cutoff(clean_slice, splits)
     assert got == expected
     # every target user has history before the cutoff
     assert all(np.diff(split.history.user_ptr)[u] > 0 for u in split.targets)
-
-
-def test_repeat_features_by_hand(clean_slice, splits):
-    repeat = splits["test"].features["repeat_features"]
-    row = repeat.filter(pl.col("purchase_count") >= 3).row(0, named=True)
-    assert row["item_gap_days"] == pytest.approx((row["last_day"] - row["first_day"]) / (row["purchase_count"] - 1))
-    user_rows = repeat.filter(pl.col(schema.USER_ID) == row[schema.USER_ID])
-    assert row["user_interval_days"] == pytest.approx(user_rows["item_gap_days"].drop_nulls().median())
 
 
 def test_store_popularity_ranks(splits):

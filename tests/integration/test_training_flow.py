@@ -84,6 +84,8 @@ def test_registered_versions_are_the_refit_onnx_models_with_candidate_set(slice_
     for v in versions:
         tags = client.get_model_version(config.REGISTERED_MODEL, v["version"]).tags
         assert tags["fit"] == "all data" and tags["trained_until"] > mlflow.get_run(slice_run["run_id"]).data.params["test_cutoff"]
+        stored = client.get_logged_model(client.get_model_version(config.REGISTERED_MODEL, v["version"]).source[len("models:/"):])
+        assert stored.artifact_location.startswith(config.mlflow_artifact_root())  # in the project's store
     assert sum("candidate" in v["aliases"] for v in versions) == 1
     listed = runner.invoke(app, ["models"])
     assert listed.exit_code == 0 and "candidate" in listed.output and "edge" in listed.output
