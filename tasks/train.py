@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from prefect import task
@@ -47,11 +47,10 @@ class RankerSpec:
     epochs: int
     distill_weight: float = 0.0
     temperature: float = 1.0
-    extra: dict = field(default_factory=dict)
 
     def params(self) -> dict:
         return {**self.architecture, "lr": self.lr, "weight_decay": self.weight_decay, "epochs": self.epochs,
-                "distill_weight": self.distill_weight, "temperature": self.temperature, **self.extra}
+                "distill_weight": self.distill_weight, "temperature": self.temperature}
 
 
 def generator_settings(tifu_params: dict) -> dict:
