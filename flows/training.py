@@ -18,14 +18,14 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from models.metrics import K
-from tasks.evaluate import evaluate_split, evaluate_task, recommend_split, top_k_overlap
+from tasks.evaluate import evaluate_split, evaluate_task, top_k_overlap
 from tasks.features import features_task
 from tasks.ingest import ingest_task
 from tasks.register import update_candidate_task
 from tasks.tiers import (BASELINE_TIERS, CLOUD_TIER, REGISTERED_TIERS, STUDENT_TIERS, TEACHER_TIER, FittedTier,
                          export_rankers_task, fit_rankers_task, fit_tier_task)
-from tasks.track import (finish_run, log_latency_ratios, log_summary_task, log_tier_task, register_deploy_fit_task,
-                         start_parent_run, tier_table)
+from tasks.track import (finish_run, log_latency_ratios, log_row_metrics, log_summary_task, log_tier_task,
+                         register_deploy_fit_task, start_parent_run, tier_table)
 from tasks.train import generator_settings, ranker_data_task
 from tasks.tune import tune_ranker_task
 from tasks.validate import validate_task
@@ -63,10 +63,11 @@ def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folde
         extra = {}
         if tier in STUDENT_TIERS:  # what quantization costs, measured on the same test users
             extra["fp32_ndcg_at_10"] = evaluate_split(recommenders[f"fp32/{tier}"], test)["ndcg_at_10"]
-        if tier == CLOUD_TIER:
-            extra["onnx_torch_top10_overlap"] = top_k_overlap(outputs[TEACHER_TIER], recommend_split(recommenders[tier], test))
         rows[tier], outputs[tier] = evaluate_and_log(fitted, folder / "serving", test, settings, parent_run_id,
                                                      data_hash, split_info, extra)
+    # The exported teacher must rank like the PyTorch one on the real test users.
+    overlap = top_k_overlap(outputs[TEACHER_TIER], outputs[CLOUD_TIER])
+    log_row_metrics(rows[CLOUD_TIER], {"onnx_torch_top10_overlap": overlap})
     deploy = splits["deploy"]
     deploy_meta = {"trained_until": str(deploy.cutoff), "data_hash": data_hash, "evaluation_fit": False}
     refit = fit_rankers_task(ranker_data_task(deploy, settings.training_weeks, generator), teacher_spec)

@@ -30,10 +30,13 @@ def recommend_split(recommender: Recommender, split: Split, k: int = 10) -> dict
     return recommendations
 
 
-def evaluate_split(recommender: Recommender, split: Split, k: int = 10) -> dict[str, float]:
-    """The protocol's metrics (models.metrics) of `recommender` on `split`'s target baskets."""
-    recommendations = recommend_split(recommender, split, k)
+def evaluate_recommendations(recommendations: dict[int, list[int]], split: Split, k: int = 10) -> dict[str, float]:
+    """The protocol's metrics (models.metrics) of top-k lists on `split`'s target baskets."""
     return evaluate(recommendations, split.targets, split.seen_items(), len(split.catalog.item_ids), k)
+
+
+def evaluate_split(recommender: Recommender, split: Split, k: int = 10) -> dict[str, float]:
+    return evaluate_recommendations(recommend_split(recommender, split, k), split, k)
 
 
 def measure_serving(artifact: Path, users: np.ndarray, requests: int, k: int = 10) -> dict[str, float]:
@@ -61,6 +64,6 @@ def evaluate_task(artifact: Path, split: Split, k: int, latency_requests: int) -
     Returns (metrics, the top-k item indices per target user).
     """
     recommendations = recommend_split(Recommender.load(artifact), split, k)
-    metrics = evaluate(recommendations, split.targets, split.seen_items(), len(split.catalog.item_ids), k)
+    metrics = evaluate_recommendations(recommendations, split, k)
     metrics |= measure_serving(artifact, np.array(sorted(split.targets)), latency_requests, k)
     return metrics, recommendations

@@ -94,13 +94,19 @@ def log_tier_task(fitted: FittedTier, artifact: Path, metrics: dict[str, float],
     return {"tier": fitted.name, "run_id": run.info.run_id, **metrics}
 
 
+def log_row_metrics(row: dict, metrics: dict[str, float]) -> None:
+    """Add metrics known only after a tier's run was logged to its row and its run."""
+    row |= metrics
+    client = mlflow.MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(row["run_id"], key, float(value))
+
+
 def log_latency_ratios(rows: list[dict], cloud_tier: str) -> list[dict]:
     """Add latency_p99_ratio_to_cloud (tier p99 / the cloud reference's p99) to each row and its run."""
     cloud = next(row for row in rows if row["tier"] == cloud_tier)["latency_p99_ms"]
-    client = mlflow.MlflowClient()
     for row in rows:
-        row["latency_p99_ratio_to_cloud"] = row["latency_p99_ms"] / cloud
-        client.log_metric(row["run_id"], "latency_p99_ratio_to_cloud", row["latency_p99_ratio_to_cloud"])
+        log_row_metrics(row, {"latency_p99_ratio_to_cloud": row["latency_p99_ms"] / cloud})
     return rows
 
 
