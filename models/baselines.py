@@ -94,19 +94,33 @@ class TIFUKNN:
             shape=(history.n_users, history.n_items),
         )
 
-    def fit(self, history: BasketHistory, chunk: int = 512) -> "TIFUKNN":
-        vectors = self.user_vectors(history)
-        norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
-        unit = sp.diags(1 / np.maximum(norms, 1e-12)) @ vectors
-        k = min(self.params["n_neighbors"], max(history.n_users - 1, 1))
-        neighbors = np.zeros((history.n_users, k), dtype=np.int32)
-        for start in range(0, history.n_users, chunk):
-            rows = np.arange(start, min(start + chunk, history.n_users))
-            sim = (unit[rows] @ unit.T).toarray()
-            sim[np.arange(len(rows)), rows] = -np.inf  # not your own neighbour
-            neighbors[rows] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        self.vectors, self.neighbors = vectors.tocsr(), neighbors
+    def fit(self, history: BasketHistory) -> "TIFUKNN":
+        self.vectors = self.user_vectors(history).tocsr()
+        self.pool = self.vectors
+        self.neighbors = self._nearest(self.vectors, np.arange(history.n_users))
         return self
+
+    def _nearest(self, vectors: sp.csr_matrix, own_rows: np.ndarray, chunk: int = 512) -> np.ndarray:
+        """(len(vectors), k) indices into `self.pool` of the most cosine-similar users, never the
+        pool row `own_rows[i]` of the user itself (-1: a user not in the pool)."""
+        unit_pool, unit = _unit_rows(self.pool), _unit_rows(vectors)
+        k = min(self.params["n_neighbors"], max(self.pool.shape[0] - 1, 1))
+        neighbors = np.zeros((vectors.shape[0], k), dtype=np.int32)
+        for start in range(0, vectors.shape[0], chunk):
+            rows = np.arange(start, min(start + chunk, vectors.shape[0]))
+            sim = (unit[rows] @ unit_pool.T).toarray()
+            own = own_rows[rows]
+            sim[np.flatnonzero(own >= 0), own[own >= 0]] = -np.inf  # not your own neighbour
+            neighbors[rows] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        return neighbors
+
+    def for_vectors(self, vectors: sp.csr_matrix, own_rows: np.ndarray) -> "TIFUKNN":
+        """A TIFU-KNN for new user vectors (e.g. a user's history with newer baskets), whose
+        neighbours come from this fit's users; own_rows: each new row's index in this fit, or -1."""
+        other = TIFUKNN(**self.params)
+        other.vectors, other.pool = sp.csr_matrix(vectors, dtype=np.float32), self.pool
+        other.neighbors = self._nearest(other.vectors, np.asarray(own_rows))
+        return other
 
     def score(self, users: np.ndarray) -> np.ndarray:
         alpha = self.params["alpha"]
@@ -115,9 +129,9 @@ class TIFUKNN:
         pick = sp.csr_matrix(
             (np.full(len(users) * k, 1.0 / k, dtype=np.float32),
              (np.repeat(np.arange(len(users)), k), self.neighbors[users].ravel())),
-            shape=(len(users), self.vectors.shape[0]),
+            shape=(len(users), self.pool.shape[0]),
         )
-        neighbours = (pick @ self.vectors).toarray()
+        neighbours = (pick @ self.pool).toarray()
         return alpha * own + (1 - alpha) * neighbours
 
     def state(self) -> dict[str, np.ndarray]:
@@ -125,11 +139,17 @@ class TIFUKNN:
 
     def load_state(self, state: dict) -> "TIFUKNN":
         self.vectors = _csr_from_state("vectors", state)
+        self.pool = self.vectors
         self.neighbors = state["neighbors"]
         return self
 
     def param_count(self) -> int:
         return int(self.vectors.nnz + self.neighbors.size)
+
+
+def _unit_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    return sp.diags(1 / np.maximum(norms, 1e-12)) @ matrix
 
 
 def _csr_state(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:

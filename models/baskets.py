@@ -52,6 +52,19 @@ class BasketHistory:
         counts = self.user_item_counts()
         return float((counts.data > 1).mean()) if counts.nnz else 0.0
 
+    def baskets_of(self, user: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """User `user`'s baskets (item arrays, oldest first) and their days."""
+        rows = range(self.user_ptr[user], self.user_ptr[user + 1])
+        return [self.items[self.basket_ptr[b]:self.basket_ptr[b + 1]] for b in rows], self.basket_day[list(rows)]
+
+    @classmethod
+    def single_user(cls, baskets: list[np.ndarray], days: np.ndarray, n_items: int) -> "BasketHistory":
+        """A one-user history from baskets in time order (items unique within a basket)."""
+        sizes = [len(b) for b in baskets]
+        items = np.concatenate(baskets).astype(np.int64) if baskets else np.zeros(0, np.int64)
+        return cls(1, n_items, np.array([0, len(baskets)], np.int64), np.r_[0, np.cumsum(sizes)].astype(np.int64),
+                   items, np.asarray(days, dtype=np.float64))
+
     def before(self, day: float) -> "BasketHistory":
         """The same users and items, keeping only baskets strictly before `day`."""
         keep = self.basket_day < day

@@ -15,6 +15,7 @@ user takes a few milliseconds.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,48 +163,66 @@ class CandidateGenerator:
     def fit(self, history: BasketHistory, cutoff_day: float, item_groups: np.ndarray | None = None) -> "CandidateGenerator":
         """`history` holds only baskets before `cutoff_day`; item_groups: (n_items,) category
         index, -1 unknown (optional)."""
-        n_users, n_items = history.n_users, history.n_items
+        n_items = history.n_items
         self.tifu.fit(history)
-        stats = RepeatStats.from_history(history, last_k=(1, 3, 10))
+        groups = np.full(n_items, -1, np.int64) if item_groups is None else np.asarray(item_groups, np.int64)
+        self.item_groups = groups
+        self.cutoff_day = np.array(float(cutoff_day))
+        users = self._user_statistics(history)
+        self.item_gap, self.cat_gap_global = users.pop("_item_gap"), users.pop("_cat_gap")
+        self.__dict__.update(users)
         popularity = history.item_basket_counts()
         recent_lines = history.basket_day[history.line_baskets()] >= cutoff_day - self.params["recent_days"]
-        recent_popularity = np.bincount(history.items[recent_lines], minlength=n_items).astype(np.float64)
+        buyers = np.bincount(self.counts.indices, minlength=n_items).astype(np.float64)
+        repeat_buyers = np.bincount(self.counts.indices, weights=self.counts.data > 1, minlength=n_items)
+        self.popularity = popularity
+        self.recent_popularity = np.bincount(history.items[recent_lines], minlength=n_items).astype(np.float64)
+        self.item_repeat_share = _ratio(repeat_buyers, buyers)
+        self.item_mean_count = _ratio(popularity, buyers)
+        self.item_buyers = buyers
+        return self
+
+    def _user_statistics(self, history: BasketHistory) -> dict:
+        """Every per-user array of `history`'s users, plus the item and category
+        gaps of these users (`_item_gap`, `_cat_gap`: global statistics when fitting all users)."""
+        n_users = history.n_users
+        stats = RepeatStats.from_history(history, last_k=(1, 3, 10))
         n_baskets = np.diff(history.user_ptr)
         has = n_baskets > 0
         last_basket = np.where(has, history.basket_day[np.maximum(history.user_ptr[1:] - 1, 0)], np.nan)
         first_basket = np.where(has, history.basket_day[np.minimum(history.user_ptr[:-1], max(history.n_baskets - 1, 0))], np.nan)
         n_lines = np.bincount(history.basket_users()[history.line_baskets()], minlength=n_users).astype(np.float64)
         pair_user = np.repeat(np.arange(n_users), np.diff(stats.counts.indptr))
-        pair_item = stats.counts.indices
         repeats = np.bincount(pair_user, weights=stats.counts.data - 1, minlength=n_users)
-        buyers = np.bincount(pair_item, minlength=n_items).astype(np.float64)
-        repeat_buyers = np.bincount(pair_item, weights=stats.counts.data > 1, minlength=n_items)
-
-        self.cutoff_day = np.array(float(cutoff_day))
-        self.counts, self.first_day, self.last_day = stats.counts, stats.first_day, stats.last_day
-        self.last_1, self.last_3, self.last_10 = stats.last_k[1], stats.last_k[3], stats.last_k[10]
-        self.item_gap, self.user_gap = stats.item_gap, stats.user_gap
-        self.popularity, self.recent_popularity = popularity, recent_popularity
-        self.n_baskets, self.last_basket = n_baskets.astype(np.float64), last_basket
-        self.user_interval = _ratio(last_basket - first_basket, n_baskets - 1.0)
-        self.user_repeat_ratio = _ratio(repeats, n_lines)
-        self.user_basket_size = _ratio(n_lines, n_baskets.astype(np.float64))
-        self.item_repeat_share = _ratio(repeat_buyers, buyers)
-        self.item_mean_count = _ratio(popularity, buyers)
-        self.item_buyers = buyers
-
-        groups = np.full(n_items, -1, np.int64) if item_groups is None else np.asarray(item_groups, np.int64)
+        groups = self.item_groups
         n_groups = int(groups.max()) + 1 if len(groups) and groups.max() >= 0 else 1
-        self.item_groups = groups
         cat = RepeatStats.from_lines(history, groups[history.items], n_groups, last_k=(3,))
-        self.cat_counts, self.cat_first, self.cat_last, self.cat_last_3 = cat.counts, cat.first_day, cat.last_day, cat.last_k[3]
-        self.cat_gap_global = cat.item_gap
-        item_group_of_pair = groups[pair_item]
+        item_group_of_pair = groups[stats.counts.indices]
         ok = item_group_of_pair >= 0
-        self.cat_items = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (pair_user[ok], item_group_of_pair[ok])),
-                                       shape=(n_users, n_groups))
-        self.cat_items.sum_duplicates()
-        return self
+        cat_items = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (pair_user[ok], item_group_of_pair[ok])),
+                                  shape=(n_users, n_groups))
+        cat_items.sum_duplicates()
+        return dict(
+            counts=stats.counts, first_day=stats.first_day, last_day=stats.last_day, last_1=stats.last_k[1],
+            last_3=stats.last_k[3], last_10=stats.last_k[10], user_gap=stats.user_gap,
+            n_baskets=n_baskets.astype(np.float64), last_basket=last_basket,
+            user_interval=_ratio(last_basket - first_basket, n_baskets - 1.0),
+            user_repeat_ratio=_ratio(repeats, n_lines), user_basket_size=_ratio(n_lines, n_baskets.astype(np.float64)),
+            cat_counts=cat.counts, cat_first=cat.first_day, cat_last=cat.last_day, cat_last_3=cat.last_k[3],
+            cat_items=cat_items, _item_gap=stats.item_gap, _cat_gap=cat.item_gap,
+        )
+
+    def for_history(self, history: BasketHistory, now_day: float, fitted_users: np.ndarray) -> "CandidateGenerator":
+        """A generator for the users of `history` (e.g. one shopper's baskets including ones newer
+        than the fit) at `now_day`. It keeps this fit's item statistics and draws TIFU-KNN neighbours
+        from this fit's users; fitted_users: each row's user index in this fit, or -1 if new."""
+        other = copy.copy(self)
+        users = self._user_statistics(history)
+        del users["_item_gap"], users["_cat_gap"]
+        other.__dict__.update(users)
+        other.cutoff_day = np.array(float(now_day))
+        other.tifu = self.tifu.for_vectors(self.tifu.user_vectors(history), fitted_users)
+        return other
 
     # ---- serving -------------------------------------------------------------------------
     def build(self, users: np.ndarray, chunk: int = 256) -> CandidateSet:

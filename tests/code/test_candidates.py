@@ -98,3 +98,20 @@ def test_labelled_candidates_pass_item_groups():
     data = labelled_candidates(HISTORY, 10.0, {0: {1, 2}}, TIFU, item_groups=GROUPS, n_explore=2)
     assert data.labels.sum() == 2 and data.basket_sizes.tolist() == [2]
     assert data.features[:, column("cat_log_count")].max() == pytest.approx(np.log1p(3))
+
+
+def test_a_shoppers_own_history_rebuilds_the_same_candidates_and_a_new_basket_moves_them():
+    fitted = CandidateGenerator(TIFU, n_explore=2).fit(HISTORY, 10.0, GROUPS)
+    expected = fitted.build(np.array([0]))
+    baskets, days = HISTORY.baskets_of(0)
+    alone = fitted.for_history(HISTORY.single_user(baskets, days, HISTORY.n_items), 10.0, np.array([0]))
+    same = alone.build(np.array([0]))
+    assert same.items.tolist() == expected.items.tolist()
+    np.testing.assert_allclose(same.features, expected.features, rtol=1e-6)
+    # a purchase of item 1 on day 9: its count, recency and newest-basket flag follow at once
+    later = fitted.for_history(HISTORY.single_user(baskets + [np.array([1])], np.r_[days, 9.0], HISTORY.n_items),
+                               10.0, np.array([0])).build(np.array([0]))
+    row = later.items.tolist().index(1)
+    assert later.features[row, column("log_count")] == pytest.approx(np.log1p(2))
+    assert later.features[row, column("log_recency_days")] == pytest.approx(np.log1p(1.0))
+    assert later.features[row, column("in_last_1")] == 1.0
