@@ -14,10 +14,12 @@ from tempfile import TemporaryDirectory
 
 from lightpersml import config  # noqa: F401  (sets the quiet environment before prefect/mlflow load)
 
+import pandas as pd
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from models.metrics import K
+from tasks.bundle import write_serving_data
 from tasks.evaluate import evaluate_split, evaluate_task, top_k_overlap
 from tasks.features import features_task
 from tasks.ingest import ingest_task
@@ -40,7 +42,7 @@ def evaluate_and_log(fitted: FittedTier, folder: Path, split, settings: config.P
 
 
 def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folder: Path, parent_run_id: str,
-                 data_hash: str, split_info: dict) -> list[dict]:
+                 data_hash: str, split_info: dict, items: pd.DataFrame) -> list[dict]:
     """Tune the teacher, fit and distil for evaluation, log every neural tier, then refit on all
     data and register the refit ONNX models (the versions a shop deploys)."""
     exclude_seen = tifu.params["exclude_seen"]
@@ -69,12 +71,14 @@ def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folde
     overlap = top_k_overlap(outputs[TEACHER_TIER], outputs[CLOUD_TIER])
     log_row_metrics(rows[CLOUD_TIER], {"onnx_torch_top10_overlap": overlap})
     deploy = splits["deploy"]
-    deploy_meta = {"trained_until": str(deploy.cutoff), "data_hash": data_hash, "evaluation_fit": False}
+    deploy_meta = {"trained_until": str(deploy.cutoff), "data_hash": data_hash, "evaluation_fit": False,
+                   "origin": str(deploy.cutoff - pd.Timedelta(days=deploy.cutoff_day))}  # day 0 of the histories
+    serving_data = write_serving_data(deploy, items, folder / "deploy-data")
     refit = fit_rankers_task(ranker_data_task(deploy, settings.training_weeks, generator), teacher_spec)
     deployable = export_rankers_task(refit, folder / "deploy", exclude_seen, deploy_meta)
     for tier in REGISTERED_TIERS:
         register_deploy_fit_task(rows[tier]["run_id"], deployable[tier], folder / "deploy-serving" / tier, rows[tier],
-                                 parent_run_id, teacher=tier == TEACHER_TIER)
+                                 parent_run_id, teacher=tier == TEACHER_TIER, serving_data=serving_data)
     update_candidate_task(parent_run_id, config.Gates())
     return list(rows.values())
 
@@ -104,7 +108,8 @@ def training_flow(data: str = "completejourney", profile: str = "quick") -> dict
                 fitted[tier] = fit_tier_task(tier, splits, settings.tuning_trials, config.state_dir() / "optuna", data_hash)
                 rows.append(evaluate_and_log(fitted[tier], Path(tmp), splits["test"], settings, parent_run_id,
                                              data_hash, split_info)[0])
-            rows += neural_tiers(splits, fitted["tifu_knn"], settings, Path(tmp), parent_run_id, data_hash, split_info)
+            rows += neural_tiers(splits, fitted["tifu_knn"], settings, Path(tmp), parent_run_id, data_hash, split_info,
+                                 clean.items)
         rows = log_latency_ratios(rows, CLOUD_TIER)
         log_summary_task(parent_run_id, rows, {"data_hash": data_hash, "profile": profile, "source": data, **split_info})
         table = tier_table(rows)

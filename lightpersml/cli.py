@@ -18,6 +18,8 @@ from rich.table import Table
 from lightpersml import config
 
 app = typer.Typer(help="LightPersML: lightweight personalization for small shops.", no_args_is_help=True)
+keys_app = typer.Typer(help="Ed25519 keys that sign edge bundles.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
@@ -205,6 +207,77 @@ def promote(
         console.print(f"[yellow]Forced past {len(failures)} gate failure(s), recorded with the reason:[/yellow]")
         for failure in failures:
             console.print(f"  [yellow]! {failure}[/yellow]")
+
+
+
+@keys_app.command("init")
+def keys_init(
+    folder: Annotated[Optional[Path], typer.Option(help="where the key pair goes (default $LIGHTPERSML_KEYS or .lightpersml/keys)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing pair (old bundles stop verifying)")] = False,
+) -> None:
+    """Create the bundle signing key pair: the private key signs bundles here, the public key goes to every node."""
+    from edge.bundle import init_keys
+
+    folder = folder or config.keys_dir()
+    try:
+        private, public = init_keys(folder, overwrite)
+    except FileExistsError as error:
+        console.print(f"[red]{error}[/red] (use --overwrite to replace it)")
+        raise typer.Exit(1)
+    console.print(f"Private key (keep it here, mode 600): {private}\nPublic key (copy it to every node): {public}")
+
+
+@app.command()
+def bundle(
+    out: Annotated[Path, typer.Option(help="folder to write the bundle into")] = Path("bundle"),
+    alias: Annotated[str, typer.Option(help="registry alias whose version is bundled")] = "edge",
+    key: Annotated[Optional[Path], typer.Option(help="private signing key")] = None,
+) -> None:
+    """Build and sign the edge bundle of the version behind alias `edge`."""
+    from edge.bundle import PRIVATE_KEY
+    from tasks.bundle import registry_bundle
+
+    key = key or config.keys_dir() / PRIVATE_KEY
+    if not key.exists():
+        raise typer.BadParameter(f"no signing key at {key}; create one with `lightpersml keys init`", param_hint="--key")
+    try:
+        manifest = registry_bundle(out, key, alias)
+    except LookupError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1)
+    console.print(f"Bundle of version {manifest['model_version']} ({manifest['tier']}) signed in {out}")
+
+
+@app.command()
+def serve(
+    bundle: Annotated[Optional[Path], typer.Option(help="a bundle folder to install and serve (default: the node's active one)")] = None,
+    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    node_dir: Annotated[Optional[Path], typer.Option(help="the node's state: bundles, event log")] = None,
+    public_key: Annotated[Optional[Path], typer.Option(help="verifies bundles (default: the keys folder's public key)")] = None,
+    admin_token_file: Annotated[Optional[Path], typer.Option(help="file with the /admin bearer token "
+                                                                   "(or set LIGHTPERSML_ADMIN_TOKEN; none: /admin is closed)")] = None,
+) -> None:
+    """Run an edge node: recommendations, events, health and metrics over HTTP."""
+    import uvicorn
+
+    from edge.bundle import PUBLIC_KEY, BundleError, load_public_key
+    from edge.node import Node
+    from edge.server import create_app
+
+    public_key = public_key or config.keys_dir() / PUBLIC_KEY
+    if not public_key.exists():
+        raise typer.BadParameter(f"no public key at {public_key}", param_hint="--public-key")
+    token = admin_token_file.read_text().strip() if admin_token_file else os.environ.get("LIGHTPERSML_ADMIN_TOKEN")
+    node = Node(node_dir or config.state_dir() / "edge-node", load_public_key(public_key))
+    try:
+        node.start(bundle)
+    except BundleError as error:
+        console.print(f"[red]bundle refused: {error}[/red]")
+        raise typer.Exit(1)
+    if node.engine is None:
+        console.print("[yellow]No bundle yet: /readyz answers 503 until one is uploaded to /admin/bundle.[/yellow]")
+    uvicorn.run(create_app(node, token), host=host, port=port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

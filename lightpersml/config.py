@@ -38,6 +38,11 @@ def state_dir() -> Path:
     return project_home() / ".lightpersml"
 
 
+def keys_dir() -> Path:
+    """Bundle signing keys (`lightpersml keys init`); $LIGHTPERSML_KEYS or the state folder."""
+    return Path(os.environ.get("LIGHTPERSML_KEYS", state_dir() / "keys")).resolve()
+
+
 def mlflow_dir() -> Path:
     return project_home() / "mlflow"
 

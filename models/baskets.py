@@ -52,6 +52,16 @@ class BasketHistory:
         counts = self.user_item_counts()
         return float((counts.data > 1).mean()) if counts.nnz else 0.0
 
+    def save(self, path) -> None:
+        np.savez_compressed(path, shape=np.array([self.n_users, self.n_items]), user_ptr=self.user_ptr,
+                            basket_ptr=self.basket_ptr, items=self.items, basket_day=self.basket_day)
+
+    @classmethod
+    def load(cls, path) -> "BasketHistory":
+        with np.load(path) as a:
+            n_users, n_items = (int(x) for x in a["shape"])
+            return cls(n_users, n_items, a["user_ptr"], a["basket_ptr"], a["items"], a["basket_day"])
+
     def baskets_of(self, user: int) -> tuple[list[np.ndarray], np.ndarray]:
         """User `user`'s baskets (item arrays, oldest first) and their days."""
         rows = range(self.user_ptr[user], self.user_ptr[user + 1])

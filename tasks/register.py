@@ -150,7 +150,7 @@ def _versions(name: str, pipeline_run_id: str | None = None, teacher: bool | Non
     return sorted(found, key=lambda v: int(v.version))
 
 
-def _metrics(version) -> dict[str, float]:
+def version_metrics(version) -> dict[str, float]:
     """KEY_METRICS of a version from its tags, falling back to its run's metrics."""
     metrics = {}
     for key in KEY_METRICS:
@@ -180,7 +180,7 @@ _NO_TEACHER = object()
 
 
 def _failures(version, gates: Gates, name: str, teacher=_NO_TEACHER) -> list[str]:
-    metrics = _metrics(version)
+    metrics = version_metrics(version)
     pipeline_run_id = version.tags.get("pipeline_run_id")
     if teacher is _NO_TEACHER:
         teacher = _teacher(name, pipeline_run_id)
@@ -194,7 +194,7 @@ def _failures(version, gates: Gates, name: str, teacher=_NO_TEACHER) -> list[str
     elif ndcg is None:
         failures.append("no ndcg_at_10 recorded")
     else:
-        teacher_ndcg = _metrics(teacher).get("ndcg_at_10")
+        teacher_ndcg = version_metrics(teacher).get("ndcg_at_10")
         teacher_label = f"teacher version {teacher.version} ({teacher.tags.get('tier', '?')})"
         if teacher_ndcg is None or not teacher_ndcg > 0:
             failures.append(f"{teacher_label} has no positive ndcg_at_10 ({teacher_ndcg}): cannot check the NDCG ratio")
@@ -237,7 +237,7 @@ def update_candidate(pipeline_run_id: str, gates: Gates, name: str = REGISTERED_
         if failures:
             log.info("version %s (%s) fails the gates: %s", version.version, tier, "; ".join(failures))
         else:
-            passing.append((version, _metrics(version)))
+            passing.append((version, version_metrics(version)))
     if not passing:
         log.warning("none of the %d versions of pipeline run %s passes the gates %s: alias %s unchanged",
                     len(versions), pipeline_run_id, gates, CANDIDATE)
@@ -313,7 +313,7 @@ def list_versions(name: str = REGISTERED_MODEL) -> list[dict]:
         by_version.setdefault(str(version), []).append(alias)
     rows = []
     for version in _versions(name):
-        metrics = _metrics(version)
+        metrics = version_metrics(version)
         if "param_count" in metrics and not math.isnan(metrics["param_count"]):
             metrics["param_count"] = int(metrics["param_count"])
         rows.append({"version": str(version.version), "tier": version.tags.get("tier"),

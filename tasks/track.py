@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tempfile
 import warnings
@@ -113,11 +114,14 @@ def log_latency_ratios(rows: list[dict], cloud_tier: str) -> list[dict]:
 # No retries: a retry after a partial failure would register a second version.
 @task(name="register deploy fit", cache_policy=NO_CACHE, task_run_name="register {row[tier]}")
 def register_deploy_fit_task(run_id: str, recommender: Recommender, folder: Path, row: dict, pipeline_run_id: str,
-                             teacher: bool) -> str:
+                             teacher: bool, serving_data: Path) -> str:
     """Register the tier refit on all data: its ONNX as a registry version, its full serving state
-    (candidates, catalog, model) as the run's `deploy/` artifacts. The version's metric tags are the
-    evaluation fit's (the refit has no held-out data left); tags say so."""
+    (candidates, catalog, model, plus `serving_data`: the shoppers' baskets and item table an edge
+    bundle needs) as the run's `deploy/` artifacts. The version's metric tags are the evaluation
+    fit's (the refit has no held-out data left); tags say so."""
     recommender.save(folder)
+    for file in Path(serving_data).iterdir():
+        shutil.copyfile(file, folder / file.name)
     client = mlflow.MlflowClient()
     client.log_artifacts(run_id, str(folder), "deploy")
     version = register_tier(run_id, recommender.tier.model_path, row["tier"], row, pipeline_run_id, teacher)

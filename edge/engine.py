@@ -1,0 +1,285 @@
+"""What an edge node computes: top-k for a shopper in a store, from one verified bundle.
+
+A request scores only the shopper's candidates (their own items and their TIFU-KNN neighbours'
+items, `models.candidates`) with the bundle's ONNX ranker, drops what the store does not stock,
+offers up to `SESSION_SLOTS` items often bought with what the shopper is looking at now, and fills
+the rest from a short popularity list of the store. Nothing touches the whole catalog per request.
+
+Real time: events newer than the bundle's data change the shopper's state at once. A purchase
+adds to their baskets, and their candidates and features are rebuilt from all their baskets
+(`CandidateGenerator.for_history`), so recency, counts and neighbours follow the purchase; views
+and cart additions steer the co-purchase slots, and cart items are not recommended again until
+the next purchase. A new shopper is personalised from their first purchase on.
+
+Scores: ranked candidates in [1, 2], co-purchase items in (0.5, 1), popularity fill in [0, 0.5].
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from edge import bundle
+from models.baskets import BasketHistory
+from models.candidates import CandidateGenerator
+from models.ranking_tier import OnnxScorer
+from models.recommender import Catalog
+
+SESSION_SLOTS = 2  # at most this many "often bought with …" items per answer
+FILL_DEPTH = 300  # popularity list kept per store for filling answers
+RECENT_ITEMS = 20  # views and cart additions remembered per shopper
+EVENT_TYPES = ("view", "add_to_cart", "purchase")
+
+
+@dataclass
+class Event:
+    user_id: str
+    item_id: str
+    event_type: str
+    timestamp: datetime
+    store_id: str | None = None
+    basket_id: str | None = None
+
+
+@dataclass
+class Recommendation:
+    item_id: str
+    score: float
+    reason: str
+
+
+@dataclass
+class Answer:
+    items: list[Recommendation]
+    known_user: bool  # the shopper is in the bundle's histories
+    known_store: bool  # False: the store is not in the bundle; global popularity, no stock filter
+    personalised: bool  # the shopper has any purchase history (bundle or live)
+
+
+@dataclass
+class Shopper:
+    """A shopper's events since the bundle's data ends."""
+
+    baskets: dict = field(default_factory=dict)  # basket key → [day, set of item indices]
+    cart: set = field(default_factory=set)  # added to cart since the last purchase
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_ITEMS))  # viewed / carted, newest last
+    version: int = 0
+
+
+def _utc_naive(moment: datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+class Engine:
+    """One loaded bundle. Thread-safe: events may be applied while requests are answered."""
+
+    def __init__(self, folder: Path, manifest: dict):
+        folder = Path(folder)
+        self.folder, self.manifest = folder, manifest
+        self.serving = json.loads((folder / bundle.SERVING).read_text())
+        with np.load(folder / bundle.CATALOG) as npz:
+            self.catalog = Catalog.from_state(dict(npz))
+        with np.load(folder / bundle.CANDIDATES) as npz:
+            self.generator = CandidateGenerator(**self.serving["generator"]).load_state(dict(npz))
+        self.history = BasketHistory.load(folder / bundle.HISTORIES)
+        with np.load(folder / bundle.CO_PURCHASE) as npz:
+            self.co_purchase = npz["items"]
+        items = pd.read_parquet(folder / bundle.ITEMS)
+        self.titles = (items["title"].fillna(items["item_id"]) if "title" in items else items["item_id"]).astype(str).to_numpy()
+        self.scorer = OnnxScorer(folder / bundle.MODEL)
+        self.origin = pd.Timestamp(self.serving["origin"])
+        self.cutoff_day = float(self.generator.cutoff_day)
+        self.exclude_seen = bool(self.serving["exclude_seen"])
+        self.user_index = {u: i for i, u in enumerate(self.catalog.user_ids)}
+        self.item_index = {item: i for i, item in enumerate(self.catalog.item_ids)}
+        self.store_index = {s: i for i, s in enumerate(self.catalog.store_ids)}
+        self.catalog.in_stock.sort_indices()
+        self.global_fill = np.argsort(-self.catalog.popularity, kind="stable")[:FILL_DEPTH]
+        self._store_fill: dict[int, np.ndarray] = {}
+        self._shoppers: dict[str, Shopper] = {}
+        self._cache: dict[str, tuple[int, tuple]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, folder: Path, public_key) -> "Engine":
+        """Verify the bundle, load it and warm its ONNX Runtime session; raises BundleError."""
+        manifest = bundle.verify_bundle(folder, public_key)
+        engine = cls(folder, manifest)
+        engine.warm()
+        return engine
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("model_version", "?"))
+
+    def warm(self, users: int = 3) -> None:
+        """Score a few shoppers so the first real request does not pay for session start-up."""
+        for user_id in self.catalog.user_ids[:users]:
+            self.recommend(str(user_id), None, 10)
+        self._cache.clear()
+
+    # ---- events --------------------------------------------------------------------------
+    def day(self, moment: datetime) -> float:
+        """Days since the bundle's day 0 (the history's time unit)."""
+        return (_utc_naive(moment) - self.origin).total_seconds() / 86400.0
+
+    def apply(self, events: list[Event]) -> int:
+        """Apply acknowledged events to the shoppers' state; returns how many changed it (events
+        older than the bundle's data are already in it and change nothing)."""
+        applied = 0
+        with self._lock:
+            for event in events:
+                item = self.item_index.get(event.item_id)
+                day = self.day(event.timestamp)
+                if item is None or day < self.cutoff_day:
+                    continue
+                shopper = self._shoppers.setdefault(event.user_id, Shopper())
+                if event.event_type == "purchase":
+                    key = event.basket_id or f"day:{int(day)}"
+                    basket = shopper.baskets.setdefault(key, [day, set()])
+                    basket[0] = max(basket[0], day)
+                    basket[1].add(item)
+                    shopper.cart.clear()
+                else:
+                    shopper.recent.append(item)
+                    if event.event_type == "add_to_cart":
+                        shopper.cart.add(item)
+                shopper.version += 1
+                applied += 1
+        return applied
+
+    # ---- answers -------------------------------------------------------------------------
+    def recommend(self, user_id: str, store_id: str | None, k: int = 10, exclude: tuple[str, ...] = (),
+                  recent: tuple[str, ...] = ()) -> Answer:
+        """Top-`k` for `user_id` in `store_id` (None or unknown: global popularity, no stock filter)."""
+        store = self.store_index.get(store_id) if store_id is not None else None
+        known_store = store is not None
+        with self._lock:
+            shopper = self._shoppers.get(user_id)
+            live = None if shopper is None else (shopper.version, [tuple(b) for b in shopper.baskets.values()],
+                                                 set(shopper.cart), list(shopper.recent))
+        candidates = self._candidates(user_id, live)
+        items, scores, reasons, seen = candidates
+        blocked = {self.item_index[i] for i in exclude if i in self.item_index}
+        if live:
+            blocked |= live[2]
+        if self.exclude_seen:
+            blocked |= seen
+        chosen: list[Recommendation] = []
+        taken: set[int] = set()
+
+        def offer(item: int, score: float, reason: str) -> None:
+            if len(chosen) < k and item not in taken and item not in blocked and self._stocked(store, item):
+                taken.add(item)
+                chosen.append(Recommendation(str(self.catalog.item_ids[item]), float(score), reason))
+
+        session = [self.item_index[i] for i in recent if i in self.item_index] + (live[3] if live else [])
+        extra = self._co_purchased(session, blocked | set(items[:k].tolist()))
+        for item, score, reason in zip(items, scores, reasons):
+            if len(chosen) >= k - min(len(extra), SESSION_SLOTS):
+                break
+            offer(int(item), score, reason)
+        for position, (item, source) in enumerate(extra[:SESSION_SLOTS]):
+            offer(item, 0.99 - 0.01 * position, f"often bought with {self.titles[source]}")
+        for item, score, reason in zip(items, scores, reasons):  # back-fill if co-purchase slots stayed empty
+            offer(int(item), score, reason)
+        fill, fill_reason = self._fill(store)
+        top = float(self.catalog.popularity[fill[0]]) if len(fill) else 1.0
+        for item in fill:
+            if len(chosen) >= k:
+                break
+            offer(int(item), 0.5 * float(self.catalog.popularity[item]) / max(top, 1.0), fill_reason)
+        chosen.sort(key=lambda r: -r.score)  # back-filled candidates rank above co-purchase items
+        return Answer(chosen, user_id in self.user_index, known_store, bool(len(items)))
+
+    def _candidates(self, user_id: str, live) -> tuple[np.ndarray, np.ndarray, list[str], set[int]]:
+        """(items best first, scores in [1, 2], reasons, items the shopper bought), cached per shopper
+        until their next event."""
+        version = live[0] if live else -1
+        with self._lock:
+            cached = self._cache.get(user_id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        user = self.user_index.get(user_id, -1)
+        live_baskets = sorted(live[1]) if live else []
+        if live_baskets:
+            baskets, days = self.history.baskets_of(user) if user >= 0 else ([], np.zeros(0))
+            baskets = list(baskets) + [np.array(sorted(items), np.int64) for _, items in live_baskets]
+            days = np.r_[days, [day for day, _ in live_baskets]]
+            one = BasketHistory.single_user(baskets, days, self.history.n_items)
+            generator, row = self.generator.for_history(one, max(self.cutoff_day, days.max()), np.array([user])), 0
+        elif user >= 0:
+            generator, row = self.generator, user
+        else:
+            return np.zeros(0, np.int64), np.zeros(0), [], set()
+        found = generator.build(np.array([row]))
+        raw = self.scorer(found.features, found.items) if len(found.items) else np.zeros(0, np.float32)
+        order = np.argsort(-raw, kind="stable")
+        items = found.items[order]
+        spread = float(raw.max() - raw.min()) if len(raw) else 0.0
+        scores = 1 + (raw[order] - (raw.min() if len(raw) else 0)) / (spread if spread > 0 else 1.0)
+        lo, hi = generator.counts.indptr[row], generator.counts.indptr[row + 1]
+        bought = generator.counts.indices[lo:hi]
+        count = dict(zip(bought.tolist(), generator.counts.data[lo:hi].tolist()))
+        span = dict(zip(bought.tolist(), (generator.last_day[lo:hi] - generator.first_day[lo:hi]).tolist()))
+        reasons = [_repeat_reason(count.get(int(i), 0), span.get(int(i), 0.0)) for i in items]
+        result = (items, scores, reasons, set(bought.tolist()))
+        with self._lock:
+            self._cache[user_id] = (version, result)
+        return result
+
+    def _co_purchased(self, session: list[int], blocked: set[int]) -> list[tuple[int, int]]:
+        """(item, the session item it is often bought with), newest session items first."""
+        out, seen = [], set(blocked) | set(session)
+        for source in reversed(session):
+            for item in self.co_purchase[source]:
+                if item >= 0 and item not in seen:
+                    seen.add(int(item))
+                    out.append((int(item), source))
+        return out
+
+    def _stocked(self, store: int | None, item: int) -> bool:
+        if store is None:
+            return True
+        stock = self.catalog.in_stock
+        row = stock.indices[stock.indptr[store]:stock.indptr[store + 1]]
+        position = np.searchsorted(row, item)
+        return bool(position < len(row) and row[position] == item)
+
+    def _fill(self, store: int | None) -> tuple[np.ndarray, str]:
+        """Popular items for filling: the store's best sellers in stock, then the global ones."""
+        if store is None:
+            return self.global_fill, "popular with shoppers"
+        fill = self._store_fill.get(store)
+        if fill is None:
+            sales = self.catalog.store_popularity[store]
+            order = np.argsort(-sales.data, kind="stable")
+            fill = sales.indices[order][:FILL_DEPTH]
+            fill = fill[[self._stocked(store, int(i)) for i in fill]] if len(fill) else fill
+            self._store_fill[store] = fill
+        if len(fill):
+            return fill, "popular in this store"
+        return self.global_fill, "popular with shoppers"
+
+
+def _repeat_reason(count: float, span_days: float) -> str:
+    """Why a candidate is there, in words (count: the shopper's baskets with it)."""
+    if count >= 2 and span_days > 0:
+        every = span_days / (count - 1)
+        if every < 1.5:
+            return "you buy this almost every trip"
+        if every < 14:
+            return f"you buy this about every {round(every)} days"
+        return f"you buy this about every {round(every / 7)} weeks"
+    if count >= 1:
+        return "you bought this before"
+    return "popular with shoppers like you"
+

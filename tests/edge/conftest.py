@@ -1,0 +1,74 @@
+"""A real signed edge bundle, built once per session from the Complete Journey slice: the deploy
+split's candidates, an int8 edge ranker trained for one epoch, the serving data, signed with a
+fresh key pair. Built by the same functions the pipeline and `lightpersml bundle` use."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lightpersml import config
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> tuple[Path, Path]:
+    from edge.bundle import init_keys
+
+    return init_keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def serving_dir(cj_slice, tmp_path_factory) -> Path:
+    """A deploy folder as the pipeline logs it: saved edge Recommender + shoppers' baskets + items."""
+    from data_contracts.completejourney import load_source
+    from data_contracts.validation import validate_dataset
+    from tasks.bundle import write_serving_data
+    from tasks.distill import STUDENTS
+    from tasks.export import export_onnx, quantize_int8
+    from tasks.features import build_splits
+    from tasks.tiers import ranking_recommender
+    from tasks.train import RankerSpec, fit_ranker, generator_settings, ranker_data
+
+    tmp = tmp_path_factory.mktemp("serving")
+    clean, _ = validate_dataset(load_source(str(cj_slice)), tmp / "report", **vars(config.ValidationSettings()))
+    splits, _ = build_splits(clean, clean.content_hash(), tmp / "features")
+    deploy = splits["deploy"]
+    data = ranker_data(deploy, 2, generator_settings({"n_neighbors": 20, "group_size": 3}))
+    spec = RankerSpec(STUDENTS["edge"]["architecture"], lr=3e-3, weight_decay=1e-5, epochs=1)
+    model, _ = fit_ranker(spec, data)
+    int8 = quantize_int8(export_onnx(model, tmp / "edge.fp32.onnx", data.train.features.shape[1]), tmp / "edge.int8.onnx")
+    meta = {"trained_until": str(deploy.cutoff), "data_hash": clean.content_hash(), "evaluation_fit": False,
+            "origin": str(deploy.cutoff - pd.Timedelta(days=deploy.cutoff_day))}
+    folder = tmp / "deploy"
+    ranking_recommender("edge", "onnx", int8, model, spec, data, False, meta).save(folder)
+    write_serving_data(deploy, clean.items, folder)
+    return folder
+
+
+def build_bundle(serving_dir: Path, private_key: Path, folder: Path, version: str) -> Path:
+    from edge.bundle import load_private_key
+    from tasks.bundle import write_bundle
+
+    write_bundle(serving_dir, folder, load_private_key(private_key), {"model_version": version, "registered_model": "test"})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def edge_bundle(serving_dir, signing_keys, tmp_path_factory) -> Path:
+    """Signed bundle, model version 7 (read-only: copy it before changing anything)."""
+    return build_bundle(serving_dir, signing_keys[0], tmp_path_factory.mktemp("bundle") / "v7", "7")
+
+
+@pytest.fixture
+def bundle_copy(edge_bundle, tmp_path) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(edge_bundle, target)
+    return target
+
+
+def manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
