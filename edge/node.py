@@ -49,8 +49,8 @@ class Node:
             return
         active = self._read_active()
         if active.get("current"):
-            self.engine = self._load(active["current"])
             self.current, self.previous = active["current"], active.get("previous")
+            self._activate(self.current)
 
     # ---- events --------------------------------------------------------------------------
     def record(self, events: list[Event], event_ids: list[str | None]) -> int:
@@ -100,9 +100,9 @@ class Node:
         engine = self._load(bundle_id)  # verify + load + warm: the slow part, outside the lock
         with self._swap:
             engine.apply(self.events.events())
-            old = self.current
+            if self.current != bundle_id:
+                self.previous = self.current
             self.engine, self.current = engine, bundle_id
-            self.previous = old if old != bundle_id else self.previous
             self._write_active()
 
     def _load(self, bundle_id: str) -> Engine:

@@ -1,0 +1,107 @@
+"""The node's engine on a real bundle: stock, cold start, unknown stores, reasons, and events
+that change the very next answer."""
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edge.bundle import load_public_key
+from edge.engine import Engine, Event
+
+
+@pytest.fixture(scope="module")
+def engine(edge_bundle, signing_keys) -> Engine:
+    return Engine.load(edge_bundle, load_public_key(signing_keys[1]))
+
+
+def busiest(engine: Engine) -> tuple[str, str]:
+    """The shopper with the most baskets, and the store with the most items in stock."""
+    user = int(np.argmax(np.diff(engine.history.user_ptr)))
+    store = int(np.argmax(np.diff(engine.catalog.in_stock.indptr)))
+    return str(engine.catalog.user_ids[user]), str(engine.catalog.store_ids[store])
+
+
+def after_bundle(engine: Engine, days: float) -> pd.Timestamp:
+    return (engine.origin + pd.Timedelta(days=engine.cutoff_day + days)).tz_localize("UTC")
+
+
+def stocked(engine: Engine, store_id: str) -> set[str]:
+    row = engine.catalog.in_stock[engine.store_index[store_id]]
+    return set(engine.catalog.item_ids[row.indices].tolist())
+
+
+def test_a_known_shopper_gets_k_items_in_stock_best_first_with_reasons(engine):
+    user, store = busiest(engine)
+    answer = engine.recommend(user, store, 10)
+    assert answer.known_user and answer.known_store and answer.personalised
+    assert len(answer.items) == 10 and len({r.item_id for r in answer.items}) == 10
+    assert {r.item_id for r in answer.items} <= stocked(engine, store)
+    scores = [r.score for r in answer.items]
+    assert scores == sorted(scores, reverse=True)
+    assert any(r.reason.startswith("you buy this") or r.reason == "you bought this before" for r in answer.items)
+
+
+def test_an_unknown_shopper_gets_the_stores_popular_items(engine):
+    _, store = busiest(engine)
+    answer = engine.recommend("nobody-ever", store, 5)
+    assert not answer.known_user and not answer.personalised and answer.known_store
+    assert [r.reason for r in answer.items] == ["popular in this store"] * 5
+    sales = engine.catalog.store_popularity[engine.store_index[store]]
+    best = set(engine.catalog.item_ids[sales.indices[np.argsort(-sales.data)][:30]].tolist())
+    assert {r.item_id for r in answer.items} <= best
+
+
+def test_an_unknown_store_falls_back_to_global_popularity(engine):
+    user, _ = busiest(engine)
+    answer = engine.recommend(user, "no-such-store", 10)
+    assert not answer.known_store and len(answer.items) == 10
+
+
+def test_excluded_items_never_come_back(engine):
+    user, store = busiest(engine)
+    first = [r.item_id for r in engine.recommend(user, store, 10).items]
+    again = [r.item_id for r in engine.recommend(user, store, 10, exclude=tuple(first[:3])).items]
+    assert not set(first[:3]) & set(again) and len(again) == 10
+
+
+def test_a_first_purchase_personalises_a_new_shopper_at_once(engine):
+    _, store = busiest(engine)
+    basket = [str(i) for i in engine.catalog.item_ids[engine.global_fill[:40:10]]]
+    when = after_bundle(engine, 1)
+    assert engine.apply([Event("new-shopper", item, "purchase", when, store, "b1") for item in basket]) == 4
+    answer = engine.recommend("new-shopper", store, 10)
+    assert answer.personalised and not answer.known_user
+    assert {r.reason for r in answer.items if r.item_id in basket} == {"you bought this before"}
+
+
+def test_a_purchase_moves_the_shoppers_own_candidates(engine):
+    user, store = busiest(engine)
+    before = engine._candidates(user, None)
+    top = str(engine.catalog.item_ids[before[0][0]])
+    engine.apply([Event(user, top, "purchase", after_bundle(engine, 0.5), store, "trip-1")])
+    with engine._lock:
+        shopper = engine._shoppers[user]
+        live = (shopper.version, [tuple(b) for b in shopper.baskets.values()], set(), [])
+    after = engine._candidates(user, live)
+    assert not np.array_equal(before[1], after[1])  # recency and counts changed, so the scores did
+
+
+def test_a_cart_item_is_not_offered_again_and_brings_items_often_bought_with_it(engine):
+    user, store = busiest(engine)
+    in_store = stocked(engine, store)
+    item = next(str(engine.catalog.item_ids[i]) for i in np.flatnonzero(engine.co_purchase[:, 0] >= 0)
+                if str(engine.catalog.item_ids[engine.co_purchase[i, 0]]) in in_store
+                and str(engine.catalog.item_ids[i]) in in_store)
+    engine.apply([Event(user, item, "add_to_cart", after_bundle(engine, 2), store)])
+    answer = engine.recommend(user, store, 10)
+    assert item not in {r.item_id for r in answer.items}
+    title = engine.titles[engine.item_index[item]]
+    assert f"often bought with {title}" in {r.reason for r in answer.items}
+
+
+def test_events_older_than_the_bundle_change_nothing(engine):
+    user, store = busiest(engine)
+    old = after_bundle(engine, -30)
+    assert engine.apply([Event(user, str(engine.catalog.item_ids[0]), "purchase", old - timedelta(days=1), store)]) == 0

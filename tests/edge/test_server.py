@@ -1,0 +1,198 @@
+"""The edge node as a real process (`lightpersml serve` on 127.0.0.1, stopped by PID): the API,
+admin protection, refused and accepted bundle swaps under load, and durability across kill -9."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.edge.conftest import build_bundle
+
+TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NodeProcess:
+    def __init__(self, folder: Path, public_key: Path, bundle: Path | None):
+        self.folder, self.public_key, self.bundle = folder, public_key, bundle
+        (folder / "token").write_text(TOKEN)
+        self.url, self.process = None, None
+
+    def start(self, bundle: Path | None = None) -> "NodeProcess":
+        port = free_port()
+        command = [sys.executable, "-m", "lightpersml.cli", "serve", "--port", str(port), "--node-dir", str(self.folder / "node"),
+                   "--public-key", str(self.public_key), "--admin-token-file", str(self.folder / "token")]
+        if bundle is not None:
+            command += ["--bundle", str(bundle)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(self.folder / "stderr.log", "ab"))
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"node exited: {(self.folder / 'stderr.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("node did not become ready")
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@pytest.fixture
+def node(tmp_path, edge_bundle, signing_keys):
+    process = NodeProcess(tmp_path, signing_keys[1], edge_bundle).start(edge_bundle)
+    yield process
+    process.stop()
+
+
+def archive(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(folder.iterdir()):
+            tar.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def known_ids(edge_bundle):
+    import numpy as np
+
+    from edge.bundle import CATALOG, HISTORIES
+    from models.baskets import BasketHistory
+    from models.recommender import Catalog
+
+    global SHOPPER, STORE
+    with np.load(edge_bundle / CATALOG) as npz:
+        catalog = Catalog.from_state(dict(npz))
+    history = BasketHistory.load(edge_bundle / HISTORIES)
+    SHOPPER = str(catalog.user_ids[int(np.argmax(np.diff(history.user_ptr)))])
+    STORE = str(catalog.store_ids[int(np.argmax(np.diff(catalog.in_stock.indptr)))])
+
+
+def recommend(url: str, **params) -> httpx.Response:
+    return httpx.get(f"{url}/v1/recommendations", params={"user_id": SHOPPER, "store_id": STORE, **params}, timeout=10)
+
+
+def test_recommendations_events_health_and_metrics(node):
+    answer = recommend(node.url)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["model_version"] == "7" and body["known_user"] and not body["cold_start"]
+    assert len(body["items"]) == 10 and all(item["reason"] for item in body["items"])
+    top = body["items"][0]["item_id"]
+
+    event = {"user_id": SHOPPER, "item_id": top, "event_type": "add_to_cart", "store_id": STORE}
+    assert httpx.post(f"{node.url}/v1/events", json=event).json() == {"accepted": 1, "new": 1}
+    assert top not in {item["item_id"] for item in recommend(node.url).json()["items"]}  # the next answer knows
+    batch = {"events": [{**event, "event_type": "view", "event_id": f"e{i}"} for i in range(3)]}
+    assert httpx.post(f"{node.url}/v1/events", json=batch).json() == {"accepted": 3, "new": 3}
+    assert httpx.post(f"{node.url}/v1/events", json=batch).json() == {"accepted": 3, "new": 0}  # a retry
+
+    cold = httpx.get(f"{node.url}/v1/recommendations", params={"user_id": "someone-new", "store_id": STORE, "k": 3}).json()
+    assert cold["cold_start"] and [i["reason"] for i in cold["items"]] == ["popular in this store"] * 3
+    unknown_store = recommend(node.url, store_id="no-such-store").json()
+    assert unknown_store["known_store"] is False and len(unknown_store["items"]) == 10
+
+    assert httpx.get(f"{node.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{node.url}/readyz").json()
+    assert ready["ready"] and ready["model_version"] == "7" and ready["bundle_id"].startswith("v7-")
+    metrics = httpx.get(f"{node.url}/metrics").text
+    for name in ("lightpersml_requests_total", "lightpersml_request_seconds_bucket", "lightpersml_errors_total",
+                 'lightpersml_model_info{bundle_id="v7-', "lightpersml_bundle_age_seconds", "lightpersml_events_total"):
+        assert name in metrics
+    assert httpx.get(f"{node.url}/openapi.json").json()["paths"]["/v1/recommendations"]
+
+
+@pytest.mark.parametrize("params", [{"k": 0}, {"k": 101}, {"k": "ten"}, {"store_id": ""}, {"user_id": "x" * 200}])
+def test_bad_requests_get_a_clear_4xx(node, params):
+    response = recommend(node.url, **params)
+    assert response.status_code == 422 and response.json()["detail"]
+
+
+def test_bad_events_get_a_clear_4xx_and_nothing_is_logged(node):
+    for body in ({"user_id": "u", "item_id": "i", "event_type": "like"}, {"events": []}, {"user_id": "u"}, [1, 2]):
+        assert httpx.post(f"{node.url}/v1/events", json=body).status_code == 422
+    assert httpx.post(f"{node.url}/v1/events", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert httpx.get(f"{node.url}/admin/events", headers=AUTH).json()["events"] == []
+
+
+def test_admin_needs_the_bearer_token(node):
+    assert httpx.post(f"{node.url}/admin/rollback").status_code == 401
+    assert httpx.post(f"{node.url}/admin/bundle", content=b"x", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{node.url}/admin/anything-at-all").status_code == 401
+    assert httpx.get(f"{node.url}/admin/events", headers=AUTH).status_code == 200
+
+
+def test_a_tampered_bundle_is_refused_and_a_good_one_swapped_in_under_load(node, serving_dir, signing_keys, bundle_copy,
+                                                                            tmp_path):
+    statuses, stop = [], threading.Event()
+
+    def shop():
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                statuses.append(client.get(f"{node.url}/v1/recommendations",
+                                           params={"user_id": SHOPPER, "store_id": STORE}).status_code)
+
+    shoppers = [threading.Thread(target=shop) for _ in range(4)]
+    for thread in shoppers:
+        thread.start()
+    try:
+        with open(bundle_copy / "catalog.npz", "ab") as f:
+            f.write(b"tampered")
+        refused = httpx.post(f"{node.url}/admin/bundle", content=archive(bundle_copy), headers=AUTH, timeout=120)
+        assert refused.status_code == 400 and "catalog.npz does not match its SHA-256" in refused.json()["detail"]
+        assert httpx.get(f"{node.url}/readyz").json()["model_version"] == "7"
+        assert httpx.post(f"{node.url}/admin/bundle", content=b"not a tarball", headers=AUTH).status_code == 400
+
+        v8 = build_bundle(serving_dir, signing_keys[0], tmp_path / "v8", "8")
+        swapped = httpx.post(f"{node.url}/admin/bundle", content=archive(v8), headers=AUTH, timeout=120)
+        assert swapped.status_code == 200 and swapped.json()["model_version"] == "8"
+        assert recommend(node.url).json()["model_version"] == "8"
+        rolled = httpx.post(f"{node.url}/admin/rollback", headers=AUTH, timeout=120)
+        assert rolled.status_code == 200 and rolled.json()["model_version"] == "7"
+    finally:
+        stop.set()
+        for thread in shoppers:
+            thread.join()
+    assert len(statuses) > 20 and set(statuses) == {200}
+
+
+def test_acknowledged_events_survive_kill_9(node):
+    answer = recommend(node.url).json()
+    carted = [item["item_id"] for item in answer["items"][:2]]
+    for i, item in enumerate(carted * 10):
+        response = httpx.post(f"{node.url}/v1/events", json={"user_id": SHOPPER, "item_id": item, "event_type": "add_to_cart",
+                                                             "store_id": STORE, "event_id": f"k{i}"})
+        assert response.status_code == 200
+    node.stop(signal.SIGKILL)
+    node.start()  # no --bundle: the node comes back with its active bundle and its event log
+    logged = httpx.get(f"{node.url}/admin/events", headers=AUTH, params={"limit": 100}).json()["events"]
+    assert [e["event_id"] for e in logged] == [f"k{i}" for i in range(20)]
+    assert not set(carted) & {item["item_id"] for item in recommend(node.url).json()["items"]}  # replayed into state
