@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
+import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -123,3 +125,12 @@ def verify_bundle(folder: Path, public_key: Ed25519PublicKey) -> dict:
     if unlisted:
         raise BundleError(f"{folder}: files not in the manifest: {', '.join(unlisted)}")
     return manifest
+
+
+def archive_bundle(folder: Path) -> bytes:
+    """The bundle's files as a .tar.gz (what `POST /admin/bundle` takes)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name in (*FILES, MANIFEST, SIGNATURE):
+            tar.add(Path(folder) / name, arcname=name)
+    return buffer.getvalue()

@@ -280,5 +280,48 @@ def serve(
     uvicorn.run(create_app(node, token), host=host, port=port, log_level="warning", access_log=False)
 
 
+def _print_node_report(rows: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for column in ("node", "status", "version_before", "version_after", "detail"):
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        colour = "green" if row["status"] == "updated" else "red"
+        table.add_row(row["node"], f"[{colour}]{row['status']}[/{colour}]", str(row["version_before"]),
+                      str(row["version_after"]), row["detail"])
+    console.print(table)
+    if any(row["status"] != "updated" for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def deploy(
+    nodes: Annotated[Path, typer.Option(help="TOML file of [[nodes]] with name, url, token or token_env")],
+    alias: Annotated[str, typer.Option(help="registry alias whose version is deployed")] = "edge",
+    key: Annotated[Optional[Path], typer.Option(help="private signing key (default: the keys folder's)")] = None,
+) -> None:
+    """Bundle the version behind alias `edge`, push it to every node, report per node (exit 1 if any failed)."""
+    from flows.deploy import deploy_flow
+
+    try:
+        rows = deploy_flow(nodes_file=str(nodes), alias=alias, key=str(key) if key else None)
+    except (ValueError, LookupError, FileNotFoundError) as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1)
+    _print_node_report(rows, f"Deploy of alias {alias}")
+
+
+@app.command()
+def rollback(nodes: Annotated[Path, typer.Option(help="TOML nodes file (as for deploy)")]) -> None:
+    """Every node serves its previous bundle again (exit 1 if any node failed)."""
+    from flows.deploy import rollback_flow
+
+    try:
+        rows = rollback_flow(nodes_file=str(nodes))
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1)
+    _print_node_report(rows, "Rollback")
+
+
 if __name__ == "__main__":
     app()

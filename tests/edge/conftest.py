@@ -5,13 +5,23 @@ fresh key pair. Built by the same functions the pipeline and `lightpersml bundle
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import httpx
 
 import pandas as pd
 import pytest
 
 from lightpersml import config
+
+TOKEN = "test-admin-token"
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +82,47 @@ def bundle_copy(edge_bundle, tmp_path) -> Path:
 
 def manifest(folder: Path) -> dict:
     return json.loads((folder / "manifest.json").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NodeProcess:
+    """`lightpersml serve` in its own process, on a free port, stopped by PID."""
+
+    def __init__(self, folder: Path, public_key: Path):
+        self.folder, self.public_key = folder, public_key
+        (folder / "token").write_text(TOKEN)
+        self.url, self.process = None, None
+
+    def start(self, bundle: Path | None = None) -> "NodeProcess":
+        port = free_port()
+        command = [sys.executable, "-m", "lightpersml.cli", "serve", "--port", str(port), "--node-dir", str(self.folder / "node"),
+                   "--public-key", str(self.public_key), "--admin-token-file", str(self.folder / "token")]
+        if bundle is not None:
+            command += ["--bundle", str(bundle)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(self.folder / "stderr.log", "ab"))
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"node exited: {(self.folder / 'stderr.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("node did not become ready")
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()

@@ -3,81 +3,23 @@ admin protection, refused and accepted bundle swaps under load, and durability a
 
 from __future__ import annotations
 
-import io
-import os
 import signal
-import socket
-import subprocess
-import sys
-import tarfile
 import threading
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.edge.conftest import build_bundle
+from edge.bundle import archive_bundle
+from tests.edge.conftest import TOKEN, NodeProcess, build_bundle
 
-TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class NodeProcess:
-    def __init__(self, folder: Path, public_key: Path, bundle: Path | None):
-        self.folder, self.public_key, self.bundle = folder, public_key, bundle
-        (folder / "token").write_text(TOKEN)
-        self.url, self.process = None, None
-
-    def start(self, bundle: Path | None = None) -> "NodeProcess":
-        port = free_port()
-        command = [sys.executable, "-m", "lightpersml.cli", "serve", "--port", str(port), "--node-dir", str(self.folder / "node"),
-                   "--public-key", str(self.public_key), "--admin-token-file", str(self.folder / "token")]
-        if bundle is not None:
-            command += ["--bundle", str(bundle)]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(self.folder / "stderr.log", "ab"))
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"node exited: {(self.folder / 'stderr.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("node did not become ready")
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 @pytest.fixture
 def node(tmp_path, edge_bundle, signing_keys):
-    process = NodeProcess(tmp_path, signing_keys[1], edge_bundle).start(edge_bundle)
+    process = NodeProcess(tmp_path, signing_keys[1]).start(edge_bundle)
     yield process
     process.stop()
-
-
-def archive(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(folder.iterdir()):
-            tar.add(path, arcname=path.name)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -166,13 +108,13 @@ def test_a_tampered_bundle_is_refused_and_a_good_one_swapped_in_under_load(node,
     try:
         with open(bundle_copy / "catalog.npz", "ab") as f:
             f.write(b"tampered")
-        refused = httpx.post(f"{node.url}/admin/bundle", content=archive(bundle_copy), headers=AUTH, timeout=120)
+        refused = httpx.post(f"{node.url}/admin/bundle", content=archive_bundle(bundle_copy), headers=AUTH, timeout=120)
         assert refused.status_code == 400 and "catalog.npz does not match its SHA-256" in refused.json()["detail"]
         assert httpx.get(f"{node.url}/readyz").json()["model_version"] == "7"
         assert httpx.post(f"{node.url}/admin/bundle", content=b"not a tarball", headers=AUTH).status_code == 400
 
         v8 = build_bundle(serving_dir, signing_keys[0], tmp_path / "v8", "8")
-        swapped = httpx.post(f"{node.url}/admin/bundle", content=archive(v8), headers=AUTH, timeout=120)
+        swapped = httpx.post(f"{node.url}/admin/bundle", content=archive_bundle(v8), headers=AUTH, timeout=120)
         assert swapped.status_code == 200 and swapped.json()["model_version"] == "8"
         assert recommend(node.url).json()["model_version"] == "8"
         rolled = httpx.post(f"{node.url}/admin/rollback", headers=AUTH, timeout=120)

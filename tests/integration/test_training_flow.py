@@ -228,3 +228,21 @@ def test_ui_serves_the_runs_over_http(slice_run, project_home):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_the_promoted_version_becomes_a_signed_bundle_a_node_serves(slice_run, tmp_path):
+    """`lightpersml keys init` + `lightpersml bundle` on what the pipeline registered and promote set."""
+    from edge.bundle import load_public_key, verify_bundle
+    from edge.engine import Engine
+
+    keys = runner.invoke(app, ["keys", "init", "--folder", str(tmp_path / "keys")])
+    assert keys.exit_code == 0, keys.output
+    built = runner.invoke(app, ["bundle", "--out", str(tmp_path / "bundle"), "--key", str(tmp_path / "keys" / "bundle-signing.key")])
+    assert built.exit_code == 0, built.output
+    edge = mlflow.MlflowClient().get_model_version_by_alias(config.REGISTERED_MODEL, "edge")
+    public = load_public_key(tmp_path / "keys" / "bundle-signing.pub")
+    manifest = verify_bundle(tmp_path / "bundle", public)
+    assert manifest["model_version"] == str(edge.version) and manifest["metrics"]["ndcg_at_10"] > 0
+    engine = Engine.load(tmp_path / "bundle", public)
+    user = str(engine.catalog.user_ids[0])
+    assert len(engine.recommend(user, str(engine.catalog.store_ids[0]), 10).items) == 10

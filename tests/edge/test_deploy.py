@@ -1,0 +1,71 @@
+"""The deploy flow against three real node processes, one of them provisioned with another
+signing key: two nodes are updated, the third refuses the bundle, keeps serving its old one, and
+the report says so. Then a rollback returns the updated nodes to their previous bundle."""
+
+from __future__ import annotations
+
+import httpx
+import mlflow
+import pytest
+
+from edge.bundle import init_keys
+from lightpersml import config
+from tests.edge.conftest import TOKEN, NodeProcess, build_bundle
+
+
+@pytest.fixture
+def promoted_version(serving_dir) -> str:
+    """A registry version whose deploy/ artifacts are the slice's serving folder, behind alias `edge`."""
+    client = mlflow.MlflowClient()
+    mlflow.set_experiment("deploy-test")
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(serving_dir), "deploy")
+    try:
+        client.create_registered_model(config.REGISTERED_MODEL)
+    except mlflow.exceptions.MlflowException:
+        pass  # already there
+    serving = f"runs:/{run.info.run_id}/deploy"
+    version = client.create_model_version(config.REGISTERED_MODEL, serving, run.info.run_id,
+                                          tags={"tier": "edge", "serving_artifacts": serving})
+    client.set_registered_model_alias(config.REGISTERED_MODEL, "edge", version.version)
+    return str(version.version)
+
+
+@pytest.fixture
+def three_nodes(tmp_path, edge_bundle, serving_dir, signing_keys):
+    other_private, other_public = init_keys(tmp_path / "other-keys")
+    other_bundle = build_bundle(serving_dir, other_private, tmp_path / "other-bundle", "7")
+    nodes = []
+    try:
+        for name, public, bundle in [("store-a", signing_keys[1], edge_bundle), ("store-b", signing_keys[1], edge_bundle),
+                                     ("store-c", other_public, other_bundle)]:
+            (tmp_path / name).mkdir()
+            nodes.append((name, NodeProcess(tmp_path / name, public).start(bundle)))
+        yield nodes
+    finally:
+        for _, node in nodes:
+            node.stop()
+
+
+def test_deploy_updates_good_nodes_and_reports_the_one_that_refused(prefect_api, promoted_version, three_nodes,
+                                                                    signing_keys, tmp_path, monkeypatch):
+    from flows.deploy import deploy_flow, rollback_flow
+
+    monkeypatch.setenv("STORE_TOKEN", TOKEN)
+    nodes_file = tmp_path / "nodes.toml"
+    nodes_file.write_text("".join(f'[[nodes]]\nname = "{name}"\nurl = "{node.url}"\ntoken_env = "STORE_TOKEN"\n\n'
+                                  for name, node in three_nodes))
+    rows = {row["node"]: row for row in deploy_flow(str(nodes_file), key=str(signing_keys[0]))}
+    for name in ("store-a", "store-b"):
+        assert rows[name]["status"] == "updated" and rows[name]["version_after"] == promoted_version
+        assert rows[name]["version_before"] == "7"
+    assert rows["store-c"]["status"] == "failed" and "does not verify" in rows["store-c"]["detail"]
+    urls = dict(three_nodes)
+    assert httpx.get(f"{urls['store-c'].url}/readyz").json()["model_version"] == "7"  # still serving its old bundle
+    answer = httpx.get(f"{urls['store-a'].url}/v1/recommendations", params={"user_id": "x", "store_id": "y"}).json()
+    assert answer["model_version"] == promoted_version
+
+    back = {row["node"]: row for row in rollback_flow(str(nodes_file))}
+    assert back["store-a"]["status"] == "updated" and back["store-a"]["version_after"] == "7"
+    assert back["store-b"]["version_after"] == "7"
+    assert back["store-c"]["status"] == "failed" and "no previous bundle" in back["store-c"]["detail"]
