@@ -110,7 +110,7 @@ def registry_bundle(folder: Path, key_path: Path, alias: str = "edge") -> dict:
         local = mlflow.artifacts.download_artifacts(serving, dst_path=tmp)
         key = bundle.load_private_key(key_path)
         manifest = write_bundle(Path(local), folder, key, {
-            "registered_model": config.REGISTERED_MODEL, "model_version": version.version, "alias": alias,
+            "registered_model": config.REGISTERED_MODEL, "model_version": str(version.version), "alias": alias,
             "run_id": version.run_id, "metrics": metrics})
     log.info("bundle of %s version %s (%s) in %s", config.REGISTERED_MODEL, version.version, manifest["tier"], folder)
     return manifest
