@@ -196,8 +196,8 @@ def create_app(node: Node, admin_token: str | None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @api.post("/admin/bundle", response_model=Ready,
-              openapi_extra={"requestBody": {"content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
-                                             "required": True}})
+              openapi_extra={"requestBody": {"required": True, "description": "the bundle's files as a .tar.gz",
+                                             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     async def upload_bundle(request: Request) -> Ready:
         data = await request.body()
         if not data:
@@ -219,7 +219,7 @@ def create_app(node: Node, admin_token: str | None) -> FastAPI:
         return readyz()
 
     @api.get("/admin/events")
-    def logged_events(after: Annotated[int, Query(ge=0)] = 0,
+    def logged_events(after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
                       limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict:
         rows = node.events.since(after, limit)
         return {"events": rows, "next": rows[-1]["seq"] if rows else after}

@@ -78,7 +78,7 @@ def _admin(node: EdgeNode, path: str, expected_version: str | None, content: byt
         row["version_before"] = _ready_version(client, node)
         try:
             response = client.post(f"{node.url}{path}", content=content, timeout=PUSH_TIMEOUT_S,
-                                   headers={"Content-Type": "application/gzip"} if content else None)
+                                   headers={"Content-Type": "application/octet-stream"} if content else None)
             detail = response.json().get("detail", "") if response.status_code != 200 else ""
             accepted = response.status_code == 200
             if not accepted:

@@ -323,5 +323,24 @@ def rollback(nodes: Annotated[Path, typer.Option(help="TOML nodes file (as for d
     _print_node_report(rows, "Rollback")
 
 
+
+@app.command()
+def collect(
+    nodes: Annotated[Path, typer.Option(help="TOML nodes file (as for deploy)")],
+    data: Annotated[str, typer.Option(help="the dataset whose training data receives the events")] = "completejourney",
+) -> None:
+    """Pull new shopper events from every node into the training data (exactly once, restartable)."""
+    from flows.collect import collect_flow
+
+    try:
+        rows = collect_flow(nodes_file=str(nodes), data=data)
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1)
+    for row in rows:
+        console.print(f"{row['node']}: {row['pulled']:,} pulled, {row['appended']:,} appended, "
+                      f"{row['quarantined']:,} quarantined")
+
+
 if __name__ == "__main__":
     app()
