@@ -34,6 +34,8 @@ ITEMS = "items.parquet"  # item table: item_id (+ title, category, department, b
 CO_PURCHASE = "co_purchase.npz"  # per item, the items most often bought with it
 SERVING = "serving.json"  # the tier's parameters: candidate settings, ranker config, exclude_seen
 FILES = (MODEL, CANDIDATES, CATALOG, HISTORIES, ITEMS, CO_PURCHASE, SERVING)
+TORCH_MODEL = "model.pt"  # optional: the same ranker for PyTorch eager (the cloud reference, never a node)
+OPTIONAL_FILES = (TORCH_MODEL,)
 PRIVATE_KEY, PUBLIC_KEY = "bundle-signing.key", "bundle-signing.pub"
 
 
@@ -87,8 +89,9 @@ def sign_bundle(folder: Path, key: Ed25519PrivateKey, info: dict) -> dict:
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
         raise BundleError(f"{folder}: cannot sign, missing {', '.join(missing)}")
+    names = [*FILES, *(name for name in OPTIONAL_FILES if (folder / name).is_file())]
     manifest = {"format": FORMAT_VERSION, **info, "created_at": datetime.now(timezone.utc).isoformat(),
-                "files": {name: sha256(folder / name) for name in sorted(FILES)}}
+                "files": {name: sha256(folder / name) for name in sorted(names)}}
     body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
     (folder / MANIFEST).write_bytes(body)
     (folder / SIGNATURE).write_text(base64.b64encode(key.sign(body)).decode())
@@ -114,6 +117,9 @@ def verify_bundle(folder: Path, public_key: Ed25519PublicKey) -> dict:
     for name in FILES:
         if name not in listed:
             raise BundleError(f"{folder}: {MANIFEST} does not list {name}")
+    for name in listed:
+        if name not in FILES + OPTIONAL_FILES:
+            raise BundleError(f"{folder}: {MANIFEST} lists {name!r}, which is not a bundle file")
         path = folder / name
         if not path.is_file():
             raise BundleError(f"{folder}: {name} is missing")
@@ -121,7 +127,7 @@ def verify_bundle(folder: Path, public_key: Ed25519PublicKey) -> dict:
         if actual != listed[name]:
             raise BundleError(f"{folder}: {name} does not match its SHA-256 in the manifest "
                               f"(manifest {listed[name][:12]}…, file {actual[:12]}…)")
-    unlisted = sorted({p.name for p in folder.iterdir()} - set(FILES) - {MANIFEST, SIGNATURE})
+    unlisted = sorted({p.name for p in folder.iterdir()} - set(listed) - {MANIFEST, SIGNATURE})
     if unlisted:
         raise BundleError(f"{folder}: files not in the manifest: {', '.join(unlisted)}")
     return manifest
@@ -131,6 +137,7 @@ def archive_bundle(folder: Path) -> bytes:
     """The bundle's files as a .tar.gz (what `POST /admin/bundle` takes)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name in (*FILES, MANIFEST, SIGNATURE):
-            tar.add(Path(folder) / name, arcname=name)
+        for name in (*FILES, *OPTIONAL_FILES, MANIFEST, SIGNATURE):
+            if (Path(folder) / name).is_file():
+                tar.add(Path(folder) / name, arcname=name)
     return buffer.getvalue()

@@ -81,7 +81,9 @@ def _utc_naive(moment: datetime) -> pd.Timestamp:
 class Engine:
     """One loaded bundle. Thread-safe: events may be applied while requests are answered."""
 
-    def __init__(self, folder: Path, manifest: dict):
+    def __init__(self, folder: Path, manifest: dict, runtime: str = "onnx"):
+        """runtime: "onnx" (ONNX Runtime, every node) or "torch" (PyTorch eager on the bundle's
+        optional model.pt: the cloud reference for benchmarks; needs torch installed)."""
         folder = Path(folder)
         self.folder, self.manifest = folder, manifest
         self.serving = json.loads((folder / bundle.SERVING).read_text())
@@ -94,7 +96,12 @@ class Engine:
             self.co_purchase = npz["items"]
         items = pd.read_parquet(folder / bundle.ITEMS)
         self.titles = (items["title"].fillna(items["item_id"]) if "title" in items else items["item_id"]).astype(str).to_numpy()
-        self.scorer = OnnxScorer(folder / bundle.MODEL)
+        if runtime == "torch":
+            from models.ranking_tier import TorchScorer
+
+            self.scorer = TorchScorer(folder / bundle.TORCH_MODEL)
+        else:
+            self.scorer = OnnxScorer(folder / bundle.MODEL)
         self.origin = pd.Timestamp(self.serving["origin"])
         self.cutoff_day = float(self.generator.cutoff_day)
         self.exclude_seen = bool(self.serving["exclude_seen"])
@@ -109,10 +116,10 @@ class Engine:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, folder: Path, public_key) -> "Engine":
+    def load(cls, folder: Path, public_key, runtime: str = "onnx") -> "Engine":
         """Verify the bundle, load it and warm its ONNX Runtime session; raises BundleError."""
         manifest = bundle.verify_bundle(folder, public_key)
-        engine = cls(folder, manifest)
+        engine = cls(folder, manifest, runtime)
         engine.warm()
         return engine
 

@@ -30,8 +30,8 @@ KEEP_BUNDLES = 3  # current, previous, and one more for a second rollback
 
 
 class Node:
-    def __init__(self, folder: Path, public_key):
-        self.folder = Path(folder)
+    def __init__(self, folder: Path, public_key, runtime: str = "onnx"):
+        self.folder, self.runtime = Path(folder), runtime
         self.bundles = self.folder / "bundles"
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.public_key = public_key
@@ -77,12 +77,12 @@ class Node:
             return self.install_folder(root)
 
     def install_folder(self, source: Path) -> str:
-        bundle.verify_bundle(source, self.public_key)
+        manifest = bundle.verify_bundle(source, self.public_key)
         bundle_id = self._bundle_id(source)
         target = self.bundles / bundle_id
         if not target.exists():
             staging = Path(tempfile.mkdtemp(dir=self.bundles, prefix=".staging-"))
-            for name in (*bundle.FILES, bundle.MANIFEST, bundle.SIGNATURE):
+            for name in (*manifest["files"], bundle.MANIFEST, bundle.SIGNATURE):
                 shutil.copyfile(Path(source) / name, staging / name)
             staging.rename(target)
         self._activate(bundle_id)
@@ -106,7 +106,7 @@ class Node:
             self._write_active()
 
     def _load(self, bundle_id: str) -> Engine:
-        return Engine.load(self.bundles / bundle_id, self.public_key)
+        return Engine.load(self.bundles / bundle_id, self.public_key, self.runtime)
 
     @staticmethod
     def _bundle_id(folder: Path) -> str:

@@ -77,8 +77,10 @@ def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folde
     refit = fit_rankers_task(ranker_data_task(deploy, settings.training_weeks, generator), teacher_spec)
     deployable = export_rankers_task(refit, folder / "deploy", exclude_seen, deploy_meta)
     for tier in REGISTERED_TIERS:
+        teacher = tier == TEACHER_TIER  # its PyTorch file too: a benchmark serves it as the cloud reference
         register_deploy_fit_task(rows[tier]["run_id"], deployable[tier], folder / "deploy-serving" / tier, rows[tier],
-                                 parent_run_id, teacher=tier == TEACHER_TIER, serving_data=serving_data)
+                                 parent_run_id, teacher=teacher, serving_data=serving_data,
+                                 extra_files=(deployable[CLOUD_TIER].tier.model_path,) if teacher else ())
     update_candidate_task(parent_run_id, config.Gates())
     return list(rows.values())
 

@@ -231,9 +231,10 @@ def keys_init(
 def bundle(
     out: Annotated[Path, typer.Option(help="folder to write the bundle into")] = Path("bundle"),
     alias: Annotated[str, typer.Option(help="registry alias whose version is bundled")] = "edge",
+    version: Annotated[Optional[str], typer.Option(help="bundle this version instead of the alias's")] = None,
     key: Annotated[Optional[Path], typer.Option(help="private signing key")] = None,
 ) -> None:
-    """Build and sign the edge bundle of the version behind alias `edge`."""
+    """Build and sign the edge bundle of the version behind alias `edge` (or of --version)."""
     from edge.bundle import PRIVATE_KEY
     from tasks.bundle import registry_bundle
 
@@ -241,7 +242,7 @@ def bundle(
     if not key.exists():
         raise typer.BadParameter(f"no signing key at {key}; create one with `lightpersml keys init`", param_hint="--key")
     try:
-        manifest = registry_bundle(out, key, alias)
+        manifest = registry_bundle(out, key, alias, version)
     except LookupError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1)
@@ -257,6 +258,7 @@ def serve(
     public_key: Annotated[Optional[Path], typer.Option(help="verifies bundles (default: the keys folder's public key)")] = None,
     admin_token_file: Annotated[Optional[Path], typer.Option(help="file with the /admin bearer token "
                                                                    "(or set LIGHTPERSML_ADMIN_TOKEN; none: /admin is closed)")] = None,
+    runtime: Annotated[str, typer.Option(help="onnx (nodes) or torch (the cloud reference; needs the bundle's model.pt)")] = "onnx",
 ) -> None:
     """Run an edge node: recommendations, events, health and metrics over HTTP."""
     import uvicorn
@@ -269,7 +271,7 @@ def serve(
     if not public_key.exists():
         raise typer.BadParameter(f"no public key at {public_key}", param_hint="--public-key")
     token = admin_token_file.read_text().strip() if admin_token_file else os.environ.get("LIGHTPERSML_ADMIN_TOKEN")
-    node = Node(node_dir or config.state_dir() / "edge-node", load_public_key(public_key))
+    node = Node(node_dir or config.state_dir() / "edge-node", load_public_key(public_key), runtime)
     try:
         node.start(bundle)
     except BundleError as error:

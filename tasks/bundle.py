@@ -80,6 +80,8 @@ def write_bundle(serving_dir: Path, folder: Path, key, info: dict) -> dict:
     shutil.copyfile(serving_dir / ONNX_FILE, folder / bundle.MODEL)
     shutil.copyfile(serving_dir / DEPLOY_HISTORIES, folder / bundle.HISTORIES)
     shutil.copyfile(serving_dir / DEPLOY_ITEMS, folder / bundle.ITEMS)
+    if (serving_dir / bundle.TORCH_MODEL).exists():  # the teacher's: lets a benchmark serve the cloud reference
+        shutil.copyfile(serving_dir / bundle.TORCH_MODEL, folder / bundle.TORCH_MODEL)
     np.savez(folder / bundle.CO_PURCHASE, items=co_purchase_table(BasketHistory.load(serving_dir / DEPLOY_HISTORIES)))
     params = meta["params"]
     serving = {"tier": params["tier"], "generator": params["generator"], "ranker": params.get("ranker"),
@@ -89,8 +91,8 @@ def write_bundle(serving_dir: Path, folder: Path, key, info: dict) -> dict:
                                             "data_hash": meta.get("data_hash"), **info})
 
 
-def registry_bundle(folder: Path, key_path: Path, alias: str = "edge") -> dict:
-    """Build and sign the bundle of the version behind `alias`; returns its manifest."""
+def registry_bundle(folder: Path, key_path: Path, alias: str = "edge", version: str | None = None) -> dict:
+    """Build and sign the bundle of the version behind `alias` (or of `version`); returns its manifest."""
     import mlflow
 
     from lightpersml import config
@@ -98,10 +100,13 @@ def registry_bundle(folder: Path, key_path: Path, alias: str = "edge") -> dict:
 
     client = mlflow.MlflowClient()
     try:
-        version = client.get_model_version_by_alias(config.REGISTERED_MODEL, alias)
+        if version is not None:
+            version = client.get_model_version(config.REGISTERED_MODEL, str(version))
+        else:
+            version = client.get_model_version_by_alias(config.REGISTERED_MODEL, alias)
     except mlflow.exceptions.MlflowException:
-        raise LookupError(f"no version of {config.REGISTERED_MODEL} has alias {alias!r}; "
-                          "promote one first (`lightpersml promote VERSION`)") from None
+        wanted = f"version {version}" if version is not None else f"a version with alias {alias!r} (promote one first)"
+        raise LookupError(f"{config.REGISTERED_MODEL} has no {wanted}") from None
     serving = version.tags.get("serving_artifacts")
     if not serving:
         raise LookupError(f"version {version.version} has no serving artifacts (tag serving_artifacts)")
@@ -110,7 +115,8 @@ def registry_bundle(folder: Path, key_path: Path, alias: str = "edge") -> dict:
         local = mlflow.artifacts.download_artifacts(serving, dst_path=tmp)
         key = bundle.load_private_key(key_path)
         manifest = write_bundle(Path(local), folder, key, {
-            "registered_model": config.REGISTERED_MODEL, "model_version": str(version.version), "alias": alias,
+            "registered_model": config.REGISTERED_MODEL, "model_version": str(version.version),
+            "aliases": list(version.aliases),
             "run_id": version.run_id, "metrics": metrics})
     log.info("bundle of %s version %s (%s) in %s", config.REGISTERED_MODEL, version.version, manifest["tier"], folder)
     return manifest

@@ -114,13 +114,14 @@ def log_latency_ratios(rows: list[dict], cloud_tier: str) -> list[dict]:
 # No retries: a retry after a partial failure would register a second version.
 @task(name="register deploy fit", cache_policy=NO_CACHE, task_run_name="register {row[tier]}")
 def register_deploy_fit_task(run_id: str, recommender: Recommender, folder: Path, row: dict, pipeline_run_id: str,
-                             teacher: bool, serving_data: Path) -> str:
+                             teacher: bool, serving_data: Path, extra_files: tuple[Path, ...] = ()) -> str:
     """Register the tier refit on all data: its ONNX as a registry version, its full serving state
     (candidates, catalog, model, plus `serving_data`: the shoppers' baskets and item table an edge
-    bundle needs) as the run's `deploy/` artifacts. The version's metric tags are the evaluation
-    fit's (the refit has no held-out data left); tags say so."""
+    bundle needs, and `extra_files` such as the teacher's PyTorch file) as the run's `deploy/`
+    artifacts. The version's metric tags are the evaluation fit's (the refit has no held-out data
+    left); tags say so."""
     recommender.save(folder)
-    for file in Path(serving_data).iterdir():
+    for file in [*Path(serving_data).iterdir(), *map(Path, extra_files)]:
         shutil.copyfile(file, folder / file.name)
     client = mlflow.MlflowClient()
     client.log_artifacts(run_id, str(folder), "deploy")
