@@ -180,32 +180,32 @@ class Engine:
             blocked |= live[2]
         if self.exclude_seen:
             blocked |= seen
-        chosen: list[Recommendation] = []
-        taken: set[int] = set()
-
-        def offer(item: int, score: float, reason: str) -> None:
-            if len(chosen) < k and item not in taken and item not in blocked and self._stocked(store, item):
-                taken.add(item)
-                chosen.append(Recommendation(str(self.catalog.item_ids[item]), float(score), reason))
-
+        usable = np.flatnonzero(self._allowed(store, items, blocked))[:k]
         session = [self.item_index[i] for i in recent if i in self.item_index] + (live[3] if live else [])
-        extra = self._co_purchased(session, blocked | set(items[:k].tolist()))
-        for item, score, reason in zip(items, scores, reasons):
-            if len(chosen) >= k - min(len(extra), SESSION_SLOTS):
-                break
-            offer(int(item), score, reason)
-        for position, (item, source) in enumerate(extra[:SESSION_SLOTS]):
-            offer(item, 0.99 - 0.01 * position, f"often bought with {self.titles[source]}")
-        for item, score, reason in zip(items, scores, reasons):  # back-fill if co-purchase slots stayed empty
-            offer(int(item), score, reason)
-        fill, fill_reason = self._fill(store)
-        top = float(self.catalog.popularity[fill[0]]) if len(fill) else 1.0
-        for item in fill:
-            if len(chosen) >= k:
-                break
-            offer(int(item), 0.5 * float(self.catalog.popularity[item]) / max(top, 1.0), fill_reason)
-        chosen.sort(key=lambda r: -r.score)  # back-filled candidates rank above co-purchase items
+        extra = [(item, source) for item, source in self._co_purchased(session, blocked | set(items[usable].tolist()))
+                 if self._allowed(store, np.array([item]), blocked)[0]][:SESSION_SLOTS]
+        chosen = [Recommendation(str(self.catalog.item_ids[items[j]]), float(scores[j]), reasons[j])
+                  for j in usable[:k - len(extra)]]
+        chosen += [Recommendation(str(self.catalog.item_ids[item]), 0.99 - 0.01 * position,
+                                  f"often bought with {self.titles[source]}")
+                   for position, (item, source) in enumerate(extra)]
+        if len(chosen) < k:
+            fill, fill_reason = self._fill(store)
+            taken = blocked | set(items[usable].tolist()) | {item for item, _ in extra}
+            top = max(float(self.catalog.popularity[fill[0]]), 1.0) if len(fill) else 1.0
+            chosen += [Recommendation(str(self.catalog.item_ids[item]), 0.5 * float(self.catalog.popularity[item]) / top,
+                                      fill_reason) for item in fill if item not in taken][:k - len(chosen)]
         return Answer(chosen, user_id in self.user_index, known_store, bool(len(items)))
+
+    def _allowed(self, store: int | None, items: np.ndarray, blocked: set[int]) -> np.ndarray:
+        """(len(items),) True where the item is in stock at `store` (any, if None) and not blocked."""
+        ok = np.ones(len(items), bool) if not blocked else ~np.isin(items, list(blocked))
+        if store is not None and len(items):
+            stock = self.catalog.in_stock
+            row = stock.indices[stock.indptr[store]:stock.indptr[store + 1]]
+            position = np.minimum(np.searchsorted(row, items), max(len(row) - 1, 0))
+            ok &= (row[position] == items) if len(row) else False
+        return ok
 
     def _candidates(self, user_id: str, live) -> tuple[np.ndarray, np.ndarray, list[str], set[int]]:
         """(items best first, scores in [1, 2], reasons, items the shopper bought), cached per shopper
@@ -253,14 +253,6 @@ class Engine:
                     out.append((int(item), source))
         return out
 
-    def _stocked(self, store: int | None, item: int) -> bool:
-        if store is None:
-            return True
-        stock = self.catalog.in_stock
-        row = stock.indices[stock.indptr[store]:stock.indptr[store + 1]]
-        position = np.searchsorted(row, item)
-        return bool(position < len(row) and row[position] == item)
-
     def _fill(self, store: int | None) -> tuple[np.ndarray, str]:
         """Popular items for filling: the store's best sellers in stock, then the global ones."""
         if store is None:
@@ -270,7 +262,7 @@ class Engine:
             sales = self.catalog.store_popularity[store]
             order = np.argsort(-sales.data, kind="stable")
             fill = sales.indices[order][:FILL_DEPTH]
-            fill = fill[[self._stocked(store, int(i)) for i in fill]] if len(fill) else fill
+            fill = fill[self._allowed(store, fill, set())]
             self._store_fill[store] = fill
         if len(fill):
             return fill, "popular in this store"

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
@@ -149,8 +150,10 @@ def create_app(node: Node, admin_token: str | None) -> FastAPI:
             raise HTTPException(503, "no bundle loaded yet: upload one to /admin/bundle")
         return current
 
+    # async: answers run on the event loop without a thread hop (they are short and CPU-bound);
+    # event writes (fsync) and bundle installs (seconds) run in the thread pool.
     @api.get("/v1/recommendations", response_model=Recommendations)
-    def recommendations(
+    async def recommendations(
         user_id: Annotated[str, Query(min_length=1, max_length=128)],
         store_id: Annotated[str, Query(min_length=1, max_length=128)],
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
@@ -205,7 +208,7 @@ def create_app(node: Node, admin_token: str | None) -> FastAPI:
         if len(data) > MAX_BUNDLE_BYTES:
             raise HTTPException(413, f"bundle larger than {MAX_BUNDLE_BYTES} bytes")
         try:
-            node.install_archive(data)
+            await run_in_threadpool(node.install_archive, data)
         except BundleError as error:
             raise HTTPException(400, f"bundle refused, still serving {node.current}: {error}") from None
         return readyz()

@@ -1,0 +1,261 @@
+"""Load test of an edge node on the full Complete Journey bundle, beside the cloud reference.
+
+Starts `lightpersml serve` on 127.0.0.1 twice, one at a time: the edge tier (int8 ONNX, the
+version behind alias `edge`) and the cloud reference (the same pipeline's teacher in PyTorch eager
+behind the same API). Each is driven open-loop at fixed rates (latency counts from the scheduled
+send time, so queueing is included) and then closed-loop to saturation. Requests mix known
+shoppers, weighted by how often they shop, at their usual store, with 10% unknown shoppers at
+stores weighted by traffic. Every shopper is asked once before the timed runs (their first answer
+builds their candidates; `first request` reports that cost separately).
+
+Run after `lightpersml run` and `lightpersml promote VERSION` (a throwaway key pair signs the bundles):
+  .venv/bin/python benchmarks/edge_load.py [--rates 500,1000,2000] [--seconds 20] [--install-size]
+Writes benchmarks/results/edge_load.{json,md}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import aiohttp
+import numpy as np
+import typer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lightpersml import config  # noqa: E402
+
+from benchmarks._measure import write_results  # noqa: E402
+
+GUESTS = 0.10  # share of requests from shoppers the node has never seen
+CONNECTIONS = 64  # client connection pool (open loop); saturation uses SATURATION_CLIENTS in flight
+SATURATION_CLIENTS = 32
+
+
+def request_mix(bundle: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """n (user_id, store_id) pairs: known shoppers by basket count at their most frequent store,
+    plus GUESTS unknown shoppers at stores weighted by their sales."""
+    from data_contracts import schema
+    from data_contracts.completejourney import load_completejourney
+    from edge.bundle import CATALOG, HISTORIES
+    from models.baskets import BasketHistory
+    from models.recommender import Catalog
+
+    with np.load(bundle / CATALOG) as npz:
+        catalog = Catalog.from_state(dict(npz))
+    baskets = np.diff(BasketHistory.load(bundle / HISTORIES).user_ptr).astype(float)
+    events = load_completejourney().events
+    usual = events.groupby(schema.USER_ID)[schema.STORE_ID].agg(lambda s: s.mode().iloc[0]).to_dict()
+    rng = np.random.default_rng(seed)
+    users = rng.choice(len(baskets), size=n, p=baskets / baskets.sum())
+    store_weight = np.asarray(catalog.store_popularity.sum(axis=1)).ravel()
+    stores = rng.choice(len(store_weight), size=n, p=store_weight / store_weight.sum())
+    guest = rng.random(n) < GUESTS
+    mix = []
+    for j in range(n):
+        if guest[j]:
+            mix.append((f"guest-{j}", str(catalog.store_ids[stores[j]])))
+        else:
+            user = str(catalog.user_ids[users[j]])
+            mix.append((user, str(usual.get(user, catalog.store_ids[stores[j]]))))
+    return mix
+
+
+class Server:
+    """`lightpersml serve` in its own process."""
+
+    def __init__(self, bundle: Path, public_key: Path, runtime: str, folder: Path, port: int):
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lightpersml.cli", "serve", "--bundle", str(bundle), "--public-key", str(public_key),
+             "--runtime", runtime, "--port", str(port), "--node-dir", str(folder)],
+            stdout=subprocess.DEVNULL, stderr=open(folder.with_suffix(".log"), "wb"))
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("server exited during start-up")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("server not ready")
+
+    def memory_mb(self) -> dict:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        fields = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in status.splitlines()
+                  if line.startswith(("VmRSS", "VmHWM"))}
+        return {"rss_mb": round(fields["VmRSS"], 1), "peak_rss_mb": round(fields["VmHWM"], 1)}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+async def _get(session: aiohttp.ClientSession, url: str, user: str, store: str) -> int:
+    async with session.get(f"{url}/v1/recommendations", params={"user_id": user, "store_id": store}) as response:
+        await response.read()
+        return response.status
+
+
+def _summary(latencies: list[float], statuses: list[int], seconds: float) -> dict:
+    ms = np.array(latencies) * 1000
+    return {"requests": len(statuses), "throughput_rps": round(len(statuses) / seconds, 1),
+            "errors": int(sum(s != 200 for s in statuses)),
+            **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}}
+
+
+async def open_loop(url: str, mix: list[tuple[str, str]], rate: float, seconds: float) -> dict:
+    """Send at `rate` per second on schedule whatever the answers do; latency from the scheduled time."""
+    n = int(rate * seconds)
+    latencies, statuses = [], []
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        start = time.perf_counter()
+
+        async def one(j: int, due: float):
+            try:
+                status = await _get(session, url, *mix[j % len(mix)])
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                status = 0
+            latencies.append(time.perf_counter() - due)
+            statuses.append(status)
+
+        tasks = []
+        for j in range(n):
+            due = start + j / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(j, due)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return {"target_rps": rate, **_summary(latencies, statuses, elapsed)}
+
+
+async def closed_loop(url: str, mix: list[tuple[str, str]], seconds: float, clients: int = SATURATION_CLIENTS) -> dict:
+    """`clients` requests always in flight for `seconds`: the node's saturation throughput."""
+    latencies, statuses = [], []
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        start = time.perf_counter()
+        end = start + seconds
+
+        async def client(offset: int):
+            j = offset
+            while time.perf_counter() < end:
+                sent = time.perf_counter()
+                try:
+                    status = await _get(session, url, *mix[j % len(mix)])
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    status = 0
+                latencies.append(time.perf_counter() - sent)
+                statuses.append(status)
+                j += clients
+
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - start
+    return {"target_rps": "saturation", **_summary(latencies, statuses, elapsed)}
+
+
+async def first_requests(url: str, mix: list[tuple[str, str]]) -> dict:
+    """Every distinct shopper once, one at a time: the cost of building their candidates."""
+    seen, latencies, statuses = set(), [], []
+    async with aiohttp.ClientSession() as session:
+        start = time.perf_counter()
+        for user, store in mix:
+            if user in seen:
+                continue
+            seen.add(user)
+            sent = time.perf_counter()
+            statuses.append(await _get(session, url, user, store))
+            latencies.append(time.perf_counter() - sent)
+    return {"target_rps": "first request per shopper", **_summary(latencies, statuses, time.perf_counter() - start)}
+
+
+def installed_size_mb(folder: Path) -> dict:
+    """Install `.[edge]` into a fresh venv from the package registry; size of what it installed."""
+    venv = folder / "edge-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{root}[edge]"], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file()) / 2**20
+    check = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import sys, edge.server, lightpersml.cli; "
+                            "print(','.join(m for m in ('torch', 'prefect', 'mlflow') if m in sys.modules) or 'none')"],
+                           capture_output=True, text=True, check=True)
+    return {"edge_extra_site_packages_mb": round(size, 1), "training_libraries_loaded": check.stdout.strip()}
+
+
+def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "500,1000,2000",
+         seconds: Annotated[float, typer.Option(help="duration of each rate")] = 20.0,
+         edge_version: Annotated[str, typer.Option(help="registry version (default: alias edge)")] = "",
+         cloud_version: Annotated[str, typer.Option(help="teacher version (default: the edge version's teacher)")] = "",
+         install_size: Annotated[bool, typer.Option(help="also measure `pip install .[edge]`")] = False) -> None:
+    import mlflow
+
+    from edge.bundle import init_keys
+    from tasks.bundle import registry_bundle
+
+    client = mlflow.MlflowClient()
+    edge = (client.get_model_version(config.REGISTERED_MODEL, edge_version) if edge_version
+            else client.get_model_version_by_alias(config.REGISTERED_MODEL, "edge"))
+    if not cloud_version:
+        pipeline = edge.tags.get("pipeline_run_id")
+        teachers = [v for v in client.search_model_versions(f"name = '{config.REGISTERED_MODEL}'")
+                    if v.tags.get("pipeline_run_id") == pipeline and v.tags.get("teacher") == "true"]
+        if not teachers:
+            raise SystemExit(f"no teacher version from pipeline run {pipeline}; pass --cloud-version")
+        cloud_version = teachers[0].version
+    results = {"edge_version": str(edge.version), "cloud_version": str(cloud_version), "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        private, public = init_keys(tmp / "keys")
+        bundles = {"edge": (tmp / "edge-bundle", str(edge.version), "onnx"),
+                   "cloud": (tmp / "cloud-bundle", str(cloud_version), "torch")}
+        for folder, version, _ in bundles.values():
+            registry_bundle(folder, private, version=version)
+        mix = request_mix(bundles["edge"][0], 20_000)
+        for name, (folder, version, runtime) in bundles.items():
+            server = Server(folder, public, runtime, tmp / f"node-{name}", 18500 + len(results["runs"]))
+            try:
+                server.wait_ready()
+                rows = [asyncio.run(first_requests(server.url, mix))]
+                rows += [asyncio.run(open_loop(server.url, mix, float(rate), seconds)) for rate in rates.split(",")]
+                rows.append(asyncio.run(closed_loop(server.url, mix, seconds)))
+                for row in rows:
+                    row.update(server=name, runtime=runtime, version=version, **server.memory_mb())
+                    print(row, flush=True)
+                    results["runs"].append(row)
+            finally:
+                server.stop()
+        if install_size:
+            results["install"] = installed_size_mb(tmp)
+            print(results["install"])
+    cloud = {str(r["target_rps"]): r for r in results["runs"] if r["server"] == "cloud"}
+    table = []
+    for row in results["runs"]:
+        reference = cloud.get(str(row["target_rps"]))
+        table.append({"server": row["server"], "load": row["target_rps"], "achieved req/s": row["throughput_rps"],
+                      "p50 ms": row["p50_ms"], "p95 ms": row["p95_ms"], "p99 ms": row["p99_ms"], "errors": row["errors"],
+                      "RSS MB": row["rss_mb"], "peak RSS MB": row["peak_rss_mb"],
+                      "p99 / cloud": round(row["p99_ms"] / reference["p99_ms"], 3) if reference else "–"})
+    path = write_results("edge_load", {**results, "seconds_per_rate": seconds}, table)
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    typer.run(main)
