@@ -104,10 +104,26 @@ class Server:
         self.process.wait(30)
 
 
-async def _get(session: aiohttp.ClientSession, url: str, user: str, store: str) -> int:
-    async with session.get(f"{url}/v1/recommendations", params={"user_id": user, "store_id": store}) as response:
-        await response.read()
-        return response.status
+class Recorder:
+    """Latency and status of every request; latency counts from `since` (sent or scheduled)."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str):
+        self.session, self.url = session, url
+        self.latencies: list[float] = []
+        self.statuses: list[int] = []
+
+    async def get(self, user: str, store: str, since: float) -> None:
+        try:
+            async with self.session.get(f"{self.url}/v1/recommendations", params={"user_id": user, "store_id": store}) as answer:
+                await answer.read()
+                status = answer.status
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            status = 0
+        self.latencies.append(time.perf_counter() - since)
+        self.statuses.append(status)
+
+    def summary(self, seconds: float) -> dict:
+        return _summary(self.latencies, self.statuses, seconds)
 
 
 def _summary(latencies: list[float], statuses: list[int], seconds: float) -> dict:
@@ -119,70 +135,45 @@ def _summary(latencies: list[float], statuses: list[int], seconds: float) -> dic
 
 async def open_loop(url: str, mix: list[tuple[str, str]], rate: float, seconds: float) -> dict:
     """Send at `rate` per second on schedule whatever the answers do; latency from the scheduled time."""
-    n = int(rate * seconds)
-    latencies, statuses = [], []
     connector = aiohttp.TCPConnector(limit=CONNECTIONS)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        recorder, tasks = Recorder(session, url), []
         start = time.perf_counter()
-
-        async def one(j: int, due: float):
-            try:
-                status = await _get(session, url, *mix[j % len(mix)])
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                status = 0
-            latencies.append(time.perf_counter() - due)
-            statuses.append(status)
-
-        tasks = []
-        for j in range(n):
+        for j in range(int(rate * seconds)):
             due = start + j / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(j, due)))
+            if due > time.perf_counter():
+                await asyncio.sleep(due - time.perf_counter())
+            tasks.append(asyncio.create_task(recorder.get(*mix[j % len(mix)], since=due)))
         await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-    return {"target_rps": rate, **_summary(latencies, statuses, elapsed)}
+        return {"target_rps": rate, **recorder.summary(time.perf_counter() - start)}
 
 
 async def closed_loop(url: str, mix: list[tuple[str, str]], seconds: float, clients: int = SATURATION_CLIENTS) -> dict:
     """`clients` requests always in flight for `seconds`: the node's saturation throughput."""
-    latencies, statuses = [], []
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        recorder = Recorder(session, url)
         start = time.perf_counter()
-        end = start + seconds
 
-        async def client(offset: int):
-            j = offset
-            while time.perf_counter() < end:
-                sent = time.perf_counter()
-                try:
-                    status = await _get(session, url, *mix[j % len(mix)])
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    status = 0
-                latencies.append(time.perf_counter() - sent)
-                statuses.append(status)
+        async def client(j: int):
+            while time.perf_counter() < start + seconds:
+                await recorder.get(*mix[j % len(mix)], since=time.perf_counter())
                 j += clients
 
         await asyncio.gather(*(client(c) for c in range(clients)))
-        elapsed = time.perf_counter() - start
-    return {"target_rps": "saturation", **_summary(latencies, statuses, elapsed)}
+        return {"target_rps": "saturation", **recorder.summary(time.perf_counter() - start)}
 
 
 async def first_requests(url: str, mix: list[tuple[str, str]]) -> dict:
     """Every distinct shopper once, one at a time: the cost of building their candidates."""
-    seen, latencies, statuses = set(), [], []
     async with aiohttp.ClientSession() as session:
+        recorder, seen = Recorder(session, url), set()
         start = time.perf_counter()
         for user, store in mix:
-            if user in seen:
-                continue
-            seen.add(user)
-            sent = time.perf_counter()
-            statuses.append(await _get(session, url, user, store))
-            latencies.append(time.perf_counter() - sent)
-    return {"target_rps": "first request per shopper", **_summary(latencies, statuses, time.perf_counter() - start)}
+            if user not in seen:
+                seen.add(user)
+                await recorder.get(user, store, since=time.perf_counter())
+        return {"target_rps": "first request per shopper", **recorder.summary(time.perf_counter() - start)}
 
 
 def installed_size_mb(folder: Path) -> dict:

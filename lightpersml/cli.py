@@ -210,6 +210,15 @@ def promote(
 
 
 
+def _run_or_exit(step, **parameters):
+    """Run a flow or step; a bad nodes file or a missing registry version ends the command with exit 1."""
+    try:
+        return step(**parameters)
+    except (ValueError, LookupError, FileNotFoundError) as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1)
+
+
 @keys_app.command("init")
 def keys_init(
     folder: Annotated[Optional[Path], typer.Option(help="where the key pair goes (default $LIGHTPERSML_KEYS or .lightpersml/keys)")] = None,
@@ -241,11 +250,7 @@ def bundle(
     key = key or config.keys_dir() / PRIVATE_KEY
     if not key.exists():
         raise typer.BadParameter(f"no signing key at {key}; create one with `lightpersml keys init`", param_hint="--key")
-    try:
-        manifest = registry_bundle(out, key, alias, version)
-    except LookupError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(1)
+    manifest = _run_or_exit(registry_bundle, folder=out, key_path=key, alias=alias, version=version)
     console.print(f"Bundle of version {manifest['model_version']} ({manifest['tier']}) signed in {out}")
 
 
@@ -304,12 +309,8 @@ def deploy(
     """Bundle the version behind alias `edge`, push it to every node, report per node (exit 1 if any failed)."""
     from flows.deploy import deploy_flow
 
-    try:
-        rows = deploy_flow(nodes_file=str(nodes), alias=alias, key=str(key) if key else None)
-    except (ValueError, LookupError, FileNotFoundError) as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(1)
-    _print_node_report(rows, f"Deploy of alias {alias}")
+    _print_node_report(_run_or_exit(deploy_flow, nodes_file=str(nodes), alias=alias, key=str(key) if key else None),
+                       f"Deploy of alias {alias}")
 
 
 @app.command()
@@ -317,12 +318,7 @@ def rollback(nodes: Annotated[Path, typer.Option(help="TOML nodes file (as for d
     """Every node serves its previous bundle again (exit 1 if any node failed)."""
     from flows.deploy import rollback_flow
 
-    try:
-        rows = rollback_flow(nodes_file=str(nodes))
-    except ValueError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(1)
-    _print_node_report(rows, "Rollback")
+    _print_node_report(_run_or_exit(rollback_flow, nodes_file=str(nodes)), "Rollback")
 
 
 
@@ -334,12 +330,7 @@ def collect(
     """Pull new shopper events from every node into the training data (exactly once, restartable)."""
     from flows.collect import collect_flow
 
-    try:
-        rows = collect_flow(nodes_file=str(nodes), data=data)
-    except ValueError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(1)
-    for row in rows:
+    for row in _run_or_exit(collect_flow, nodes_file=str(nodes), data=data):
         console.print(f"{row['node']}: {row['pulled']:,} pulled, {row['appended']:,} appended, "
                       f"{row['quarantined']:,} quarantined")
 
