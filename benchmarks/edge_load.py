@@ -8,8 +8,11 @@ shoppers, weighted by how often they shop, at their usual store, with 10% unknow
 stores weighted by traffic. Every shopper is asked once before the timed runs (their first answer
 builds their candidates; `first request` reports that cost separately).
 
+The edge node runs from a fresh `pip install .[edge]` (no torch, Prefect or MLflow; its size is
+reported), the cloud reference from the project's venv.
+
 Run after `lightpersml run` and `lightpersml promote VERSION` (a throwaway key pair signs the bundles):
-  .venv/bin/python benchmarks/edge_load.py [--rates 500,1000,2000] [--seconds 20] [--install-size]
+  .venv/bin/python benchmarks/edge_load.py [--rates 500,1000,2000] [--seconds 20] [--no-edge-venv]
 Writes benchmarks/results/edge_load.{json,md}.
 """
 
@@ -71,10 +74,10 @@ def request_mix(bundle: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
 class Server:
     """`lightpersml serve` in its own process."""
 
-    def __init__(self, bundle: Path, public_key: Path, runtime: str, folder: Path, port: int):
+    def __init__(self, python: str, bundle: Path, public_key: Path, runtime: str, folder: Path, port: int):
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lightpersml.cli", "serve", "--bundle", str(bundle), "--public-key", str(public_key),
+            [python, "-m", "lightpersml.cli", "serve", "--bundle", str(bundle), "--public-key", str(public_key),
              "--runtime", runtime, "--port", str(port), "--node-dir", str(folder)],
             stdout=subprocess.DEVNULL, stderr=open(folder.with_suffix(".log"), "wb"))
 
@@ -176,8 +179,9 @@ async def first_requests(url: str, mix: list[tuple[str, str]]) -> dict:
         return {"target_rps": "first request per shopper", **recorder.summary(time.perf_counter() - start)}
 
 
-def installed_size_mb(folder: Path) -> dict:
-    """Install `.[edge]` into a fresh venv from the package registry; size of what it installed."""
+def edge_install(folder: Path) -> tuple[str, dict]:
+    """Install `.[edge]` into a fresh venv from the package registry: its python and the size of
+    what it installed (the edge server of this benchmark then runs from it)."""
     venv = folder / "edge-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     root = Path(__file__).resolve().parents[1]
@@ -188,14 +192,15 @@ def installed_size_mb(folder: Path) -> dict:
                             "import sys, edge.server, lightpersml.cli; "
                             "print(','.join(m for m in ('torch', 'prefect', 'mlflow') if m in sys.modules) or 'none')"],
                            capture_output=True, text=True, check=True)
-    return {"edge_extra_site_packages_mb": round(size, 1), "training_libraries_loaded": check.stdout.strip()}
+    return str(venv / "bin" / "python"), {"edge_extra_site_packages_mb": round(size, 1),
+                                           "training_libraries_loaded": check.stdout.strip()}
 
 
 def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "500,1000,2000",
          seconds: Annotated[float, typer.Option(help="duration of each rate")] = 20.0,
          edge_version: Annotated[str, typer.Option(help="registry version (default: alias edge)")] = "",
          cloud_version: Annotated[str, typer.Option(help="teacher version (default: the edge version's teacher)")] = "",
-         install_size: Annotated[bool, typer.Option(help="also measure `pip install .[edge]`")] = False) -> None:
+         edge_venv: Annotated[bool, typer.Option(help="serve the edge tier from a fresh `pip install .[edge]`")] = True) -> None:
     import mlflow
 
     from edge.bundle import init_keys
@@ -215,13 +220,17 @@ def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "5
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         private, public = init_keys(tmp / "keys")
-        bundles = {"edge": (tmp / "edge-bundle", str(edge.version), "onnx"),
-                   "cloud": (tmp / "cloud-bundle", str(cloud_version), "torch")}
-        for folder, version, _ in bundles.values():
+        edge_python = sys.executable
+        if edge_venv:
+            edge_python, results["install"] = edge_install(tmp)
+            print(results["install"], flush=True)
+        bundles = {"edge": (tmp / "edge-bundle", str(edge.version), "onnx", edge_python),
+                   "cloud": (tmp / "cloud-bundle", str(cloud_version), "torch", sys.executable)}
+        for folder, version, _, _ in bundles.values():
             registry_bundle(folder, private, version=version)
         mix = request_mix(bundles["edge"][0], 20_000)
-        for name, (folder, version, runtime) in bundles.items():
-            server = Server(folder, public, runtime, tmp / f"node-{name}", 18500 + len(results["runs"]))
+        for name, (folder, version, runtime, python) in bundles.items():
+            server = Server(python, folder, public, runtime, tmp / f"node-{name}", 18500 + len(results["runs"]))
             try:
                 server.wait_ready()
                 rows = [asyncio.run(first_requests(server.url, mix))]
@@ -233,9 +242,6 @@ def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "5
                     results["runs"].append(row)
             finally:
                 server.stop()
-        if install_size:
-            results["install"] = installed_size_mb(tmp)
-            print(results["install"])
     cloud = {str(r["target_rps"]): r for r in results["runs"] if r["server"] == "cloud"}
     table = []
     for row in results["runs"]:
