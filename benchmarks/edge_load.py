@@ -49,7 +49,7 @@ def request_mix(bundle: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
     from data_contracts.completejourney import load_completejourney
     from edge.bundle import CATALOG, HISTORIES
     from models.baskets import BasketHistory
-    from models.recommender import Catalog
+    from models.catalog import Catalog
 
     with np.load(bundle / CATALOG) as npz:
         catalog = Catalog.from_state(dict(npz))

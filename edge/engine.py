@@ -20,17 +20,16 @@ import json
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from edge import bundle
 from models.baskets import BasketHistory
 from models.candidates import CandidateGenerator
 from models.ranking_tier import OnnxScorer
-from models.recommender import Catalog
+from models.catalog import Catalog
 
 SESSION_SLOTS = 2  # at most this many "often bought with …" items per answer
 FILL_DEPTH = 300  # popularity list kept per store for filling answers
@@ -73,9 +72,43 @@ class Shopper:
     version: int = 0
 
 
-def _utc_naive(moment: datetime) -> pd.Timestamp:
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+def _utc_naive(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
+class IdIndex:
+    """id → position in `ids` by binary search: a few MB for a 100k-item catalog, not a dict's 10+."""
+
+    def __init__(self, ids: np.ndarray):
+        self.order = np.argsort(ids, kind="stable")
+        self.sorted = np.asarray(ids)[self.order]
+
+    def get(self, key: str) -> int | None:
+        position = int(np.searchsorted(self.sorted, key))
+        if position < len(self.sorted) and self.sorted[position] == key:
+            return int(self.order[position])
+        return None
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+
+@dataclass
+class Scored:
+    """A shopper's ranked candidates (cached until their next event). items: (n,) best first;
+    scores: (n,) in [1, 2]; count: (n,) baskets with the item; every: (n,) days between purchases
+    (NaN when bought fewer than twice); bought: the items the shopper ever bought."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    count: np.ndarray
+    every: np.ndarray
+    bought: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Scored":
+        nothing = np.zeros(0, np.float32)
+        return cls(np.zeros(0, np.int32), nothing, nothing, nothing, np.zeros(0, np.int32))
 
 
 class Engine:
@@ -94,25 +127,25 @@ class Engine:
         self.history = BasketHistory.load(folder / bundle.HISTORIES)
         with np.load(folder / bundle.CO_PURCHASE) as npz:
             self.co_purchase = npz["items"]
-        items = pd.read_parquet(folder / bundle.ITEMS)
-        self.titles = (items["title"].fillna(items["item_id"]) if "title" in items else items["item_id"]).astype(str).to_numpy()
+        with np.load(folder / bundle.ITEMS) as npz:
+            self.titles = npz["title"] if "title" in npz.files else npz["item_id"].astype(np.bytes_)  # utf-8
         if runtime == "torch":
             from models.ranking_tier import TorchScorer
 
             self.scorer = TorchScorer(folder / bundle.TORCH_MODEL)
         else:
             self.scorer = OnnxScorer(folder / bundle.MODEL)
-        self.origin = pd.Timestamp(self.serving["origin"])
+        self.origin = _utc_naive(datetime.fromisoformat(self.serving["origin"]))
         self.cutoff_day = float(self.generator.cutoff_day)
         self.exclude_seen = bool(self.serving["exclude_seen"])
-        self.user_index = {u: i for i, u in enumerate(self.catalog.user_ids)}
-        self.item_index = {item: i for i, item in enumerate(self.catalog.item_ids)}
-        self.store_index = {s: i for i, s in enumerate(self.catalog.store_ids)}
+        self.user_index = {str(u): i for i, u in enumerate(self.catalog.user_ids)}
+        self.item_index = IdIndex(self.catalog.item_ids)
+        self.store_index = {str(s): i for i, s in enumerate(self.catalog.store_ids)}
         self.catalog.in_stock.sort_indices()
-        self.global_fill = np.argsort(-self.catalog.popularity, kind="stable")[:FILL_DEPTH]
+        self.global_fill = np.argsort(-self.catalog.popularity, kind="stable")[:FILL_DEPTH].copy()
         self._store_fill: dict[int, np.ndarray] = {}
         self._shoppers: dict[str, Shopper] = {}
-        self._cache: dict[str, tuple[int, tuple]] = {}
+        self._cache: dict[str, tuple[int, Scored]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -173,21 +206,22 @@ class Engine:
             shopper = self._shoppers.get(user_id)
             live = None if shopper is None else (shopper.version, [tuple(b) for b in shopper.baskets.values()],
                                                  set(shopper.cart), list(shopper.recent))
-        candidates = self._candidates(user_id, live)
-        items, scores, reasons, seen = candidates
-        blocked = {self.item_index[i] for i in exclude if i in self.item_index}
+        ranked = self._candidates(user_id, live)
+        items = ranked.items
+        blocked = {i for i in map(self.item_index.get, exclude) if i is not None}
         if live:
             blocked |= live[2]
         if self.exclude_seen:
-            blocked |= seen
+            blocked |= set(ranked.bought.tolist())
         usable = np.flatnonzero(self._allowed(store, items, blocked))[:k]
-        session = [self.item_index[i] for i in recent if i in self.item_index] + (live[3] if live else [])
+        session = [i for i in map(self.item_index.get, recent) if i is not None] + (live[3] if live else [])
         extra = [(item, source) for item, source in self._co_purchased(session, blocked | set(items[usable].tolist()))
                  if self._allowed(store, np.array([item]), blocked)[0]][:SESSION_SLOTS]
-        chosen = [Recommendation(str(self.catalog.item_ids[items[j]]), float(scores[j]), reasons[j])
+        chosen = [Recommendation(str(self.catalog.item_ids[items[j]]), float(ranked.scores[j]),
+                                 _repeat_reason(float(ranked.count[j]), float(ranked.every[j])))
                   for j in usable[:k - len(extra)]]
         chosen += [Recommendation(str(self.catalog.item_ids[item]), 0.99 - 0.01 * position,
-                                  f"often bought with {self.titles[source]}")
+                                  f"often bought with {self.title(source)}")
                    for position, (item, source) in enumerate(extra)]
         if len(chosen) < k:
             fill, fill_reason = self._fill(store)
@@ -196,6 +230,9 @@ class Engine:
             chosen += [Recommendation(str(self.catalog.item_ids[item]), 0.5 * float(self.catalog.popularity[item]) / top,
                                       fill_reason) for item in fill if item not in taken][:k - len(chosen)]
         return Answer(chosen, user_id in self.user_index, known_store, bool(len(items)))
+
+    def title(self, item: int) -> str:
+        return self.titles[item].decode() or str(self.catalog.item_ids[item])
 
     def _allowed(self, store: int | None, items: np.ndarray, blocked: set[int]) -> np.ndarray:
         """(len(items),) True where the item is in stock at `store` (any, if None) and not blocked."""
@@ -207,9 +244,8 @@ class Engine:
             ok &= (row[position] == items) if len(row) else False
         return ok
 
-    def _candidates(self, user_id: str, live) -> tuple[np.ndarray, np.ndarray, list[str], set[int]]:
-        """(items best first, scores in [1, 2], reasons, items the shopper bought), cached per shopper
-        until their next event."""
+    def _candidates(self, user_id: str, live) -> Scored:
+        """The shopper's ranked candidates, cached until their next event."""
         version = live[0] if live else -1
         with self._lock:
             cached = self._cache.get(user_id)
@@ -226,22 +262,27 @@ class Engine:
         elif user >= 0:
             generator, row = self.generator, user
         else:
-            return np.zeros(0, np.int64), np.zeros(0), [], set()
+            return Scored.empty()
         found = generator.build(np.array([row]))
         raw = self.scorer(found.features, found.items) if len(found.items) else np.zeros(0, np.float32)
         order = np.argsort(-raw, kind="stable")
-        items = found.items[order]
         spread = float(raw.max() - raw.min()) if len(raw) else 0.0
-        scores = 1 + (raw[order] - (raw.min() if len(raw) else 0)) / (spread if spread > 0 else 1.0)
         lo, hi = generator.counts.indptr[row], generator.counts.indptr[row + 1]
         bought = generator.counts.indices[lo:hi]
-        count = dict(zip(bought.tolist(), generator.counts.data[lo:hi].tolist()))
-        span = dict(zip(bought.tolist(), (generator.last_day[lo:hi] - generator.first_day[lo:hi]).tolist()))
-        reasons = [_repeat_reason(count.get(int(i), 0), span.get(int(i), 0.0)) for i in items]
-        result = (items, scores, reasons, set(bought.tolist()))
+        items = found.items[order].astype(np.int32)
+        counts = generator.counts.data[lo:hi]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            every = np.where(counts >= 2, (generator.last_day[lo:hi] - generator.first_day[lo:hi]) / (counts - 1), np.nan)
+        count, every_days = np.zeros(len(items), np.float32), np.full(len(items), np.nan, np.float32)
+        if len(bought):
+            position = np.minimum(np.searchsorted(bought, items), len(bought) - 1)  # CSR rows are sorted
+            hit = bought[position] == items
+            count[hit], every_days[hit] = counts[position[hit]], every[position[hit]]
+        scores = 1 + (raw[order] - (raw.min() if len(raw) else 0)) / (spread or 1.0)
+        scored = Scored(items, scores.astype(np.float32), count, every_days, bought.astype(np.int32))
         with self._lock:
-            self._cache[user_id] = (version, result)
-        return result
+            self._cache[user_id] = (version, scored)
+        return scored
 
     def _co_purchased(self, session: list[int], blocked: set[int]) -> list[tuple[int, int]]:
         """(item, the session item it is often bought with), newest session items first."""
@@ -269,10 +310,9 @@ class Engine:
         return self.global_fill, "popular with shoppers"
 
 
-def _repeat_reason(count: float, span_days: float) -> str:
-    """Why a candidate is there, in words (count: the shopper's baskets with it)."""
-    if count >= 2 and span_days > 0:
-        every = span_days / (count - 1)
+def _repeat_reason(count: float, every: float) -> str:
+    """Why a candidate is there, in words (count: the shopper's baskets with it; every: days between them)."""
+    if count >= 2 and every > 0:
         if every < 1.5:
             return "you buy this almost every trip"
         if every < 14:

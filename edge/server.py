@@ -162,10 +162,11 @@ def create_app(node: Node, admin_token: str | None) -> FastAPI:
     ) -> Recommendations:
         serving = engine()
         answer = serving.recommend(user_id, store_id, k, tuple(exclude), tuple(recent))
-        return Recommendations(user_id=user_id, store_id=store_id, model_version=serving.version,
-                               known_user=answer.known_user, known_store=answer.known_store,
-                               cold_start=not answer.personalised,
-                               items=[Item(item_id=r.item_id, score=r.score, reason=r.reason) for r in answer.items])
+        # Built as plain JSON: the hot path skips re-validating what it just made (the schema is for docs).
+        return JSONResponse({"user_id": user_id, "store_id": store_id, "model_version": serving.version,
+                             "known_user": answer.known_user, "known_store": answer.known_store,
+                             "cold_start": not answer.personalised,
+                             "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in answer.items]})
 
     @api.post("/v1/events", response_model=EventsAccepted)
     def events(body: EventIn | EventBatch) -> EventsAccepted:

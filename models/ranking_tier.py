@@ -28,6 +28,7 @@ class OnnxScorer:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.enable_cpu_mem_arena = False  # a few hundred candidate rows need no arena; it keeps ~10 MB
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, features: np.ndarray, items: np.ndarray) -> np.ndarray:

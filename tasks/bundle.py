@@ -74,21 +74,36 @@ def write_bundle(serving_dir: Path, folder: Path, key, info: dict) -> dict:
         raise ValueError(f"{serving_dir}: not an ONNX ranking tier (kind {meta.get('kind')!r}); only those run on a node")
     folder.mkdir(parents=True, exist_ok=True)
     with np.load(serving_dir / "state.npz") as npz:
-        arrays = dict(npz)
+        arrays = {k: _compact(k, v) for k, v in npz.items()}
     np.savez(folder / bundle.CANDIDATES, **{k[5:]: v for k, v in arrays.items() if k.startswith("tier.")})
     np.savez(folder / bundle.CATALOG, **{k[8:]: v for k, v in arrays.items() if k.startswith("catalog.")})
     shutil.copyfile(serving_dir / ONNX_FILE, folder / bundle.MODEL)
-    shutil.copyfile(serving_dir / DEPLOY_HISTORIES, folder / bundle.HISTORIES)
-    shutil.copyfile(serving_dir / DEPLOY_ITEMS, folder / bundle.ITEMS)
+    history = BasketHistory.load(serving_dir / DEPLOY_HISTORIES)
+    history.items = history.items.astype(np.int32)
+    history.save(folder / bundle.HISTORIES)
+    items = pd.read_parquet(serving_dir / DEPLOY_ITEMS)
+    np.savez(folder / bundle.ITEMS, **{c: items[c].fillna("").str.encode("utf-8").to_numpy().astype(np.bytes_)
+                                       for c in items.columns})
     if (serving_dir / bundle.TORCH_MODEL).exists():  # the teacher's: lets a benchmark serve the cloud reference
         shutil.copyfile(serving_dir / bundle.TORCH_MODEL, folder / bundle.TORCH_MODEL)
-    np.savez(folder / bundle.CO_PURCHASE, items=co_purchase_table(BasketHistory.load(serving_dir / DEPLOY_HISTORIES)))
+    np.savez(folder / bundle.CO_PURCHASE, items=co_purchase_table(history))
     params = meta["params"]
     serving = {"tier": params["tier"], "generator": params["generator"], "ranker": params.get("ranker"),
                "exclude_seen": meta["exclude_seen"], "origin": meta["origin"], "trained_until": meta["trained_until"]}
     (folder / bundle.SERVING).write_text(json.dumps(serving, indent=2, default=str))
     return bundle.sign_bundle(folder, key, {"tier": params["tier"], "trained_until": meta["trained_until"],
                                             "data_hash": meta.get("data_hash"), **info})
+
+
+SMALL_COUNTS = ("tier.last_1", "tier.last_3", "tier.last_10", "catalog.in_stock_data")  # values 0–10
+
+
+def _compact(name: str, array: np.ndarray) -> np.ndarray:
+    """Smaller dtypes for the node's memory: float64 → float32 (days since day 0 keep ~1e-4-day
+    precision) and uint8 for small counts and stock flags."""
+    if name in SMALL_COUNTS:
+        return array.astype(np.uint8)
+    return array.astype(np.float32) if array.dtype == np.float64 else array
 
 
 def registry_bundle(folder: Path, key_path: Path, alias: str = "edge", version: str | None = None) -> dict:

@@ -25,7 +25,7 @@ from data_contracts import schema
 from data_contracts.dataset import Dataset
 from data_contracts.errors import DataContractError
 from models.baskets import BasketHistory
-from models.recommender import Catalog
+from models.catalog import Catalog
 
 log = logging.getLogger(__name__)
 

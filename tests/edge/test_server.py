@@ -28,7 +28,7 @@ def known_ids(edge_bundle):
 
     from edge.bundle import CATALOG, HISTORIES
     from models.baskets import BasketHistory
-    from models.recommender import Catalog
+    from models.catalog import Catalog
 
     global SHOPPER, STORE
     with np.load(edge_bundle / CATALOG) as npz:
