@@ -19,7 +19,8 @@ Writes benchmarks/results/edge_load.{json,md}.
 from __future__ import annotations
 
 import asyncio
-import json
+import gc
+import os
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,11 @@ class Server:
         fields = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in status.splitlines()
                   if line.startswith(("VmRSS", "VmHWM"))}
         return {"rss_mb": round(fields["VmRSS"], 1), "peak_rss_mb": round(fields["VmHWM"], 1)}
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -229,15 +235,21 @@ def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "5
         for folder, version, _, _ in bundles.values():
             registry_bundle(folder, private, version=version)
         mix = request_mix(bundles["edge"][0], 20_000)
+        gc.collect()
+        gc.freeze()  # the data loaded for the mix must not cost this load generator collector pauses
         for name, (folder, version, runtime, python) in bundles.items():
             server = Server(python, folder, public, runtime, tmp / f"node-{name}", 18500 + len(results["runs"]))
             try:
                 server.wait_ready()
-                rows = [asyncio.run(first_requests(server.url, mix))]
-                rows += [asyncio.run(open_loop(server.url, mix, float(rate), seconds)) for rate in rates.split(",")]
-                rows.append(asyncio.run(closed_loop(server.url, mix, seconds)))
-                for row in rows:
-                    row.update(server=name, runtime=runtime, version=version, **server.memory_mb())
+                phases = [lambda: first_requests(server.url, mix)]
+                phases += [lambda rate=rate: open_loop(server.url, mix, float(rate), seconds) for rate in rates.split(",")]
+                phases.append(lambda: closed_loop(server.url, mix, seconds))
+                for phase in phases:
+                    cpu, start = server.cpu_seconds(), time.perf_counter()
+                    row = asyncio.run(phase())
+                    busy = (server.cpu_seconds() - cpu) / (time.perf_counter() - start)
+                    row.update(server=name, runtime=runtime, version=version, server_cpu_cores=round(busy, 2),
+                               **server.memory_mb())
                     print(row, flush=True)
                     results["runs"].append(row)
             finally:
@@ -248,7 +260,7 @@ def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "5
         reference = cloud.get(str(row["target_rps"]))
         table.append({"server": row["server"], "load": row["target_rps"], "achieved req/s": row["throughput_rps"],
                       "p50 ms": row["p50_ms"], "p95 ms": row["p95_ms"], "p99 ms": row["p99_ms"], "errors": row["errors"],
-                      "RSS MB": row["rss_mb"], "peak RSS MB": row["peak_rss_mb"],
+                      "server CPU (cores)": row["server_cpu_cores"], "RSS MB": row["rss_mb"], "peak RSS MB": row["peak_rss_mb"],
                       "p99 / cloud": round(row["p99_ms"] / reference["p99_ms"], 3) if reference else "–"})
     path = write_results("edge_load", {**results, "seconds_per_rate": seconds}, table)
     print(path.read_text())

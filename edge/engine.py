@@ -21,6 +21,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -227,8 +228,9 @@ class Engine:
             fill, fill_reason = self._fill(store)
             taken = blocked | set(items[usable].tolist()) | {item for item, _ in extra}
             top = max(float(self.catalog.popularity[fill[0]]), 1.0) if len(fill) else 1.0
+            more = islice((item for item in fill if item not in taken), k - len(chosen))
             chosen += [Recommendation(str(self.catalog.item_ids[item]), 0.5 * float(self.catalog.popularity[item]) / top,
-                                      fill_reason) for item in fill if item not in taken][:k - len(chosen)]
+                                      fill_reason) for item in more]
         return Answer(chosen, user_id in self.user_index, known_store, bool(len(items)))
 
     def title(self, item: int) -> str:

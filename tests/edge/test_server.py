@@ -72,6 +72,13 @@ def test_recommendations_events_health_and_metrics(node):
     assert httpx.get(f"{node.url}/openapi.json").json()["paths"]["/v1/recommendations"]
 
 
+def test_the_fast_path_answers_exactly_like_the_validated_route(node):
+    """Plain queries are answered before the framework; others (here k="+10") go through FastAPI."""
+    fast, validated = recommend(node.url, k="10"), recommend(node.url, k="+10")
+    assert fast.status_code == validated.status_code == 200
+    assert fast.json() == validated.json()
+
+
 @pytest.mark.parametrize("params", [{"k": 0}, {"k": 101}, {"k": "ten"}, {"store_id": ""}, {"user_id": "x" * 200}])
 def test_bad_requests_get_a_clear_4xx(node, params):
     response = recommend(node.url, **params)
