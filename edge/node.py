@@ -31,6 +31,8 @@ KEEP_BUNDLES = 3  # current, previous, and one more for a second rollback
 
 
 class Node:
+    """A node's bundles, event log and the engine it serves (see the module docstring)."""
+
     def __init__(self, folder: Path, public_key, runtime: str = "onnx"):
         self.folder, self.runtime = Path(folder), runtime
         self.bundles = self.folder / "bundles"

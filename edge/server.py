@@ -175,7 +175,7 @@ class Guard:
         return self.token is not None and hmac.compare_digest(given, self.token)
 
 
-def create_app(node: Node, admin_token: str | None) -> FastAPI:
+def create_app(node: Node, admin_token: str | None) -> "Guard":
     api = FastAPI(title="LightPersML edge node", version="1",
                   description="Top-k recommendations for a shopper in a store, from a signed bundle.")
     metrics = Metrics(node)
