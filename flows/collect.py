@@ -11,9 +11,9 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from flows.deploy import read_nodes
 from tasks.collect import collect_node_task, collected_dir
 from tasks.ingest import load_items
+from tasks.nodes import read_nodes
 
 
 @flow(name="collect-events", log_prints=True)
