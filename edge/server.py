@@ -124,7 +124,8 @@ def plain_recommendation_query(query_string: bytes) -> tuple | None:
     user, store, k = values.get("user_id", []), values.get("store_id", []), values.get("k", ["10"])
     exclude, recent = values.get("exclude", []), values.get("recent", [])
     if not (len(user) == len(store) == len(k) == 1 and 0 < len(user[0]) <= 128 and 0 < len(store[0]) <= 128
-            and k[0].isdigit() and 1 <= int(k[0]) <= MAX_K and len(exclude) <= MAX_K and len(recent) <= 50):
+            and k[0].isascii() and k[0].isdigit() and len(k[0]) <= 3 and 1 <= int(k[0]) <= MAX_K
+            and len(exclude) <= MAX_K and len(recent) <= 50):
         return None
     return user[0], store[0], int(k[0]), tuple(exclude), tuple(recent)
 

@@ -79,7 +79,8 @@ def test_the_fast_path_answers_exactly_like_the_validated_route(node):
     assert fast.json() == validated.json()
 
 
-@pytest.mark.parametrize("params", [{"k": 0}, {"k": 101}, {"k": "ten"}, {"store_id": ""}, {"user_id": "x" * 200}])
+@pytest.mark.parametrize("params", [{"k": 0}, {"k": 101}, {"k": "ten"}, {"k": "²"}, {"k": "9" * 5000}, {"store_id": ""},
+                                    {"user_id": "x" * 200}])
 def test_bad_requests_get_a_clear_4xx(node, params):
     response = recommend(node.url, **params)
     assert response.status_code == 422 and response.json()["detail"]
