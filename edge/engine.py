@@ -215,8 +215,9 @@ class Engine:
         if self.exclude_seen:
             blocked |= set(ranked.bought.tolist())
         usable = np.flatnonzero(self._allowed(store, items, blocked))[:k]
+        ranked_items = set(items[usable].tolist())
         session = [i for i in map(self.item_index.get, recent) if i is not None] + (live[3] if live else [])
-        extra = [(item, source) for item, source in self._co_purchased(session, blocked | set(items[usable].tolist()))
+        extra = [(item, source) for item, source in self._co_purchased(session, blocked | ranked_items)
                  if self._allowed(store, np.array([item]), blocked)[0]][:SESSION_SLOTS]
         chosen = [Recommendation(str(self.catalog.item_ids[items[j]]), float(ranked.scores[j]),
                                  _repeat_reason(float(ranked.count[j]), float(ranked.every[j])))
@@ -226,7 +227,7 @@ class Engine:
                    for position, (item, source) in enumerate(extra)]
         if len(chosen) < k:
             fill, fill_reason = self._fill(store)
-            taken = blocked | set(items[usable].tolist()) | {item for item, _ in extra}
+            taken = blocked | ranked_items | {item for item, _ in extra}
             top = max(float(self.catalog.popularity[fill[0]]), 1.0) if len(fill) else 1.0
             more = islice((item for item in fill if item not in taken), k - len(chosen))
             chosen += [Recommendation(str(self.catalog.item_ids[item]), 0.5 * float(self.catalog.popularity[item]) / top,

@@ -11,7 +11,7 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 
-from tasks.federated.task import central_ndcg, central_validation, new_model, save_model, settings
+from tasks.federated.task import catalog_size, central_ndcg, new_model, save_model, settings
 
 STRATEGIES = {"fedavg": FedAvg, "fedtrimmedavg": FedTrimmedAvg, "fedmedian": FedMedian, "krum": Krum}
 
@@ -25,12 +25,11 @@ def make_server_app(overrides: dict | None = None, output: Path | None = None) -
         n_nodes = len(list(grid.get_node_ids()))
         strategy = STRATEGIES[cfg["aggregation"]](fraction_evaluate=0.0, min_train_nodes=n_nodes,
                                                   min_available_nodes=n_nodes)
-        n_items = central_validation(cfg["data"], int(cfg["local-weeks"])).split.history.n_items
-        model = new_model(n_items)
+        model = new_model(catalog_size(cfg["data"]))
 
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
             model.load_state_dict(arrays.to_torch_state_dict())
-            return MetricRecord({"validation_ndcg_at_10": central_ndcg(model, cfg["data"], int(cfg["local-weeks"]))})
+            return MetricRecord({"validation_ndcg_at_10": central_ndcg(model, cfg["data"])})
 
         result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
                                 num_rounds=int(cfg["num-server-rounds"]), evaluate_fn=evaluate)

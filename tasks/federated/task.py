@@ -15,7 +15,7 @@ import torch
 from data_contracts.completejourney import load_source
 from data_contracts.validation import validate_dataset
 from lightpersml import config
-from models.candidates import FEATURE_NAMES
+from models.candidates import FEATURE_NAMES, LabelledCandidates, labelled_candidates
 from models.ranker import CandidateRanker
 from models.training import ndcg_at_k, score
 from tasks.distill import STUDENTS
@@ -53,20 +53,26 @@ def node_data(source: str, n_nodes: int, node: int, weeks: int) -> RankerData:
 
 
 @lru_cache(maxsize=2)
-def central_validation(source: str, weeks: int) -> RankerData:
+def central_validation(source: str) -> LabelledCandidates:
     """The server's scoring lists: every shopper's next basket after the validation cutoff."""
     dataset = _dataset(source)
-    splits, _ = build_splits(dataset, dataset.content_hash(), config.state_dir() / "features")
-    return ranker_data(splits["validation"], 1, generator_settings(TIFU_PARAMS), with_validation=True)
+    split = build_splits(dataset, dataset.content_hash(), config.state_dir() / "features")[0]["validation"]
+    return labelled_candidates(split.history, split.cutoff_day, split.targets, TIFU_PARAMS,
+                               item_groups=split.catalog.item_groups)
+
+
+def catalog_size(source: str) -> int:
+    """Items every node and the server index the same way (the shared items table)."""
+    return len(_dataset(source).items)
 
 
 def new_model(n_items: int) -> CandidateRanker:
     return CandidateRanker(n_features=len(FEATURE_NAMES), n_items=n_items, **STUDENTS["edge"]["architecture"])
 
 
-def central_ndcg(model: CandidateRanker, source: str, weeks: int) -> float:
-    data = central_validation(source, weeks)
-    return ndcg_at_k(score(model.eval(), data.validation), data.validation)
+def central_ndcg(model: CandidateRanker, source: str) -> float:
+    lists = central_validation(source)
+    return ndcg_at_k(score(model.eval(), lists), lists)
 
 
 def save_model(model: CandidateRanker, path: Path) -> Path:
