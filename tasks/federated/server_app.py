@@ -16,7 +16,7 @@ from tasks.federated.task import catalog_size, central_ndcg, new_model, save_mod
 STRATEGIES = {"fedavg": FedAvg, "fedtrimmedavg": FedTrimmedAvg, "fedmedian": FedMedian, "krum": Krum}
 
 
-def make_server_app(overrides: dict | None = None, output: Path | None = None) -> ServerApp:
+def make_server_app(overrides: dict | None = None, output_path: Path | None = None) -> ServerApp:
     app = ServerApp()
 
     @app.main()
@@ -34,6 +34,7 @@ def make_server_app(overrides: dict | None = None, output: Path | None = None) -
         result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
                                 num_rounds=int(cfg["num-server-rounds"]), evaluate_fn=evaluate)
         model.load_state_dict(result.arrays.to_torch_state_dict())
+        output = Path(cfg["model-path"]) if cfg["model-path"] else output_path
         if output is not None:
             save_model(model, output)
             rounds = {server_round: dict(metrics) for server_round, metrics in result.evaluate_metrics_serverapp.items()}

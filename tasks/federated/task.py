@@ -30,6 +30,7 @@ DEFAULTS = {
     "local-weeks": 4,  # weekly cutoffs whose next baskets are a node's training lists
     "lr": 3e-3,
     "aggregation": "fedavg",  # fedavg | fedtrimmedavg | fedmedian | krum
+    "model-path": "",  # where the server saves the final model (+ per-round JSON); "" saves nothing
 }
 TIFU_PARAMS = {"n_neighbors": 50, "group_size": 3}  # the nodes' own candidate generator (no central tuning)
 
