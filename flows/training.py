@@ -20,25 +20,17 @@ from prefect.artifacts import create_table_artifact
 
 from models.metrics import K
 from tasks.bundle import write_serving_data
-from tasks.evaluate import evaluate_split, evaluate_task, top_k_overlap
+from tasks.evaluate import evaluate_split, top_k_overlap
 from tasks.features import features_task
 from tasks.ingest import ingest_task
 from tasks.register import update_candidate_task
 from tasks.tiers import (BASELINE_TIERS, CLOUD_TIER, REGISTERED_TIERS, STUDENT_TIERS, TEACHER_TIER, FittedTier,
                          export_rankers_task, fit_rankers_task, fit_tier_task)
-from tasks.track import (finish_run, log_latency_ratios, log_row_metrics, log_summary_task, log_tier_task,
+from tasks.track import (evaluate_and_log, finish_run, log_latency_ratios, log_row_metrics, log_summary_task,
                          register_deploy_fit_task, start_parent_run, tier_table)
 from tasks.train import generator_settings, ranker_data_task
 from tasks.tune import tune_ranker_task
 from tasks.validate import validate_task
-
-
-def evaluate_and_log(fitted: FittedTier, folder: Path, split, settings: config.Profile, parent_run_id: str,
-                     data_hash: str, split_info: dict, extra: dict | None = None) -> tuple[dict, dict]:
-    """Save the tier, measure the saved artifact, log its child run. Returns (row, recommendations)."""
-    artifact = fitted.recommender.save(folder / fitted.name)
-    metrics, recommendations = evaluate_task(artifact, split, K, settings.latency_requests)
-    return log_tier_task(fitted, artifact, metrics | (extra or {}), parent_run_id, data_hash, split_info), recommendations
 
 
 def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folder: Path, parent_run_id: str,
@@ -65,7 +57,7 @@ def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folde
         extra = {}
         if tier in STUDENT_TIERS:  # what quantization costs, measured on the same test users
             extra["fp32_ndcg_at_10"] = evaluate_split(recommenders[f"fp32/{tier}"], test)["ndcg_at_10"]
-        rows[tier], outputs[tier] = evaluate_and_log(fitted, folder / "serving", test, settings, parent_run_id,
+        rows[tier], outputs[tier] = evaluate_and_log(fitted, folder / "serving", test, settings.latency_requests, parent_run_id,
                                                      data_hash, split_info, extra)
     # The exported teacher must rank like the PyTorch one on the real test users.
     overlap = top_k_overlap(outputs[TEACHER_TIER], outputs[CLOUD_TIER])
@@ -108,7 +100,7 @@ def training_flow(data: str = "completejourney", profile: str = "quick") -> dict
         with TemporaryDirectory(dir=config.state_dir()) as tmp:
             for tier in BASELINE_TIERS:
                 fitted[tier] = fit_tier_task(tier, splits, settings.tuning_trials, config.state_dir() / "optuna", data_hash)
-                rows.append(evaluate_and_log(fitted[tier], Path(tmp), splits["test"], settings, parent_run_id,
+                rows.append(evaluate_and_log(fitted[tier], Path(tmp), splits["test"], settings.latency_requests, parent_run_id,
                                              data_hash, split_info)[0])
             rows += neural_tiers(splits, fitted["tifu_knn"], settings, Path(tmp), parent_run_id, data_hash, split_info,
                                  clean.items)

@@ -335,5 +335,37 @@ def collect(
                       f"{row['quarantined']:,} quarantined")
 
 
+@app.command()
+def federate(
+    data: Annotated[str, typer.Option(help='"completejourney" (bundled) or a folder of contract files')] = "completejourney",
+    nodes: Annotated[int, typer.Option(min=2, help="store groups, one federated node each")] = 8,
+    rounds: Annotated[int, typer.Option(min=1, help="server rounds (fewer if the privacy budget ends first)")] = 10,
+    target_epsilon: Annotated[float, typer.Option(help="stop before a round would pass this ε (δ = 1/shoppers)")] = 8.0,
+    aggregation: Annotated[str, typer.Option(help="fedavg, fedtrimmedavg, fedmedian or krum")] = "fedavg",
+    noise_multiplier: Annotated[float, typer.Option(min=0.0, help="DP-SGD noise; 0 trains without DP")] = 1.0,
+    refit: Annotated[bool, typer.Option(help="refit on all data and register the federated tier")] = True,
+) -> None:
+    """Train the federated tier across store groups (Flower, DP-SGD, robust aggregation), log it beside the
+    other tiers and register it."""
+    from tasks.federated.server_app import STRATEGIES
+
+    if aggregation not in STRATEGIES:
+        raise typer.BadParameter(f"unknown aggregation {aggregation!r}; choose from {sorted(STRATEGIES)}")
+    from data_contracts.errors import DataContractError, DataValidationError
+    from flows.federated import federated_flow
+
+    try:
+        result = federated_flow(data=data, nodes=nodes, rounds=rounds, target_epsilon=target_epsilon,
+                                aggregation=aggregation, noise_multiplier=noise_multiplier, refit=refit)
+    except (DataContractError, DataValidationError) as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1)
+    print_tier_table([result["row"]])
+    summary = result["summary"]
+    console.print(f"{summary['rounds_trained']} rounds, ε = {summary['epsilon']:.2f} at δ = {summary['delta']:.2g}"
+                  + (f"; registered as version {result['version']}" if result["version"] else ""))
+    console.print(f"MLflow run {result['run_id']} (experiment {result['experiment_id']})")
+
+
 if __name__ == "__main__":
     app()

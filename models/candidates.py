@@ -376,6 +376,14 @@ class LabelledCandidates:
                    np.concatenate([p.labels for p in parts]), np.concatenate([p.basket_sizes for p in parts]),
                    np.concatenate([p.users for p in parts]))
 
+    def subset(self, lists: np.ndarray) -> "LabelledCandidates":
+        """Only the lists with index in `lists` (sorted), renumbered 0..len(lists)-1."""
+        bounds = np.r_[0, np.cumsum(np.bincount(self.group, minlength=len(self.basket_sizes)))]
+        rows = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in lists]) if len(lists) else np.zeros(0, int)
+        group = np.repeat(np.arange(len(lists)), bounds[np.asarray(lists) + 1] - bounds[lists])
+        return LabelledCandidates(self.features[rows], self.items[rows], group, self.labels[rows],
+                                  self.basket_sizes[lists], self.users[lists])
+
 
 def label(candidates: CandidateSet, targets: dict[int, set[int]]) -> LabelledCandidates:
     """Label built candidates by the users' target baskets (every candidate user must be in targets)."""

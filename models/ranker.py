@@ -13,15 +13,18 @@ class CandidateRanker(nn.Module):
     n_features: feature columns (models.candidates.FEATURE_NAMES). n_items: catalog size.
     item_buckets: embed `item % item_buckets` instead of one row per item (hashed catalog for
     small tiers); None embeds every item. Feature mean/std are buffers so exported models
-    standardise inside the graph.
+    standardise inside the graph. log_features: feed sign(x)·log1p(|x|) instead of x, a fixed
+    compression for models that may not learn statistics from the data (differentially private
+    training keeps mean 0 and std 1).
     """
 
     def __init__(self, n_features: int, n_items: int, item_dim: int = 32, hidden: int = 128,
-                 item_buckets: int | None = None, dropout: float = 0.1):
+                 item_buckets: int | None = None, dropout: float = 0.1, log_features: bool = False):
         super().__init__()
         self.config = dict(n_features=n_features, n_items=n_items, item_dim=item_dim, hidden=hidden,
-                           item_buckets=item_buckets, dropout=dropout)  # re-creates the module (torch.save)
+                           item_buckets=item_buckets, dropout=dropout, log_features=log_features)  # re-creates the module (torch.save)
         self.item_buckets = item_buckets
+        self.log_features = log_features
         self.item_embedding = nn.Embedding(item_buckets or n_items, item_dim)
         nn.init.normal_(self.item_embedding.weight, std=0.01)
         self.mlp = nn.Sequential(
@@ -41,6 +44,8 @@ class CandidateRanker(nn.Module):
         """features: (n_rows, n_features) float32; items: (n_rows,) int64 → scores (n_rows,)."""
         if self.item_buckets:
             items = torch.remainder(items, self.item_buckets)
+        if self.log_features:
+            features = torch.sign(features) * torch.log1p(features.abs())
         x = torch.cat([(features - self.feature_mean) / self.feature_std, self.item_embedding(items)], dim=1)
         return self.mlp(x).squeeze(-1)
 

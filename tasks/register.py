@@ -179,9 +179,19 @@ def _teacher(name: str, pipeline_run_id: str | None):
 _NO_TEACHER = object()
 
 
+def reference_teacher_run(data_hash: str, name: str = REGISTERED_MODEL) -> str | None:
+    """Pipeline run id of the newest teacher version trained on data `data_hash`, or None. Tiers
+    trained outside the training pipeline (federated) are gated against that teacher."""
+    for version in reversed(_versions(name, teacher=True)):
+        if version.run_id and _client().get_run(version.run_id).data.tags.get("data_hash") == data_hash:
+            return version.tags.get("pipeline_run_id")
+    return None
+
+
 def _failures(version, gates: Gates, name: str, teacher=_NO_TEACHER) -> list[str]:
     metrics = version_metrics(version)
-    pipeline_run_id = version.tags.get("pipeline_run_id")
+    # A federated version names the training pipeline whose teacher it is compared with.
+    pipeline_run_id = version.tags.get("teacher_pipeline_run_id") or version.tags.get("pipeline_run_id")
     if teacher is _NO_TEACHER:
         teacher = _teacher(name, pipeline_run_id)
     failures = []

@@ -16,11 +16,13 @@ from prefect.cache_policies import NO_CACHE
 
 from lightpersml import config
 from lightpersml.config import REGISTERED_MODEL
-from models.metrics import METRIC_NAMES
+from models.metrics import METRIC_NAMES, K
 from models.ranking_tier import ONNX_FILE, TORCH_FILE
 from models.recommender import Recommender
 from tasks import pyfunc_model
 from tasks.pyfunc_model import SIGNATURE
+from tasks.evaluate import evaluate_task
+from tasks.features import Split
 from tasks.register import register_tier
 from tasks.tiers import FittedTier
 
@@ -93,6 +95,14 @@ def log_tier_task(fitted: FittedTier, artifact: Path, metrics: dict[str, float],
             mlflow.pyfunc.log_model(name="model", python_model=str(Path(pyfunc_model.__file__)), signature=SIGNATURE,
                                     artifacts={"recommender": str(artifact)}, pip_requirements=["lightpersml"])
     return {"tier": fitted.name, "run_id": run.info.run_id, **metrics}
+
+
+def evaluate_and_log(fitted: FittedTier, folder: Path, split: Split, latency_requests: int, parent_run_id: str,
+                     data_hash: str, split_info: dict, extra: dict | None = None) -> tuple[dict, dict]:
+    """Save the tier, measure the saved artifact, log its child run. Returns (row, recommendations)."""
+    artifact = fitted.recommender.save(folder / fitted.name)
+    metrics, recommendations = evaluate_task(artifact, split, K, latency_requests)
+    return log_tier_task(fitted, artifact, metrics | (extra or {}), parent_run_id, data_hash, split_info), recommendations
 
 
 def log_row_metrics(row: dict, metrics: dict[str, float]) -> None:

@@ -1,12 +1,41 @@
-"""A store group's node: trains the global model on its own candidate lists, returns the weights."""
+"""A store group's node: trains the global model on its own candidate lists (with DP-SGD when
+noise-multiplier > 0) and returns the weights, plus the private steps it took for the server's
+accountant."""
 
 from __future__ import annotations
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from models.private_training import train_ranker_private
+from models.ranker import CandidateRanker
 from models.training import train_ranker
-from tasks.federated.task import new_model, node_data, settings
+from tasks.federated.task import RankerData, new_model, node_data, private, settings
+
+
+def local_update(msg: Message, context: Context, cfg: dict) -> tuple[CandidateRanker, RankerData, dict]:
+    """Train the received global model on this node's lists: (model, the node's data, metrics)."""
+    node, n_nodes = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    data = node_data(cfg["data"], n_nodes, node, int(cfg["local-weeks"]), cfg["split"], float(cfg["holdout-share"]))
+    model = new_model(data.split.history.n_items, private(cfg))
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    metrics = {"num-examples": len(data.train.basket_sizes)}
+    epochs, lr = int(cfg["local-epochs"]), float(cfg["lr"])
+    server_round = int(msg.metadata.group_id) if msg.metadata.group_id.isdigit() else 0  # strategies send the round
+    seed = 1_000 * server_round + node  # fresh noise and order every round
+    if private(cfg):
+        steps = train_ranker_private(model, data.train, epochs, lr, float(cfg["clipping-norm"]),
+                                     float(cfg["noise-multiplier"]), int(cfg["shoppers-per-batch"]), seed=seed)
+        metrics |= {"dp-noise-multiplier": steps.noise_multiplier, "dp-sample-rate": steps.sample_rate,
+                    "dp-steps": steps.steps}
+    else:
+        train_ranker(model, data.train, None, epochs, lr, seed=seed)
+    return model, data, metrics
+
+
+def reply(msg: Message, model: CandidateRanker, metrics: dict) -> Message:
+    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
 
 
 def make_client_app(overrides: dict | None = None) -> ClientApp:
@@ -14,16 +43,8 @@ def make_client_app(overrides: dict | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        cfg = settings(context.run_config, overrides)
-        node, n_nodes = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
-        data = node_data(cfg["data"], n_nodes, node, int(cfg["local-weeks"]))
-        model = new_model(data.split.history.n_items)
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        train_ranker(model, data.train, None, int(cfg["local-epochs"]), float(cfg["lr"]), seed=node)
-        lists = len(data.train.basket_sizes)
-        content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
-                              "metrics": MetricRecord({"num-examples": lists})})
-        return Message(content=content, reply_to=msg)
+        model, _, metrics = local_update(msg, context, settings(context.run_config, overrides))
+        return reply(msg, model, metrics)
 
     return app
 

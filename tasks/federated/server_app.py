@@ -1,19 +1,71 @@
-"""The server: aggregates the nodes' weights with the configured strategy and scores every round's
-global model on the central validation lists; the final model (and the per-round scores, as JSON
-beside it) is saved to `output` for the pipeline."""
+"""The server: aggregates the nodes' weights with the configured strategy, accounts the privacy
+budget of differentially private rounds and stops when the next round would pass the target ε,
+and scores every round's global model on the central validation lists.
+
+Per round it records validation NDCG@10, ε and δ, and the bytes each node sent; they go to the
+MLflow run `mlflow-run-id` (when set) as the round ends, and with the final model to `model-path`
+(JSON beside it).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterable
 from pathlib import Path
 
-from flwr.app import ArrayRecord, Context, MetricRecord
+import mlflow
+from flwr.app import ArrayRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 
-from tasks.federated.task import catalog_size, central_ndcg, new_model, save_model, settings
+from lightpersml import config
+from models.private_training import PrivateSteps
+from tasks.federated.privacy import PrivacyLedger
+from tasks.federated.task import catalog_size, central_ndcg, new_model, private, save_model, settings, shopper_count
+
+log = logging.getLogger(__name__)
 
 STRATEGIES = {"fedavg": FedAvg, "fedtrimmedavg": FedTrimmedAvg, "fedmedian": FedMedian, "krum": Krum}
+
+
+def upload_bytes(reply: Message) -> int:
+    """Bytes of model weights a node sent (the payload that leaves the store)."""
+    return sum(len(array.data) for record in reply.content.array_records.values() for array in record.values())
+
+
+def log_round(run_id: str, server_round: int, record: dict) -> None:
+    """Log a round's numbers to MLflow run `run_id` (no-op for "") with step = round."""
+    if run_id:
+        client = mlflow.MlflowClient(config.mlflow_tracking_uri())
+        for key, value in record.items():
+            client.log_metric(run_id, f"round_{key}", float(value), step=server_round)
+
+
+def audited(strategy: type, ledger: PrivacyLedger, rounds: dict) -> type:
+    """`strategy` that records each round's upload sizes and private steps before aggregating,
+    and sends no more training rounds once the ledger's budget is spent."""
+
+    class Audited(strategy):
+        def configure_train(self, server_round: int, arrays: ArrayRecord, config, grid: Grid) -> Iterable[Message]:
+            return [] if ledger.spent else super().configure_train(server_round, arrays, config, grid)
+
+        def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+            replies = [reply for reply in replies if reply.has_content()]
+            if not replies:
+                return None, None
+            sizes = [upload_bytes(reply) for reply in replies]
+            record = {"nodes": len(replies), "bytes_per_node": max(sizes), "bytes_total": sum(sizes)}
+            metrics = [reply.content["metrics"] for reply in replies]
+            if all("dp-steps" in m for m in metrics):
+                record["epsilon"] = ledger.record([PrivateSteps(float(m["dp-noise-multiplier"]),
+                                                                float(m["dp-sample-rate"]), int(m["dp-steps"]))
+                                                   for m in metrics])
+                record["delta"] = ledger.delta
+            rounds[server_round] = record
+            return super().aggregate_train(server_round, replies)
+
+    return Audited
 
 
 def make_server_app(overrides: dict | None = None, output_path: Path | None = None) -> ServerApp:
@@ -23,22 +75,37 @@ def make_server_app(overrides: dict | None = None, output_path: Path | None = No
     def main(grid: Grid, context: Context) -> None:
         cfg = settings(context.run_config, overrides)
         n_nodes = len(list(grid.get_node_ids()))
-        strategy = STRATEGIES[cfg["aggregation"]](fraction_evaluate=0.0, min_train_nodes=n_nodes,
-                                                  min_available_nodes=n_nodes)
-        model = new_model(catalog_size(cfg["data"]))
+        delta = float(cfg["delta"]) or 1 / shopper_count(cfg["data"])
+        ledger = PrivacyLedger(delta, float(cfg["target-epsilon"]))
+        rounds: dict[int, dict] = {}
+        options = {"num_malicious_nodes": int(cfg["krum-malicious-nodes"])} if cfg["aggregation"] == "krum" else {}
+        strategy = audited(STRATEGIES[cfg["aggregation"]], ledger, rounds)(
+            fraction_evaluate=0.0, min_train_nodes=n_nodes, min_available_nodes=n_nodes, **options)
+        model = new_model(catalog_size(cfg["data"]), private(cfg))
 
-        def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            if server_round and server_round not in rounds:  # budget spent: no training this round
+                return None
             model.load_state_dict(arrays.to_torch_state_dict())
-            return MetricRecord({"validation_ndcg_at_10": central_ndcg(model, cfg["data"])})
+            record = rounds.setdefault(server_round, {})
+            record["validation_ndcg_at_10"] = central_ndcg(model, cfg["data"])
+            log_round(cfg["mlflow-run-id"], server_round, record)
+            return MetricRecord(record)
 
         result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
                                 num_rounds=int(cfg["num-server-rounds"]), evaluate_fn=evaluate)
         model.load_state_dict(result.arrays.to_torch_state_dict())
+        epsilon = ledger.epsilon()
+        if ledger.target_epsilon and epsilon > ledger.target_epsilon:
+            log.error("ε = %.2f passes the target %.2f: a single round costs more; raise noise-multiplier",
+                      epsilon, ledger.target_epsilon)
         output = Path(cfg["model-path"]) if cfg["model-path"] else output_path
         if output is not None:
             save_model(model, output)
-            rounds = {server_round: dict(metrics) for server_round, metrics in result.evaluate_metrics_serverapp.items()}
-            output.with_suffix(".json").write_text(json.dumps(rounds))
+            summary = {"rounds": rounds, "epsilon": epsilon, "delta": delta, "private": private(cfg),
+                       "target_epsilon": ledger.target_epsilon, "budget_spent": ledger.spent,
+                       "rounds_trained": len([r for r in rounds if r]), "settings": cfg}
+            output.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
 
     return app
 

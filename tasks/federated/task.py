@@ -7,9 +7,11 @@ on the central validation lists. Settings: `DEFAULTS`, overridden by Flower's ru
 
 from __future__ import annotations
 
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from data_contracts.completejourney import load_source
@@ -19,7 +21,7 @@ from models.candidates import FEATURE_NAMES, LabelledCandidates, labelled_candid
 from models.ranker import CandidateRanker
 from models.training import ndcg_at_k, score
 from tasks.distill import STUDENTS
-from tasks.features import build_splits
+from tasks.features import Split, build_splits
 from tasks.partition import node_splits
 from tasks.train import RankerData, generator_settings, ranker_data
 
@@ -28,9 +30,19 @@ DEFAULTS = {
     "num-server-rounds": 3,
     "local-epochs": 1,
     "local-weeks": 4,  # weekly cutoffs whose next baskets are a node's training lists
+    "split": "test",  # train on data before this central cutoff: test (evaluation fit) or deploy (all data)
     "lr": 3e-3,
     "aggregation": "fedavg",  # fedavg | fedtrimmedavg | fedmedian | krum
     "model-path": "",  # where the server saves the final model (+ per-round JSON); "" saves nothing
+    "mlflow-run-id": "",  # MLflow run that receives each round's metrics; "" logs nothing
+    # Differential privacy (models.private_training): noise-multiplier 0 trains without it.
+    "noise-multiplier": 0.0,
+    "clipping-norm": 1.0,  # L2 bound of one shopper's gradient
+    "shoppers-per-batch": 64,  # expected DP-SGD batch (sample rate = this / the node's shoppers)
+    "target-epsilon": 0.0,  # stop before a round would pass it; 0: no budget
+    "delta": 0.0,  # 0: 1 / number of shoppers
+    "krum-malicious-nodes": 1,  # nodes Krum tolerates
+    "holdout-share": 0.0,  # share of shoppers (by id hash) no node trains on: the membership audit's non-members
 }
 TIFU_PARAMS = {"n_neighbors": 50, "group_size": 3}  # the nodes' own candidate generator (no central tuning)
 
@@ -46,11 +58,31 @@ def _dataset(source: str):
     return clean
 
 
-@lru_cache(maxsize=8)
-def node_data(source: str, n_nodes: int, node: int, weeks: int) -> RankerData:
-    """Node `node`'s training lists, before the central test cutoff (cached per process)."""
-    split = node_splits(_dataset(source), n_nodes, "test")[node]
-    return ranker_data(split, weeks, generator_settings(TIFU_PARAMS))
+def private(cfg: dict) -> bool:
+    return float(cfg["noise-multiplier"]) > 0
+
+
+def held_out(user_ids, share: float) -> np.ndarray:
+    """True for shoppers no node trains on: crc32(user_id) mod 10,000 < share × 10,000."""
+    return np.array([zlib.crc32(str(u).encode()) % 10_000 < share * 10_000 for u in user_ids], dtype=bool)
+
+
+@lru_cache(maxsize=2)
+def _node_splits(source: str, n_nodes: int, split: str) -> list[Split]:
+    return node_splits(_dataset(source), n_nodes, split)
+
+
+@lru_cache(maxsize=16)
+def node_data(source: str, n_nodes: int, node: int, weeks: int, split: str = "test",
+              holdout_share: float = 0.0) -> RankerData:
+    """Node `node`'s training lists before the central `split` cutoff, without held-out shoppers
+    (cached per process)."""
+    data = ranker_data(_node_splits(source, n_nodes, split)[node], weeks, generator_settings(TIFU_PARAMS))
+    if holdout_share:
+        train = data.train
+        keep = ~held_out(data.split.catalog.user_ids[train.users], holdout_share)
+        data.train = train.subset(np.flatnonzero(keep))
+    return data
 
 
 @lru_cache(maxsize=2)
@@ -67,8 +99,15 @@ def catalog_size(source: str) -> int:
     return len(_dataset(source).items)
 
 
-def new_model(n_items: int) -> CandidateRanker:
-    return CandidateRanker(n_features=len(FEATURE_NAMES), n_items=n_items, **STUDENTS["edge"]["architecture"])
+def shopper_count(source: str) -> int:
+    return len(_dataset(source).users)
+
+
+def new_model(n_items: int, private: bool = False) -> CandidateRanker:
+    """The edge tier's architecture; private models compress features with a fixed log instead
+    of learning a standardisation from the data."""
+    return CandidateRanker(n_features=len(FEATURE_NAMES), n_items=n_items, log_features=private,
+                           **STUDENTS["edge"]["architecture"])
 
 
 def central_ndcg(model: CandidateRanker, source: str) -> float:

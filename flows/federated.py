@@ -1,0 +1,108 @@
+"""Federated training across store groups: validate → features → federated training until the
+test cutoff (Flower simulation; DP-SGD at every node; robust aggregation) → export int8 →
+evaluate and log the `federated` tier beside the others → federated refit on all data →
+register it (promotable to the edge like any version).
+
+Per round, the server logs validation NDCG@10, ε, δ and the bytes each node sent to this
+pipeline's parent MLflow run. A failed run registers nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from lightpersml import config  # noqa: F401  (sets the quiet environment before prefect/mlflow load)
+from lightpersml.config import REGISTERED_MODEL
+
+import mlflow
+from prefect import flow
+
+from tasks.bundle import write_serving_data
+from tasks.distill import STUDENTS
+from tasks.features import features_task
+from tasks.federated.simulation import federate_task
+from tasks.federated.task import DEFAULTS, TIFU_PARAMS
+from tasks.ingest import ingest_task
+from tasks.register import reference_teacher_run
+from tasks.tiers import FittedTier, RankerFit, exclude_seen_items, export_rankers_task
+from tasks.track import evaluate_and_log, finish_run, register_deploy_fit_task, start_parent_run
+from tasks.train import RankerSpec, generator_settings, ranker_data_task
+from tasks.validate import validate_task
+
+FEDERATED_TIER = "federated"
+
+
+@flow(name="federated-training", log_prints=True)
+def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 10, target_epsilon: float = 8.0,
+                   aggregation: str = "fedavg", noise_multiplier: float = 1.0, local_epochs: int = 1,
+                   refit: bool = True) -> dict:
+    """Train the `federated` tier on `data` split into `nodes` store groups (tasks.partition).
+
+    noise_multiplier 0 trains without differential privacy (target_epsilon is then ignored).
+    refit=False logs the evaluation fit and registers nothing. Returns {"run_id", "row", "version",
+    "summary" (the evaluation fit's rounds), "deploy_summary"}.
+    """
+    settings = config.PROFILES["quick"]
+    dataset = ingest_task(data)
+    parent_run_id, experiment_id = start_parent_run(dataset.name, "federated", data)
+    ok, version, deploy_summary = False, None, None
+    try:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        clean, _ = validate_task(dataset, config.state_dir() / "reports" / dataset.name / stamp,
+                                 config.ValidationSettings(), parent_run_id)
+        data_hash = clean.content_hash()
+        splits = features_task(clean, data_hash, config.state_dir() / "features", settings.test_weeks,
+                               settings.validation_weeks)
+        federated = {**DEFAULTS, "data": data, "num-server-rounds": rounds, "aggregation": aggregation,
+                     "noise-multiplier": noise_multiplier, "target-epsilon": target_epsilon if noise_multiplier else 0.0,
+                     "local-epochs": local_epochs, "mlflow-run-id": parent_run_id}
+        mlflow.MlflowClient().log_params(parent_run_id, {"nodes": nodes, **{k: v for k, v in federated.items()
+                                                                               if k not in ("data", "mlflow-run-id")}})
+        split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
+        exclude_seen = exclude_seen_items(splits["validation"])
+        generator = generator_settings(TIFU_PARAMS)
+        architecture = {**STUDENTS["edge"]["architecture"], "log_features": noise_multiplier > 0}
+        spec = RankerSpec(architecture, float(federated["lr"]), 0.0, epochs=rounds * local_epochs)
+        with TemporaryDirectory(dir=config.state_dir()) as tmp:
+            tmp = Path(tmp)
+            result = federate_task({**federated, "split": "test"}, nodes, tmp / "evaluation.pt")
+            privacy = {"epsilon": result.summary["epsilon"], "delta": result.summary["delta"],
+                       "federated_rounds": result.summary["rounds_trained"],
+                       "bytes_per_node_per_round": max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())}
+            fit = RankerFit(ranker_data_task(splits["test"], 1, generator), {FEDERATED_TIER: result.model},
+                            {FEDERATED_TIER: spec}, {FEDERATED_TIER: result.seconds})
+            meta = {"trained_until": str(splits["test"].cutoff), "data_hash": data_hash, "evaluation_fit": True}
+            recommender = export_rankers_task(fit, tmp / "evaluation", exclude_seen, meta)[FEDERATED_TIER]
+            params = {**recommender.tier.params, "nodes": nodes, "exclude_seen": exclude_seen}
+            fitted = FittedTier(FEDERATED_TIER, recommender, params, result.seconds, 0.0, {})
+            row, _ = evaluate_and_log(fitted, tmp / "serving", splits["test"], settings.latency_requests, parent_run_id,
+                                      data_hash, split_info, privacy)
+            if refit:
+                deploy = splits["deploy"]
+                refitted = federate_task({**federated, "split": "deploy"}, nodes, tmp / "deploy.pt")
+                deploy_summary = refitted.summary
+                fit = RankerFit(ranker_data_task(deploy, 1, generator), {FEDERATED_TIER: refitted.model},
+                                {FEDERATED_TIER: spec}, {FEDERATED_TIER: refitted.seconds})
+                meta = {"trained_until": str(deploy.cutoff), "data_hash": data_hash, "evaluation_fit": False}
+                deployable = export_rankers_task(fit, tmp / "deploy", exclude_seen, meta)[FEDERATED_TIER]
+                serving_data = write_serving_data(deploy, clean.items, tmp / "deploy-data")
+                version = register_deploy_fit_task(row["run_id"], deployable, tmp / "deploy-serving", row, parent_run_id,
+                                                   teacher=False, serving_data=serving_data)
+                client = mlflow.MlflowClient()
+                # The released model's own budget (the evaluation fit's numbers are the run's metrics).
+                for key in ("epsilon", "delta"):
+                    client.set_model_version_tag(REGISTERED_MODEL, version, f"deploy_fit_{key}", str(refitted.summary[key]))
+                teacher_run = reference_teacher_run(data_hash)
+                if teacher_run:  # promotion gates compare NDCG@10 with that teacher
+                    client.set_model_version_tag(REGISTERED_MODEL, version, "teacher_pipeline_run_id", teacher_run)
+        ok = True
+    finally:
+        finish_run(parent_run_id, ok)
+    return {"run_id": parent_run_id, "experiment_id": experiment_id, "row": row, "version": version,
+            "summary": result.summary, "deploy_summary": deploy_summary}
+
+
+if __name__ == "__main__":
+    federated_flow()
