@@ -17,6 +17,7 @@ from lightpersml import config  # noqa: F401  (sets the quiet environment before
 from lightpersml.config import REGISTERED_MODEL
 
 import mlflow
+from mlflow.entities import Param
 from prefect import flow
 
 from tasks.bundle import write_serving_data
@@ -58,8 +59,8 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
         federated = {**DEFAULTS, "data": data, "num-server-rounds": rounds, "aggregation": aggregation,
                      "noise-multiplier": noise_multiplier, "target-epsilon": target_epsilon if noise_multiplier else 0.0,
                      "local-epochs": local_epochs, "mlflow-run-id": parent_run_id}
-        mlflow.MlflowClient().log_params(parent_run_id, {"nodes": nodes, **{k: v for k, v in federated.items()
-                                                                               if k not in ("data", "mlflow-run-id")}})
+        logged = {"nodes": nodes, **{k: v for k, v in federated.items() if k not in ("data", "mlflow-run-id")}}
+        mlflow.MlflowClient().log_batch(parent_run_id, params=[Param(k, str(v)) for k, v in logged.items()])
         split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
         exclude_seen = exclude_seen_items(splits["validation"])
         generator = generator_settings(TIFU_PARAMS)

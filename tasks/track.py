@@ -170,7 +170,9 @@ def pareto_plot(rows: list[dict], path: Path) -> Path:
 
 
 def tier_table(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows)[list(TABLE_COLUMNS)].sort_values("ndcg_at_10", ascending=False).reset_index(drop=True)
+    """TABLE_COLUMNS the rows have (a federated run has no cloud reference), best NDCG@10 first."""
+    frame = pd.DataFrame(rows)
+    return frame[[c for c in TABLE_COLUMNS if c in frame]].sort_values("ndcg_at_10", ascending=False).reset_index(drop=True)
 
 
 @task(name="log pipeline summary", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)

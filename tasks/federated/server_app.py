@@ -3,7 +3,7 @@ budget of differentially private rounds and stops when the next round would pass
 and scores every round's global model on the central validation lists.
 
 Per round it records validation NDCG@10, ε and δ, and the bytes each node sent; they go to the
-MLflow run `mlflow-run-id` (when set) as the round ends, and with the final model to `model-path`
+MLflow run `mlflow-run-id` (when set) as the round ends, named <split>_round_<name>, and with the final model to `model-path`
 (JSON beside it).
 """
 
@@ -34,12 +34,12 @@ def upload_bytes(reply: Message) -> int:
     return sum(len(array.data) for record in reply.content.array_records.values() for array in record.values())
 
 
-def log_round(run_id: str, server_round: int, record: dict) -> None:
-    """Log a round's numbers to MLflow run `run_id` (no-op for "") with step = round."""
+def log_round(run_id: str, prefix: str, server_round: int, record: dict) -> None:
+    """Log a round's numbers to MLflow run `run_id` (no-op for "") as `prefix`_round_<name>, step = round."""
     if run_id:
         client = mlflow.MlflowClient(config.mlflow_tracking_uri())
         for key, value in record.items():
-            client.log_metric(run_id, f"round_{key}", float(value), step=server_round)
+            client.log_metric(run_id, f"{prefix}_round_{key}", float(value), step=server_round)
 
 
 def audited(strategy: type, ledger: PrivacyLedger, rounds: dict) -> type:
@@ -89,7 +89,7 @@ def make_server_app(overrides: dict | None = None, output_path: Path | None = No
             model.load_state_dict(arrays.to_torch_state_dict())
             record = rounds.setdefault(server_round, {})
             record["validation_ndcg_at_10"] = central_ndcg(model, cfg["data"])
-            log_round(cfg["mlflow-run-id"], server_round, record)
+            log_round(cfg["mlflow-run-id"], cfg["split"], server_round, record)
             return MetricRecord(record)
 
         result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),

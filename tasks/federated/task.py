@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from functools import lru_cache
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import numpy as np
 import torch
@@ -53,8 +54,11 @@ def settings(run_config: dict, overrides: dict | None = None) -> dict:
 
 @lru_cache(maxsize=2)
 def _dataset(source: str):
-    clean, _ = validate_dataset(load_source(source), config.state_dir() / "reports" / "federated",
-                                **vars(config.ValidationSettings()))
+    """The source after the data contract (the flow keeps the report; nodes validate in parallel,
+    so each writes its throwaway report to a folder of its own)."""
+    config.state_dir().mkdir(parents=True, exist_ok=True)
+    with TemporaryDirectory(dir=config.state_dir()) as reports:
+        clean, _ = validate_dataset(load_source(source), Path(reports), **vars(config.ValidationSettings()))
     return clean
 
 
