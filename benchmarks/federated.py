@@ -10,7 +10,9 @@ id hash, are held out of every training as the membership audit's non-members):
 
 Membership inference (loss threshold, Yeom et al. 2018): score each shopper by minus their mean
 listwise loss on their lists at the training cutoffs; AUC of members against held-out shoppers
-(0.5 = the model tells nothing).
+(0.5 = the model tells nothing). `membership_auc` uses the lists each architecture trained on (the
+central lists; for federated models the nodes' own lists, features from each node's share of the
+history); `membership_auc_central_lists` uses the central lists for all three.
 
 Poisoning (`poison_nodes` nodes, 20 % of them attackers, no DP), per aggregation strategy:
   - sign-flip: attackers upload global − 10 × (their honest update);
@@ -190,8 +192,12 @@ def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
             model = new_model(test.history.n_items)
             torch.manual_seed(0)
             train_ranker(model, central.subset(members), None, central_epochs, float(DEFAULTS["lr"]))
+            own = round(membership_auc(model, central, list_users, holdout), 4)
+            node_lists = [node_data(source, nodes, n, weeks) for n in range(nodes)]
+            stored = LabelledCandidates.concat([d.train for d in node_lists])  # what the nodes train on
+            stored_users = np.concatenate([d.list_users for d in node_lists])
             rows = [{"architecture": "central", "ndcg_at_10": ndcg(model), "epsilon": "∞ (no DP)",
-                     "membership_auc": round(membership_auc(model, central, list_users, holdout), 4),
+                     "membership_auc": own, "membership_auc_central_lists": own,
                      "bytes_per_store_per_round": "all raw events", "rounds": "-",
                      "seconds": round(time.perf_counter() - start)}]
             for name, dp in (("federated", {}), ("federated + DP", {"noise-multiplier": noise_multiplier,
@@ -200,7 +206,9 @@ def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
                 sent = max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())
                 rows.append({"architecture": name, "ndcg_at_10": ndcg(result.model),
                              "epsilon": round(result.summary["epsilon"], 2) if dp else "∞ (no DP)",
-                             "membership_auc": round(membership_auc(result.model, central, list_users, holdout), 4),
+                             "membership_auc": round(membership_auc(result.model, stored, stored_users, holdout), 4),
+                             "membership_auc_central_lists": round(membership_auc(result.model, central, list_users,
+                                                                                  holdout), 4),
                              "bytes_per_store_per_round": sent, "rounds": result.summary["rounds_trained"],
                              "seconds": round(result.seconds)})
                 print(rows[-1], flush=True)

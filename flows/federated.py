@@ -35,9 +35,16 @@ from tasks.validate import validate_task
 FEDERATED_TIER = "federated"
 
 
+def check_budget(summary: dict, target_epsilon: float) -> None:
+    """A private run whose first round alone passes the target must not be released."""
+    if summary["private"] and summary["epsilon"] > target_epsilon:
+        raise ValueError(f"one federated round costs ε = {summary['epsilon']:.2f}, past the target {target_epsilon:g}: "
+                         "raise --noise-multiplier or the target; nothing was registered")
+
+
 @flow(name="federated-training", log_prints=True)
 def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 10, target_epsilon: float = 8.0,
-                   aggregation: str = "fedavg", noise_multiplier: float = 1.0, local_epochs: int = 1,
+                   aggregation: str = "fedavg", noise_multiplier: float = 2.0, local_epochs: int = 1,
                    refit: bool = True) -> dict:
     """Train the `federated` tier on `data` split into `nodes` store groups (tasks.partition).
 
@@ -69,6 +76,7 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
         with TemporaryDirectory(dir=config.state_dir()) as tmp:
             tmp = Path(tmp)
             result = federate_task({**federated, "split": "test"}, nodes, tmp / "evaluation.pt")
+            check_budget(result.summary, target_epsilon)
             privacy = {"epsilon": result.summary["epsilon"], "delta": result.summary["delta"],
                        "federated_rounds": result.summary["rounds_trained"],
                        "bytes_per_node_per_round": max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())}
@@ -83,6 +91,7 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
             if refit:
                 deploy = splits["deploy"]
                 refitted = federate_task({**federated, "split": "deploy"}, nodes, tmp / "deploy.pt")
+                check_budget(refitted.summary, target_epsilon)
                 deploy_summary = refitted.summary
                 fit = RankerFit(ranker_data_task(deploy, 1, generator), {FEDERATED_TIER: refitted.model},
                                 {FEDERATED_TIER: spec}, {FEDERATED_TIER: refitted.seconds})

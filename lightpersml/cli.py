@@ -342,7 +342,7 @@ def federate(
     rounds: Annotated[int, typer.Option(min=1, help="server rounds (fewer if the privacy budget ends first)")] = 10,
     target_epsilon: Annotated[float, typer.Option(help="stop before a round would pass this ε (δ = 1/shoppers)")] = 8.0,
     aggregation: Annotated[str, typer.Option(help="fedavg, fedtrimmedavg, fedmedian or krum")] = "fedavg",
-    noise_multiplier: Annotated[float, typer.Option(min=0.0, help="DP-SGD noise; 0 trains without DP")] = 1.0,
+    noise_multiplier: Annotated[float, typer.Option(min=0.0, help="DP-SGD noise; 0 trains without DP")] = 2.0,
     refit: Annotated[bool, typer.Option(help="refit on all data and register the federated tier")] = True,
 ) -> None:
     """Train the federated tier across store groups (Flower, DP-SGD, robust aggregation), log it beside the
@@ -357,7 +357,7 @@ def federate(
     try:
         result = federated_flow(data=data, nodes=nodes, rounds=rounds, target_epsilon=target_epsilon,
                                 aggregation=aggregation, noise_multiplier=noise_multiplier, refit=refit)
-    except (DataContractError, DataValidationError) as error:
+    except (DataContractError, DataValidationError, ValueError) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1)
     print_tier_table([result["row"]])

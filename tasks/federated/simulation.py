@@ -33,8 +33,12 @@ def run_federated(settings: dict, n_nodes: int, output: Path, client_app=None) -
 
     from tasks.federated.client_app import make_client_app
     from tasks.federated.server_app import make_server_app
+    from tasks.federated.task import node_data, server_data
 
     start = time.perf_counter()
+    # Build the nodes' and the server's cached lists here, once, rather than in racing Ray actors.
+    node_data(settings["data"], n_nodes, 0, int(settings["local-weeks"]), settings["split"])
+    server_data(settings["data"])
     output.unlink(missing_ok=True)
     run_simulation(make_server_app(settings, output), client_app or make_client_app(settings), num_supernodes=n_nodes,
                    backend_config={"client_resources": {"num_cpus": 1},
