@@ -57,7 +57,9 @@ from tasks.federated.task import DEFAULTS, TIFU_PARAMS, _dataset, held_out, new_
 from tasks.train import generator_settings, ranker_data  # noqa: E402
 
 ATTACKS = ("sign-flip", "target-push")
+N_ITEMS_MAX = 2**20  # bincount length for item indices (Complete Journey has 92,348)
 SIGN_FLIP_SCALE = 10.0
+PUSH_EPOCHS, PUSH_LR = 50, 0.03  # the attacker's own training: many strong steps on the few lists with the target
 
 
 def per_list_loss(scores: np.ndarray, lists: LabelledCandidates) -> np.ndarray:
@@ -129,15 +131,16 @@ def attacking_client_app(overrides: dict, attackers: set[int], attack: str, item
         if int(context.node_config["partition-id"]) in attackers:
             start = msg.content["arrays"].to_torch_state_dict()
             n_nodes = int(context.node_config["num-partitions"])
+            state = model.state_dict()  # honest update and standardisation buffers
             if attack == "target-push":
                 torch.manual_seed(1)
-                model = new_model(data.n_items)
-                model.load_state_dict(start)
-                train_ranker(model, push_lists(data.train, item), None, 5, float(cfg["lr"]))
+                pushed = new_model(data.n_items)
+                pushed.load_state_dict(start)
+                train_ranker(pushed, push_lists(data.train, item), None, PUSH_EPOCHS, PUSH_LR)
+                state |= {name: p.detach() for name, p in pushed.named_parameters()}
                 scale = n_nodes / len(attackers)
             else:
                 scale = -SIGN_FLIP_SCALE
-            state = model.state_dict()
             for name, _ in model.named_parameters():
                 state[name] = start[name] + scale * (state[name] - start[name])
             model.load_state_dict(state)
@@ -146,14 +149,18 @@ def attacking_client_app(overrides: dict, attackers: set[int], attack: str, item
     return app
 
 
-def pick_target(source: str, n_nodes: int, node: int, weeks: int) -> int:
-    """The attacker's target: of the items that are candidates in ≥ 2 % of its lists, the one
-    bought least often in them (an item the honest model keeps low)."""
-    train = node_data(source, n_nodes, node, weeks).train
-    lists_per_item = np.bincount(train.items, minlength=train.items.max() + 1)
-    bought = np.bincount(train.items, weights=train.labels, minlength=len(lists_per_item))
-    common = np.flatnonzero(lists_per_item >= 0.02 * len(train.basket_sizes))
-    return int(common[np.argmin(bought[common] / lists_per_item[common])])
+def pick_target(attacker: LabelledCandidates, test_lists: LabelledCandidates) -> int:
+    """The attack's target: an item the attacker sees as a candidate in ≥ 5 % of its lists and that
+    is a candidate in ≥ 5 % of the test lists (so the attack can show), bought least often."""
+    def share(lists: LabelledCandidates) -> np.ndarray:
+        return np.bincount(lists.items, minlength=N_ITEMS_MAX) / len(lists.basket_sizes)
+
+    bought = np.bincount(attacker.items, weights=attacker.labels, minlength=N_ITEMS_MAX)
+    held = np.bincount(attacker.items, minlength=N_ITEMS_MAX)
+    common = np.flatnonzero((share(attacker) >= 0.05) & (share(test_lists) >= 0.05))
+    if not len(common):
+        raise ValueError("no item is a candidate in ≥ 5 % of both the attacker's and the test lists")
+    return int(common[np.argmin(bought[common] / held[common])])
 
 
 def federated(overrides: dict, nodes: int, folder: Path, client_app=None):
@@ -165,11 +172,13 @@ def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
          nodes: Annotated[int, typer.Option(help="nodes of the privacy table")] = 8,
          noise_multiplier: Annotated[float, typer.Option()] = 2.0,
          target_epsilon: Annotated[float, typer.Option()] = 8.0,
+         dp_lr: Annotated[float, typer.Option(help="learning rate of the DP run")] = float(DEFAULTS["lr"]),
          holdout: Annotated[float, typer.Option(help="share of shoppers held out (membership audit)")] = 0.2,
          central_epochs: Annotated[int, typer.Option()] = 4,
          poison_nodes: Annotated[int, typer.Option(help="nodes of the poisoning runs; 20 % attack")] = 10,
          poison_rounds: Annotated[int, typer.Option()] = 5,
-         parts: Annotated[str, typer.Option(help="privacy, poisoning or both")] = "privacy,poisoning") -> None:
+         parts: Annotated[str, typer.Option(help="privacy, poisoning or both")] = "privacy,poisoning",
+         suffix: Annotated[str, typer.Option(help="appended to the result files' names")] = "") -> None:
     config.apply_environment()
     source, weeks = "completejourney", int(DEFAULTS["local-weeks"])
     dataset = _dataset(source)
@@ -182,7 +191,8 @@ def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
     with mlflow.start_run(run_name="federated audits"), tempfile.TemporaryDirectory(dir=config.state_dir()) as tmp:
         folder = Path(tmp)
         mlflow.log_params({"rounds": rounds, "nodes": nodes, "noise_multiplier": noise_multiplier,
-                           "target_epsilon": target_epsilon, "holdout": holdout, "central_epochs": central_epochs,
+                           "target_epsilon": target_epsilon, "dp_lr": dp_lr, "holdout": holdout,
+                           "central_epochs": central_epochs,
                            "poison_nodes": poison_nodes, "poison_rounds": poison_rounds})
         if "privacy" in parts:
             central = ranker_data(test, weeks, generator_settings(TIFU_PARAMS)).train
@@ -201,7 +211,7 @@ def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
                      "bytes_per_store_per_round": "all raw events", "rounds": "-",
                      "seconds": round(time.perf_counter() - start)}]
             for name, dp in (("federated", {}), ("federated + DP", {"noise-multiplier": noise_multiplier,
-                                                                   "target-epsilon": target_epsilon})):
+                                                                   "target-epsilon": target_epsilon, "lr": dp_lr})):
                 result = federated({"num-server-rounds": rounds, "holdout-share": holdout, **dp}, nodes, folder)
                 sent = max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())
                 rows.append({"architecture": name, "ndcg_at_10": ndcg(result.model),
@@ -216,14 +226,14 @@ def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
             for row in rows:
                 mlflow.log_metrics({f"{row['architecture'].replace(' + ', '_')}_{k}": float(v) for k, v in row.items()
                                     if isinstance(v, (int, float))})
-            path = write_results("federated-privacy", {"rows": rows, "delta": delta, "holdout": holdout,
+            path = write_results(f"federated-privacy{suffix}", {"rows": rows, "delta": delta, "holdout": holdout,
                                                        "rounds": rounds, "nodes": nodes,
                                                        "noise_multiplier": noise_multiplier}, rows)
             mlflow.log_artifact(str(path))
             mlflow.log_artifact(str(path.with_suffix(".json")))
         if "poisoning" in parts:
             attackers = set(range(poison_nodes - max(1, poison_nodes // 5), poison_nodes))
-            item = pick_target(source, poison_nodes, min(attackers), weeks)
+            item = pick_target(node_data(source, poison_nodes, min(attackers), weeks).train, test_lists)
             rows = []
             for aggregation in ("fedavg", "fedtrimmedavg", "fedmedian", "krum"):
                 base = {"num-server-rounds": poison_rounds, "aggregation": aggregation,
@@ -242,7 +252,7 @@ def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
                 print(row, flush=True)
                 mlflow.log_metrics({f"{aggregation}_{k}".replace("-", "_"): float(v) for k, v in row.items()
                                     if isinstance(v, (int, float))})
-            path = write_results("federated-poisoning", {"rows": rows, "attackers": sorted(attackers),
+            path = write_results(f"federated-poisoning{suffix}", {"rows": rows, "attackers": sorted(attackers),
                                                          "nodes": poison_nodes, "target_item": item,
                                                          "sign_flip_scale": SIGN_FLIP_SCALE,
                                                          "rounds": poison_rounds}, rows)

@@ -357,7 +357,7 @@ def federate(
     try:
         result = federated_flow(data=data, nodes=nodes, rounds=rounds, target_epsilon=target_epsilon,
                                 aggregation=aggregation, noise_multiplier=noise_multiplier, refit=refit)
-    except (DataContractError, DataValidationError, ValueError) as error:
+    except (DataContractError, DataValidationError, ValueError, RuntimeError) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1)
     print_tier_table([result["row"]])

@@ -42,22 +42,28 @@ def log_round(run_id: str, prefix: str, server_round: int, record: dict) -> None
             client.log_metric(run_id, f"{prefix}_round_{key}", float(value), step=server_round)
 
 
-def audited(strategy: type, ledger: PrivacyLedger, rounds: dict) -> type:
-    """`strategy` that records each round's upload sizes and private steps before aggregating,
-    and sends no more training rounds once the ledger's budget is spent."""
+def audited(strategy: type, ledger: PrivacyLedger, rounds: dict, private: bool) -> type:
+    """`strategy` that records each round's upload sizes and (when `private`) every node's DP-SGD
+    steps before aggregating, and sends no more training rounds once the ledger's budget is spent.
+    A round with a failed node, or a node that reports no private steps in a private run, fails."""
 
     class Audited(strategy):
         def configure_train(self, server_round: int, arrays: ArrayRecord, config, grid: Grid) -> Iterable[Message]:
             return [] if ledger.spent else super().configure_train(server_round, arrays, config, grid)
 
         def aggregate_train(self, server_round: int, replies: Iterable[Message]):
-            replies = [reply for reply in replies if reply.has_content()]
-            if not replies:
+            replies = list(replies)
+            if ledger.spent and not replies:  # no round was sent
                 return None, None
+            failed = [f"node {reply.metadata.src_node_id}: {reply.error.reason}" for reply in replies if reply.has_error()]
+            if failed or not replies:  # a partial model must not be released
+                raise RuntimeError(f"round {server_round}: " + ("; ".join(failed) or "no node answered"))
             sizes = [upload_bytes(reply) for reply in replies]
             record = {"nodes": len(replies), "bytes_per_node": max(sizes), "bytes_total": sum(sizes)}
             metrics = [reply.content["metrics"] for reply in replies]
-            if all("dp-steps" in m for m in metrics):
+            if private:
+                if not all("dp-steps" in m for m in metrics):
+                    raise RuntimeError(f"round {server_round}: a node reported no private steps in a private run")
                 record["epsilon"] = ledger.record([PrivateSteps(float(m["dp-noise-multiplier"]),
                                                                 float(m["dp-sample-rate"]), int(m["dp-steps"]))
                                                    for m in metrics])
@@ -80,7 +86,7 @@ def make_server_app(overrides: dict | None = None, output_path: Path | None = No
         ledger = PrivacyLedger(delta, float(cfg["target-epsilon"]))
         rounds: dict[int, dict] = {}
         options = {"num_malicious_nodes": int(cfg["krum-malicious-nodes"])} if cfg["aggregation"] == "krum" else {}
-        strategy = audited(STRATEGIES[cfg["aggregation"]], ledger, rounds)(
+        strategy = audited(STRATEGIES[cfg["aggregation"]], ledger, rounds, private(cfg))(
             fraction_evaluate=0.0, min_train_nodes=n_nodes, min_available_nodes=n_nodes, **options)
         model = new_model(shared.n_items, private(cfg))
 
