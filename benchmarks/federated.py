@@ -172,7 +172,7 @@ def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
          nodes: Annotated[int, typer.Option(help="nodes of the privacy table")] = 8,
          noise_multiplier: Annotated[float, typer.Option()] = 2.0,
          target_epsilon: Annotated[float, typer.Option()] = 8.0,
-         dp_lr: Annotated[float, typer.Option(help="learning rate of the DP run")] = float(DEFAULTS["lr"]),
+         dp_lr: Annotated[float, typer.Option(help="learning rate of the DP run")] = float(DEFAULTS["private-lr"]),
          holdout: Annotated[float, typer.Option(help="share of shoppers held out (membership audit)")] = 0.2,
          central_epochs: Annotated[int, typer.Option()] = 4,
          poison_nodes: Annotated[int, typer.Option(help="nodes of the poisoning runs; 20 % attack")] = 10,
@@ -211,7 +211,7 @@ def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
                      "bytes_per_store_per_round": "all raw events", "rounds": "-",
                      "seconds": round(time.perf_counter() - start)}]
             for name, dp in (("federated", {}), ("federated + DP", {"noise-multiplier": noise_multiplier,
-                                                                   "target-epsilon": target_epsilon, "lr": dp_lr})):
+                                                                   "target-epsilon": target_epsilon, "private-lr": dp_lr})):
                 result = federated({"num-server-rounds": rounds, "holdout-share": holdout, **dp}, nodes, folder)
                 sent = max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())
                 rows.append({"architecture": name, "ndcg_at_10": ndcg(result.model),

@@ -72,7 +72,8 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
         exclude_seen = exclude_seen_items(splits["validation"])
         generator = generator_settings(TIFU_PARAMS)
         architecture = {**STUDENTS["edge"]["architecture"], "log_features": noise_multiplier > 0}
-        spec = RankerSpec(architecture, float(federated["lr"]), 0.0, epochs=rounds * local_epochs)
+        lr = federated["private-lr" if noise_multiplier else "lr"]
+        spec = RankerSpec(architecture, float(lr), 0.0, epochs=rounds * local_epochs)
         with TemporaryDirectory(dir=config.state_dir()) as tmp:
             tmp = Path(tmp)
             result = federate_task({**federated, "split": "test"}, nodes, tmp / "evaluation.pt")

@@ -20,16 +20,16 @@ def local_update(msg: Message, context: Context, cfg: dict) -> tuple[CandidateRa
     model = new_model(data.n_items, private(cfg))
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     metrics = {"num-examples": len(data.train.basket_sizes)}
-    epochs, lr = int(cfg["local-epochs"]), float(cfg["lr"])
+    epochs = int(cfg["local-epochs"])
     server_round = int(msg.metadata.group_id) if msg.metadata.group_id.isdigit() else 0  # strategies send the round
     seed = 1_000 * server_round + node  # fresh noise and order every round
     if private(cfg):
-        steps = train_ranker_private(model, data.train, epochs, lr, float(cfg["clipping-norm"]),
+        steps = train_ranker_private(model, data.train, epochs, float(cfg["private-lr"]), float(cfg["clipping-norm"]),
                                      float(cfg["noise-multiplier"]), int(cfg["shoppers-per-batch"]), seed=seed)
         metrics |= {"dp-noise-multiplier": steps.noise_multiplier, "dp-sample-rate": steps.sample_rate,
                     "dp-steps": steps.steps}
     else:
-        train_ranker(model, data.train, None, epochs, lr, seed=seed)
+        train_ranker(model, data.train, None, epochs, float(cfg["lr"]), seed=seed)
     return model, data, metrics
 
 

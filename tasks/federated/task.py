@@ -38,6 +38,7 @@ DEFAULTS = {
     "local-weeks": 4,  # weekly cutoffs whose next baskets are a node's training lists
     "split": "test",  # train on data before this central cutoff: test (evaluation fit) or deploy (all data)
     "lr": 3e-3,
+    "private-lr": 1e-2,  # lr of DP-SGD: noised steps need to be larger to converge in the rounds ε allows
     "aggregation": "fedavg",  # fedavg | fedtrimmedavg | fedmedian | krum
     "model-path": "",  # where the server saves the final model (+ per-round JSON); "" saves nothing
     "mlflow-run-id": "",  # MLflow run that receives each round's metrics; "" logs nothing
