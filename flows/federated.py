@@ -96,7 +96,8 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
                 deploy_summary = refitted.summary
                 fit = RankerFit(ranker_data_task(deploy, 1, generator), {FEDERATED_TIER: refitted.model},
                                 {FEDERATED_TIER: spec}, {FEDERATED_TIER: refitted.seconds})
-                meta = {"trained_until": str(deploy.cutoff), "data_hash": data_hash, "evaluation_fit": False}
+                meta = {"trained_until": str(deploy.cutoff), "data_hash": data_hash, "evaluation_fit": False,
+                        "origin": str(deploy.origin)}
                 deployable = export_rankers_task(fit, tmp / "deploy", exclude_seen, meta)[FEDERATED_TIER]
                 serving_data = write_serving_data(deploy, clean.items, tmp / "deploy-data")
                 version = register_deploy_fit_task(row["run_id"], deployable, tmp / "deploy-serving", row, parent_run_id,

@@ -64,7 +64,7 @@ def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folde
     log_row_metrics(rows[CLOUD_TIER], {"onnx_torch_top10_overlap": overlap})
     deploy = splits["deploy"]
     deploy_meta = {"trained_until": str(deploy.cutoff), "data_hash": data_hash, "evaluation_fit": False,
-                   "origin": str(deploy.cutoff - pd.Timedelta(days=deploy.cutoff_day))}  # day 0 of the histories
+                   "origin": str(deploy.origin)}
     serving_data = write_serving_data(deploy, items, folder / "deploy-data")
     refit = fit_rankers_task(ranker_data_task(deploy, settings.training_weeks, generator), teacher_spec)
     deployable = export_rankers_task(refit, folder / "deploy", exclude_seen, deploy_meta)

@@ -29,12 +29,13 @@ SHORT_NAMES = {"ndcg_at_10": "NDCG", "recall_at_10": "recall", "precision_at_10"
 
 
 def print_tier_table(rows: list[dict]) -> None:
-    from tasks.track import TABLE_COLUMNS, tier_table
+    from tasks.track import tier_table
 
     table = Table(title="Tiers on the test split (metrics @10)")
-    for column in TABLE_COLUMNS:
+    frame = tier_table(rows)
+    for column in frame.columns:
         table.add_column(SHORT_NAMES.get(column, column), justify="left" if column == "tier" else "right")
-    for row in tier_table(rows).to_dict(orient="records"):
+    for row in frame.to_dict(orient="records"):
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
     console.print(table)
 

@@ -52,6 +52,11 @@ class Split:
     targets: dict[int, set[int]]
     features: dict[str, pl.DataFrame]
 
+    @property
+    def origin(self) -> pd.Timestamp:
+        """Day 0 of the history's day units (the first event)."""
+        return self.cutoff - pd.Timedelta(days=self.cutoff_day)
+
     def seen_items(self) -> dict[int, set[int]]:
         """Items each target user bought before the cutoff (splits repeat from explore)."""
         counts = self.history.user_item_counts()

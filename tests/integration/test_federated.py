@@ -13,9 +13,10 @@ pytestmark = pytest.mark.slow
 TARGET_EPSILON = "10"  # on the slice (2 nodes), ε after rounds 1, 2, 3 is 6.0, 9.2, 12.0 (measured)
 
 
-def test_federate_command_trains_privately_logs_the_tier_and_registers_it(prefect_api, cj_slice):
+def test_federate_command_trains_privately_logs_the_tier_and_registers_it(prefect_api, cj_slice, tmp_path):
     """`lightpersml federate` on the slice: DP-SGD rounds until the ε target, the federated tier
-    logged with every tier metric plus ε and δ, per-round ε in the parent run, a registered version."""
+    logged with every tier metric plus ε and δ, per-round ε in the parent run, a registered version
+    that becomes a signed edge bundle a node serves."""
     import re
 
     import mlflow
@@ -47,6 +48,18 @@ def test_federate_command_trains_privately_logs_the_tier_and_registers_it(prefec
     assert set(TIER_METRICS) | {"epsilon", "delta"} <= set(tier_run[0].data.metrics)
     registered = client.get_model_version(config.REGISTERED_MODEL, version)
     assert registered.tags["tier"] == "federated" and float(registered.tags["deploy_fit_epsilon"]) <= float(TARGET_EPSILON)
+
+    from edge.bundle import load_public_key
+    from edge.engine import Engine
+
+    keys = tmp_path / "keys"
+    assert CliRunner().invoke(app, ["keys", "init", "--folder", str(keys)]).exit_code == 0
+    built = CliRunner().invoke(app, ["bundle", "--version", version, "--out", str(tmp_path / "bundle"),
+                                     "--key", str(keys / "bundle-signing.key")])
+    assert built.exit_code == 0, built.output
+    engine = Engine.load(tmp_path / "bundle", load_public_key(keys / "bundle-signing.pub"))
+    user = str(engine.catalog.user_ids[0])
+    assert len(engine.recommend(user, str(engine.catalog.store_ids[0]), 10).items) == 10
 
 
 def test_a_round_past_the_privacy_target_registers_nothing(prefect_api, cj_slice):
