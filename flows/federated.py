@@ -81,6 +81,8 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
             privacy = {"epsilon": result.summary["epsilon"], "delta": result.summary["delta"],
                        "federated_rounds": result.summary["rounds_trained"],
                        "bytes_per_node_per_round": max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())}
+            # Serving needs the central candidate generator fitted at the cutoff (one week of lists
+            # comes with it; export reads the feature width from them).
             fit = RankerFit(ranker_data_task(splits["test"], 1, generator), {FEDERATED_TIER: result.model},
                             {FEDERATED_TIER: spec}, {FEDERATED_TIER: result.seconds})
             meta = {"trained_until": str(splits["test"].cutoff), "data_hash": data_hash, "evaluation_fit": True}
