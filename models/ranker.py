@@ -49,5 +49,13 @@ class CandidateRanker(nn.Module):
         x = torch.cat([(features - self.feature_mean) / self.feature_std, self.item_embedding(items)], dim=1)
         return self.mlp(x).squeeze(-1)
 
+    @classmethod
+    def load(cls, path) -> "CandidateRanker":
+        """A ranker saved as {"config", "state_dict"} (tasks.export.save_torch), in eval mode."""
+        saved = torch.load(path, weights_only=True)
+        model = cls(**saved["config"])
+        model.load_state_dict(saved["state_dict"])
+        return model.eval()
+
     def param_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

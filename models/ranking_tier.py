@@ -44,9 +44,7 @@ class TorchScorer:
         from models.ranker import CandidateRanker
 
         torch.set_num_threads(threads)
-        saved = torch.load(path, weights_only=True)
-        self.model = CandidateRanker(**saved["config"]).eval()
-        self.model.load_state_dict(saved["state_dict"])
+        self.model = CandidateRanker.load(path)
         self.torch = torch
 
     def __call__(self, features: np.ndarray, items: np.ndarray) -> np.ndarray:

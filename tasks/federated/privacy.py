@@ -15,6 +15,11 @@ from opacus.accountants import RDPAccountant
 from models.private_training import PrivateSteps
 
 
+def _entries(round_steps: list[PrivateSteps]) -> list[tuple[float, float, int]]:
+    """Opacus accountant history entries: (noise multiplier, sample rate, steps)."""
+    return [(s.noise_multiplier, s.sample_rate, s.steps) for s in round_steps]
+
+
 @dataclass
 class PrivacyLedger:
     delta: float
@@ -25,8 +30,7 @@ class PrivacyLedger:
     def record(self, round_steps: list[PrivateSteps]) -> float:
         """Add one round's steps of every node; return ε so far. Marks the budget spent when a
         further round with the same steps would take ε past the target."""
-        for steps in round_steps:
-            self.accountant.history.append((steps.noise_multiplier, steps.sample_rate, steps.steps))
+        self.accountant.history += _entries(round_steps)
         epsilon = self.epsilon()
         if self.target_epsilon and self._after(round_steps) > self.target_epsilon:
             self.spent = True
@@ -37,5 +41,5 @@ class PrivacyLedger:
 
     def _after(self, round_steps: list[PrivateSteps]) -> float:
         projected = copy.deepcopy(self.accountant)
-        projected.history += [(s.noise_multiplier, s.sample_rate, s.steps) for s in round_steps]
+        projected.history += _entries(round_steps)
         return projected.get_epsilon(self.delta)

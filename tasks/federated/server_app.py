@@ -3,8 +3,8 @@ budget of differentially private rounds and stops when the next round would pass
 and scores every round's global model on the central validation lists.
 
 Per round it records validation NDCG@10, ε and δ, and the bytes each node sent; they go to the
-MLflow run `mlflow-run-id` (when set) as the round ends, named <split>_round_<name>, and with the final model to `model-path`
-(JSON beside it).
+MLflow run `mlflow-run-id` (when set) as the round ends, named <split>_round_<name>, and with the
+final model to `model-path` (JSON beside it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 from lightpersml import config
 from models.private_training import PrivateSteps
 from tasks.federated.privacy import PrivacyLedger
-from tasks.federated.task import central_ndcg, new_model, private, save_model, server_data, settings
+from tasks.export import save_torch
+from tasks.federated.task import central_ndcg, new_model, private, server_data, settings
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def make_server_app(overrides: dict | None = None, output_path: Path | None = No
                       epsilon, ledger.target_epsilon)
         output = Path(cfg["model-path"]) if cfg["model-path"] else output_path
         if output is not None:
-            save_model(model, output)
+            save_torch(model, output)
             summary = {"rounds": rounds, "epsilon": epsilon, "delta": delta, "private": private(cfg),
                        "target_epsilon": ledger.target_epsilon, "budget_spent": ledger.spent,
                        "rounds_trained": len([r for r in rounds if r]), "settings": cfg}

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -45,10 +44,7 @@ def run_federated(settings: dict, n_nodes: int, output: Path, client_app=None) -
                                    "init_args": {"num_cpus": os.cpu_count(), "include_dashboard": False}})
     if not output.exists():  # run_simulation logs the server's exception instead of raising it
         raise RuntimeError(f"federated training saved no model to {output}: see the Flower log above")
-    saved = torch.load(output, weights_only=True)
-    model = CandidateRanker(**saved["config"])
-    model.load_state_dict(saved["state_dict"])
-    return FederatedResult(model, json.loads(output.with_suffix(".json").read_text()), time.perf_counter() - start)
+    return FederatedResult(CandidateRanker.load(output), json.loads(output.with_suffix(".json").read_text()), time.perf_counter() - start)
 
 
 @task(name="federated training", cache_policy=NO_CACHE, task_run_name="federated training: {n_nodes} nodes")

@@ -20,7 +20,6 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import numpy as np
-import torch
 
 from data_contracts.completejourney import load_source
 from data_contracts.validation import validate_dataset
@@ -163,9 +162,3 @@ def new_model(n_items: int, private: bool = False) -> CandidateRanker:
 def central_ndcg(model: CandidateRanker, source: str) -> float:
     lists = server_data(source).validation
     return ndcg_at_k(score(model.eval(), lists), lists)
-
-
-def save_model(model: CandidateRanker, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": model.config, "state_dict": model.state_dict()}, path)
-    return path
