@@ -11,6 +11,11 @@ adds to their baskets, and their candidates and features are rebuilt from all th
 and cart additions steer the co-purchase slots, and cart items are not recommended again until
 the next purchase. A new shopper is personalised from their first purchase on.
 
+Shoppers' live state is a bounded LRU cache (`max_shoppers`), not a store: with a `source` (the
+node's event log) a shopper missing from it is rebuilt from their own logged events newer than
+the bundle's data when next asked for, so loading a bundle costs the same whatever the log holds
+and a flood of made-up shoppers cannot grow memory past the cap.
+
 Scores: ranked candidates in [1, 2], co-purchase items in (0.5, 1), popularity fill in [0, 0.5].
 """
 
@@ -18,13 +23,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from cachetools import LRUCache
 
 from edge import bundle
 from models.baskets import BasketHistory
@@ -36,6 +42,7 @@ SESSION_SLOTS = 2  # at most this many "often bought with …" items per answer
 FILL_DEPTH = 300  # popularity list kept per store for filling answers
 RECENT_ITEMS = 20  # views and cart additions remembered per shopper
 EVENT_TYPES = ("view", "add_to_cart", "purchase")
+MAX_SHOPPERS = 20_000  # shoppers whose live state and ranked candidates are kept in memory
 
 
 @dataclass
@@ -46,6 +53,7 @@ class Event:
     timestamp: datetime
     store_id: str | None = None
     basket_id: str | None = None
+    seq: int = 0  # its position in the node's event log (0: not logged)
 
 
 @dataclass
@@ -63,14 +71,17 @@ class Answer:
     personalised: bool  # the shopper has any purchase history (bundle or live)
 
 
-@dataclass
+@dataclass(slots=True)
 class Shopper:
-    """A shopper's events since the bundle's data ends."""
+    """A shopper's events since the bundle's data ends, and their ranked candidates for `version`."""
 
     baskets: dict = field(default_factory=dict)  # basket key → [day, set of item indices]
     cart: set = field(default_factory=set)  # added to cart since the last purchase
-    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_ITEMS))  # viewed / carted, newest last
-    version: int = 0
+    recent: list = field(default_factory=list)  # viewed / carted item indices, newest last (≤ RECENT_ITEMS)
+    version: int = 0  # events applied so far
+    last_seq: int = 0  # the newest logged event applied (events up to it are in this state)
+    ranked: "Scored | None" = None  # ranked candidates at `ranked_version`
+    ranked_version: int = -1
 
 
 def _utc_naive(moment: datetime) -> datetime:
@@ -83,8 +94,13 @@ class IdIndex:
     def __init__(self, ids: np.ndarray):
         self.order = np.argsort(ids, kind="stable")
         self.sorted = np.asarray(ids)[self.order]
+        self.sorted = self.sorted.astype(str)  # fixed-width unicode: ids of at most `width` characters
+        self.width = self.sorted.dtype.itemsize // 4
 
     def get(self, key: str) -> int | None:
+        # A key wider than the table would make numpy copy the whole table at the key's width.
+        if len(key) > self.width:
+            return None
         position = int(np.searchsorted(self.sorted, key))
         if position < len(self.sorted) and self.sorted[position] == key:
             return int(self.order[position])
@@ -112,12 +128,19 @@ class Scored:
         return cls(np.zeros(0, np.int32), nothing, nothing, nothing, np.zeros(0, np.int32))
 
 
+ShopperSource = Callable[[str, float], list[Event]]  # (user_id, since Unix seconds) → their events, oldest first
+
+
 class Engine:
     """One loaded bundle. Thread-safe: events may be applied while requests are answered."""
 
-    def __init__(self, folder: Path, manifest: dict, runtime: str = "onnx"):
+    def __init__(self, folder: Path, manifest: dict, runtime: str = "onnx", source: ShopperSource | None = None,
+                 max_shoppers: int = MAX_SHOPPERS, personal_reasons: bool = True):
         """runtime: "onnx" (ONNX Runtime, every node) or "torch" (PyTorch eager on the bundle's
-        optional model.pt: the cloud reference for benchmarks; needs torch installed)."""
+        optional model.pt: the cloud reference for benchmarks; needs torch installed).
+        source: where a shopper's logged events come from when they are not in memory (None: events
+        reach the engine only through `apply`). personal_reasons: False words every reason without
+        the shopper's own purchases or cart (for nodes any caller can ask)."""
         folder = Path(folder)
         self.folder, self.manifest = folder, manifest
         self.serving = json.loads((folder / bundle.SERVING).read_text())
@@ -138,22 +161,26 @@ class Engine:
             self.scorer = OnnxScorer(folder / bundle.MODEL)
         self.origin = _utc_naive(datetime.fromisoformat(self.serving["origin"]))
         self.cutoff_day = float(self.generator.cutoff_day)
+        self.cutoff_at = (self.origin.replace(tzinfo=timezone.utc) + timedelta(days=self.cutoff_day)).timestamp()
         self.exclude_seen = bool(self.serving["exclude_seen"])
+        self.personal_reasons = personal_reasons
         self.user_index = {str(u): i for i, u in enumerate(self.catalog.user_ids)}
         self.item_index = IdIndex(self.catalog.item_ids)
         self.store_index = {str(s): i for i, s in enumerate(self.catalog.store_ids)}
         self.catalog.in_stock.sort_indices()
         self.global_fill = np.argsort(-self.catalog.popularity, kind="stable")[:FILL_DEPTH].copy()
         self._store_fill: dict[int, np.ndarray] = {}
-        self._shoppers: dict[str, Shopper] = {}
-        self._cache: dict[str, tuple[int, Scored]] = {}
+        self.source = source
+        self._shoppers: LRUCache[str, Shopper] = LRUCache(max_shoppers)
+        self.unusable: set[int] = set()  # seqs of logged events of an unknown type (never applied)
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, folder: Path, public_key, runtime: str = "onnx") -> "Engine":
-        """Verify the bundle, load it and warm its ONNX Runtime session; raises BundleError."""
+    def load(cls, folder: Path, public_key, runtime: str = "onnx", **options) -> "Engine":
+        """Verify the bundle, load it and warm its ONNX Runtime session; raises BundleError.
+        `options`: source, max_shoppers, personal_reasons (see `__init__`)."""
         manifest = bundle.verify_bundle(folder, public_key)
-        engine = cls(folder, manifest, runtime)
+        engine = cls(folder, manifest, runtime, **options)
         engine.warm()
         return engine
 
@@ -163,9 +190,12 @@ class Engine:
 
     def warm(self, users: int = 3) -> None:
         """Score a few shoppers so the first real request does not pay for session start-up."""
+        source, self.source = self.source, None  # warming must not read (or count) anyone's events
         for user_id in self.catalog.user_ids[:users]:
             self.recommend(str(user_id), None, 10)
-        self._cache.clear()
+        self.source = source
+        with self._lock:
+            self._shoppers.clear()
 
     # ---- events --------------------------------------------------------------------------
     def day(self, moment: datetime) -> float:
@@ -173,29 +203,55 @@ class Engine:
         return (_utc_naive(moment) - self.origin).total_seconds() / 86400.0
 
     def apply(self, events: list[Event]) -> int:
-        """Apply acknowledged events to the shoppers' state; returns how many changed it (events
-        older than the bundle's data are already in it and change nothing)."""
+        """Apply acknowledged events to the shoppers' state; returns how many changed it. Events
+        older than the bundle's data are already in it and change nothing; with a `source`, a
+        shopper not in memory is left to be read from it when next asked for."""
         applied = 0
         with self._lock:
             for event in events:
-                item = self.item_index.get(event.item_id)
-                day = self.day(event.timestamp)
-                if item is None or day < self.cutoff_day:
-                    continue
-                shopper = self._shoppers.setdefault(event.user_id, Shopper())
-                if event.event_type == "purchase":
-                    key = event.basket_id or f"day:{int(day)}"
-                    basket = shopper.baskets.setdefault(key, [day, set()])
-                    basket[0] = max(basket[0], day)
-                    basket[1].add(item)
-                    shopper.cart.clear()
-                else:
-                    shopper.recent.append(item)
-                    if event.event_type == "add_to_cart":
-                        shopper.cart.add(item)
-                shopper.version += 1
-                applied += 1
+                shopper = self._shoppers.get(event.user_id)
+                if shopper is None:
+                    if self.source is not None:
+                        continue
+                    shopper = self._shoppers[event.user_id] = Shopper()
+                applied += self._apply_one(shopper, event)
         return applied
+
+    def _apply_one(self, shopper: Shopper, event: Event) -> bool:
+        """Fold one event into `shopper` (caller holds the lock); False when it changes nothing."""
+        if event.seq and event.seq <= shopper.last_seq:
+            return False  # already read from the log
+        shopper.last_seq = max(shopper.last_seq, event.seq)
+        if event.event_type not in EVENT_TYPES:  # only a hand-edited log holds one
+            if event.seq and len(self.unusable) < 100_000:
+                self.unusable.add(event.seq)
+            return False
+        item = self.item_index.get(event.item_id)
+        day = self.day(event.timestamp)
+        if item is None or day < self.cutoff_day:
+            return False
+        if event.event_type == "purchase":
+            key = event.basket_id or f"day:{int(day)}"
+            basket = shopper.baskets.setdefault(key, [day, set()])
+            basket[0] = max(basket[0], day)
+            basket[1].add(item)
+            shopper.cart.clear()
+        else:
+            shopper.recent = [*shopper.recent[1 - RECENT_ITEMS:], item]
+            if event.event_type == "add_to_cart":
+                shopper.cart.add(item)
+        shopper.version += 1
+        return True
+
+    def _shopper(self, user_id: str) -> Shopper:
+        """The shopper's live state (caller holds the lock), read from the source when not in memory."""
+        shopper = self._shoppers.get(user_id)
+        if shopper is None:
+            shopper = Shopper()
+            for event in self.source(user_id, self.cutoff_at) if self.source is not None else ():
+                self._apply_one(shopper, event)
+            self._shoppers[user_id] = shopper
+        return shopper
 
     # ---- answers -------------------------------------------------------------------------
     def recommend(self, user_id: str, store_id: str | None, k: int = 10, exclude: tuple[str, ...] = (),
@@ -204,26 +260,30 @@ class Engine:
         store = self.store_index.get(store_id) if store_id is not None else None
         known_store = store is not None
         with self._lock:
-            shopper = self._shoppers.get(user_id)
-            live = None if shopper is None else (shopper.version, [tuple(b) for b in shopper.baskets.values()],
-                                                 set(shopper.cart), list(shopper.recent))
-        ranked = self._candidates(user_id, live)
+            shopper = self._shopper(user_id)
+            version, cart, session_items = shopper.version, set(shopper.cart), list(shopper.recent)
+            ranked = shopper.ranked if shopper.ranked_version == version else None
+            live_baskets = sorted(tuple(b) for b in shopper.baskets.values()) if ranked is None else []
+        if ranked is None:
+            ranked = self._rank(user_id, live_baskets)
+            with self._lock:
+                if shopper.version == version:
+                    shopper.ranked, shopper.ranked_version = ranked, version
         items = ranked.items
-        blocked = {i for i in map(self.item_index.get, exclude) if i is not None}
-        if live:
-            blocked |= live[2]
+        blocked = {i for i in map(self.item_index.get, exclude) if i is not None} | cart
         if self.exclude_seen:
             blocked |= set(ranked.bought.tolist())
         usable = np.flatnonzero(self._allowed(store, items, blocked))[:k]
         ranked_items = set(items[usable].tolist())
-        session = [i for i in map(self.item_index.get, recent) if i is not None] + (live[3] if live else [])
+        session = [i for i in map(self.item_index.get, recent) if i is not None] + session_items
         extra = [(item, source) for item, source in self._co_purchased(session, blocked | ranked_items)
                  if self._allowed(store, np.array([item]), blocked)[0]][:SESSION_SLOTS]
         chosen = [Recommendation(str(self.catalog.item_ids[items[j]]), float(ranked.scores[j]),
-                                 _repeat_reason(float(ranked.count[j]), float(ranked.every[j])))
+                                 self._repeat_reason(float(ranked.count[j]), float(ranked.every[j])))
                   for j in usable[:k - len(extra)]]
         chosen += [Recommendation(str(self.catalog.item_ids[item]), 0.99 - 0.01 * position,
-                                  f"often bought with {self.title(source)}")
+                                  f"often bought with {self.title(source)}" if self.personal_reasons
+                                  else "often bought together")
                    for position, (item, source) in enumerate(extra)]
         if len(chosen) < k:
             fill, fill_reason = self._fill(store)
@@ -233,6 +293,9 @@ class Engine:
             chosen += [Recommendation(str(self.catalog.item_ids[item]), 0.5 * float(self.catalog.popularity[item]) / top,
                                       fill_reason) for item in more]
         return Answer(chosen, user_id in self.user_index, known_store, bool(len(items)))
+
+    def _repeat_reason(self, count: float, every: float) -> str:
+        return _repeat_reason(count, every) if self.personal_reasons else "recommended for you"
 
     def title(self, item: int) -> str:
         return self.titles[item].decode() or str(self.catalog.item_ids[item])
@@ -247,15 +310,9 @@ class Engine:
             ok &= (row[position] == items) if len(row) else False
         return ok
 
-    def _candidates(self, user_id: str, live) -> Scored:
-        """The shopper's ranked candidates, cached until their next event."""
-        version = live[0] if live else -1
-        with self._lock:
-            cached = self._cache.get(user_id)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+    def _rank(self, user_id: str, live_baskets: list[tuple[float, set]]) -> Scored:
+        """The shopper's ranked candidates from the bundle's history plus `live_baskets` ((day, items))."""
         user = self.user_index.get(user_id, -1)
-        live_baskets = sorted(live[1]) if live else []
         if live_baskets:
             baskets, days = self.history.baskets_of(user) if user >= 0 else ([], np.zeros(0))
             baskets = list(baskets) + [np.array(sorted(items), np.int64) for _, items in live_baskets]
@@ -282,10 +339,7 @@ class Engine:
             hit = bought[position] == items
             count[hit], every_days[hit] = counts[position[hit]], every[position[hit]]
         scores = 1 + (raw[order] - (raw.min() if len(raw) else 0)) / (spread or 1.0)
-        scored = Scored(items, scores.astype(np.float32), count, every_days, bought.astype(np.int32))
-        with self._lock:
-            self._cache[user_id] = (version, scored)
-        return scored
+        return Scored(items, scores.astype(np.float32), count, every_days, bought.astype(np.int32))
 
     def _co_purchased(self, session: list[int], blocked: set[int]) -> list[tuple[int, int]]:
         """(item, the session item it is often bought with), newest session items first."""

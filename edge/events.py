@@ -1,17 +1,29 @@
 """The node's event log: SQLite in WAL mode with synchronous=FULL, so an append that returned is
 on disk and survives `kill -9` (and a power cut). `seq` is the pull cursor for `flows/collect.py`;
 an optional client `event_id` makes a retried POST harmless (the second copy is ignored).
+
+The log is also where a shopper's live state comes from: `for_shopper` reads one shopper's recent
+events through an index on (user_id, at), so a restarted node or a new bundle rebuilds a
+shopper's state when that shopper is next asked for, and nothing replays the whole log.
+
+`at` is the event's time in Unix seconds (UTC). Rows written before it existed are read once when
+the log is opened (schema version 2); a row whose time cannot be read keeps `at` NULL, is never
+applied, and is counted by `unusable()`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import datetime
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.engine import Event
 
+CLOCK_SKEW_S = 600.0  # how far ahead of the node's clock an event may be dated
+
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -22,10 +34,28 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp TEXT NOT NULL,
     store_id TEXT,
     basket_id TEXT,
-    received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    at REAL
 )
 """
+INDEXES = ("CREATE INDEX IF NOT EXISTS events_by_shopper ON events (user_id, at)",
+           "CREATE INDEX IF NOT EXISTS events_unusable ON events (seq) WHERE at IS NULL")
 COLUMNS = ("seq", "event_id", "user_id", "item_id", "event_type", "timestamp", "store_id", "basket_id", "received_at")
+SHOPPER_EVENTS = 2000  # the newest events of one shopper that make up their live state
+
+
+def unix_seconds(text: str, latest: float) -> float | None:
+    """An ISO 8601 timestamp (naive = UTC) as Unix seconds, or None when it cannot be read or is
+    after `latest` (Unix seconds)."""
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        at = moment.timestamp()
+        datetime.fromtimestamp(at, timezone.utc)  # representable once read back
+    except (ValueError, OverflowError, OSError, TypeError):
+        return None
+    return at if at <= latest else None
 
 
 class EventLog:
@@ -36,42 +66,73 @@ class EventLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(SCHEMA)
+        self._migrate()
+        for index in INDEXES:
+            self._db.execute(index)
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # start with a short WAL
         self._lock = threading.Lock()
+        # Reads for shoppers' state use their own connection: under WAL they never wait for a write's fsync.
+        self._reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        self._read_lock = threading.Lock()
 
-    def append(self, events: list[Event], event_ids: list[str | None] | None = None) -> int:
-        """Write `events` in one transaction; returns how many were new (not seen event_ids)."""
+    def _migrate(self) -> None:
+        """Schema 1 → 2: add `at` and fill it from `timestamp` (once; unreadable times stay NULL)."""
+        if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        self._db.execute("BEGIN IMMEDIATE")
+        if "at" not in columns:
+            self._db.execute("ALTER TABLE events ADD COLUMN at REAL")
+        rows = self._db.execute("SELECT seq, timestamp FROM events WHERE at IS NULL").fetchall()
+        latest = time.time() + CLOCK_SKEW_S
+        self._db.executemany("UPDATE events SET at = ? WHERE seq = ?", [(unix_seconds(ts, latest), seq) for seq, ts in rows])
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._db.execute("COMMIT")
+
+    def append(self, events: list[Event], event_ids: list[str | None] | None = None) -> list[int | None]:
+        """Write `events` in one transaction; returns each event's seq (None: a repeated event_id,
+        not logged again). Timestamps must be timezone-aware and already checked by the caller."""
         event_ids = event_ids or [None] * len(events)
-        rows = [(eid, e.user_id, e.item_id, e.event_type, e.timestamp.isoformat(), e.store_id, e.basket_id)
-                for e, eid in zip(events, event_ids)]
+        seqs: list[int | None] = []
         with self._lock:
-            before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT OR IGNORE INTO events (event_id, user_id, item_id, event_type, timestamp, "
-                                     "store_id, basket_id) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                for e, eid in zip(events, event_ids):
+                    moment = e.timestamp.astimezone(timezone.utc)
+                    row = self._db.execute(
+                        "INSERT OR IGNORE INTO events (event_id, user_id, item_id, event_type, timestamp, store_id, "
+                        "basket_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                        (eid, e.user_id, e.item_id, e.event_type, moment.isoformat(), e.store_id, e.basket_id,
+                         moment.timestamp())).fetchone()
+                    seqs.append(row[0] if row else None)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            return self._db.total_changes - before
+        return seqs
 
     def since(self, after: int = 0, limit: int = 1000) -> list[dict]:
         """Events with seq > `after`, oldest first (the collect flow's cursor)."""
-        with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (int(after), int(limit))).fetchall()
+        with self._read_lock:
+            rows = self._reader.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                        (int(after), int(limit))).fetchall()
         return [dict(zip(COLUMNS, row)) for row in rows]
 
-    def events(self) -> list[Event]:
-        """Every logged event, oldest first (replayed into a freshly loaded bundle)."""
-        with self._lock:
-            rows = self._db.execute("SELECT user_id, item_id, event_type, timestamp, store_id, basket_id "
-                                    "FROM events ORDER BY seq").fetchall()
-        return [Event(u, i, t, datetime.fromisoformat(ts), s, b) for u, i, t, ts, s, b in rows]
+    def for_shopper(self, user_id: str, since_at: float, limit: int = SHOPPER_EVENTS) -> list[Event]:
+        """The shopper's newest `limit` events at or after `since_at` (Unix seconds), oldest first."""
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT seq, item_id, event_type, at, store_id, basket_id FROM events "
+                "WHERE user_id = ? AND at >= ? AND at <= ? ORDER BY seq DESC LIMIT ?",
+                (user_id, since_at, time.time() + CLOCK_SKEW_S, limit)).fetchall()
+        return [Event(user_id, item, kind, datetime.fromtimestamp(at, timezone.utc), store, basket, seq)
+                for seq, item, kind, at, store, basket in reversed(rows)]
 
-    def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    def unusable(self) -> int:
+        """Rows that are never applied because their time could not be read."""
+        with self._read_lock:
+            return self._reader.execute("SELECT COUNT(*) FROM events WHERE at IS NULL").fetchone()[0]
 
     def close(self) -> None:
+        self._reader.close()
         self._db.close()

@@ -3,16 +3,24 @@
     <node dir>/bundles/<bundle id>/   verified bundles (the current one and the one before)
     <node dir>/active.json            {"current": id, "previous": id | null}, replaced atomically
     <node dir>/events.db              the durable event log (edge.events)
+    <node dir>/clients.json           client keys, hashed (edge.clients)
 
-Installing a bundle: unpack into a staging folder, verify it against the node's public key, load
-it and warm its ONNX Runtime session, replay the event log into it, and only then swap it in (one
-reference assignment, so in-flight requests finish on the old engine). Any failure leaves the
-node serving what it served before.
+Installing a bundle: unpack into a staging folder (an upload is streamed to disk first, and its
+unpacked size is capped as it is read), verify it against the node's public key, load it and
+warm its ONNX Runtime session, and only then swap it in (one reference assignment, so in-flight
+requests finish on the old engine). Any failure leaves the node serving what it served before,
+and no staging file outlives it (leftovers of a killed process are removed at start-up).
+
+Nothing is replayed: the new engine reads each shopper's events from the log when that shopper is
+next asked for (`Engine` with `source`), so a swap or restart costs the same whatever the log holds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
+import gzip
 import hashlib
 import io
 import json
@@ -21,20 +29,30 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from edge import bundle
-from edge.engine import Engine, Event
+from edge.engine import MAX_SHOPPERS, Engine, Event
 from edge.events import EventLog
 
 KEEP_BUNDLES = 3  # current, previous, and one more for a second rollback
+MAX_UPLOAD_BYTES = 512 * 2**20  # an uploaded .tar.gz
+MAX_UNPACKED_BYTES = 4 * 2**30  # what it may unpack to (a small .tar.gz can expand to hundreds of GB)
+MAX_ARCHIVE_MEMBERS = 64
+UPLOAD_PREFIX, UNPACK_PREFIX, STAGING_PREFIX = ".upload-", ".unpack-", ".staging-"
 
 
 class Node:
     """A node's bundles, event log and the engine it serves (see the module docstring)."""
 
-    def __init__(self, folder: Path, public_key, runtime: str = "onnx"):
+    def __init__(self, folder: Path, public_key, runtime: str = "onnx", personal_reasons: bool = True,
+                 max_shoppers: int = MAX_SHOPPERS):
+        """personal_reasons: answers may word reasons with the shopper's purchases and cart.
+        max_shoppers: shoppers whose live state is held in memory (the rest are read back from the log)."""
         self.folder, self.runtime = Path(folder), runtime
+        self.personal_reasons, self.max_shoppers = personal_reasons, max_shoppers
         self.bundles = self.folder / "bundles"
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.public_key = public_key
@@ -42,11 +60,13 @@ class Node:
         self.engine: Engine | None = None
         self.current: str | None = None
         self.previous: str | None = None
-        self._swap = threading.Lock()  # events are logged and applied under it, so a swap misses none
+        self._swap = threading.Lock()  # one install or rollback at a time
+        self._writes = threading.Lock()  # events are applied in log order
 
     # ---- start-up ------------------------------------------------------------------------
     def start(self, initial_bundle: Path | None = None) -> None:
         """Serve `initial_bundle` (installed first), else the bundle that was active last time."""
+        self._remove_leftovers()
         if initial_bundle is not None:
             self.install_folder(Path(initial_bundle))
             return
@@ -57,22 +77,37 @@ class Node:
 
     # ---- events --------------------------------------------------------------------------
     def record(self, events: list[Event], event_ids: list[str | None]) -> int:
-        """Log durably, then apply to the serving engine; returns how many were new."""
-        with self._swap:
-            new = self.events.append(events, event_ids)
-            if self.engine is not None:
-                self.engine.apply(events)
-            return new
+        """Log durably, then apply to the serving engine; returns how many were new. A swap needs
+        no lock here: a new engine reads shoppers from the log, which already holds these events."""
+        with self._writes:
+            seqs = self.events.append(events, event_ids)
+            logged = [Event(e.user_id, e.item_id, e.event_type, e.timestamp, e.store_id, e.basket_id, seq)
+                      for e, seq in zip(events, seqs) if seq is not None]
+            engine = self.engine
+            if engine is not None:
+                engine.apply(logged)
+            return len(logged)
+
+    def unusable_events(self) -> int:
+        """Logged events that are never applied (see `EventLog.unusable`, `Engine.unusable`)."""
+        return self.events.unusable() + (len(self.engine.unusable) if self.engine is not None else 0)
 
     # ---- bundles -------------------------------------------------------------------------
-    def install_archive(self, data: bytes) -> str:
-        """Install a bundle uploaded as a .tar.gz of its files; returns the bundle id."""
-        with tempfile.TemporaryDirectory(dir=self.folder) as staging:
-            try:
-                with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
-                    archive.extractall(staging, filter="data")  # refuses links and paths outside staging
-            except (tarfile.TarError, OSError, EOFError) as error:
-                raise bundle.BundleError(f"upload is not a readable .tar.gz bundle: {error}") from None
+    @contextlib.contextmanager
+    def upload_file(self) -> Iterator[Path]:
+        """A path in the node folder for an upload in progress, removed afterwards whatever happens."""
+        descriptor, name = tempfile.mkstemp(dir=self.folder, prefix=UPLOAD_PREFIX, suffix=".tar.gz")
+        os.close(descriptor)
+        try:
+            yield Path(name)
+        finally:
+            Path(name).unlink(missing_ok=True)
+
+    def install_archive(self, archive: Path | bytes) -> str:
+        """Install a bundle uploaded as a .tar.gz (or .tar) of its files; returns the bundle id."""
+        with tempfile.TemporaryDirectory(dir=self.folder, prefix=UNPACK_PREFIX) as staging:
+            with open(archive, "rb") if isinstance(archive, Path) else io.BytesIO(archive) as raw:
+                _unpack(raw, Path(staging))
             root = Path(staging)
             entries = list(root.iterdir())
             if len(entries) == 1 and entries[0].is_dir():  # archived as one top-level folder
@@ -84,10 +119,14 @@ class Node:
         bundle_id = self._bundle_id(source)
         target = self.bundles / bundle_id
         if not target.exists():
-            staging = Path(tempfile.mkdtemp(dir=self.bundles, prefix=".staging-"))
-            for name in (*manifest["files"], bundle.MANIFEST, bundle.SIGNATURE):
-                shutil.copyfile(Path(source) / name, staging / name)
-            staging.rename(target)
+            staging = Path(tempfile.mkdtemp(dir=self.bundles, prefix=STAGING_PREFIX))
+            try:
+                for name in (*manifest["files"], bundle.MANIFEST, bundle.SIGNATURE):
+                    shutil.copyfile(Path(source) / name, staging / name)
+                staging.rename(target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
         self._activate(bundle_id)
         self._prune()
         return bundle_id
@@ -100,21 +139,36 @@ class Node:
         return self.current
 
     def _activate(self, bundle_id: str) -> None:
-        engine = self._load(bundle_id)  # verify + load + warm: the slow part, outside the lock
         with self._swap:
-            engine.apply(self.events.events())
+            try:
+                engine = Engine.load(self.bundles / bundle_id, self.public_key, self.runtime, source=self.events.for_shopper,
+                                     max_shoppers=self.max_shoppers, personal_reasons=self.personal_reasons)
+            except bundle.BundleError:
+                raise
+            except Exception as error:  # signed, but this node cannot serve it
+                raise bundle.BundleError(f"{bundle_id} verified but could not be loaded: "
+                                         f"{type(error).__name__}: {error}") from error
             if self.current != bundle_id:
                 self.previous = self.current
             self.engine, self.current = engine, bundle_id
             self._write_active()
-        # The bundle's objects live as long as it is served: keep them out of the collector's sweeps,
-        # whose pauses would otherwise show up as latency spikes (unfreeze first: the old bundle goes).
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
+            del engine
+            # The bundle's objects live as long as it is served: keep them out of the collector's sweeps,
+            # whose pauses would otherwise show up as latency spikes (unfreeze first: the old bundle goes),
+            # and hand the old bundle's memory back to the system.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            _release_free_memory()
 
-    def _load(self, bundle_id: str) -> Engine:
-        return Engine.load(self.bundles / bundle_id, self.public_key, self.runtime)
+    def _remove_leftovers(self) -> None:
+        """Uploads and staging folders of a process that was killed mid-install."""
+        for leftover in [*self.folder.glob(f"{UPLOAD_PREFIX}*"), *self.folder.glob(f"{UNPACK_PREFIX}*"),
+                         *self.bundles.glob(f"{STAGING_PREFIX}*")]:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
     @staticmethod
     def _bundle_id(folder: Path) -> str:
@@ -137,3 +191,46 @@ class Node:
                         key=lambda p: p.stat().st_mtime, reverse=True)
         for old in others[KEEP_BUNDLES - len(keep):]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+class _Capped(io.RawIOBase):
+    """A reader that fails once more than `cap` bytes came out of `raw` (a decompression bomb)."""
+
+    def __init__(self, raw, cap: int):
+        self.raw, self.cap, self.total = raw, cap, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.raw.readinto(buffer)
+        self.total += count
+        if self.total > self.cap:
+            raise bundle.BundleError(f"upload unpacks to more than {self.cap} bytes")
+        return count
+
+
+def _unpack(raw, folder: Path) -> None:
+    """Extract a .tar.gz or .tar read from `raw` into `folder`: regular files and folders only, at
+    most MAX_ARCHIVE_MEMBERS of them and MAX_UNPACKED_BYTES in all (checked as it is read)."""
+    compressed = raw.read(2) == b"\x1f\x8b"
+    raw.seek(0)
+    stream = _Capped(gzip.GzipFile(fileobj=raw) if compressed else raw, MAX_UNPACKED_BYTES)
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(stream), mode="r|") as archive:
+            for count, member in enumerate(archive, start=1):
+                if count > MAX_ARCHIVE_MEMBERS:
+                    raise bundle.BundleError(f"upload holds more than {MAX_ARCHIVE_MEMBERS} files")
+                if not (member.isfile() or member.isdir()):
+                    raise bundle.BundleError(f"upload holds {member.name!r}, which is not a regular file")
+                archive.extract(member, folder, filter="data")  # refuses paths outside `folder`
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        raise bundle.BundleError(f"upload is not a readable .tar.gz bundle: {error}") from None
+
+
+def _release_free_memory() -> None:
+    """Return freed heap pages to the system (glibc keeps them otherwise, and RSS ratchets up)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

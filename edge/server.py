@@ -8,47 +8,68 @@
     POST /admin/rollback      serve the previous bundle again
     GET  /admin/events        the event log after a cursor (for flows/collect.py)
 
-Everything under /admin needs `Authorization: Bearer <token>`; without it any /admin path is 401.
+Who may call what (`Guard`): /admin needs `Authorization: Bearer <admin token>`; the /v1 routes
+need `X-API-Key: <client key>` with the route's scope (`edge.clients`), and each key has its own
+rate. A node started `open` serves /v1 without keys (it sits behind the shop's own gateway); its
+answers then never mention a shopper's purchases or cart, nor whether it knows the shopper.
+Health, readiness, metrics and the schema need nothing.
+
+Every input is bounded before work is done (`edge.inputs`): bodies by Content-Length and while
+they stream, and in time; ids by length and characters; event times by a window.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
 import time
-from urllib.parse import parse_qsl
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from edge.bundle import BundleError
+from edge.clients import ClientKeys, RateLimits
 from edge.engine import Event
-from edge.node import Node
+from edge.inputs import (ID_PATTERN, MAX_BATCH, MAX_EVENTS_BODY, MAX_EXCLUDE, MAX_ID, MAX_K, MAX_RECENT,
+                         MAX_SMALL_BODY, Problem, RecommendationQuery, TimeWindow, parse_recommendation_query)
+from edge.node import MAX_UPLOAD_BYTES, Node
 
-MAX_K = 100
-MAX_BATCH = 1000
-MAX_BUNDLE_BYTES = 512 * 2**20
-Id = Annotated[str, Field(min_length=1, max_length=128)]
+log = logging.getLogger(__name__)
+
+BODY_TIMEOUT_S = 10.0  # to send the body of any request but a bundle upload
+UPLOAD_TIMEOUT_S = 600.0
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
 ROUTES = ("/v1/recommendations", "/v1/events", "/healthz", "/readyz", "/metrics", "/admin/bundle", "/admin/rollback",
           "/admin/events")
+SCOPE_OF = {("GET", "/v1/recommendations"): "recommend", ("POST", "/v1/events"): "events"}
+BODY_LIMIT = {"/v1/events": MAX_EVENTS_BODY, "/admin/bundle": MAX_UPLOAD_BYTES}
 
 
 class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     user_id: Id
     item_id: Id
     event_type: Literal["view", "add_to_cart", "purchase"]
-    timestamp: datetime | None = Field(None, description="when it happened (ISO 8601); default: when received")
+    timestamp: datetime | None = Field(None, description="when it happened (ISO 8601; no zone: UTC); default: when "
+                                                         "received. From a day before the node's data to 10 minutes "
+                                                         "ahead of its clock")
     store_id: Id | None = None
     basket_id: Id | None = Field(None, description="purchases with the same basket_id form one basket")
     event_id: Id | None = Field(None, description="client id of the event: a retried POST is not counted twice")
 
 
 class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
@@ -67,9 +88,10 @@ class Recommendations(BaseModel):
     user_id: str
     store_id: str
     model_version: str
-    known_user: bool
+    known_user: bool | None = Field(description="the shopper is in the bundle's data (null on an open node)")
     known_store: bool = Field(description="false: the store is unknown; global popularity, stock not checked")
-    cold_start: bool = Field(description="true: no purchase history for this shopper; popularity and session only")
+    cold_start: bool | None = Field(description="true: no purchase history for this shopper; popularity and session "
+                                                "only (null on an open node)")
     items: list[Item]
 
 
@@ -78,6 +100,7 @@ class Ready(BaseModel):
     model_version: str | None = None
     bundle_id: str | None = None
     bundle_created_at: str | None = None
+    unusable_events: int = Field(0, description="logged events that are never applied (an unreadable time or type)")
 
 
 class Metrics:
@@ -91,6 +114,9 @@ class Metrics:
                            registry=self.registry)
         age = Gauge("lightpersml_bundle_age_seconds", "seconds since the served bundle was created", registry=self.registry)
         age.set_function(lambda: _bundle_age(node))
+        unusable = Gauge("lightpersml_unusable_events", "logged events never applied (unreadable time or type)",
+                         registry=self.registry)
+        unusable.set_function(node.unusable_events)
         self.events = Counter("lightpersml_events", "events logged", ["event_type"], registry=self.registry)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
@@ -107,44 +133,54 @@ def _bundle_age(node: Node) -> float:
     return (datetime.now(timezone.utc) - created).total_seconds()
 
 
-def recommendations_body(serving, user_id: str, store_id: str, k: int, exclude: tuple, recent: tuple) -> dict:
+class AsciiJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped: encodable whatever a client sent."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def problems_response(problems: list[Problem]) -> AsciiJSON:
+    return AsciiJSON({"detail": [p.detail() for p in problems]}, status_code=422)
+
+
+def recommendations_body(node: Node, query: RecommendationQuery, disclose: bool) -> bytes:
     """The JSON answer of GET /v1/recommendations (schema: `Recommendations`)."""
-    answer = serving.recommend(user_id, store_id, k, exclude, recent)
-    return {"user_id": user_id, "store_id": store_id, "model_version": serving.version,
-            "known_user": answer.known_user, "known_store": answer.known_store, "cold_start": not answer.personalised,
+    serving = node.engine
+    answer = serving.recommend(query.user_id, query.store_id, query.k, query.exclude, query.recent)
+    body = {"user_id": query.user_id, "store_id": query.store_id, "model_version": serving.version,
+            "known_user": answer.known_user if disclose else None, "known_store": answer.known_store,
+            "cold_start": (not answer.personalised) if disclose else None,
             "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in answer.items]}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def plain_recommendation_query(query_string: bytes) -> tuple | None:
-    """(user_id, store_id, k, exclude, recent) when the query is plainly valid, else None (then
-    FastAPI handles the request and its validation words any error)."""
-    values: dict[str, list[str]] = {}
-    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-        values.setdefault(key, []).append(value)
-    user, store, k = values.get("user_id", []), values.get("store_id", []), values.get("k", ["10"])
-    exclude, recent = values.get("exclude", []), values.get("recent", [])
-    if not (len(user) == len(store) == len(k) == 1 and 0 < len(user[0]) <= 128 and 0 < len(store[0]) <= 128
-            and k[0].isascii() and k[0].isdigit() and len(k[0]) <= 3 and 1 <= int(k[0]) <= MAX_K
-            and len(exclude) <= MAX_K and len(recent) <= 50):
-        return None
-    return user[0], store[0], int(k[0]), tuple(exclude), tuple(recent)
+class Refusal(Exception):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        self.status, self.detail, self.headers = status, detail, headers or {}
+
+
+async def respond(send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 class Guard:
-    """Pure ASGI middleware: bearer check for every /admin path, request metrics, and a fast path
-    for plainly valid recommendation requests (the node's hot path skips the framework's routing,
-    validation and thread hops: about 3× the requests per core). The FastAPI route stays for the
-    schema and answers everything else, errors included."""
+    """Pure ASGI middleware in front of FastAPI: who may call (admin token, client keys, rates),
+    body limits in size and time, request metrics, and GET /v1/recommendations answered in full
+    (strict parsing, no framework hops: the node's hot path)."""
 
-    def __init__(self, app, metrics: Metrics, admin_token: str | None, node: Node):
-        self.app, self.metrics, self.node = app, metrics, node
-        self.token = f"Bearer {admin_token}".encode() if admin_token else None
+    def __init__(self, app, metrics: Metrics, node: Node, admin_token: str | None, keys: ClientKeys, open_node: bool):
+        self.app, self.metrics, self.node, self.keys, self.open = app, metrics, node, keys, open_node
+        self.token = admin_token.encode() if admin_token else None
+        self.rates = RateLimits()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        path = scope["path"]
-        route = path if path in ROUTES else "other"
+        path, method = scope["path"], scope["method"]
         start, status = time.perf_counter(), [500]
 
         async def send_status(message):
@@ -153,33 +189,105 @@ class Guard:
             await send(message)
 
         try:
-            query = (plain_recommendation_query(scope["query_string"])
-                     if path == "/v1/recommendations" and scope["method"] == "GET" and self.node.engine else None)
-            if query is not None:
-                body = json.dumps(recommendations_body(self.node.engine, *query), ensure_ascii=False,
-                                  separators=(",", ":")).encode()
-                await send_status({"type": "http.response.start", "status": 200,
-                                   "headers": [(b"content-type", b"application/json"),
-                                               (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-            elif path.startswith("/admin") and not self._authorised(scope):
-                response = JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
-                                        headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send_status)
+            self._check_access(scope, path, method)
+            if path == "/v1/recommendations" and method == "GET":
+                await self._recommend(scope, send_status)
+            elif path != "/admin/bundle" and method in ("POST", "PUT", "PATCH", "DELETE"):
+                body = await self._read_body(receive, BODY_LIMIT.get(path, MAX_SMALL_BODY))
+                await self.app(scope, _replay(body, receive), send_status)
             else:
                 await self.app(scope, receive, send_status)
+        except Refusal as refusal:
+            # The body may be unread: close the connection rather than parse what follows as a request.
+            await respond(send_status, refusal.status, json.dumps({"detail": refusal.detail}).encode(),
+                          {**refusal.headers, "Connection": "close"})
+        except ClientGone:
+            status[0] = 499
         finally:
-            self.metrics.observe(route, status[0], time.perf_counter() - start)
+            self.metrics.observe(path if path in ROUTES else "other", status[0], time.perf_counter() - start)
 
-    def _authorised(self, scope) -> bool:
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        return self.token is not None and hmac.compare_digest(given, self.token)
+    def _check_access(self, scope, path: str, method: str) -> None:
+        """Raises a Refusal unless the caller may call `path`; then checks the declared body size."""
+        headers = dict(scope["headers"])
+        if path.startswith("/admin"):
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+            if self.token is None or scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.token):
+                raise Refusal(401, "missing or wrong bearer token" if self.token else
+                              "/admin is closed: this node was started without an admin token", {"WWW-Authenticate": "Bearer"})
+        elif path.startswith("/v1/") and not self.open:
+            if not self.keys:
+                raise Refusal(401, "no client keys on this node: add one with `lightpersml keys client add`",
+                              {"WWW-Authenticate": "ApiKey"})
+            key = self.keys.authenticate(headers.get(b"x-api-key", b"").decode("latin-1"))
+            if key is None:
+                raise Refusal(401, "missing or unknown X-API-Key", {"WWW-Authenticate": "ApiKey"})
+            needed = SCOPE_OF.get((method, path))
+            if needed and needed not in key.scopes:
+                raise Refusal(403, f"key {key.name!r} lacks the {needed!r} scope")
+            wait = self.rates.retry_after(key.key_id, key.rate)
+            if wait is not None:
+                raise Refusal(429, f"key {key.name!r} is over its rate of {key.rate}", {"Retry-After": str(wait)})
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            limit = BODY_LIMIT.get(path, MAX_SMALL_BODY)
+            if not declared.isdigit():
+                raise Refusal(400, "Content-Length is not a whole number")
+            if int(declared) > limit:
+                raise Refusal(413, f"body larger than {limit} bytes")
+
+    async def _recommend(self, scope, send) -> None:
+        query = parse_recommendation_query(scope["query_string"])
+        if isinstance(query, list):
+            return await problems_response(query)(scope, None, send)
+        if self.node.engine is None:
+            raise Refusal(503, "no bundle loaded yet: upload one to /admin/bundle")
+        await respond(send, 200, recommendations_body(self.node, query, disclose=not self.open))
+
+    @staticmethod
+    async def _read_body(receive, limit: int) -> bytes:
+        """The whole body, at most `limit` bytes, within BODY_TIMEOUT_S (else 413 / 408)."""
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientGone
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise Refusal(413, f"body larger than {limit} bytes")
+                    chunks.append(chunk)
+                    if not message.get("more_body"):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise Refusal(408, f"the body took longer than {BODY_TIMEOUT_S:.0f} s to arrive") from None
 
 
-def create_app(node: Node, admin_token: str | None) -> "Guard":
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+def _replay(body: bytes, receive):
+    """An ASGI receive that hands the app the body already read, then waits on the real one."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed():
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
+def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node: bool = False) -> Guard:
     api = FastAPI(title="LightPersML edge node", version="1",
-                  description="Top-k recommendations for a shopper in a store, from a signed bundle.")
+                  description="Top-k recommendations for a shopper in a store, from a signed bundle. "
+                              "/v1 routes need `X-API-Key` (unless the node is open); /admin needs the admin token.")
     metrics = Metrics(node)
+
+    @api.exception_handler(RequestValidationError)
+    async def refused(request: Request, error: RequestValidationError) -> AsciiJSON:
+        return problems_response([Problem(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", "")))
+                                  for e in error.errors()[:20]])
 
     def engine():
         current = node.engine
@@ -187,22 +295,30 @@ def create_app(node: Node, admin_token: str | None) -> "Guard":
             raise HTTPException(503, "no bundle loaded yet: upload one to /admin/bundle")
         return current
 
-    # async: answers run on the event loop without a thread hop (they are short and CPU-bound);
-    # event writes (fsync) and bundle installs (seconds) run in the thread pool.
+    # Answered by the Guard (`edge.inputs.parse_recommendation_query`); declared here for the schema.
     @api.get("/v1/recommendations", response_model=Recommendations)
     async def recommendations(
-        user_id: Annotated[str, Query(min_length=1, max_length=128)],
-        store_id: Annotated[str, Query(min_length=1, max_length=128)],
+        request: Request,
+        user_id: Annotated[str, Query(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)],
+        store_id: Annotated[str, Query(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)],
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-        exclude: Annotated[list[str], Query(max_length=MAX_K, description="item ids not to recommend")] = [],
-        recent: Annotated[list[str], Query(max_length=50, description="item ids the shopper just looked at")] = [],
-    ) -> Recommendations:
-        return JSONResponse(recommendations_body(engine(), user_id, store_id, k, tuple(exclude), tuple(recent)))
+        exclude: Annotated[list[str], Query(max_length=MAX_EXCLUDE, description="item ids not to recommend")] = [],
+        recent: Annotated[list[str], Query(max_length=MAX_RECENT, description="item ids the shopper just looked at")] = [],
+    ) -> Response:
+        query = parse_recommendation_query(request.scope["query_string"])
+        if isinstance(query, list):
+            return problems_response(query)
+        engine()
+        return Response(recommendations_body(node, query, disclose=not open_node), media_type="application/json")
 
     @api.post("/v1/events", response_model=EventsAccepted)
-    def events(body: EventIn | EventBatch) -> EventsAccepted:
-        engine()
+    def events(body: EventIn | EventBatch) -> EventsAccepted | AsciiJSON:
+        window = TimeWindow.for_origin(engine().origin)
         batch = body.events if isinstance(body, EventBatch) else [body]
+        where = (lambda j: ("body", "events", j, "timestamp")) if isinstance(body, EventBatch) else (lambda j: ("body", "timestamp"))
+        problems = [p for j, e in enumerate(batch) if e.timestamp is not None and (p := window.problem(e.timestamp, where(j)))]
+        if problems:
+            return problems_response(problems[:20])  # nothing of the batch is logged
         received = datetime.now(timezone.utc)
         parsed = [Event(e.user_id, e.item_id, e.event_type, _aware(e.timestamp) or received, e.store_id, e.basket_id)
                   for e in batch]
@@ -221,7 +337,7 @@ def create_app(node: Node, admin_token: str | None) -> "Guard":
         if current is None:
             return JSONResponse(Ready(ready=False).model_dump(), status_code=503)
         return Ready(ready=True, model_version=current.version, bundle_id=node.current,
-                     bundle_created_at=current.manifest.get("created_at"))
+                     bundle_created_at=current.manifest.get("created_at"), unusable_events=node.unusable_events())
 
     @api.get("/metrics")
     def prometheus() -> Response:
@@ -234,15 +350,25 @@ def create_app(node: Node, admin_token: str | None) -> "Guard":
               openapi_extra={"requestBody": {"required": True, "description": "the bundle's files as a .tar.gz",
                                              "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     async def upload_bundle(request: Request) -> Ready:
-        data = await request.body()
-        if not data:
-            raise HTTPException(400, "empty body: send the bundle as a .tar.gz")
-        if len(data) > MAX_BUNDLE_BYTES:
-            raise HTTPException(413, f"bundle larger than {MAX_BUNDLE_BYTES} bytes")
-        try:
-            await run_in_threadpool(node.install_archive, data)
-        except BundleError as error:
-            raise HTTPException(400, f"bundle refused, still serving {node.current}: {error}") from None
+        with node.upload_file() as upload:
+            size = 0
+            try:
+                async with asyncio.timeout(UPLOAD_TIMEOUT_S):
+                    with open(upload, "wb") as f:
+                        async for chunk in request.stream():
+                            size += len(chunk)
+                            if size > MAX_UPLOAD_BYTES:
+                                raise HTTPException(413, f"bundle larger than {MAX_UPLOAD_BYTES} bytes",
+                                                    headers={"Connection": "close"})
+                            f.write(chunk)
+            except TimeoutError:
+                raise HTTPException(408, f"the upload took longer than {UPLOAD_TIMEOUT_S:.0f} s") from None
+            if not size:
+                raise HTTPException(400, "empty body: send the bundle as a .tar.gz")
+            try:
+                await run_in_threadpool(node.install_archive, upload)
+            except BundleError as error:
+                raise HTTPException(400, f"bundle refused, still serving {node.current}: {error}") from None
         return await readyz()
 
     @api.post("/admin/rollback", response_model=Ready)
@@ -259,7 +385,7 @@ def create_app(node: Node, admin_token: str | None) -> "Guard":
         rows = node.events.since(after, limit)
         return {"events": rows, "next": rows[-1]["seq"] if rows else after}
 
-    return Guard(api, metrics, admin_token, node)
+    return Guard(api, metrics, node, admin_token, keys, open_node)
 
 
 def _aware(moment: datetime | None) -> datetime | None:

@@ -18,8 +18,10 @@ from rich.table import Table
 from lightpersml import config
 
 app = typer.Typer(help="LightPersML: lightweight personalization for small shops.", no_args_is_help=True)
-keys_app = typer.Typer(help="Ed25519 keys that sign edge bundles.", no_args_is_help=True)
+keys_app = typer.Typer(help="Ed25519 keys that sign edge bundles, and edge nodes' client keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+client_keys_app = typer.Typer(help="Client keys of an edge node (X-API-Key on its /v1 routes).", no_args_is_help=True)
+keys_app.add_typer(client_keys_app, name="client")
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
@@ -255,29 +257,100 @@ def bundle(
     console.print(f"Bundle of version {manifest['model_version']} ({manifest['tier']}) signed in {out}")
 
 
+def _node_dir(node_dir: Optional[Path]) -> Path:
+    return node_dir or config.state_dir() / "edge-node"
+
+
+NodeDir = Annotated[Optional[Path], typer.Option(help="the node's state: bundles, event log, client keys "
+                                                      "(default .lightpersml/edge-node)")]
+
+
+@client_keys_app.command("add")
+def client_key_add(
+    name: Annotated[str, typer.Argument(help="who uses it, e.g. web-shop or pos-app")],
+    scope: Annotated[list[str], typer.Option(help="recommend and/or events (repeat the option)")] = ["recommend", "events"],
+    rate: Annotated[str, typer.Option(help="requests allowed, e.g. 1000/second or 50/minute")] = "1000/second",
+    node_dir: NodeDir = None,
+) -> None:
+    """Make a client key; it is printed once (the node keeps only its hash). A running node picks it up."""
+    from edge.clients import ClientKeyError, ClientKeys
+
+    try:
+        key, secret = ClientKeys(_node_dir(node_dir)).add(name, tuple(scope), rate)
+    except ClientKeyError as error:
+        raise typer.BadParameter(str(error)) from None
+    console.print(f"Client key {key.name!r} ({key.key_id}; {', '.join(key.scopes)}; {key.rate}). "
+                  "Send it as the X-API-Key header; it is not shown again:")
+    print(secret)
+
+
+@client_keys_app.command("list")
+def client_key_list(node_dir: NodeDir = None) -> None:
+    """The node's client keys (names, ids, scopes, rates; never the keys themselves)."""
+    from edge.clients import ClientKeys
+
+    table = Table(title=f"Client keys of {_node_dir(node_dir)}")
+    for column in ("name", "id", "scopes", "rate", "created"):
+        table.add_column(column)
+    for key in ClientKeys(_node_dir(node_dir)).list():
+        table.add_row(key.name, key.key_id, ", ".join(key.scopes), key.rate, key.created_at)
+    console.print(table)
+
+
+@client_keys_app.command("revoke")
+def client_key_revoke(name: Annotated[str, typer.Argument(help="the key's name or id")], node_dir: NodeDir = None) -> None:
+    """Revoke a client key; a running node refuses it within a second."""
+    from edge.clients import ClientKeyError, ClientKeys
+
+    try:
+        key = ClientKeys(_node_dir(node_dir)).revoke(name)
+    except ClientKeyError as error:
+        raise typer.BadParameter(str(error)) from None
+    console.print(f"Revoked {key.name!r} ({key.key_id}).")
+
+
 @app.command()
 def serve(
     bundle: Annotated[Optional[Path], typer.Option(help="a bundle folder to install and serve (default: the node's active one)")] = None,
     port: Annotated[int, typer.Option()] = 8000,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    node_dir: Annotated[Optional[Path], typer.Option(help="the node's state: bundles, event log")] = None,
+    node_dir: NodeDir = None,
     public_key: Annotated[Optional[Path], typer.Option(help="verifies bundles (default: the keys folder's public key)")] = None,
     admin_token_file: Annotated[Optional[Path], typer.Option(help="file with the /admin bearer token "
                                                                    "(or set LIGHTPERSML_ADMIN_TOKEN; none: /admin is closed)")] = None,
+    open_node: Annotated[bool, typer.Option("--open", help="serve /v1 without client keys (only behind the shop's own "
+                                                           "gateway); answers then never word reasons with a shopper's "
+                                                           "purchases")] = False,
+    reasons: Annotated[Optional[str], typer.Option(help="personal (may mention the shopper's purchases and cart) or "
+                                                        "generic (default: personal with keys, generic when --open)")] = None,
+    max_shoppers: Annotated[int, typer.Option(min=100, help="shoppers whose live state is kept in memory")] = 20_000,
     runtime: Annotated[str, typer.Option(help="onnx (nodes) or torch (the cloud reference; needs the bundle's model.pt)")] = "onnx",
 ) -> None:
     """Run an edge node: recommendations, events, health and metrics over HTTP."""
+    import logging
+
     import uvicorn
 
     from edge.bundle import PUBLIC_KEY, BundleError, load_public_key
+    from edge.clients import ClientKeyError, ClientKeys
     from edge.node import Node
+    from edge.protocol import HeaderDeadlineProtocol
     from edge.server import create_app
 
+    if reasons not in (None, "personal", "generic"):
+        raise typer.BadParameter("personal or generic", param_hint="--reasons")
     public_key = public_key or config.keys_dir() / PUBLIC_KEY
     if not public_key.exists():
         raise typer.BadParameter(f"no public key at {public_key}", param_hint="--public-key")
     token = admin_token_file.read_text().strip() if admin_token_file else os.environ.get("LIGHTPERSML_ADMIN_TOKEN")
-    node = Node(node_dir or config.state_dir() / "edge-node", load_public_key(public_key), runtime)
+    folder = _node_dir(node_dir)
+    try:
+        keys = ClientKeys(folder)
+    except ClientKeyError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1)
+    personal = (reasons or ("generic" if open_node else "personal")) == "personal"
+    node = Node(folder, load_public_key(public_key), runtime, personal_reasons=personal, max_shoppers=max_shoppers)
     try:
         node.start(bundle)
     except BundleError as error:
@@ -285,7 +358,19 @@ def serve(
         raise typer.Exit(1)
     if node.engine is None:
         console.print("[yellow]No bundle yet: /readyz answers 503 until one is uploaded to /admin/bundle.[/yellow]")
-    uvicorn.run(create_app(node, token), host=host, port=port, log_level="warning", access_log=False)
+    if open_node:
+        logging.getLogger("lightpersml.edge").warning("open node: /v1 routes answer anyone (reasons: %s)",
+                                                      "personal" if personal else "generic")
+        console.print(f"[yellow]Open node: /v1 needs no client key; reasons are {'personal' if personal else 'generic'}. "
+                      "Put it behind a gateway that authenticates callers.[/yellow]")
+    elif not keys:
+        console.print(f"[yellow]No client keys in {keys.path}: /v1 routes answer 401 until one is added with "
+                      f"`lightpersml keys client add NAME --node-dir {folder}` (or start with --open behind a gateway)."
+                      "[/yellow]")
+    if not token:
+        console.print("[yellow]No admin token: /admin is closed (set LIGHTPERSML_ADMIN_TOKEN or --admin-token-file).[/yellow]")
+    uvicorn.run(create_app(node, token, keys, open_node), host=host, port=port, log_level="warning", access_log=False,
+                http=HeaderDeadlineProtocol)
 
 
 def _print_node_report(rows: list[dict], title: str) -> None:

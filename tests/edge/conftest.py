@@ -91,17 +91,31 @@ def free_port() -> int:
 
 
 class NodeProcess:
-    """`lightpersml serve` in its own process, on a free port, stopped by PID."""
+    """`lightpersml serve` in its own process, on a free port, stopped by PID. Unless `open_node`,
+    it has one client key with both scopes (`headers` carries it) and `rate` requests allowed."""
 
-    def __init__(self, folder: Path, public_key: Path):
-        self.folder, self.public_key = folder, public_key
+    def __init__(self, folder: Path, public_key: Path, open_node: bool = False, rate: str = "100000/second",
+                 options: tuple[str, ...] = ()):
+        from edge.clients import ClientKeys
+
+        self.folder, self.public_key, self.open_node, self.options = folder, public_key, open_node, options
         (folder / "token").write_text(TOKEN)
         self.url, self.process = None, None
+        self.headers: dict[str, str] = {}
+        if not open_node:
+            _, key = ClientKeys(self.node_dir).add("tests", rate=rate)
+            self.headers = {"X-API-Key": key}
+
+    @property
+    def node_dir(self) -> Path:
+        return self.folder / "node"
 
     def start(self, bundle: Path | None = None) -> "NodeProcess":
         port = free_port()
-        command = [sys.executable, "-m", "lightpersml.cli", "serve", "--port", str(port), "--node-dir", str(self.folder / "node"),
-                   "--public-key", str(self.public_key), "--admin-token-file", str(self.folder / "token")]
+        command = [sys.executable, "-m", "lightpersml.cli", "serve", "--port", str(port), "--node-dir", str(self.node_dir),
+                   "--public-key", str(self.public_key), "--admin-token-file", str(self.folder / "token"), *self.options]
+        if self.open_node:
+            command.append("--open")
         if bundle is not None:
             command += ["--bundle", str(bundle)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(self.folder / "stderr.log", "ab"))
@@ -117,6 +131,10 @@ class NodeProcess:
                 pass
             time.sleep(0.2)
         raise TimeoutError("node did not become ready")
+
+    def client(self, **options) -> httpx.Client:
+        """An HTTP client for this node that sends its client key."""
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=options.pop("timeout", 30), **options)
 
     def stop(self, sig=signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:

@@ -77,13 +77,13 @@ def test_a_first_purchase_personalises_a_new_shopper_at_once(engine):
 
 def test_a_purchase_moves_the_shoppers_own_candidates(engine):
     user, store = busiest(engine)
-    before = engine._candidates(user, None)
+    before = engine._rank(user, [])
     top = str(engine.catalog.item_ids[before.items[0]])
+    engine.recommend(user, store)  # the shopper is in memory
     engine.apply([Event(user, top, "purchase", after_bundle(engine, 0.5), store, "trip-1")])
     with engine._lock:
-        shopper = engine._shoppers[user]
-        live = (shopper.version, [tuple(b) for b in shopper.baskets.values()], set(), [])
-    after = engine._candidates(user, live)
+        live = [tuple(b) for b in engine._shoppers[user].baskets.values()]
+    after = engine._rank(user, live)
     assert after.count[list(after.items).index(before.items[0])] == before.count[0] + 1
     assert not np.array_equal(before.scores, after.scores)  # recency and counts changed, so the scores did
 
