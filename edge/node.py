@@ -39,7 +39,7 @@ from edge.events import EventLog
 
 KEEP_BUNDLES = 3  # current, previous, and one more for a second rollback
 MAX_UPLOAD_BYTES = 512 * 2**20  # an uploaded .tar.gz
-MAX_UNPACKED_BYTES = 4 * 2**30  # what it may unpack to (a small .tar.gz can expand to hundreds of GB)
+MAX_UNPACKED_BYTES = 2 * 2**30  # what it may unpack to (a small .tar.gz can expand to hundreds of GB)
 MAX_ARCHIVE_MEMBERS = 64
 UPLOAD_PREFIX, UNPACK_PREFIX, STAGING_PREFIX = ".upload-", ".unpack-", ".staging-"
 
@@ -216,13 +216,17 @@ def _unpack(raw, folder: Path) -> None:
     compressed = raw.read(2) == b"\x1f\x8b"
     raw.seek(0)
     stream = _Capped(gzip.GzipFile(fileobj=raw) if compressed else raw, MAX_UNPACKED_BYTES)
+    declared = 0
     try:
         with tarfile.open(fileobj=io.BufferedReader(stream), mode="r|") as archive:
             for count, member in enumerate(archive, start=1):
+                declared += member.size
                 if count > MAX_ARCHIVE_MEMBERS:
                     raise bundle.BundleError(f"upload holds more than {MAX_ARCHIVE_MEMBERS} files")
                 if not (member.isfile() or member.isdir()):
                     raise bundle.BundleError(f"upload holds {member.name!r}, which is not a regular file")
+                if declared > MAX_UNPACKED_BYTES:
+                    raise bundle.BundleError(f"upload unpacks to more than {MAX_UNPACKED_BYTES} bytes")
                 archive.extract(member, folder, filter="data")  # refuses paths outside `folder`
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise bundle.BundleError(f"upload is not a readable .tar.gz bundle: {error}") from None

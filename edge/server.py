@@ -44,7 +44,6 @@ from edge.node import MAX_UPLOAD_BYTES, Node
 
 log = logging.getLogger(__name__)
 
-BODY_TIMEOUT_S = 10.0  # to send the body of any request but a bundle upload
 UPLOAD_TIMEOUT_S = 600.0
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
 ROUTES = ("/v1/recommendations", "/v1/events", "/healthz", "/readyz", "/metrics", "/admin/bundle", "/admin/rollback",
@@ -172,8 +171,10 @@ class Guard:
     body limits in size and time, request metrics, and GET /v1/recommendations answered in full
     (strict parsing, no framework hops: the node's hot path)."""
 
-    def __init__(self, app, metrics: Metrics, node: Node, admin_token: str | None, keys: ClientKeys, open_node: bool):
+    def __init__(self, app, metrics: Metrics, node: Node, admin_token: str | None, keys: ClientKeys, open_node: bool,
+                 body_timeout: float):
         self.app, self.metrics, self.node, self.keys, self.open = app, metrics, node, keys, open_node
+        self.body_timeout = body_timeout
         self.token = admin_token.encode() if admin_token else None
         self.rates = RateLimits()
 
@@ -193,7 +194,7 @@ class Guard:
             if path == "/v1/recommendations" and method == "GET":
                 await self._recommend(scope, send_status)
             elif path != "/admin/bundle" and method in ("POST", "PUT", "PATCH", "DELETE"):
-                body = await self._read_body(receive, BODY_LIMIT.get(path, MAX_SMALL_BODY))
+                body = await self._read_body(receive, BODY_LIMIT.get(path, MAX_SMALL_BODY), self.body_timeout)
                 await self.app(scope, _replay(body, receive), send_status)
             else:
                 await self.app(scope, receive, send_status)
@@ -244,11 +245,11 @@ class Guard:
         await respond(send, 200, recommendations_body(self.node, query, disclose=not self.open))
 
     @staticmethod
-    async def _read_body(receive, limit: int) -> bytes:
-        """The whole body, at most `limit` bytes, within BODY_TIMEOUT_S (else 413 / 408)."""
+    async def _read_body(receive, limit: int, seconds: float) -> bytes:
+        """The whole body, at most `limit` bytes, within `seconds` (else 413 / 408)."""
         chunks, size = [], 0
         try:
-            async with asyncio.timeout(BODY_TIMEOUT_S):
+            async with asyncio.timeout(seconds):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -261,7 +262,7 @@ class Guard:
                     if not message.get("more_body"):
                         return b"".join(chunks)
         except TimeoutError:
-            raise Refusal(408, f"the body took longer than {BODY_TIMEOUT_S:.0f} s to arrive") from None
+            raise Refusal(408, f"the body took longer than {seconds:g} s to arrive") from None
 
 
 class ClientGone(Exception):
@@ -278,7 +279,9 @@ def _replay(body: bytes, receive):
     return replayed
 
 
-def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node: bool = False) -> Guard:
+def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node: bool = False,
+               body_timeout: float = 10.0) -> Guard:
+    """The node's ASGI app. open_node: /v1 needs no client key; body_timeout: seconds to send a body."""
     api = FastAPI(title="LightPersML edge node", version="1",
                   description="Top-k recommendations for a shopper in a store, from a signed bundle. "
                               "/v1 routes need `X-API-Key` (unless the node is open); /admin needs the admin token.")
@@ -385,7 +388,7 @@ def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node:
         rows = node.events.since(after, limit)
         return {"events": rows, "next": rows[-1]["seq"] if rows else after}
 
-    return Guard(api, metrics, node, admin_token, keys, open_node)
+    return Guard(api, metrics, node, admin_token, keys, open_node, body_timeout)
 
 
 def _aware(moment: datetime | None) -> datetime | None:

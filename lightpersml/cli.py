@@ -324,6 +324,8 @@ def serve(
     reasons: Annotated[Optional[str], typer.Option(help="personal (may mention the shopper's purchases and cart) or "
                                                         "generic (default: personal with keys, generic when --open)")] = None,
     max_shoppers: Annotated[int, typer.Option(min=100, help="shoppers whose live state is kept in memory")] = 20_000,
+    read_timeout: Annotated[float, typer.Option(min=0.1, help="seconds a client has to send a request's headers, and "
+                                                                 "again its body (bundle uploads: 600)")] = 10.0,
     runtime: Annotated[str, typer.Option(help="onnx (nodes) or torch (the cloud reference; needs the bundle's model.pt)")] = "onnx",
 ) -> None:
     """Run an edge node: recommendations, events, health and metrics over HTTP."""
@@ -369,8 +371,9 @@ def serve(
                       "[/yellow]")
     if not token:
         console.print("[yellow]No admin token: /admin is closed (set LIGHTPERSML_ADMIN_TOKEN or --admin-token-file).[/yellow]")
-    uvicorn.run(create_app(node, token, keys, open_node), host=host, port=port, log_level="warning", access_log=False,
-                http=HeaderDeadlineProtocol)
+    HeaderDeadlineProtocol.header_timeout = read_timeout
+    uvicorn.run(create_app(node, token, keys, open_node, body_timeout=read_timeout), host=host, port=port,
+                log_level="warning", access_log=False, http=HeaderDeadlineProtocol)
 
 
 def _print_node_report(rows: list[dict], title: str) -> None:

@@ -118,7 +118,8 @@ class NodeProcess:
             command.append("--open")
         if bundle is not None:
             command += ["--bundle", str(bundle)]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(self.folder / "stderr.log", "ab"))
+        self.process = subprocess.Popen(command, stdout=open(self.folder / "stdout.log", "ab"),
+                                        stderr=open(self.folder / "stderr.log", "ab"))
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -144,3 +145,37 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def busy_shopper(edge_bundle) -> tuple[str, str]:
+    """(the shopper with the most baskets, the store with the most items in stock) of the bundle."""
+    import numpy as np
+
+    from edge.bundle import CATALOG, HISTORIES
+    from models.baskets import BasketHistory
+    from models.catalog import Catalog
+
+    with np.load(edge_bundle / CATALOG) as npz:
+        catalog = Catalog.from_state(dict(npz))
+    history = BasketHistory.load(edge_bundle / HISTORIES)
+    return (str(catalog.user_ids[int(np.argmax(np.diff(history.user_ptr)))]),
+            str(catalog.store_ids[int(np.argmax(np.diff(catalog.in_stock.indptr)))]))
+
+
+def raw_request(url: str, data: bytes, timeout: float = 30) -> int | None:
+    """Send `data` as-is on a new connection; the status of the answer, or None when the node
+    closed the connection without one."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+            head = s.recv(64)
+        except (ConnectionResetError, BrokenPipeError):
+            return None
+    return int(head.split()[1]) if head.startswith(b"HTTP/") else None
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
