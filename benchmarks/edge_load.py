@@ -74,10 +74,13 @@ def request_mix(bundle: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 
 class Server:
-    """`lightpersml serve` in its own process."""
+    """`lightpersml serve` in its own process, with one client key (`headers`) allowed any rate."""
 
     def __init__(self, python: str, bundle: Path, public_key: Path, runtime: str, folder: Path, port: int):
+        from edge.clients import ClientKeys
+
         self.url = f"http://127.0.0.1:{port}"
+        self.headers = {"X-API-Key": ClientKeys(folder).add("load", rate="10000000/second")[1]}
         self.process = subprocess.Popen(
             [python, "-m", "lightpersml.cli", "serve", "--bundle", str(bundle), "--public-key", str(public_key),
              "--runtime", runtime, "--port", str(port), "--node-dir", str(folder)],
@@ -117,14 +120,15 @@ class Server:
 class Recorder:
     """Latency and status of every request; latency counts from `since` (sent or scheduled)."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str):
-        self.session, self.url = session, url
+    def __init__(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str]):
+        self.session, self.url, self.headers = session, url, headers
         self.latencies: list[float] = []
         self.statuses: list[int] = []
 
     async def get(self, user: str, store: str, since: float) -> None:
         try:
-            async with self.session.get(f"{self.url}/v1/recommendations", params={"user_id": user, "store_id": store}) as answer:
+            async with self.session.get(f"{self.url}/v1/recommendations", params={"user_id": user, "store_id": store},
+                                        headers=self.headers) as answer:
                 await answer.read()
                 status = answer.status
         except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -143,11 +147,11 @@ def _summary(latencies: list[float], statuses: list[int], seconds: float) -> dic
             **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}}
 
 
-async def open_loop(url: str, mix: list[tuple[str, str]], rate: float, seconds: float) -> dict:
+async def open_loop(server: Server, mix: list[tuple[str, str]], rate: float, seconds: float) -> dict:
     """Send at `rate` per second on schedule whatever the answers do; latency from the scheduled time."""
     connector = aiohttp.TCPConnector(limit=CONNECTIONS)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
-        recorder, tasks = Recorder(session, url), []
+        recorder, tasks = Recorder(session, server.url, server.headers), []
         start = time.perf_counter()
         for j in range(int(rate * seconds)):
             due = start + j / rate
@@ -158,11 +162,11 @@ async def open_loop(url: str, mix: list[tuple[str, str]], rate: float, seconds: 
         return {"target_rps": rate, **recorder.summary(time.perf_counter() - start)}
 
 
-async def closed_loop(url: str, mix: list[tuple[str, str]], seconds: float, clients: int = SATURATION_CLIENTS) -> dict:
+async def closed_loop(server: Server, mix: list[tuple[str, str]], seconds: float, clients: int = SATURATION_CLIENTS) -> dict:
     """`clients` requests always in flight for `seconds`: the node's saturation throughput."""
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
-        recorder = Recorder(session, url)
+        recorder = Recorder(session, server.url, server.headers)
         start = time.perf_counter()
 
         async def client(j: int):
@@ -174,10 +178,10 @@ async def closed_loop(url: str, mix: list[tuple[str, str]], seconds: float, clie
         return {"target_rps": "saturation", **recorder.summary(time.perf_counter() - start)}
 
 
-async def first_requests(url: str, mix: list[tuple[str, str]]) -> dict:
+async def first_requests(server: Server, mix: list[tuple[str, str]]) -> dict:
     """Every distinct shopper once, one at a time: the cost of building their candidates."""
     async with aiohttp.ClientSession() as session:
-        recorder, seen = Recorder(session, url), set()
+        recorder, seen = Recorder(session, server.url, server.headers), set()
         start = time.perf_counter()
         for user, store in mix:
             if user not in seen:
@@ -243,10 +247,10 @@ def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "5
             server = Server(python, folder, public, runtime, tmp / f"node-{name}", 18500 + len(results["runs"]))
             try:
                 server.wait_ready()
-                phases = [(lambda: first_requests(server.url, mix), 1)]
-                phases += [(lambda rate=rate: open_loop(server.url, mix, float(rate), seconds), repeats)
+                phases = [(lambda: first_requests(server, mix), 1)]
+                phases += [(lambda rate=rate: open_loop(server, mix, float(rate), seconds), repeats)
                            for rate in rates.split(",")]
-                phases.append((lambda: closed_loop(server.url, mix, seconds), repeats))
+                phases.append((lambda: closed_loop(server, mix, seconds), repeats))
                 for phase, times in phases:
                     runs = []
                     for _ in range(times):  # tails on a shared 2-core machine vary from run to run

@@ -99,6 +99,7 @@ class Ready(BaseModel):
     model_version: str | None = None
     bundle_id: str | None = None
     bundle_created_at: str | None = None
+    events_from: str | None = Field(None, description="the earliest event time accepted (ISO 8601, UTC)")
     unusable_events: int = Field(0, description="logged events that are never applied (an unreadable time or type)")
 
 
@@ -340,7 +341,9 @@ def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node:
         if current is None:
             return JSONResponse(Ready(ready=False).model_dump(), status_code=503)
         return Ready(ready=True, model_version=current.version, bundle_id=node.current,
-                     bundle_created_at=current.manifest.get("created_at"), unusable_events=node.unusable_events())
+                     bundle_created_at=current.manifest.get("created_at"),
+                     events_from=TimeWindow.for_origin(current.origin).earliest.isoformat(),
+                     unusable_events=node.unusable_events())
 
     @api.get("/metrics")
     def prometheus() -> Response:

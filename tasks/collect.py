@@ -5,7 +5,9 @@ A pull takes the node's events after the cursor, validates them with the data co
 the valid ones to `events/<node>-<first seq>-<last seq>.parquet` and only then moves the cursor.
 A run that dies in between pulls the same events again next time; `collected_events` keeps one
 copy per (node, seq), so nothing is counted twice and nothing acknowledged is lost. Events whose
-item is not in the items table (new products) go to `quarantine/` with the reason, not to training.
+item is not in the items table (new products), and events whose time a node would refuse today
+(unreadable, before the node's data begins, or after the pull plus the node's clock skew: rows an
+older node logged unchecked), go to `quarantine/` with the reason, not to training.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from data_contracts import schema
 from data_contracts.dataset import Dataset
 from data_contracts.validation import validate_dataset
+from edge.inputs import CLOCK_SKEW
 from lightpersml.config import ValidationSettings
 
 log = logging.getLogger(__name__)
@@ -56,11 +59,31 @@ def pull_page(url: str, token: str, after: int, limit: int = PAGE) -> list[dict]
     return response.json()["events"]
 
 
+def events_from(url: str, token: str) -> pd.Timestamp | None:
+    """The earliest event time the node accepts (its /readyz `events_from`, UTC naive), if it says."""
+    ready = httpx.get(f"{url.rstrip('/')}/readyz", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    earliest = ready.json().get("events_from") if ready.status_code == 200 else None
+    return pd.Timestamp(earliest).tz_convert(None) if earliest else None
+
+
 def _as_contract_events(rows: list[dict]) -> pd.DataFrame:
+    """The rows in the contract's columns; a timestamp pandas cannot hold (e.g. year 9999) is NaT."""
     frame = pd.DataFrame(rows)
-    stamps = pd.to_datetime(frame[schema.TIMESTAMP], utc=True, format="ISO8601")
+    stamps = pd.to_datetime(frame[schema.TIMESTAMP], utc=True, format="ISO8601", errors="coerce")
     frame[schema.TIMESTAMP] = stamps.dt.tz_localize(None)  # UTC, naive like the bundled data
     return frame
+
+
+def _quarantine_reasons(frame: pd.DataFrame, known_items: set[str], earliest: pd.Timestamp | None) -> pd.Series:
+    """Per row, why it cannot go to training ("" when it can)."""
+    latest = pd.Timestamp.now(tz="UTC").tz_convert(None) + CLOCK_SKEW
+    stamps = frame[schema.TIMESTAMP]
+    outside = stamps.isna() | (stamps > latest) | ((stamps < earliest) if earliest is not None else False)
+    reasons = pd.Series("", index=frame.index)
+    reasons[~frame[schema.ITEM_ID].isin(known_items)] = "item_id not in the items table"
+    reasons[outside] = (f"timestamp unreadable or outside the node's window ({earliest or 'any'} to "
+                        f"{latest:%Y-%m-%d %H:%M} UTC)")
+    return reasons
 
 
 def collect_node(node: str, url: str, token: str, items: pd.DataFrame, folder: Path) -> dict:
@@ -70,13 +93,15 @@ def collect_node(node: str, url: str, token: str, items: pd.DataFrame, folder: P
     cursor = read_cursors(folder).get(node, 0)
     report = {"node": node, "cursor_before": cursor, "pulled": 0, "appended": 0, "quarantined": 0}
     known_items = set(items[schema.ITEM_ID].astype(str))
+    earliest = events_from(url, token)
     while rows := pull_page(url, token, cursor):
         frame = _as_contract_events(rows)
         first, last = int(frame[SEQ].iloc[0]), int(frame[SEQ].iloc[-1])
-        unknown = ~frame[schema.ITEM_ID].isin(known_items)
+        reasons = _quarantine_reasons(frame, known_items, earliest)
+        unknown = reasons != ""
         if unknown.any():
             (folder / "quarantine").mkdir(exist_ok=True)
-            frame[unknown].assign(reason="item_id not in the items table", **{NODE: node}).to_parquet(
+            frame[unknown].assign(reason=reasons[unknown], **{NODE: node}).to_parquet(
                 folder / "quarantine" / f"{node}-{first}-{last}.parquet", index=False)
         batch = frame[~unknown].reset_index(drop=True)
         if len(batch):

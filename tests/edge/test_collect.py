@@ -15,8 +15,8 @@ from tasks.collect import collected_dir, collected_events
 from tests.edge.conftest import TOKEN, NodeProcess
 
 
-def post(url: str, events: list[dict]) -> None:
-    assert httpx.post(f"{url}/v1/events", json={"events": events}).status_code == 200
+def post(node: NodeProcess, events: list[dict]) -> None:
+    assert httpx.post(f"{node.url}/v1/events", json={"events": events}, headers=node.headers).status_code == 200
 
 
 def test_collect_appends_each_event_once_and_the_next_ingest_sees_them(prefect_api, cj_slice, edge_bundle, signing_keys,
@@ -30,7 +30,7 @@ def test_collect_appends_each_event_once_and_the_next_ingest_sees_them(prefect_a
         nodes_file = tmp_path / "nodes.toml"
         nodes_file.write_text(f'[[nodes]]\nname = "store-a"\nurl = "{node.url}"\ntoken = "{TOKEN}"\n')
         when = "2017-12-20T10:00:00Z"  # the days after the slice's data end
-        post(node.url, [{"user_id": "u1", "item_id": item, "event_type": "purchase", "timestamp": when, "basket_id": "b1"}
+        post(node, [{"user_id": "u1", "item_id": item, "event_type": "purchase", "timestamp": when, "basket_id": "b1"}
                         for item in items[:5]] + [{"user_id": "u1", "item_id": "no-such-item", "event_type": "view",
                                                    "timestamp": when}])
         first = collect_flow(str(nodes_file), data=str(cj_slice))
@@ -38,7 +38,7 @@ def test_collect_appends_each_event_once_and_the_next_ingest_sees_them(prefect_a
                                                    "quarantined": 1, "cursor_after": 6}
         assert collect_flow(str(nodes_file), data=str(cj_slice))[0]["pulled"] == 0  # nothing new, nothing twice
 
-        post(node.url, [{"user_id": "u2", "item_id": items[7], "event_type": "add_to_cart", "timestamp": when}])
+        post(node, [{"user_id": "u2", "item_id": items[7], "event_type": "add_to_cart", "timestamp": when}])
         folder = collected_dir(config.state_dir(), cj_slice.name)
         (folder / "cursors.json").write_text(json.dumps({"store-a": 3}))  # a run that died before moving its cursor
         again = collect_flow(str(nodes_file), data=str(cj_slice))[0]
@@ -55,3 +55,39 @@ def test_collect_appends_each_event_once_and_the_next_ingest_sees_them(prefect_a
     ingested = ingest_task.fn(str(cj_slice))
     assert len(ingested.events) == len(original.events) + 6
     assert "appended 6 events collected from edge nodes" in ingested.notes
+
+
+def test_collect_quarantines_event_times_a_node_would_refuse(prefect_api, cj_slice, edge_bundle, signing_keys, tmp_path):
+    """Rows an older node logged unchecked (year 9999, 2100, 1990) never reach the training data."""
+    import shutil
+    import sqlite3
+
+    from flows.collect import collect_flow
+
+    data = tmp_path / "cj_window"  # its own dataset name, so its own collected folder
+    shutil.copytree(cj_slice, data)
+    item = str(pd.read_parquet(cj_slice / "items.parquet")[schema.ITEM_ID].iloc[0])
+    (tmp_path / "n").mkdir()
+    node = NodeProcess(tmp_path / "n", signing_keys[1]).start(edge_bundle)
+    post = httpx.post(f"{node.url}/v1/events", headers=node.headers,
+                      json={"user_id": "u1", "item_id": item, "event_type": "view", "timestamp": "2017-12-20T10:00:00Z"})
+    assert post.status_code == 200
+    node.stop()
+    db = sqlite3.connect(node.node_dir / "events.db")
+    db.executemany("INSERT INTO events (user_id, item_id, event_type, timestamp) VALUES ('u1', ?, 'purchase', ?)",
+                   [(item, stamp) for stamp in ("9999-12-31T23:59:59-14:00", "2100-01-01T00:00:00+00:00",
+                                                "1990-01-01T00:00:00+00:00")])
+    db.commit()
+    db.close()
+    node.start()
+    try:
+        nodes_file = tmp_path / "nodes.toml"
+        nodes_file.write_text(f'[[nodes]]\nname = "old-node"\nurl = "{node.url}"\ntoken = "{TOKEN}"\n')
+        report = collect_flow(str(nodes_file), data=str(data))[0]
+    finally:
+        node.stop()
+    assert (report["pulled"], report["appended"], report["quarantined"]) == (4, 1, 3)
+    folder = collected_dir(config.state_dir(), "cj_window")
+    quarantined = pd.concat(pd.read_parquet(p) for p in (folder / "quarantine").glob("*.parquet"))
+    assert len(quarantined) == 3 and quarantined["reason"].str.contains("outside the node's window").all()
+    assert collected_events(config.state_dir(), "cj_window")[schema.TIMESTAMP].dt.year.tolist() == [2017]

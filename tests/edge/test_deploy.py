@@ -62,7 +62,8 @@ def test_deploy_updates_good_nodes_and_reports_the_one_that_refused(prefect_api,
     assert rows["store-c"]["status"] == "failed" and "does not verify" in rows["store-c"]["detail"]
     urls = dict(three_nodes)
     assert httpx.get(f"{urls['store-c'].url}/readyz").json()["model_version"] == "7"  # still serving its old bundle
-    answer = httpx.get(f"{urls['store-a'].url}/v1/recommendations", params={"user_id": "x", "store_id": "y"}).json()
+    answer = httpx.get(f"{urls['store-a'].url}/v1/recommendations", params={"user_id": "x", "store_id": "y"},
+                       headers=urls["store-a"].headers).json()
     assert answer["model_version"] == promoted_version
 
     back = {row["node"]: row for row in rollback_flow(str(nodes_file))}

@@ -1,5 +1,5 @@
 """Schemathesis (its CLI, `st run`) generates valid and invalid requests for every operation in the
-node's OpenAPI schema, admin routes included (with the token): none may get a 5xx."""
+node's OpenAPI schema, admin routes included (with the token and a client key): none may get a 5xx."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def test_no_generated_request_gets_a_server_error(edge_bundle, signing_keys, tmp
         st = Path(sys.executable).with_name("st")
         result = subprocess.run(
             [str(st), "run", f"{node.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "30",
-             "--seed", "1", "--header", f"Authorization: Bearer {TOKEN}", "--workers", "1",
+             "--seed", "1", "--header", f"Authorization: Bearer {TOKEN}",
+             "--header", f"X-API-Key: {node.headers['X-API-Key']}", "--workers", "1",
              "--generation-database", "none", "--no-color", "--report-dir", str(tmp_path / "report")],
             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     finally:
