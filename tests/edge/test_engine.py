@@ -105,3 +105,46 @@ def test_events_older_than_the_bundle_change_nothing(engine):
     user, store = busiest(engine)
     old = after_bundle(engine, -30)
     assert engine.apply([Event(user, str(engine.catalog.item_ids[0]), "purchase", old - timedelta(days=1), store)]) == 0
+
+
+@pytest.fixture
+def logged_engine(edge_bundle, signing_keys, tmp_path):
+    """An engine reading shoppers from a real event log, with room for 100 of them in memory."""
+    from edge.events import EventLog
+
+    log = EventLog(tmp_path / "events.db")
+    engine = Engine.load(edge_bundle, load_public_key(signing_keys[1]), source=log.for_shopper, max_shoppers=100)
+    return engine, log
+
+
+def test_memory_holds_at_most_max_shoppers_and_the_rest_come_back_from_the_log(logged_engine):
+    engine, log = logged_engine
+    user, store = busiest(engine)
+    top = engine.recommend(user, store, 10).items[0].item_id
+    cart = [Event(user, top, "add_to_cart", after_bundle(engine, 1), store)]
+    seqs = log.append(cart)
+    assert engine.apply([Event(**{**vars(cart[0]), "seq": seqs[0]})]) == 1
+    for j in range(300):
+        engine.recommend(f"guest-{j}", store, 10)
+    assert len(engine._shoppers) == 100 and user not in engine._shoppers
+    assert top not in {r.item_id for r in engine.recommend(user, store, 10).items}  # read back from the log
+
+
+def test_a_logged_event_is_applied_once_whether_read_or_pushed(logged_engine):
+    engine, log = logged_engine
+    user, store = busiest(engine)
+    event = Event(user, str(engine.catalog.item_ids[0]), "view", after_bundle(engine, 1), store)
+    seq = log.append([event])[0]
+    engine.recommend(user, store, 10)  # reads the event from the log
+    assert engine.apply([Event(**{**vars(event), "seq": seq})]) == 0
+    assert engine._shoppers[user].version == 1
+
+
+def test_generic_reasons_never_mention_the_shoppers_purchases_or_cart(edge_bundle, signing_keys):
+    engine = Engine.load(edge_bundle, load_public_key(signing_keys[1]), personal_reasons=False)
+    user, store = busiest(engine)
+    first = engine.recommend(user, store, 100)
+    engine.apply([Event(user, first.items[0].item_id, "add_to_cart", after_bundle(engine, 1), store)])
+    reasons = {r.reason for r in first.items + engine.recommend(user, store, 100).items}
+    assert "recommended for you" in reasons
+    assert reasons <= {"recommended for you", "often bought together", "popular in this store", "popular with shoppers"}

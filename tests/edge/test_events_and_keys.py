@@ -1,0 +1,95 @@
+"""The event log (seqs, retries, per-shopper reads, the schema 1 → 2 upgrade) and client keys
+(hashed at rest, constant-time checks, rates) as plain objects."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from edge.clients import ClientKeyError, ClientKeys, RateLimits
+from edge.engine import Event
+from edge.events import EventLog
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def test_append_returns_each_seq_and_none_for_a_retried_event_id(tmp_path):
+    log = EventLog(tmp_path / "events.db")
+    events = [Event("u1", "i1", "view", NOW), Event("u1", "i2", "purchase", NOW, "s1", "b1")]
+    assert log.append(events, ["e1", "e2"]) == [1, 2]
+    retried = log.append(events, ["e1", None])
+    assert retried[0] is None and retried[1] > 2  # (seqs may skip numbers; they only ever grow)
+    assert [(row["seq"], row["event_id"]) for row in log.since(0)] == [(1, "e1"), (2, "e2"), (retried[1], None)]
+
+
+def test_for_shopper_reads_one_shoppers_events_in_the_window_oldest_first(tmp_path):
+    log = EventLog(tmp_path / "events.db")
+    log.append([Event("u1", "old", "view", NOW - timedelta(days=30)), Event("u2", "other", "view", NOW),
+                Event("u1", "a", "view", NOW - timedelta(hours=2)), Event("u1", "b", "add_to_cart", NOW)])
+    read = log.for_shopper("u1", (NOW - timedelta(days=1)).timestamp())
+    assert [(e.item_id, e.seq) for e in read] == [("a", 3), ("b", 4)]
+    assert read[1].timestamp == NOW and read[1].timestamp.tzinfo is not None
+    assert [e.item_id for e in log.for_shopper("u1", 0, limit=1)] == ["b"]  # the newest ones
+
+
+def test_a_schema_1_log_is_upgraded_and_its_unreadable_rows_counted(tmp_path):
+    path = tmp_path / "events.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE, user_id TEXT NOT NULL, "
+               "item_id TEXT NOT NULL, event_type TEXT NOT NULL, timestamp TEXT NOT NULL, store_id TEXT, basket_id TEXT, "
+               "received_at TEXT NOT NULL DEFAULT 'x')")
+    db.executemany("INSERT INTO events (user_id, item_id, event_type, timestamp) VALUES ('u1', 'i1', 'view', ?)",
+                   [(NOW.isoformat(),), ("9999-12-31T23:59:59-14:00",), ("not a time",), ("2100-01-01T00:00:00",)])
+    db.commit()
+    db.close()
+    log = EventLog(path)
+    assert log.unusable() == 3
+    assert [e.seq for e in log.for_shopper("u1", 0)] == [1]
+    log.close()
+    assert EventLog(path).unusable() == 3  # upgraded once; reopening changes nothing
+
+
+def test_client_keys_are_stored_hashed_and_checked_by_id_and_secret(tmp_path):
+    keys = ClientKeys(tmp_path)
+    key, text = keys.add("web-shop", scopes=("recommend",), rate="10/second")
+    stored = (tmp_path / "clients.json").read_text()
+    assert text not in stored and text.split("_", 2)[2] not in stored
+    assert stat.S_IMODE((tmp_path / "clients.json").stat().st_mode) == 0o600
+    assert ClientKeys(tmp_path).authenticate(text) == key  # another process reads the same file
+    assert keys.authenticate(text[:-1] + ("A" if text[-1] != "A" else "B")) is None
+    assert keys.authenticate(f"lpk_{key.key_id}_") is None and keys.authenticate("") is None
+    assert keys.authenticate("lpk_" + "0" * 300) is None
+    with pytest.raises(ClientKeyError, match="exists"):
+        keys.add("web-shop")
+    with pytest.raises(ClientKeyError, match="scopes"):
+        keys.add("other", scopes=("admin",))
+    with pytest.raises(ClientKeyError, match="rate"):
+        keys.add("other", rate="lots")
+    keys.revoke("web-shop")
+    assert keys.authenticate(text) is None and not keys
+
+
+def test_a_running_node_sees_new_keys_within_a_second_and_survives_a_broken_file(tmp_path):
+    serving = ClientKeys(tmp_path)
+    _, text = ClientKeys(tmp_path).add("pos")  # written by the CLI, another object
+    time.sleep(1.1)
+    assert serving.authenticate(text) is not None
+    (tmp_path / "clients.json").write_text("{broken")
+    time.sleep(1.1)
+    assert serving.authenticate(text) is not None  # keeps what it had, logs why
+    with pytest.raises(ClientKeyError, match="cannot read client keys"):
+        ClientKeys(tmp_path)  # at start-up the node refuses to guess
+    (tmp_path / "clients.json").write_text(json.dumps({"keys": []}))
+
+
+def test_rates_hold_each_identity_to_its_own_limit():
+    rates = RateLimits()
+    assert [rates.retry_after("a", "3/minute") for _ in range(3)] == [None] * 3
+    wait = rates.retry_after("a", "3/minute")
+    assert wait is not None and 1 <= wait <= 60
+    assert rates.retry_after("b", "3/minute") is None
