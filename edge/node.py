@@ -64,16 +64,25 @@ class Node:
         self._writes = threading.Lock()  # events are applied in log order
 
     # ---- start-up ------------------------------------------------------------------------
-    def start(self, initial_bundle: Path | None = None) -> None:
-        """Serve `initial_bundle` (installed first), else the bundle that was active last time."""
+    def start(self, initial_bundle: Path | None = None) -> list[str]:
+        """Serve `initial_bundle` (installed first; raises BundleError if refused), else the bundle
+        that was active last time, else the one before it, else none until one is uploaded.
+        Returns why the bundles it passed over could not be served."""
         self._remove_leftovers()
         if initial_bundle is not None:
             self.install_folder(Path(initial_bundle))
-            return
-        active = self._read_active()
-        if active.get("current"):
-            self.current, self.previous = active["current"], active.get("previous")
-            self._activate(self.current)
+            return []
+        active, problems = self._read_active(), []
+        for bundle_id in dict.fromkeys(b for b in (active.get("current"), active.get("previous")) if b):
+            try:
+                self.current = bundle_id
+                self.previous = active.get("previous") if bundle_id == active.get("current") else None
+                self._activate(bundle_id)
+                return problems
+            except bundle.BundleError as error:
+                problems.append(str(error))
+        self.current = self.previous = None
+        return problems
 
     # ---- events --------------------------------------------------------------------------
     def record(self, events: list[Event], event_ids: list[str | None]) -> int:
@@ -178,7 +187,10 @@ class Node:
 
     def _read_active(self) -> dict:
         path = self.folder / "active.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
 
     def _write_active(self) -> None:
         tmp = self.folder / "active.json.tmp"

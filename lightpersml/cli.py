@@ -354,10 +354,12 @@ def serve(
     personal = (reasons or ("generic" if open_node else "personal")) == "personal"
     node = Node(folder, load_public_key(public_key), runtime, personal_reasons=personal, max_shoppers=max_shoppers)
     try:
-        node.start(bundle)
+        passed_over = node.start(bundle)
     except BundleError as error:
         console.print(f"[red]bundle refused: {error}[/red]")
         raise typer.Exit(1)
+    for problem in passed_over:
+        console.print(f"[red]not serving a stored bundle: {problem}[/red]")
     if node.engine is None:
         console.print("[yellow]No bundle yet: /readyz answers 503 until one is uploaded to /admin/bundle.[/yellow]")
     if open_node:

@@ -110,7 +110,8 @@ class NodeProcess:
     def node_dir(self) -> Path:
         return self.folder / "node"
 
-    def start(self, bundle: Path | None = None) -> "NodeProcess":
+    def start(self, bundle: Path | None = None, until: str = "/readyz") -> "NodeProcess":
+        """Start and wait until `until` answers 200."""
         port = free_port()
         command = [sys.executable, "-m", "lightpersml.cli", "serve", "--port", str(port), "--node-dir", str(self.node_dir),
                    "--public-key", str(self.public_key), "--admin-token-file", str(self.folder / "token"), *self.options]
@@ -126,7 +127,7 @@ class NodeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"node exited: {(self.folder / 'stderr.log').read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{until}", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

@@ -93,3 +93,22 @@ def test_rates_hold_each_identity_to_its_own_limit():
     wait = rates.retry_after("a", "3/minute")
     assert wait is not None and 1 <= wait <= 60
     assert rates.retry_after("b", "3/minute") is None
+
+
+def test_the_cli_adds_lists_and_revokes_client_keys(tmp_path):
+    from typer.testing import CliRunner
+
+    from lightpersml.cli import app
+
+    runner = CliRunner()
+    added = runner.invoke(app, ["keys", "client", "add", "web-shop", "--scope", "recommend", "--rate", "50/second",
+                                "--node-dir", str(tmp_path)])
+    assert added.exit_code == 0, added.output
+    text = added.output.strip().splitlines()[-1]
+    assert ClientKeys(tmp_path).authenticate(text).scopes == ("recommend",)
+    listed = runner.invoke(app, ["keys", "client", "list", "--node-dir", str(tmp_path)])
+    assert "web-shop" in listed.output and "50/second" in listed.output and text not in listed.output
+    refused = runner.invoke(app, ["keys", "client", "add", "x", "--scope", "admin", "--node-dir", str(tmp_path)])
+    assert refused.exit_code == 2 and "scopes must be" in refused.output
+    assert runner.invoke(app, ["keys", "client", "revoke", "web-shop", "--node-dir", str(tmp_path)]).exit_code == 0
+    assert ClientKeys(tmp_path).authenticate(text) is None

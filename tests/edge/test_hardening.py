@@ -248,3 +248,22 @@ def test_slow_headers_and_bodies_are_cut_off(tmp_path, edge_bundle, signing_keys
         assert httpx.get(f"{node.url}/healthz").status_code == 200
     finally:
         node.stop()
+
+
+def test_a_node_whose_stored_bundle_is_damaged_starts_on_the_one_before_or_none(tmp_path, edge_bundle, serving_dir,
+                                                                                signing_keys):
+    from tests.edge.conftest import build_bundle
+
+    node = NodeProcess(tmp_path, signing_keys[1]).start(edge_bundle)
+    v8 = build_bundle(serving_dir, signing_keys[0], tmp_path / "v8", "8")
+    assert httpx.post(f"{node.url}/admin/bundle", content=archive_bundle(v8), headers=AUTH, timeout=120).status_code == 200
+    node.stop()
+    active = json.loads((node.node_dir / "active.json").read_text())
+    (node.node_dir / "bundles" / active["current"] / "model.onnx").write_bytes(b"disk trouble")
+    node.start()
+    assert httpx.get(f"{node.url}/readyz").json()["model_version"] == "7"
+    node.stop()
+    (node.node_dir / "active.json").write_text("{half written")
+    node.start(until="/healthz")  # up, waiting for an upload
+    assert httpx.get(f"{node.url}/readyz").status_code == 503
+    node.stop()
