@@ -190,6 +190,7 @@ class Engine:
 
     def warm(self, users: int = 3) -> None:
         """Score a few shoppers so the first real request does not pay for session start-up."""
+        self.generator.tifu.similarity_index()  # what a shopper's real-time neighbours are drawn from
         source, self.source = self.source, None  # warming must not read (or count) anyone's events
         for user_id in self.catalog.user_ids[:users]:
             self.recommend(str(user_id), None, 10)

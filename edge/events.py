@@ -42,6 +42,11 @@ INDEXES = ("CREATE INDEX IF NOT EXISTS events_by_shopper ON events (user_id, at)
            "CREATE INDEX IF NOT EXISTS events_unusable ON events (seq) WHERE at IS NULL")
 COLUMNS = ("seq", "event_id", "user_id", "item_id", "event_type", "timestamp", "store_id", "basket_id", "received_at")
 SHOPPER_EVENTS = 2000  # the newest events of one shopper that make up their live state
+# Both reads go through an index, so their cost does not grow with the log. Without INDEXED BY,
+# SQLite counts unusable rows through the (user_id, at) index: a scan of the whole log.
+READ_SHOPPER = ("SELECT seq, item_id, event_type, at, store_id, basket_id FROM events "
+                "WHERE user_id = ? AND at >= ? AND at <= ? ORDER BY seq DESC LIMIT ?")
+COUNT_UNUSABLE = "SELECT COUNT(*) FROM events INDEXED BY events_unusable WHERE at IS NULL"
 
 
 def unix_seconds(text: str, latest: float) -> float | None:
@@ -121,17 +126,14 @@ class EventLog:
     def for_shopper(self, user_id: str, since_at: float, limit: int = SHOPPER_EVENTS) -> list[Event]:
         """The shopper's newest `limit` events at or after `since_at` (Unix seconds), oldest first."""
         with self._read_lock:
-            rows = self._reader.execute(
-                "SELECT seq, item_id, event_type, at, store_id, basket_id FROM events "
-                "WHERE user_id = ? AND at >= ? AND at <= ? ORDER BY seq DESC LIMIT ?",
-                (user_id, since_at, time.time() + CLOCK_SKEW_S, limit)).fetchall()
+            rows = self._reader.execute(READ_SHOPPER, (user_id, since_at, time.time() + CLOCK_SKEW_S, limit)).fetchall()
         return [Event(user_id, item, kind, datetime.fromtimestamp(at, timezone.utc), store, basket, seq)
                 for seq, item, kind, at, store, basket in reversed(rows)]
 
     def unusable(self) -> int:
         """Rows that are never applied because their time could not be read."""
         with self._read_lock:
-            return self._reader.execute("SELECT COUNT(*) FROM events WHERE at IS NULL").fetchone()[0]
+            return self._reader.execute(COUNT_UNUSABLE).fetchone()[0]
 
     def close(self) -> None:
         self._reader.close()

@@ -96,29 +96,37 @@ class TIFUKNN:
 
     def fit(self, history: BasketHistory) -> "TIFUKNN":
         self.vectors = self.user_vectors(history).tocsr()
-        self.pool = self.vectors
+        self.pool, self._unit_pool_t = self.vectors, None
         self.neighbors = self._nearest(self.vectors, np.arange(history.n_users))
         return self
 
     def _nearest(self, vectors: sp.csr_matrix, own_rows: np.ndarray, chunk: int = 512) -> np.ndarray:
         """(len(vectors), k) indices into `self.pool` of the most cosine-similar users, never the
         pool row `own_rows[i]` of the user itself (-1: a user not in the pool)."""
-        unit_pool, unit = _unit_rows(self.pool), _unit_rows(vectors)
+        unit_pool_t, unit = self.similarity_index(), _unit_rows(vectors)
         k = min(self.params["n_neighbors"], max(self.pool.shape[0] - 1, 1))
         neighbors = np.zeros((vectors.shape[0], k), dtype=np.int32)
         for start in range(0, vectors.shape[0], chunk):
             rows = np.arange(start, min(start + chunk, vectors.shape[0]))
-            sim = (unit[rows] @ unit_pool.T).toarray()
+            sim = (unit[rows] @ unit_pool_t).toarray()
             own = own_rows[rows]
             sim[np.flatnonzero(own >= 0), own[own >= 0]] = -np.inf  # not your own neighbour
             neighbors[rows] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         return neighbors
+
+    def similarity_index(self) -> sp.csr_matrix:
+        """(n_items, n_pool) the pool's rows scaled to unit length, transposed: computed once per
+        pool, since a serving node asks for one shopper's neighbours at a time."""
+        if getattr(self, "_unit_pool_t", None) is None:
+            self._unit_pool_t = _unit_rows(self.pool).T.tocsr()
+        return self._unit_pool_t
 
     def for_vectors(self, vectors: sp.csr_matrix, own_rows: np.ndarray) -> "TIFUKNN":
         """A TIFU-KNN for new user vectors (e.g. a user's history with newer baskets), whose
         neighbours come from this fit's users; own_rows: each new row's index in this fit, or -1."""
         other = TIFUKNN(**self.params)
         other.vectors, other.pool = sp.csr_matrix(vectors, dtype=np.float32), self.pool
+        other._unit_pool_t = self.similarity_index()
         other.neighbors = self._nearest(other.vectors, np.asarray(own_rows))
         return other
 
@@ -141,6 +149,7 @@ class TIFUKNN:
         self.vectors = _csr_from_state("vectors", state)
         self.pool = self.vectors
         self.neighbors = state["neighbors"]
+        self._unit_pool_t = None
         return self
 
     def param_count(self) -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from edge.clients import ClientKeyError, ClientKeys, RateLimits
 from edge.engine import Event
-from edge.events import EventLog
+from edge.events import COUNT_UNUSABLE, READ_SHOPPER, EventLog
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -112,3 +112,13 @@ def test_the_cli_adds_lists_and_revokes_client_keys(tmp_path):
     assert refused.exit_code == 2 and "scopes must be" in refused.output
     assert runner.invoke(app, ["keys", "client", "revoke", "web-shop", "--node-dir", str(tmp_path)]).exit_code == 0
     assert ClientKeys(tmp_path).authenticate(text) is None
+
+
+def test_the_logs_reads_go_through_indexes_so_their_cost_does_not_grow_with_the_log(tmp_path):
+    log = EventLog(tmp_path / "events.db")
+
+    def plan(query: str, *args) -> str:
+        return " ".join(row[-1] for row in log._reader.execute(f"EXPLAIN QUERY PLAN {query}", args).fetchall())
+
+    assert "USING INDEX events_unusable" in plan(COUNT_UNUSABLE)
+    assert "USING INDEX events_by_shopper" in plan(READ_SHOPPER, "u1", 0.0, 1e10, 10)
