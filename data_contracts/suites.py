@@ -14,15 +14,16 @@ from data_contracts import schema
 
 BLOCKING = {"blocking": True}
 QUARANTINE = {"blocking": False}
+THRESHOLDED = {"blocking": True, "thresholded": True}  # quarantined up to max_bad_share of the rows
 
 
 def _required_columns(spec: schema.TableSpec) -> list:
     return [gxe.ExpectColumnToExist(column=c, meta=BLOCKING) for c in spec.required]
 
 
-def _not_null_ids(spec: schema.TableSpec, frame: pd.DataFrame) -> list:
+def _not_null_ids(spec: schema.TableSpec, frame: pd.DataFrame, mostly: float) -> list:
     return [
-        gxe.ExpectColumnValuesToNotBeNull(column=c, meta=BLOCKING)
+        gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=mostly, meta=THRESHOLDED)
         for c, kind in spec.columns.items()
         if c in frame.columns and (c in spec.required or kind == "timestamp")
     ]
@@ -38,8 +39,10 @@ def _exact_duplicates(frame: pd.DataFrame) -> list:
     return [gxe.ExpectCompoundColumnsToBeUnique(column_list=list(frame.columns), meta=QUARANTINE)]
 
 
-def build_suite(spec: schema.TableSpec, frame: pd.DataFrame, max_quantity: int) -> ExpectationSuite:
+def build_suite(spec: schema.TableSpec, frame: pd.DataFrame, max_quantity: int, max_bad_share: float) -> ExpectationSuite:
     """The suite for one table. Expectations on optional columns are added only when present.
+    Thresholded ones carry GX's `mostly` = 1 - max_bad_share, so Data Docs shows them passed while
+    their failing rows are few enough to quarantine.
 
     References between tables (events → items) are checked in `validation.unknown_item_findings`:
     a 92k-id `value_set` makes GX re-serialise the suite for ~20 s per run.
@@ -52,12 +55,14 @@ def build_suite(spec: schema.TableSpec, frame: pd.DataFrame, max_quantity: int) 
         for expectation in expectations:
             suite.add_expectation(expectation)
         return suite  # further checks would only repeat "column missing"
-    expectations += _not_null_ids(spec, frame)
+    mostly = 1.0 - max_bad_share
+    expectations += _not_null_ids(spec, frame, mostly)
     expectations += _unique_keys(spec, frame)
     if spec is schema.EVENTS:
         expectations += _exact_duplicates(frame)
         if schema.QUANTITY in present:
-            expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.QUANTITY, min_value=1, meta=BLOCKING))
+            expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.QUANTITY, min_value=1, mostly=mostly,
+                                                                  meta=THRESHOLDED))
             expectations.append(
                 gxe.ExpectColumnValuesToBeBetween(
                     column=schema.QUANTITY, max_value=max_quantity, meta={**QUARANTINE, "kind": "outlier"}
@@ -67,7 +72,8 @@ def build_suite(spec: schema.TableSpec, frame: pd.DataFrame, max_quantity: int) 
             expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.VALUE, min_value=0, meta=QUARANTINE))
         if schema.EVENT_TYPE in present:
             expectations.append(
-                gxe.ExpectColumnValuesToBeInSet(column=schema.EVENT_TYPE, value_set=list(schema.EVENT_TYPES), meta=QUARANTINE)
+                gxe.ExpectColumnValuesToBeInSet(column=schema.EVENT_TYPE, value_set=list(schema.EVENT_TYPES), mostly=mostly,
+                                                meta=THRESHOLDED)
             )
     if spec is schema.ITEMS and schema.PRICE in present:
         expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.PRICE, min_value=0, meta=QUARANTINE))

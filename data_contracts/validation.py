@@ -2,6 +2,12 @@
 
 Produces a report (JSON + Data Docs HTML), quarantines rows that fail non-blocking expectations,
 and raises `DataValidationError` when a blocking one fails — before anything is trained.
+
+Row-level checks that real exports fail a little (unparseable or missing values, quantity < 1,
+unknown items, unknown event types, implausible times) are thresholded: their rows are
+quarantined while they are at most `max_bad_share` of the table, and the run is refused above it
+(the message gives the share and the limit). What makes data unusable blocks outright: a missing
+required column, an empty table, a table that quarantine would empty.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -18,9 +25,14 @@ from data_contracts import schema
 from data_contracts.conform import Finding, conform_table
 from data_contracts.dataset import Dataset
 from data_contracts.errors import DataValidationError
+from data_contracts.learnability import Protocol, learnability_findings
+from data_contracts.report_html import CheckOutcome, write_html_report
 from data_contracts.suites import build_suite
 
 log = logging.getLogger(__name__)
+
+EARLIEST_PLAUSIBLE = pd.Timestamp("1990-01-01")  # before it, a time is an export's placeholder (1900, 1970)
+CLOCK_SKEW = timedelta(minutes=10)  # how far past this machine's clock an event may be dated
 
 
 @dataclass
@@ -96,6 +108,7 @@ class GxRunner:
     """Runs suites in a file-backed GX context so results also render as Data Docs HTML."""
 
     def __init__(self, root: Path):
+        """root: the report folder; GX keeps its files in `root/gx/`."""
         import great_expectations as gx
 
         self.gx = gx
@@ -141,9 +154,9 @@ def _numpy_numbers(frame: pd.DataFrame) -> pd.DataFrame:
 def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: str, limit: int) -> Finding | None:
     config = result["expectation_config"]
     kwargs, meta = config["kwargs"], config.get("meta") or {}
-    if result["success"]:
-        return None
     outcome = result.get("result") or {}
+    if result["success"] and not (meta.get("thresholded") and outcome.get("unexpected_count")):
+        return None
     exception = (result.get("exception_info") or {}).get("exception_message")
     positions = [int(i) for i in outcome.get("unexpected_index_list") or [] if not isinstance(i, dict)]
     count = outcome.get("unexpected_count")  # None for table-level checks
@@ -154,6 +167,10 @@ def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: 
         detail = f"missing; columns found: {list(frame.columns)}"
     elif "min_value" in kwargs or "max_value" in kwargs:
         detail = f"expected between {kwargs.get('min_value')} and {kwargs.get('max_value')}"
+    elif config["type"] == "expect_column_values_to_be_in_set" and kwargs.get("column") == schema.EVENT_TYPE:
+        found = pd.Series(outcome.get("partial_unexpected_list") or []).value_counts().index[:5].tolist()
+        detail = (f"expected one of {', '.join(schema.EVENT_TYPES)}; found e.g. {', '.join(map(str, found))}; "
+                  "map a type of yours with --event-type TYPE=purchase (or view, add_to_cart)")
     elif exception:
         detail = exception
     return Finding(
@@ -165,24 +182,55 @@ def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: 
         row_indices=positions,
         examples=_describe_rows(frame, positions, source, limit),
         detail=detail,
+        thresholded=bool(meta.get("thresholded")),
     )
 
 
+def implausible_time_findings(events: pd.DataFrame, source: str, limit: int) -> list[Finding]:
+    """Events dated after this machine's clock (plus skew) or before EARLIEST_PLAUSIBLE (thresholded)."""
+    if schema.TIMESTAMP not in events.columns or not pd.api.types.is_datetime64_any_dtype(events[schema.TIMESTAMP]):
+        return []
+    latest = pd.Timestamp.now(tz="UTC").tz_localize(None) + CLOCK_SKEW
+    stamps = events[schema.TIMESTAMP]
+    bad = stamps.notna() & ((stamps > latest) | (stamps < EARLIEST_PLAUSIBLE))
+    if not bad.any():
+        return []
+    positions = [int(p) for p in bad.to_numpy().nonzero()[0]]
+    return [Finding(table="events", column=schema.TIMESTAMP, check="timestamp_plausible", blocking=True, thresholded=True,
+                    unexpected_count=len(positions), row_indices=positions,
+                    examples=_describe_rows(events, positions, source, limit),
+                    detail=f"expected between {EARLIEST_PLAUSIBLE:%Y-%m-%d} and now ({latest:%Y-%m-%d %H:%M} UTC)")]
+
+
+def apply_thresholds(findings: list[Finding], row_counts: dict[str, int], max_bad_share: float) -> None:
+    """Decide each thresholded finding: quarantine when its share of the table is ≤ max_bad_share."""
+    for f in findings:
+        if not f.thresholded or not f.unexpected_count:
+            continue
+        rows = max(row_counts.get(f.table, 0), 1)
+        share = f.unexpected_count / rows
+        f.blocking = share > max_bad_share
+        verdict = "over" if f.blocking else "within"
+        f.detail = (f"{f.detail}; {share:.2%} of {rows:,} rows, {verdict} the limit of {max_bad_share:.0%} per check "
+                    "(ValidationSettings.max_bad_share)").lstrip("; ")
+
+
 def unknown_item_findings(tables: dict[str, pd.DataFrame], sources: dict[str, str], limit: int) -> list[Finding]:
-    """Rows of events (blocking) and availability (quarantined) whose item_id is not in items."""
+    """Rows of events (thresholded) and availability (quarantined) whose item_id is not in items."""
     items = tables["items"]
     if schema.ITEM_ID not in items.columns:
         return []  # the items suite reports the missing column
     known = pd.Index(items[schema.ITEM_ID].dropna().unique())
     findings = []
-    for table, blocking in (("events", True), ("availability", False)):
+    for table, thresholded in (("events", True), ("availability", False)):
         frame = tables.get(table)
         if frame is None or schema.ITEM_ID not in frame.columns:
             continue
         unknown = frame[schema.ITEM_ID].notna() & ~frame[schema.ITEM_ID].isin(known)
         if unknown.any():
             positions = [int(p) for p in unknown.to_numpy().nonzero()[0]]
-            findings.append(Finding(table=table, column=schema.ITEM_ID, check="item_id_in_items_table", blocking=blocking,
+            findings.append(Finding(table=table, column=schema.ITEM_ID, check="item_id_in_items_table",
+                                    blocking=thresholded, thresholded=thresholded,
                                     unexpected_count=len(positions), row_indices=positions,
                                     examples=_describe_rows(frame, positions, sources.get(table, ""), limit),
                                     detail=f"{frame[schema.ITEM_ID][unknown].nunique():,} distinct ids not in the items table"))
@@ -207,8 +255,15 @@ def _quarantine_rows(frame: pd.DataFrame, finding: Finding) -> list[int]:
     return finding.row_indices
 
 
-def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, example_rows: int = 5) -> tuple[Dataset, ValidationReport]:
+def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, example_rows: int = 5,
+                     max_bad_share: float = 0.01, event_types: tuple[tuple[str, str], ...] = (),
+                     protocol: Protocol | None = None) -> tuple[Dataset, ValidationReport]:
     """Validate every table of `dataset`; return the cleaned dataset and the report.
+
+    event_types: (shop's type, contract type) pairs applied before the checks, beside the built-in
+    aliases (`schema.EVENT_TYPE_ALIASES`). protocol: also check that the cleaned data can be split
+    and measured (`data_contracts.learnability`); None for data that is not trained on alone
+    (events collected from nodes).
 
     Writes `out_dir/report.json`, Data Docs under `out_dir/gx/`, and `out_dir/quarantine/<table>.parquet`
     (the quarantined rows with a `reason` column). Raises `DataValidationError` on a blocking failure.
@@ -216,25 +271,31 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
     out_dir = Path(out_dir)
     quarantine_dir = out_dir / "quarantine"
     shutil.rmtree(quarantine_dir, ignore_errors=True)
-    runner = GxRunner(out_dir / "gx")
-    conformed, findings = {}, []
+    runner = GxRunner(out_dir)
+    conformed, findings, passed_checks = {}, [], []
     row_counts = {}
     for table, raw in dataset.tables().items():
         raw = raw.reset_index(drop=True)
         row_counts[table] = len(raw)
-        frame, parse_findings = conform_table(raw, schema.TABLES[table])
+        frame, parse_findings = conform_table(raw, schema.TABLES[table], dict(event_types))
         for f in parse_findings:
             f.examples = _describe_rows(raw, f.row_indices, dataset.sources.get(table, ""), example_rows)
         findings += parse_findings
         conformed[table] = frame
     findings += unknown_item_findings(conformed, dataset.sources, example_rows)
+    findings += implausible_time_findings(conformed["events"], dataset.sources.get("events", ""), example_rows)
     for table, frame in conformed.items():
-        suite = build_suite(schema.TABLES[table], frame, max_quantity)
+        suite = build_suite(schema.TABLES[table], frame, max_quantity, max_bad_share)
         log.info("validating %s: %s rows, %d expectations", table, f"{len(frame):,}", len(suite.expectations))
         for result in runner.validate(table, frame, suite):
             finding = _finding_from_result(table, frame, result, dataset.sources.get(table, ""), example_rows)
             if finding:
                 findings.append(finding)
+            else:
+                kwargs = result["expectation_config"]["kwargs"]
+                column = kwargs.get("column") or (",".join(kwargs["column_list"]) if "column_list" in kwargs else None)
+                passed_checks.append(CheckOutcome(table, column, result["expectation_config"]["type"], "passed", 0, ""))
+    apply_thresholds(findings, row_counts, max_bad_share)
     report = ValidationReport(dataset=dataset.name, findings=findings, row_counts=row_counts, quarantined={}, notes=list(dataset.notes))
     cleaned, removed_items = {}, pd.Index([])
     for table in ["items"] + [t for t in conformed if t != "items"]:  # items first: events follow them
@@ -253,10 +314,20 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
             quarantine_dir.mkdir(parents=True, exist_ok=True)
             frame[flagged].assign(reason=reasons[flagged]).to_parquet(quarantine_dir / f"{table}.parquet")
         cleaned[table] = frame[~flagged].reset_index(drop=True)
+        if flagged.any() and cleaned[table].empty and row_counts[table]:
+            findings.append(Finding(table=table, column=None, check="rows_left_after_quarantine", blocking=True,
+                                    unexpected_count=None, detail=f"quarantine would remove all {row_counts[table]:,} rows"))
         if table == "items" and schema.ITEM_ID in frame.columns:
             removed_items = pd.Index(frame[schema.ITEM_ID][flagged].unique()).difference(cleaned[table][schema.ITEM_ID])
+    if protocol is not None and not any(f.blocking for f in findings):
+        findings += learnability_findings(cleaned["events"], protocol)
     report.findings = [f for f in findings if f.blocking or f.unexpected_count]
-    report.data_docs = runner.build_docs()
+    runner.build_docs()
+    outcomes = passed_checks + [
+        CheckOutcome(f.table, f.column, f.check, "blocking" if f.blocking else "quarantined", f.unexpected_count, f.detail,
+                     tuple(str(e) for e in f.examples[:3])) for f in report.findings]
+    report.data_docs = str(write_html_report(out_dir, dataset.name, report.passed, row_counts, report.quarantined,
+                                             outcomes, report.notes))
     report.report_json = str(out_dir / "report.json")
     report.quarantine_dir = str(quarantine_dir)
     Path(report.report_json).write_text(json.dumps(report.to_json(), indent=2, default=str))

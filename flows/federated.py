@@ -59,7 +59,7 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
     try:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         clean, _ = validate_task(dataset, config.state_dir() / "reports" / dataset.name / stamp,
-                                 config.ValidationSettings(), parent_run_id)
+                                 config.ValidationSettings(), config.protocol(settings), parent_run_id)
         data_hash = clean.content_hash()
         splits = features_task(clean, data_hash, config.state_dir() / "features", settings.test_weeks,
                                settings.validation_weeks)

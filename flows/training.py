@@ -78,8 +78,11 @@ def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folde
 
 
 @flow(name="training", log_prints=True)
-def training_flow(data: str = "completejourney", profile: str = "quick") -> dict:
+def training_flow(data: str = "completejourney", profile: str = "quick", event_types: dict[str, str] | None = None,
+                  max_bad_share: float | None = None) -> dict:
     """Train and evaluate every tier on `data` ("completejourney" or a folder of contract files).
+    event_types: the shop's event types → contract types (e.g. {"rating": "purchase"});
+    max_bad_share: the validation threshold per check (default `ValidationSettings`).
 
     Returns {"run_id", "experiment_id", "data_hash", "tiers": [row per tier with its metrics]}.
     """
@@ -90,7 +93,9 @@ def training_flow(data: str = "completejourney", profile: str = "quick") -> dict
     try:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         report_dir = config.state_dir() / "reports" / dataset.name / stamp
-        clean, report = validate_task(dataset, report_dir, config.ValidationSettings(), parent_run_id)
+        validation = config.ValidationSettings(event_types=tuple((event_types or {}).items()),
+                                               **({} if max_bad_share is None else {"max_bad_share": max_bad_share}))
+        clean, report = validate_task(dataset, report_dir, validation, config.protocol(settings), parent_run_id)
         data_hash = clean.content_hash()
         splits = features_task(clean, data_hash, config.state_dir() / "features", settings.test_weeks,
                                settings.validation_weeks)

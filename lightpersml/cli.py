@@ -6,6 +6,7 @@ Heavy libraries are imported inside each command so `--help` stays fast and an e
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -42,10 +43,50 @@ def print_tier_table(rows: list[dict]) -> None:
     console.print(table)
 
 
+class _RefusalsAtDebug(logging.Filter):
+    """Prefect logs a refused run's exception (with its traceback, twice) and its final state; the
+    command prints the refusal once itself, so those records go to debug level."""
+
+    REFUSALS = ("DataValidationError", "DataContractError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if type(error).__name__ in self.REFUSALS or any(name in str(record.msg) for name in self.REFUSALS):
+            record.levelno, record.levelname, record.exc_info, record.exc_text = logging.DEBUG, "DEBUG", None, None
+        return True
+
+
+def _quiet_refusals() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_RefusalsAtDebug())
+
+
+EventTypes = Annotated[list[str], typer.Option(
+    "--event-type", help="TYPE=CONTRACT_TYPE: what a type of yours means (purchase, view or add_to_cart), "
+                         "e.g. rating=purchase; repeat for several. Training learns from purchases.")]
+MaxBadShare = Annotated[float, typer.Option(min=0.0, max=1.0, help="per row-level check, the share of a table's "
+                                                                    "rows quarantined before the data is refused")]
+
+
+def _event_types(pairs: list[str]) -> dict[str, str]:
+    from data_contracts import schema
+
+    mapping = {}
+    for pair in pairs:
+        name, _, contract = pair.partition("=")
+        if not name.strip() or contract.strip() not in schema.EVENT_TYPES:
+            raise typer.BadParameter(f"{pair!r}: expected TYPE=one of {', '.join(schema.EVENT_TYPES)}",
+                                     param_hint="--event-type")
+        mapping[name.strip()] = contract.strip()
+    return mapping
+
+
 @app.command()
 def run(
     data: Annotated[str, typer.Option(help='"completejourney" (bundled) or a folder of contract files')] = "completejourney",
     profile: Annotated[str, typer.Option(help="quick (minutes) or full (nightly)")] = "quick",
+    event_type: EventTypes = [],
+    max_bad_share: MaxBadShare = 0.01,
 ) -> None:
     """Run the training pipeline: validate, build features, fit and evaluate every tier, log to MLflow."""
     if profile not in config.PROFILES:
@@ -53,8 +94,10 @@ def run(
     from data_contracts.errors import DataContractError, DataValidationError
     from flows.training import training_flow
 
+    mapping = _event_types(event_type)
+    _quiet_refusals()
     try:
-        result = training_flow(data=data, profile=profile)
+        result = training_flow(data=data, profile=profile, event_types=mapping, max_bad_share=max_bad_share)
     except (DataContractError, DataValidationError) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1)
@@ -65,8 +108,12 @@ def run(
 
 
 @app.command()
-def validate(path: Annotated[str, typer.Argument(help='a folder of contract files, or "completejourney"')]) -> None:
-    """Validate data against the contract alone; exits 1 on a blocking failure."""
+def validate(path: Annotated[str, typer.Argument(help='a folder of contract files, or "completejourney"')],
+             profile: Annotated[str, typer.Option(help="whose evaluation protocol the data must fit")] = "quick",
+             event_type: EventTypes = [], max_bad_share: MaxBadShare = 0.01) -> None:
+    """Validate data against the contract and the run's protocol, as `run` does; exits 1 on a blocking failure."""
+    if profile not in config.PROFILES:
+        raise typer.BadParameter(f"unknown profile {profile!r}; choose from {sorted(config.PROFILES)}")
     from datetime import datetime, timezone
 
     from data_contracts.completejourney import load_source
@@ -77,7 +124,9 @@ def validate(path: Annotated[str, typer.Argument(help='a folder of contract file
         dataset = load_source(path)
         out = config.state_dir() / "reports" / dataset.name / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         with console.status(f"validating {dataset.name}"):
-            _, report = validate_dataset(dataset, out, **vars(config.ValidationSettings()))
+            settings = config.ValidationSettings(event_types=tuple(_event_types(event_type).items()),
+                                                 max_bad_share=max_bad_share)
+            _, report = validate_dataset(dataset, out, **vars(settings), protocol=config.protocol(config.PROFILES[profile]))
     except (DataContractError, DataValidationError) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1)

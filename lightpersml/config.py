@@ -100,12 +100,24 @@ PROFILES = {
 }
 
 
+def protocol(profile: "Profile"):
+    """The evaluation protocol a run with `profile` uses (what validation checks the data against)."""
+    from data_contracts.learnability import Protocol
+
+    return Protocol(test_weeks=profile.test_weeks, validation_weeks=profile.validation_weeks)
+
+
 @dataclass(frozen=True)
 class ValidationSettings:
-    """Thresholds of the non-blocking expectations."""
+    """Thresholds of the data contract's checks."""
 
     max_quantity: int = 100  # a line with more units is an outlier (fuel litres, bulk orders)
     example_rows: int = 5  # rows shown in an error message
+    # Row-level checks a real export fails a little (quantity < 1, unknown items, unparseable or
+    # missing values, unknown event types, implausible times): their rows are quarantined while
+    # they are at most this share of the table, per check; above it the run is refused.
+    max_bad_share: float = 0.01
+    event_types: tuple[tuple[str, str], ...] = ()  # (shop's type, contract type), e.g. ("rating", "purchase")
 
 
 apply_environment()

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from data_contracts.dataset import Dataset
 from data_contracts.errors import DataValidationError
+from data_contracts.learnability import Protocol
 from data_contracts.validation import ValidationReport, validate_dataset
 from lightpersml.config import ValidationSettings
 
@@ -37,11 +38,11 @@ def _publish(report: ValidationReport, out_dir: Path, run_id: str | None) -> Non
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate_task(dataset: Dataset, out_dir: Path, settings: ValidationSettings,
+def validate_task(dataset: Dataset, out_dir: Path, settings: ValidationSettings, protocol: Protocol,
                   run_id: str | None = None) -> tuple[Dataset, ValidationReport]:
     """Blocking failures raise `DataValidationError` after the report is published."""
     try:
-        clean, report = validate_dataset(dataset, out_dir, **vars(settings))
+        clean, report = validate_dataset(dataset, out_dir, **vars(settings), protocol=protocol)
     except DataValidationError as error:
         if run_id and Path(out_dir).exists():
             mlflow.MlflowClient().log_artifacts(run_id, str(out_dir), artifact_path="validation")

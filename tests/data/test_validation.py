@@ -49,7 +49,10 @@ def test_good_data_passes(good_folder, tmp_path):
     clean, report = run_validation(good_folder, tmp_path)
     assert report.passed and len(clean.events) == 300 and report.quarantined["events"] == 0
     assert Path(report.report_json).exists()
-    assert report.data_docs.endswith("index.html") and Path(report.data_docs.removeprefix("file://")).exists()
+    page = Path(report.data_docs)
+    assert page.name == "report.html" and "PASSED" in page.read_text() and not (tmp_path / "report" / "gx" / "gx").exists()
+    gx_pages = [link for link in page.read_text().split('"') if link.startswith("gx/") and link.endswith(".html")]
+    assert gx_pages and all((page.parent / link).exists() for link in gx_pages)
 
 
 def test_missing_column(good_folder, tmp_path):
@@ -58,35 +61,50 @@ def test_missing_column(good_folder, tmp_path):
     assert "table events" in message and "column timestamp" in message and "missing" in message
 
 
-def test_wrong_type(good_folder, tmp_path):
+def quarantined(folder: Path, tmp_path: Path, table: str = "events") -> tuple[int, set[str]]:
+    """Rows quarantined from `table` in a passing run, and their reasons."""
+    clean, report = run_validation(folder, tmp_path)
+    assert report.passed
+    rows = pd.read_parquet(Path(report.quarantine_dir) / f"{table}.parquet")
+    return report.quarantined[table], set(rows["reason"])
+
+
+def test_a_few_values_of_the_wrong_type_are_quarantined_and_many_refuse_the_run(good_folder, tmp_path):
     edit_events(good_folder, lambda e: e.__setitem__(schema.QUANTITY, e[schema.QUANTITY].where(e.index != 7, "two")))
+    assert quarantined(good_folder, tmp_path) == (1, {"values_parse_as_int:quantity;"})
+    edit_events(good_folder, lambda e: e.__setitem__(schema.QUANTITY, e[schema.QUANTITY].where(e.index >= 10, "two")))
     message = blocking_error(good_folder, tmp_path)
-    assert "column quantity" in message and "values_parse_as_int" in message and "1 row" in message
-    assert "'two'" in message and "'line': 9" in message  # row 7 is line 9 (header is line 1)
+    assert "column quantity" in message and "values_parse_as_int" in message and "10 row(s)" in message
+    assert "3.33% of 300 rows, over the limit of 1%" in message
+    assert "'two'" in message and "'line': 2" in message  # row 0 is line 2 (header is line 1)
 
 
-def test_null_ids(good_folder, tmp_path):
+def test_a_few_null_ids_are_quarantined_and_a_null_column_refuses_the_run(good_folder, tmp_path):
     edit_events(good_folder, lambda e: e.__setitem__(schema.USER_ID, e[schema.USER_ID].where(~e.index.isin([3, 4]))))
+    count, reasons = quarantined(good_folder, tmp_path)
+    assert count == 2 and any("not_be_null" in r for r in reasons)
+    edit_events(good_folder, lambda e: e.__setitem__(schema.USER_ID, None))
     message = blocking_error(good_folder, tmp_path)
-    assert "column user_id" in message and "not_be_null" in message and "2 row(s)" in message
+    assert "column user_id" in message and "not_be_null" in message and "100.00% of 300 rows" in message
 
 
-def test_unparseable_timestamps(good_folder, tmp_path):
-    edit_events(good_folder, lambda e: e.__setitem__(schema.TIMESTAMP, e[schema.TIMESTAMP].where(e.index >= 3, "not-a-date")))
+def test_unparseable_timestamps_over_the_limit_refuse_the_run(good_folder, tmp_path):
+    edit_events(good_folder, lambda e: e.__setitem__(schema.TIMESTAMP, e[schema.TIMESTAMP].where(e.index >= 4, "not-a-date")))
     message = blocking_error(good_folder, tmp_path)
-    assert "column timestamp" in message and "3 row(s)" in message and "not-a-date" in message
+    assert "column timestamp" in message and "4 row(s)" in message and "not-a-date" in message and "1.33%" in message
 
 
-def test_negative_quantity(good_folder, tmp_path):
-    edit_events(good_folder, lambda e: e.__setitem__(schema.QUANTITY, e[schema.QUANTITY].where(e.index != 0, "-2")))
-    message = blocking_error(good_folder, tmp_path)
-    assert "column quantity" in message and "between 1" in message and "1 row(s)" in message
+def test_a_void_line_is_quarantined(good_folder, tmp_path):
+    edit_events(good_folder, lambda e: e.__setitem__(schema.QUANTITY, e[schema.QUANTITY].where(e.index != 0, "0")))
+    count, reasons = quarantined(good_folder, tmp_path)
+    assert count == 1 and any("between" in r for r in reasons)
 
 
-def test_unknown_item_ids(good_folder, tmp_path):
+def test_unknown_item_ids_over_the_limit_refuse_the_run(good_folder, tmp_path):
     edit_events(good_folder, lambda e: e.__setitem__(schema.ITEM_ID, e[schema.ITEM_ID].where(e.index >= 4, "NO-SUCH-ITEM")))
     message = blocking_error(good_folder, tmp_path)
     assert "column item_id" in message and "item_id_in_items_table" in message and "4 row(s)" in message and "NO-SUCH-ITEM" in message
+    assert "over the limit of 1%" in message
 
 
 def test_empty_file(good_folder, tmp_path):
