@@ -20,11 +20,13 @@ TEMPLATE = """<!doctype html>
 <style>
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #1f2328; }
 h1 .verdict { color: {{ colours["passed" if passed else "blocking"] }}; }
-table { border-collapse: collapse; width: 100%; margin: 0.5em 0 1.5em; }
+table { border-collapse: collapse; width: 100%; margin: 0.5em 0 1.5em; table-layout: fixed; }
+table.checks col.narrow { width: 7em; } table.checks col.check { width: 19em; } table.checks col.count { width: 6em; }
 th, td { border: 1px solid #d0d7de; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
 .outcome { font-weight: 600; white-space: nowrap; }
-code { font-size: 12px; word-break: break-all; }
+code { font-size: 12px; overflow-wrap: anywhere; color: #57606a; }
+td { overflow-wrap: anywhere; }
 </style></head><body>
 <h1>Data validation: {{ dataset }} <span class="verdict">{{ "PASSED" if passed else "FAILED" }}</span></h1>
 <p>{{ "Every blocking check passed; quarantined rows were set aside with their reasons." if passed else
@@ -36,7 +38,8 @@ code { font-size: 12px; word-break: break-all; }
 <td>{% for link in links.get(table, []) %}<a href="{{ link }}">result page</a> {% else %}—{% endfor %}</td></tr>
 {% endfor %}</table>
 <h2>Checks</h2>
-<table><tr><th>table</th><th>column</th><th>check</th><th>outcome</th><th>rows</th><th>detail and examples</th></tr>
+<table class="checks"><col class="narrow"><col class="narrow"><col class="check"><col class="narrow"><col class="count"><col>
+<tr><th>table</th><th>column</th><th>check</th><th>outcome</th><th>rows</th><th>detail and examples</th></tr>
 {% for c in checks %}
 <tr><td>{{ c.table }}</td><td>{{ c.column or "" }}</td><td>{{ c.check }}</td>
 <td class="outcome" style="color: {{ colours[c.outcome] }}">{{ c.outcome }}</td>
@@ -68,11 +71,8 @@ def write_html_report(out_dir: Path, dataset: str, passed: bool, row_counts: dic
     out_dir = Path(out_dir)
     site = out_dir / "gx" / "uncommitted" / "data_docs" / "local_site"
     links = {}
-    for page in sorted((site / "validations").rglob("*.html")):
-        table = next((part.removeprefix("lightpersml.") for part in page.relative_to(site).parts
-                      if part.startswith("lightpersml.")), None)
-        if table:
-            links.setdefault(table, []).append(page.relative_to(out_dir).as_posix())
+    for page in sorted((site / "validations").rglob("lightpersml-*.html")):  # validations/<suite path>/…/<suite>.html
+        links.setdefault(page.stem.removeprefix("lightpersml-"), []).append(page.relative_to(out_dir).as_posix())
     order = {"blocking": 0, "quarantined": 1, "passed": 2}
     html = Environment(autoescape=select_autoescape(default=True)).from_string(TEMPLATE).render(
         dataset=dataset, passed=passed, row_counts=row_counts, quarantined=quarantined, links=links,

@@ -166,7 +166,9 @@ def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: 
     elif config["type"] == "expect_column_to_exist":
         detail = f"missing; columns found: {list(frame.columns)}"
     elif "min_value" in kwargs or "max_value" in kwargs:
-        detail = f"expected between {kwargs.get('min_value')} and {kwargs.get('max_value')}"
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        detail = (f"expected between {low:g} and {high:g}" if low is not None and high is not None
+                  else f"expected at least {low:g}" if low is not None else f"expected at most {high:g}")
     elif config["type"] == "expect_column_values_to_be_in_set" and kwargs.get("column") == schema.EVENT_TYPE:
         found = pd.Series(outcome.get("partial_unexpected_list") or []).value_counts().index[:5].tolist()
         detail = (f"expected one of {', '.join(schema.EVENT_TYPES)}; found e.g. {', '.join(map(str, found))}; "

@@ -43,22 +43,26 @@ def print_tier_table(rows: list[dict]) -> None:
     console.print(table)
 
 
-class _RefusalsAtDebug(logging.Filter):
+class _RefusalsOffTheConsole(logging.Filter):
     """Prefect logs a refused run's exception (with its traceback, twice) and its final state; the
-    command prints the refusal once itself, so those records go to debug level."""
+    command prints the refusal once itself, so the console drops those records (Prefect's own
+    run logs keep them)."""
 
     REFUSALS = ("DataValidationError", "DataContractError")
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if type(error).__name__ in self.REFUSALS or any(name in str(record.msg) for name in self.REFUSALS):
-            record.levelno, record.levelname, record.exc_info, record.exc_text = logging.DEBUG, "DEBUG", None, None
-        return True
+        return not (type(error).__name__ in self.REFUSALS or any(name in str(record.msg) for name in self.REFUSALS))
 
 
 def _quiet_refusals() -> None:
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).addFilter(_RefusalsAtDebug())
+    """Install the filter on Prefect's console handlers (not on its API handler)."""
+    import prefect.logging.handlers as handlers
+
+    for logger in (logging.getLogger(), logging.getLogger("prefect")):
+        for handler in logger.handlers:
+            if isinstance(handler, handlers.PrefectConsoleHandler):
+                handler.addFilter(_RefusalsOffTheConsole())
 
 
 EventTypes = Annotated[list[str], typer.Option(
@@ -99,7 +103,7 @@ def run(
     try:
         result = training_flow(data=data, profile=profile, event_types=mapping, max_bad_share=max_bad_share)
     except (DataContractError, DataValidationError) as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(str(error), style="red", markup=False, highlight=False)
         raise typer.Exit(1)
     print_tier_table(result["tiers"])
     console.print(f"MLflow run {result['run_id']} (experiment {result['experiment_id']}), store {config.mlflow_tracking_uri()}")
@@ -128,9 +132,9 @@ def validate(path: Annotated[str, typer.Argument(help='a folder of contract file
                                                  max_bad_share=max_bad_share)
             _, report = validate_dataset(dataset, out, **vars(settings), protocol=config.protocol(config.PROFILES[profile]))
     except (DataContractError, DataValidationError) as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(str(error), style="red", markup=False, highlight=False)
         raise typer.Exit(1)
-    console.print(report.summary())
+    console.print(report.summary(), markup=False, highlight=False)
     console.print(f"Report: {report.report_json}\nData Docs: {report.data_docs}\nQuarantine: {report.quarantine_dir}")
 
 
@@ -267,7 +271,7 @@ def _run_or_exit(step, **parameters):
     try:
         return step(**parameters)
     except (ValueError, LookupError, FileNotFoundError) as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(str(error), style="red", markup=False, highlight=False)
         raise typer.Exit(1)
 
 
@@ -398,7 +402,7 @@ def serve(
     try:
         keys = ClientKeys(folder)
     except ClientKeyError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(str(error), style="red", markup=False, highlight=False)
         raise typer.Exit(1)
     personal = (reasons or ("generic" if open_node else "personal")) == "personal"
     node = Node(folder, load_public_key(public_key), runtime, personal_reasons=personal, max_shoppers=max_shoppers)
@@ -498,7 +502,7 @@ def federate(
         result = federated_flow(data=data, nodes=nodes, rounds=rounds, target_epsilon=target_epsilon,
                                 aggregation=aggregation, noise_multiplier=noise_multiplier, refit=refit)
     except (DataContractError, DataValidationError, ValueError, RuntimeError) as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(str(error), style="red", markup=False, highlight=False)
         raise typer.Exit(1)
     print_tier_table([result["row"]])
     summary = result["summary"]

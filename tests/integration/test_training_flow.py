@@ -151,12 +151,19 @@ def test_recommend_respects_store_stock(slice_run, cj_slice, tmp_path):
 
 
 def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_off_purchases, tmp_path):
+    """A ratings-like export (`event_type` = rating): refused with the option that maps it, then
+    trained with the mapping."""
     from flows.training import training_flow
 
-    result = training_flow(data=str(one_off_purchases), profile="smoke")
+    ratings = tmp_path / "ratings"
+    shutil.copytree(one_off_purchases, ratings)
+    pd.read_csv(ratings / "events.csv", dtype=str).assign(event_type="rating").to_csv(ratings / "events.csv", index=False)
+    refused = runner.invoke(app, ["validate", str(ratings)])
+    assert refused.exit_code == 1 and "--event-type TYPE=purchase" in refused.output
+    result = training_flow(data=str(ratings), profile="smoke", event_types={"rating": "purchase"})
     children = child_runs(result["run_id"])
     assert len(children) == len(TIERS) and all(r.data.params["exclude_seen"] == "True" for r in children)
-    events = pd.read_csv(one_off_purchases / "events.csv", dtype=str, parse_dates=[schema.TIMESTAMP])
+    events = pd.read_csv(ratings / "events.csv", dtype=str, parse_dates=[schema.TIMESTAMP])
     # The logged model is the evaluation fit: it knows the purchases before the test cutoff.
     events = events[events[schema.TIMESTAMP] < pd.Timestamp(children[0].data.params["test_cutoff"])]
     users = events[schema.USER_ID].unique()[:10]
@@ -176,7 +183,7 @@ def test_broken_data_stops_before_training_and_touches_nothing(prefect_api, cj_s
     broken = tmp_path / "broken"
     shutil.copytree(cj_slice, broken)
     events = pd.read_parquet(broken / "events.parquet")
-    events.loc[events.index[:5], schema.ITEM_ID] = "NO-SUCH-ITEM"
+    events.loc[events.index[::20], schema.ITEM_ID] = "NO-SUCH-ITEM"  # 5%: over the 1% a run quarantines
     events.to_parquet(broken / "events.parquet", index=False)
     versions = registry_versions()
     features = set((config.state_dir() / "features").glob("*"))
@@ -189,6 +196,44 @@ def test_broken_data_stops_before_training_and_touches_nothing(prefect_api, cj_s
     assert set((config.state_dir() / "features").glob("*")) == features
     result = runner.invoke(app, ["validate", str(broken)])
     assert result.exit_code == 1 and "NO-SUCH-ITEM" in result.output
+
+
+def test_a_refused_run_prints_one_message_and_no_traceback(cj_slice, tmp_path):
+    """What a user sees in the terminal: `lightpersml run` as its own process (its own Prefect API)."""
+    import os
+    import subprocess
+    import sys
+
+    broken = tmp_path / "voids"
+    shutil.copytree(cj_slice, broken)
+    events = pd.read_parquet(broken / "events.parquet")
+    events.loc[events.index[::10], schema.QUANTITY] = 0  # 10% void lines
+    events.to_parquet(broken / "events.parquet", index=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    done = subprocess.run([sys.executable, "-m", "lightpersml.cli", "run", "--data", str(broken), "--profile", "smoke"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    terminal = done.stdout + done.stderr
+    assert done.returncode == 1, terminal[-3000:]
+    assert terminal.count("Data validation failed for 'voids'") == 1 and "10.00% of" in terminal
+    assert "over the limit of 1%" in terminal and "report.json" in terminal and "report.html" in terminal
+    assert "Traceback" not in terminal, terminal[-3000:]
+
+
+def test_a_raw_shop_export_trains_with_its_voids_and_unknown_items_quarantined(prefect_api, tmp_path):
+    """The Complete Journey's raw transactions (every 15th household) without the adapter's cleaning."""
+    import json
+
+    from flows.training import training_flow
+    from tests.data.raw_export import write_raw_export
+
+    folder = write_raw_export(tmp_path / "raw-export", every_nth_household=15)
+    result = training_flow(data=str(folder), profile="smoke")
+    report = json.loads(open(result["report"]).read())
+    checks = {f["check"]: f["unexpected_count"] for f in report["findings"] if f["table"] == "events"}
+    assert report["passed"] and checks["item_id_in_items_table"] > 0 and checks["expect_column_values_to_be_between"] > 0
+    assert report["quarantined"]["events"] >= max(checks["item_id_in_items_table"], checks["expect_column_values_to_be_between"])
+    assert {row["tier"] for row in result["tiers"]} >= {"tifu_knn", "edge"} and all(
+        0 <= row["ndcg_at_10"] <= 1 for row in result["tiers"])
 
 
 def test_ui_serves_the_runs_over_http(slice_run, project_home):
