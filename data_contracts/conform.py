@@ -108,7 +108,7 @@ def conform_table(frame: pd.DataFrame, spec: schema.TableSpec,
         elif kind in ("int", "float"):
             parsed = _numbers(raw)
             if kind == "int":
-                whole = parsed.isna() | (parsed == parsed.round())
+                whole = parsed.isna() | ((parsed == parsed.round()) & (parsed.abs() < 2**63))  # fits an int64
                 parsed = parsed.where(whole).astype("Int64") if whole.all() else parsed.where(whole)
         elif kind == "bool":
             text = raw.astype("string").str.strip().str.lower()

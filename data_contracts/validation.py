@@ -151,7 +151,9 @@ def _numpy_numbers(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**converted) if converted else frame
 
 
-def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: str, limit: int) -> Finding | None:
+def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: str, limit: int,
+                         raw: pd.DataFrame | None = None) -> Finding | None:
+    """The finding of one GX result (None when it passed); examples show the `raw` rows as read."""
     config = result["expectation_config"]
     kwargs, meta = config["kwargs"], config.get("meta") or {}
     outcome = result.get("result") or {}
@@ -182,7 +184,7 @@ def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: 
         blocking=bool(meta.get("blocking", True)),
         unexpected_count=None if count is None else int(count),
         row_indices=positions,
-        examples=_describe_rows(frame, positions, source, limit),
+        examples=_describe_rows(frame if raw is None else raw, positions, source, limit),
         detail=detail,
         thresholded=bool(meta.get("thresholded")),
     )
@@ -274,7 +276,7 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
     quarantine_dir = out_dir / "quarantine"
     shutil.rmtree(quarantine_dir, ignore_errors=True)
     runner = GxRunner(out_dir)
-    conformed, findings, passed_checks = {}, [], []
+    conformed, raws, findings, passed_checks = {}, {}, [], []
     row_counts = {}
     for table, raw in dataset.tables().items():
         raw = raw.reset_index(drop=True)
@@ -283,14 +285,14 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
         for f in parse_findings:
             f.examples = _describe_rows(raw, f.row_indices, dataset.sources.get(table, ""), example_rows)
         findings += parse_findings
-        conformed[table] = frame
+        conformed[table], raws[table] = frame, raw
     findings += unknown_item_findings(conformed, dataset.sources, example_rows)
     findings += implausible_time_findings(conformed["events"], dataset.sources.get("events", ""), example_rows)
     for table, frame in conformed.items():
         suite = build_suite(schema.TABLES[table], frame, max_quantity, max_bad_share)
         log.info("validating %s: %s rows, %d expectations", table, f"{len(frame):,}", len(suite.expectations))
         for result in runner.validate(table, frame, suite):
-            finding = _finding_from_result(table, frame, result, dataset.sources.get(table, ""), example_rows)
+            finding = _finding_from_result(table, frame, result, dataset.sources.get(table, ""), example_rows, raws[table])
             if finding:
                 findings.append(finding)
             else:

@@ -164,6 +164,9 @@ CASES = {
     "no timestamp column": Case(change=lambda e, i: (e.drop(columns=[schema.TIMESTAMP]), i),
                                 refused=("table events", "column timestamp", "missing")),
     "every price negative": Case(change=_items(schema.PRICE, "-1"), refused=("table items", "remove all")),
+    "a quantity of 1e30": Case(change=_set(schema.QUANTITY, "1e30", 0.0001), quarantined="one"),
+    "5% quantities of 1e30 (shown as written)": Case(change=_set(schema.QUANTITY, "1e30", 0.05),
+                                                     refused=("values_parse_as_int", "'quantity': '1e30'", "5.00%")),
     "a whole column of text for quantity": Case(change=_set(schema.QUANTITY, "two"),
                                                 refused=("column quantity", "values_parse_as_int", "100.00%")),
 }
