@@ -13,8 +13,9 @@ from great_expectations.core import ExpectationSuite
 from data_contracts import schema
 
 BLOCKING = {"blocking": True}
-QUARANTINE = {"blocking": False}
+QUARANTINE = {"blocking": False}  # always quarantined: with mostly=0 (ALWAYS), so GX's pages show them passed
 THRESHOLDED = {"blocking": True, "thresholded": True}  # quarantined up to max_bad_share of the rows
+ALWAYS = 0.0
 
 
 def _required_columns(spec: schema.TableSpec) -> list:
@@ -31,12 +32,12 @@ def _not_null_ids(spec: schema.TableSpec, frame: pd.DataFrame, mostly: float) ->
 
 def _unique_keys(spec: schema.TableSpec, frame: pd.DataFrame) -> list:
     return [
-        gxe.ExpectColumnValuesToBeUnique(column=c, meta=QUARANTINE) for c in spec.primary_key if c in frame.columns
+        gxe.ExpectColumnValuesToBeUnique(column=c, mostly=ALWAYS, meta=QUARANTINE) for c in spec.primary_key if c in frame.columns
     ]
 
 
 def _exact_duplicates(frame: pd.DataFrame) -> list:
-    return [gxe.ExpectCompoundColumnsToBeUnique(column_list=list(frame.columns), meta=QUARANTINE)]
+    return [gxe.ExpectCompoundColumnsToBeUnique(column_list=list(frame.columns), mostly=ALWAYS, meta=QUARANTINE)]
 
 
 def build_suite(spec: schema.TableSpec, frame: pd.DataFrame, max_quantity: int, max_bad_share: float) -> ExpectationSuite:
@@ -65,18 +66,18 @@ def build_suite(spec: schema.TableSpec, frame: pd.DataFrame, max_quantity: int, 
                                                                   meta=THRESHOLDED))
             expectations.append(
                 gxe.ExpectColumnValuesToBeBetween(
-                    column=schema.QUANTITY, max_value=max_quantity, meta={**QUARANTINE, "kind": "outlier"}
+                    column=schema.QUANTITY, max_value=max_quantity, mostly=ALWAYS, meta={**QUARANTINE, "kind": "outlier"}
                 )
             )
         if schema.VALUE in present:
-            expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.VALUE, min_value=0, meta=QUARANTINE))
+            expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.VALUE, min_value=0, mostly=ALWAYS, meta=QUARANTINE))
         if schema.EVENT_TYPE in present:
             expectations.append(
                 gxe.ExpectColumnValuesToBeInSet(column=schema.EVENT_TYPE, value_set=list(schema.EVENT_TYPES), mostly=mostly,
                                                 meta=THRESHOLDED)
             )
     if spec is schema.ITEMS and schema.PRICE in present:
-        expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.PRICE, min_value=0, meta=QUARANTINE))
+        expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.PRICE, min_value=0, mostly=ALWAYS, meta=QUARANTINE))
     for expectation in expectations:
         suite.add_expectation(expectation)
     return suite

@@ -157,7 +157,8 @@ def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: 
     config = result["expectation_config"]
     kwargs, meta = config["kwargs"], config.get("meta") or {}
     outcome = result.get("result") or {}
-    if result["success"] and not (meta.get("thresholded") and outcome.get("unexpected_count")):
+    quarantines = meta.get("thresholded") or not meta.get("blocking", True)  # may pass in GX and still move rows
+    if result["success"] and not (quarantines and outcome.get("unexpected_count")):
         return None
     exception = (result.get("exception_info") or {}).get("exception_message")
     positions = [int(i) for i in outcome.get("unexpected_index_list") or [] if not isinstance(i, dict)]

@@ -127,6 +127,8 @@ def test_duplicate_rows_are_quarantined(good_folder, tmp_path):
     assert report.passed and report.quarantined["events"] == 3 and len(clean.events) == 300
     quarantined = pd.read_parquet(Path(report.quarantine_dir) / "events.parquet")
     assert len(quarantined) == 3 and quarantined["reason"].str.contains("unique").all()
+    gx_page = next((tmp_path / "report" / "gx").rglob("lightpersml-events.html")).read_text()
+    assert "Status: Succeeded" in " ".join(gx_page.split())  # a quarantine-only check is no failure of a passed run
 
 
 def test_negative_values_and_outliers_are_quarantined(good_folder, tmp_path):
