@@ -13,10 +13,16 @@ from lightpersml import config
 from tasks.collect import with_collected_events
 
 
+def load_dataset(source: str) -> Dataset:
+    """`source` ("completejourney" or a folder path) with the events collected from its edge
+    nodes: the one way every flow and federated node reads a dataset, so their cutoffs agree."""
+    return with_collected_events(load_source(source), config.state_dir())
+
+
 @task(name="ingest", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def ingest_task(source: str) -> Dataset:
-    """`source`: "completejourney" or a folder path. Retried: reading files is I/O."""
-    return with_collected_events(load_source(source), config.state_dir())
+    """Retried: reading files is I/O."""
+    return load_dataset(source)
 
 
 def load_items(source: str) -> tuple[str, pd.DataFrame]:

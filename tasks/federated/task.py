@@ -21,7 +21,6 @@ from tempfile import TemporaryDirectory
 
 import numpy as np
 
-from data_contracts.completejourney import load_source
 from data_contracts.validation import validate_dataset
 from lightpersml import config
 from models.candidates import FEATURE_NAMES, LabelledCandidates, labelled_candidates
@@ -29,6 +28,7 @@ from models.ranker import CandidateRanker
 from models.training import ndcg_at_k, score
 from tasks.distill import STUDENTS
 from tasks.features import build_splits
+from tasks.ingest import load_dataset
 from tasks.partition import node_splits
 from tasks.train import generator_settings, ranker_data
 
@@ -65,7 +65,7 @@ def _dataset(source: str):
     so each writes its throwaway report to a folder of its own)."""
     config.state_dir().mkdir(parents=True, exist_ok=True)
     with TemporaryDirectory(dir=config.state_dir()) as reports:
-        clean, _ = validate_dataset(load_source(source), Path(reports), **vars(config.ValidationSettings()))
+        clean, _ = validate_dataset(load_dataset(source), Path(reports), **vars(config.ValidationSettings()))
     return clean
 
 
