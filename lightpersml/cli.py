@@ -379,10 +379,13 @@ def serve(
     max_shoppers: Annotated[int, typer.Option(min=100, help="shoppers whose live state is kept in memory")] = 20_000,
     read_timeout: Annotated[float, typer.Option(min=0.1, help="seconds a client has to send a request's headers, and "
                                                                  "again its body (bundle uploads: 600)")] = 10.0,
+    port_file: Annotated[Optional[Path], typer.Option(help="write the port listened on here once bound "
+                                                           "(with --port 0: a free port chosen by the system)")] = None,
     runtime: Annotated[str, typer.Option(help="onnx (nodes) or torch (the cloud reference; needs the bundle's model.pt)")] = "onnx",
 ) -> None:
     """Run an edge node: recommendations, events, health and metrics over HTTP."""
     import logging
+    import socket
 
     import uvicorn
 
@@ -427,8 +430,13 @@ def serve(
     if not token:
         console.print("[yellow]No admin token: /admin is closed (set LIGHTPERSML_ADMIN_TOKEN or --admin-token-file).[/yellow]")
     HeaderDeadlineProtocol.header_timeout = read_timeout
-    uvicorn.run(create_app(node, token, keys, open_node, body_timeout=read_timeout), host=host, port=port,
-                log_level="warning", access_log=False, http=HeaderDeadlineProtocol)
+    listening = socket.create_server((host, port), backlog=2048)  # bound here, so --port 0 can be reported
+    if port_file:  # replaced whole, so a reader never sees half a number
+        port_file.with_suffix(".tmp").write_text(str(listening.getsockname()[1]))
+        os.replace(port_file.with_suffix(".tmp"), port_file)
+    server = uvicorn.Server(uvicorn.Config(create_app(node, token, keys, open_node, body_timeout=read_timeout),
+                                           log_level="warning", access_log=False, http=HeaderDeadlineProtocol))
+    server.run(sockets=[listening])
 
 
 def _print_node_report(rows: list[dict], title: str) -> None:

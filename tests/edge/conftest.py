@@ -84,12 +84,6 @@ def manifest(folder: Path) -> dict:
     return json.loads((folder / "manifest.json").read_text())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class NodeProcess:
     """`lightpersml serve` in its own process, on a free port, stopped by PID. Unless `open_node`,
     it has one client key with both scopes (`headers` carries it) and `rate` requests allowed."""
@@ -111,21 +105,27 @@ class NodeProcess:
         return self.folder / "node"
 
     def start(self, bundle: Path | None = None, until: str = "/readyz") -> "NodeProcess":
-        """Start and wait until `until` answers 200."""
-        port = free_port()
-        command = [sys.executable, "-m", "lightpersml.cli", "serve", "--port", str(port), "--node-dir", str(self.node_dir),
-                   "--public-key", str(self.public_key), "--admin-token-file", str(self.folder / "token"), *self.options]
+        """Start and wait until `until` answers 200. The node binds a free port itself and reports it
+        (no race between choosing a port and binding it)."""
+        port_file = self.folder / "port"
+        port_file.unlink(missing_ok=True)
+        command = [sys.executable, "-m", "lightpersml.cli", "serve", "--port", "0", "--port-file", str(port_file),
+                   "--node-dir", str(self.node_dir), "--public-key", str(self.public_key),
+                   "--admin-token-file", str(self.folder / "token"), *self.options]
         if self.open_node:
             command.append("--open")
         if bundle is not None:
             command += ["--bundle", str(bundle)]
         self.process = subprocess.Popen(command, stdout=open(self.folder / "stdout.log", "ab"),
                                         stderr=open(self.folder / "stderr.log", "ab"))
-        self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"node exited: {(self.folder / 'stderr.log').read_text()[-2000:]}")
+            if not port_file.exists() or not port_file.read_text():
+                time.sleep(0.2)
+                continue
+            self.url = f"http://127.0.0.1:{port_file.read_text()}"
             try:
                 if httpx.get(f"{self.url}{until}", timeout=1).status_code == 200:
                     return self
