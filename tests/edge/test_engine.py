@@ -10,8 +10,9 @@ from edge.bundle import load_public_key
 from edge.engine import Engine, Event
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def engine(edge_bundle, signing_keys) -> Engine:
+    """A fresh engine per test: the tests apply events to it."""
     return Engine.load(edge_bundle, load_public_key(signing_keys[1]))
 
 
@@ -148,3 +149,25 @@ def test_generic_reasons_never_mention_the_shoppers_purchases_or_cart(edge_bundl
     reasons = {r.reason for r in first.items + engine.recommend(user, store, 100).items}
     assert "recommended for you" in reasons
     assert reasons <= {"recommended for you", "often bought together", "popular in this store", "popular with shoppers"}
+
+
+def test_a_cart_item_comes_back_after_the_next_purchase(engine):
+    user, store = busiest(engine)
+    item = engine.recommend(user, store, 10).items[0].item_id
+    engine.apply([Event(user, item, "add_to_cart", after_bundle(engine, 1), store)])
+    assert item not in {r.item_id for r in engine.recommend(user, store, 10).items}
+    other = str(engine.catalog.item_ids[engine.global_fill[0]])
+    engine.apply([Event(user, other, "purchase", after_bundle(engine, 1.1), store, "trip")])
+    assert item in {r.item_id for r in engine.recommend(user, store, 50).items}
+
+
+def test_views_and_recent_items_bring_items_often_bought_with_them_and_stay_out_of_baskets(engine):
+    user, store = busiest(engine)
+    in_store = stocked(engine, store)
+    viewed = next(str(engine.catalog.item_ids[i]) for i in np.flatnonzero(engine.co_purchase[:, 0] >= 0)
+                  if str(engine.catalog.item_ids[engine.co_purchase[i, 0]]) in in_store)
+    title = f"often bought with {engine.title(engine.item_index.get(viewed))}"
+    assert title in {r.reason for r in engine.recommend(user, store, 10, recent=(viewed,)).items}  # ?recent=
+    engine.apply([Event(user, viewed, "view", after_bundle(engine, 1), store)])
+    assert title in {r.reason for r in engine.recommend(user, store, 10).items}
+    assert engine._shoppers[user].baskets == {}  # a view is not a purchase

@@ -267,3 +267,24 @@ def test_a_node_whose_stored_bundle_is_damaged_starts_on_the_one_before_or_none(
     node.start(until="/healthz")  # up, waiting for an upload
     assert httpx.get(f"{node.url}/readyz").status_code == 503
     node.stop()
+
+
+def test_a_node_without_a_bundle_answers_503_and_a_signed_bundle_it_cannot_load_is_refused(
+        tmp_path, edge_bundle, bundle_copy, signing_keys):
+    from edge.bundle import load_private_key, sign_bundle
+
+    node = NodeProcess(tmp_path, signing_keys[1]).start(until="/healthz")
+    try:
+        assert httpx.get(f"{node.url}/readyz").status_code == 503
+        assert httpx.get(f"{node.url}/v1/recommendations", params={"user_id": "1", "store_id": "1"},
+                         headers=node.headers).status_code == 503
+        assert httpx.post(f"{node.url}/v1/events", json=event(), headers=node.headers).status_code == 503
+        assert httpx.post(f"{node.url}/admin/bundle", content=archive_bundle(edge_bundle), headers=AUTH,
+                          timeout=120).status_code == 200
+        (bundle_copy / "serving.json").write_text("{}")  # signed below: verifies, but no node can serve it
+        sign_bundle(bundle_copy, load_private_key(signing_keys[0]), {"model_version": "9"})
+        refused = httpx.post(f"{node.url}/admin/bundle", content=archive_bundle(bundle_copy), headers=AUTH, timeout=120)
+        assert refused.status_code == 400 and "could not be loaded" in refused.json()["detail"]
+        assert httpx.get(f"{node.url}/readyz").json()["model_version"] == "7"
+    finally:
+        node.stop()
