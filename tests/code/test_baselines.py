@@ -55,16 +55,17 @@ def test_ptopfreq_buys_again_then_fills_with_popularity():
 
 
 def test_tifu_knn_user_vector_by_hand():
-    # user 0: baskets b1={0,1}, b2={0,2}, b3={0}; group_size 2 from newest: groups [b1], [b2, b3].
-    tier = TIFUKNN(n_neighbors=1, group_size=2, within_decay=0.5, group_decay=0.5, alpha=1.0)
+    """Different within- and group decays, so swapping them (or the group order) changes the numbers."""
+    # user 0: baskets b1={0,1}, b2={0,2}, b3={0}; groups of 2 from the newest: [b2, b3] (newest), [b1].
+    tier = TIFUKNN(n_neighbors=1, group_size=2, within_decay=0.9, group_decay=0.6, alpha=1.0)
     vectors = tier.user_vectors(HISTORY).toarray()
-    newest_group = {"b3": 1 / 2, "b2": 0.5 / 2}  # within-decay^distance / group length
-    oldest_group = {"b1": 1.0 / 1}
     n_groups = 2
-    expected_item0 = (newest_group["b3"] + newest_group["b2"]) / n_groups + 0.5 * oldest_group["b1"] / n_groups
-    assert vectors[0, 0] == pytest.approx(expected_item0)
-    assert vectors[0, 2] == pytest.approx(newest_group["b2"] / n_groups)
-    assert vectors[0, 1] == pytest.approx(0.5 * oldest_group["b1"] / n_groups)
+    b3 = 0.9**0 / 2 * 0.6**0 / n_groups  # newest basket of the newest group (2 baskets)
+    b2 = 0.9**1 / 2 * 0.6**0 / n_groups  # one basket before it, same group
+    b1 = 0.9**0 / 1 * 0.6**1 / n_groups  # the older group, of 1 basket
+    assert vectors[0, 0] == pytest.approx(b1 + b2 + b3) == pytest.approx(0.775)
+    assert vectors[0, 2] == pytest.approx(b2) == pytest.approx(0.225)
+    assert vectors[0, 1] == pytest.approx(b1) == pytest.approx(0.3)
 
 
 def test_tifu_knn_borrows_from_nearest_user():
