@@ -79,6 +79,22 @@ def _shopper_loss(model: CandidateRanker):
     return loss
 
 
+def clipped_sum(grads: dict[str, torch.Tensor], clip_norm: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Σ over shoppers of each shopper's gradient scaled to L2 norm ≤ clip_norm (across all
+    parameters together). grads: name → (n_shoppers, *shape). Returns (the sums, each shopper's
+    norm before clipping)."""
+    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
+    scale = (clip_norm / (norms + 1e-12)).clamp(max=1.0)
+    return {name: torch.einsum("s,s...->...", scale, g) for name, g in grads.items()}, norms
+
+
+def gaussian_noise(summed: dict[str, torch.Tensor], noise_multiplier: float, clip_norm: float,
+                   generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """`summed` + N(0, (noise_multiplier × clip_norm)²) on every coordinate: the released sum."""
+    return {name: value + torch.normal(0.0, noise_multiplier * clip_norm, value.shape, generator=generator)
+            for name, value in summed.items()}
+
+
 def train_ranker_private(model: CandidateRanker, train: LabelledCandidates, epochs: int, lr: float,
                          clip_norm: float, noise_multiplier: float, shoppers_per_batch: int = 64,
                          seed: int = 0) -> PrivateSteps:
@@ -107,12 +123,10 @@ def train_ranker_private(model: CandidateRanker, train: LabelledCandidates, epoc
             detached = {name: p.detach() for name, p in parameters.items()}
             grads = per_shopper_grad(detached, buffers, block.features[chosen], block.items[chosen],
                                      block.labels[chosen], block.mask[chosen])
-            norms = torch.sqrt(sum(grads[name].flatten(1).pow(2).sum(1) for name in names))
-            scale = (clip_norm / (norms + 1e-12)).clamp(max=1.0)
-            summed = {name: torch.einsum("s,s...->...", scale, grads[name]) for name in names}
+            summed, _ = clipped_sum(grads, clip_norm)
+        released = gaussian_noise(summed, noise_multiplier, clip_norm, generator)
         expected_batch = sample_rate * n_shoppers
         for name in names:
-            noise = torch.normal(0.0, noise_multiplier * clip_norm, summed[name].shape, generator=generator)
-            parameters[name].grad = (summed[name] + noise) / expected_batch
+            parameters[name].grad = released[name] / expected_batch
         optimiser.step()
     return PrivateSteps(noise_multiplier, sample_rate, steps)

@@ -90,3 +90,29 @@ def test_ledger_composes_every_node_and_stops_before_passing_the_target():
     assert len(spent) > 1 and spent == sorted(spent) and spent[-1] <= 8.0
     reference.history += [(1.0, 0.2, 5), (1.0, 0.1, 10)]
     assert reference.get_epsilon(1e-4) > 8.0  # one more round would have passed the target
+
+
+def test_no_shopper_contributes_more_than_the_clipping_norm():
+    """Shoppers' gradients of norms 0.1 to 100: the clipped sum equals the sum of each scaled to ≤ C."""
+    from models.private_training import clipped_sum
+
+    torch.manual_seed(1)
+    raw = torch.randn(5, 30)
+    sizes = torch.tensor([0.1, 0.5, 2.0, 10.0, 100.0])
+    grads = {"w": raw / raw.norm(dim=1, keepdim=True) * sizes[:, None]}
+    summed, norms = clipped_sum(grads, clip_norm=1.0)
+    torch.testing.assert_close(norms, sizes)
+    contributions = grads["w"] * (1.0 / sizes).clamp(max=1.0)[:, None]
+    assert float(contributions.norm(dim=1).max()) <= 1.0 + 1e-5
+    torch.testing.assert_close(summed["w"], contributions.sum(0))
+
+
+def test_the_released_sum_deviates_from_the_clipped_one_by_sigma_times_c():
+    from models.private_training import gaussian_noise
+
+    summed = {"a": torch.zeros(200, 50), "b": torch.ones(10_000)}
+    for sigma, clip in ((0.5, 1.0), (2.0, 0.3)):
+        released = gaussian_noise(summed, sigma, clip, torch.Generator().manual_seed(0))
+        deviation = torch.cat([(released[k] - summed[k]).flatten() for k in summed])
+        assert float(deviation.std()) == pytest.approx(sigma * clip, rel=0.03)
+        assert abs(float(deviation.mean())) < 0.03 * sigma * clip
