@@ -126,9 +126,11 @@ def test_recommend_output_reproduces_the_logged_metrics(slice_run, cj_slice, tmp
     test = splits["test"]
     users = [test.catalog.user_ids[u] for u in test.targets]
     pd.DataFrame({"user_id": users}).to_csv(tmp_path / "users.csv", index=False)
+    tier_runs = {r.data.tags["tier"]: r.info.run_id for r in child_runs(slice_run["run_id"])}
     for tier in ("p_topfreq", "tifu_knn", "edge"):
         out = tmp_path / f"{tier}.parquet"
-        result = runner.invoke(app, ["recommend", "--model", tier, "--users", str(tmp_path / "users.csv"), "--out", str(out)])
+        model = f"runs:/{tier_runs[tier]}/model"  # this pipeline run's tier, whatever ran after it
+        result = runner.invoke(app, ["recommend", "--model", model, "--users", str(tmp_path / "users.csv"), "--out", str(out)])
         assert result.exit_code == 0, result.output
         recs = pd.read_parquet(out).sort_values(["user_id", "rank"])
         ranked = recs.groupby("user_id")["item_id"].apply(list).to_dict()
@@ -281,19 +283,22 @@ def test_ui_serves_the_runs_over_http(slice_run, project_home):
         server.wait(timeout=30)
 
 
-def test_the_promoted_version_becomes_a_signed_bundle_a_node_serves(slice_run, tmp_path):
-    """`lightpersml keys init` + `lightpersml bundle` on what the pipeline registered and promote set."""
+def test_the_registered_edge_version_becomes_a_signed_bundle_a_node_serves(slice_run, tmp_path):
+    """`lightpersml keys init` + `lightpersml bundle --version` on the edge tier this pipeline run
+    registered (by version: no other test's promotion changes what is bundled)."""
     from edge.bundle import load_public_key, verify_bundle
     from edge.engine import Engine
+    from tasks.register import list_versions
 
+    edge = next(v["version"] for v in list_versions() if v["pipeline_run_id"] == slice_run["run_id"] and v["tier"] == "edge")
     keys = runner.invoke(app, ["keys", "init", "--folder", str(tmp_path / "keys")])
     assert keys.exit_code == 0, keys.output
-    built = runner.invoke(app, ["bundle", "--out", str(tmp_path / "bundle"), "--key", str(tmp_path / "keys" / "bundle-signing.key")])
+    built = runner.invoke(app, ["bundle", "--out", str(tmp_path / "bundle"), "--version", str(edge),
+                                "--key", str(tmp_path / "keys" / "bundle-signing.key")])
     assert built.exit_code == 0, built.output
-    edge = mlflow.MlflowClient().get_model_version_by_alias(config.REGISTERED_MODEL, "edge")
     public = load_public_key(tmp_path / "keys" / "bundle-signing.pub")
     manifest = verify_bundle(tmp_path / "bundle", public)
-    assert manifest["model_version"] == str(edge.version) and manifest["metrics"]["ndcg_at_10"] > 0
+    assert manifest["model_version"] == str(edge) and manifest["tier"] == "edge" and manifest["metrics"]["ndcg_at_10"] > 0
     engine = Engine.load(tmp_path / "bundle", public)
     user = str(engine.catalog.user_ids[0])
     assert len(engine.recommend(user, str(engine.catalog.store_ids[0]), 10).items) == 10
