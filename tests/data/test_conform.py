@@ -45,3 +45,22 @@ def test_epoch_numbers_and_fractional_float_ids():
     assert frame[schema.TIMESTAMP].tolist() == [pd.Timestamp("2020-01-01 10:00"), pd.Timestamp("2020-01-01 11:00")]
     millis, _ = conform_table(raw.assign(**{schema.TIMESTAMP: raw[schema.TIMESTAMP] * 1000}), schema.EVENTS)
     assert millis[schema.TIMESTAMP].equals(frame[schema.TIMESTAMP])
+
+
+def test_epoch_numbers_in_every_unit_and_excel_serial_days_become_the_same_time():
+    moment = pd.Timestamp("2017-06-01 12:30:00")
+    seconds = (moment - pd.Timestamp("1970-01-01")).total_seconds()
+    columns = {"s": seconds, "ms": seconds * 1e3, "us": seconds * 1e6, "ns": seconds * 1e9,
+               "excel": (moment - pd.Timestamp("1899-12-30")) / pd.Timedelta(days=1)}
+    for unit, value in columns.items():
+        raw = pd.DataFrame({schema.USER_ID: ["a", "b"], schema.ITEM_ID: ["x", "y"], schema.TIMESTAMP: [value, value]})
+        frame, findings = conform_table(raw, schema.EVENTS)
+        assert findings == [] and (frame[schema.TIMESTAMP] - moment).abs().max() < pd.Timedelta(seconds=1), unit
+
+
+def test_shop_names_of_event_types_are_mapped_and_a_mapping_adds_more():
+    raw = pd.DataFrame({schema.USER_ID: ["a"] * 4, schema.ITEM_ID: ["x"] * 4, schema.TIMESTAMP: ["2020-01-01"] * 4,
+                        schema.EVENT_TYPE: ["Order", " click ", "addtocart", "rating"]})
+    frame, _ = conform_table(raw, schema.EVENTS, {"Rating": "purchase"})
+    assert frame[schema.EVENT_TYPE].tolist() == ["purchase", "view", "add_to_cart", "purchase"]
+    assert conform_table(raw, schema.EVENTS)[0][schema.EVENT_TYPE].tolist()[-1] == "rating"  # left for the check
