@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from tasks.collect import collect_node_task, collected_dir
+from tasks.collect import collect_node_task, collected_dir, failed_row
 from tasks.ingest import load_items
 from tasks.nodes import read_nodes
 
@@ -22,9 +22,12 @@ def collect_flow(nodes_file: str, data: str = "completejourney") -> list[dict]:
     nodes = read_nodes(Path(nodes_file))
     name, items = load_items(data)
     folder = collected_dir(config.state_dir(), name)
-    rows = [collect_node_task(node.name, node.url, node.token, items, folder) for node in nodes]
+    rows = []
+    for node in nodes:  # one unreachable node must not stop the others (its cursor stays where it was)
+        state = collect_node_task(node.name, node.url, node.token, items, folder, return_state=True)
+        rows.append(state.result() if state.is_completed() else failed_row(node.name, state.result(raise_on_failure=False)))
     create_table_artifact(key="collected-events", table=rows, description=f"Events collected into {folder}")
     for row in rows:
-        print(f"{row['node']}: {row['pulled']} pulled, {row['appended']} appended, {row['quarantined']} quarantined "
-              f"(cursor {row['cursor_before']} → {row['cursor_after']})")
+        print(f"{row['node']}: {row['status']}, {row['pulled']} pulled, {row['appended']} appended, "
+              f"{row['quarantined']} quarantined (cursor {row['cursor_before']} → {row['cursor_after']}) {row['detail']}")
     return rows

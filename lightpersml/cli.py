@@ -482,9 +482,12 @@ def collect(
     """Pull new shopper events from every node into the training data (exactly once, restartable)."""
     from flows.collect import collect_flow
 
-    for row in _run_or_exit(collect_flow, nodes_file=str(nodes), data=data):
-        console.print(f"{row['node']}: {row['pulled']:,} pulled, {row['appended']:,} appended, "
-                      f"{row['quarantined']:,} quarantined")
+    rows = _run_or_exit(collect_flow, nodes_file=str(nodes), data=data)
+    for row in rows:
+        console.print(f"{row['node']}: {row['status']}, {row['pulled']:,} pulled, {row['appended']:,} appended, "
+                      f"{row['quarantined']:,} quarantined {row['detail']}".rstrip(), markup=False)
+    if any(row["status"] != "collected" for row in rows):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -91,7 +91,8 @@ def collect_node(node: str, url: str, token: str, items: pd.DataFrame, folder: P
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "events").mkdir(exist_ok=True)
     cursor = read_cursors(folder).get(node, 0)
-    report = {"node": node, "cursor_before": cursor, "pulled": 0, "appended": 0, "quarantined": 0}
+    report = {"node": node, "status": "collected", "detail": "", "cursor_before": cursor, "pulled": 0, "appended": 0,
+              "quarantined": 0}
     known_items = set(items[schema.ITEM_ID].astype(str))
     earliest = events_from(url, token)
     while rows := pull_page(url, token, cursor):
@@ -122,6 +123,12 @@ def collect_node(node: str, url: str, token: str, items: pd.DataFrame, folder: P
     log.info("%s: %d events pulled, %d appended, %d quarantined (cursor %d → %d)", node, report["pulled"],
              report["appended"], report["quarantined"], report["cursor_before"], cursor)
     return report
+
+
+def failed_row(node: str, error: BaseException) -> dict:
+    """The report row of a node whose events could not be pulled (after the task's retries)."""
+    return {"node": node, "status": "failed", "detail": f"{type(error).__name__}: {error}", "cursor_before": None,
+            "pulled": 0, "appended": 0, "quarantined": 0, "cursor_after": None}
 
 
 @task(name="collect events", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, task_run_name="collect {node}")

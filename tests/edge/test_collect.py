@@ -38,7 +38,8 @@ def test_collect_appends_each_event_once_and_the_next_ingest_sees_them(prefect_a
                         for item in items[:5]] + [{"user_id": "u1", "item_id": "no-such-item", "event_type": "view",
                                                    "timestamp": when}])
         first = collect_flow(str(nodes_file), data=str(data))
-        assert first[0] | {"cursor_before": 0} == {"node": "store-a", "cursor_before": 0, "pulled": 6, "appended": 5,
+        assert first[0] | {"cursor_before": 0} == {"node": "store-a", "status": "collected", "detail": "",
+                                                   "cursor_before": 0, "pulled": 6, "appended": 5,
                                                    "quarantined": 1, "cursor_after": 6}
         assert collect_flow(str(nodes_file), data=str(data))[0]["pulled"] == 0  # nothing new, nothing twice
 
@@ -95,3 +96,34 @@ def test_collect_quarantines_event_times_a_node_would_refuse(prefect_api, cj_sli
     quarantined = pd.concat(pd.read_parquet(p) for p in (folder / "quarantine").glob("*.parquet"))
     assert len(quarantined) == 3 and quarantined["reason"].str.contains("outside the node's window").all()
     assert collected_events(config.state_dir(), "cj_window")[schema.TIMESTAMP].dt.year.tolist() == [2017]
+
+
+def test_the_collect_command_reports_an_unreachable_node_and_exits_1(prefect_api, cj_slice, edge_bundle, signing_keys,
+                                                                      tmp_path):
+    """One node up, one gone: the live node's events are collected, the other is reported failed."""
+    import shutil
+    import socket
+
+    from typer.testing import CliRunner
+
+    from lightpersml.cli import app
+
+    data = tmp_path / "cj_two_nodes"
+    shutil.copytree(cj_slice, data)
+    item = str(pd.read_parquet(data / "items.parquet")[schema.ITEM_ID].iloc[0])
+    with socket.socket() as s:  # a port nobody listens on (bound and held while the command runs)
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+        (tmp_path / "n").mkdir()
+        node = NodeProcess(tmp_path / "n", signing_keys[1]).start(edge_bundle)
+        try:
+            post(node, [{"user_id": "u1", "item_id": item, "event_type": "view", "timestamp": "2017-12-20T10:00:00Z"}])
+            nodes_file = tmp_path / "nodes.toml"
+            nodes_file.write_text(f'[[nodes]]\nname = "gone"\nurl = "http://127.0.0.1:{dead}"\ntoken = "{TOKEN}"\n\n'
+                                  f'[[nodes]]\nname = "store-a"\nurl = "{node.url}"\ntoken = "{TOKEN}"\n')
+            result = CliRunner().invoke(app, ["collect", "--nodes", str(nodes_file), "--data", str(data)])
+        finally:
+            node.stop()
+    assert result.exit_code == 1, result.output
+    assert "gone: failed" in result.output and "ConnectError" in result.output
+    assert "store-a: collected, 1 pulled, 1 appended" in result.output

@@ -150,12 +150,15 @@ def test_recommend_respects_store_stock(slice_run, cj_slice, tmp_path):
     users = pd.read_parquet(cj_slice / "events.parquet")[schema.USER_ID].unique()[:20]
     (tmp_path / "users.txt").write_text("\n".join(users) + "\nnew-shopper\n")
     out = tmp_path / "recs.csv"
-    result = runner.invoke(app, ["recommend", "--model", "tifu_knn", "--users", str(tmp_path / "users.txt"),
-                                 "--out", str(out), "--store", store, "--k", "5"])
+    tifu = next(r.info.run_id for r in child_runs(slice_run["run_id"]) if r.data.tags["tier"] == "tifu_knn")
+    ask = ["recommend", "--model", f"runs:/{tifu}/model", "--users", str(tmp_path / "users.txt"), "--out", str(out), "--k", "5"]
+    result = runner.invoke(app, [*ask, "--store", store])
     assert result.exit_code == 0, result.output
     recs = pd.read_csv(out, dtype={"item_id": str, "user_id": str})
     assert set(recs["item_id"]) <= stocked
     assert recs.groupby("user_id").size().max() == 5 and "new-shopper" in set(recs["user_id"])
+    unknown = runner.invoke(app, [*ask, "--store", "no-such-store"])
+    assert unknown.exit_code == 1 and "unknown store_id" in unknown.output
 
 
 def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_off_purchases, tmp_path):
