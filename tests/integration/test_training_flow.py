@@ -158,7 +158,7 @@ def test_recommend_respects_store_stock(slice_run, cj_slice, tmp_path):
     assert set(recs["item_id"]) <= stocked
     assert recs.groupby("user_id").size().max() == 5 and "new-shopper" in set(recs["user_id"])
     unknown = runner.invoke(app, [*ask, "--store", "no-such-store"])
-    assert unknown.exit_code == 1 and "unknown store_id" in unknown.output
+    assert unknown.exit_code == 2 and "unknown store_id" in unknown.output  # a usage error, named
 
 
 def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_off_purchases, tmp_path):
