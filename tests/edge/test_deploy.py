@@ -70,3 +70,23 @@ def test_deploy_updates_good_nodes_and_reports_the_one_that_refused(prefect_api,
     assert back["store-a"]["status"] == "updated" and back["store-a"]["version_after"] == "7"
     assert back["store-b"]["version_after"] == "7"
     assert back["store-c"]["status"] == "failed" and "no previous bundle" in back["store-c"]["detail"]
+
+
+def test_deploy_and_rollback_commands_exit_1_on_a_bad_nodes_file_or_a_dead_node(prefect_api, tmp_path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from lightpersml.cli import app
+
+    runner = CliRunner()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[nodes]]\nname = "store-a"\nurl = "http://127.0.0.1:1"\n')  # no token
+    refused = runner.invoke(app, ["deploy", "--nodes", str(bad)])
+    assert refused.exit_code == 1 and "bad.toml" in refused.output and "missing token" in refused.output
+    with socket.socket() as s:  # bound, never listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        dead = tmp_path / "dead.toml"
+        dead.write_text(f'[[nodes]]\nname = "gone"\nurl = "http://127.0.0.1:{s.getsockname()[1]}"\ntoken = "{TOKEN}"\n')
+        result = runner.invoke(app, ["rollback", "--nodes", str(dead)])
+    assert result.exit_code == 1 and "gone" in result.output and "unreachable" in result.output
