@@ -63,9 +63,10 @@ def _timestamps(raw: pd.Series) -> pd.Series:
     numbers = raw if pd.api.types.is_numeric_dtype(raw) else None
     if numbers is None:
         text = raw.astype("string").str.strip()
-        as_number = pd.to_numeric(text, errors="coerce")
-        if as_number.notna().sum() and as_number.notna().sum() >= 0.99 * text.notna().sum():
-            numbers = as_number  # a column of numbers written as text
+        if pd.to_numeric(text.dropna().head(100), errors="coerce").notna().any():  # only then parse it all as numbers
+            as_number = pd.to_numeric(text, errors="coerce")
+            if as_number.notna().sum() >= 0.99 * text.notna().sum():
+                numbers = as_number  # a column of numbers written as text
     if numbers is not None:
         present = numbers.dropna()
         if len(present) and present.between(*EXCEL_SERIAL_DAYS).all():

@@ -152,7 +152,7 @@ def _numpy_numbers(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: str, limit: int,
-                         raw: pd.DataFrame | None = None) -> Finding | None:
+                         raw: pd.DataFrame) -> Finding | None:
     """The finding of one GX result (None when it passed); examples show the `raw` rows as read."""
     config = result["expectation_config"]
     kwargs, meta = config["kwargs"], config.get("meta") or {}
@@ -185,14 +185,15 @@ def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: 
         blocking=bool(meta.get("blocking", True)),
         unexpected_count=None if count is None else int(count),
         row_indices=positions,
-        examples=_describe_rows(frame if raw is None else raw, positions, source, limit),
+        examples=_describe_rows(raw, positions, source, limit),
         detail=detail,
         thresholded=bool(meta.get("thresholded")),
     )
 
 
-def implausible_time_findings(events: pd.DataFrame, source: str, limit: int) -> list[Finding]:
-    """Events dated after this machine's clock (plus skew) or before EARLIEST_PLAUSIBLE (thresholded)."""
+def implausible_time_findings(events: pd.DataFrame, raw: pd.DataFrame, source: str, limit: int) -> list[Finding]:
+    """Events dated after this machine's clock (plus skew) or before EARLIEST_PLAUSIBLE (thresholded);
+    examples show the `raw` rows as read."""
     if schema.TIMESTAMP not in events.columns or not pd.api.types.is_datetime64_any_dtype(events[schema.TIMESTAMP]):
         return []
     latest = pd.Timestamp.now(tz="UTC").tz_localize(None) + CLOCK_SKEW
@@ -203,7 +204,7 @@ def implausible_time_findings(events: pd.DataFrame, source: str, limit: int) -> 
     positions = [int(p) for p in bad.to_numpy().nonzero()[0]]
     return [Finding(table="events", column=schema.TIMESTAMP, check="timestamp_plausible", blocking=True, thresholded=True,
                     unexpected_count=len(positions), row_indices=positions,
-                    examples=_describe_rows(events, positions, source, limit),
+                    examples=_describe_rows(raw, positions, source, limit),
                     detail=f"expected between {EARLIEST_PLAUSIBLE:%Y-%m-%d} and now ({latest:%Y-%m-%d %H:%M} UTC)")]
 
 
@@ -288,7 +289,8 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
         findings += parse_findings
         conformed[table], raws[table] = frame, raw
     findings += unknown_item_findings(conformed, dataset.sources, example_rows)
-    findings += implausible_time_findings(conformed["events"], dataset.sources.get("events", ""), example_rows)
+    findings += implausible_time_findings(conformed["events"], raws["events"], dataset.sources.get("events", ""),
+                                          example_rows)
     for table, frame in conformed.items():
         suite = build_suite(schema.TABLES[table], frame, max_quantity, max_bad_share)
         log.info("validating %s: %s rows, %d expectations", table, f"{len(frame):,}", len(suite.expectations))

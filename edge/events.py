@@ -20,8 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.engine import Event
+from edge.inputs import CLOCK_SKEW
 
-CLOCK_SKEW_S = 600.0  # how far ahead of the node's clock an event may be dated
+CLOCK_SKEW_S = CLOCK_SKEW.total_seconds()
 
 SCHEMA_VERSION = 2
 SCHEMA = """

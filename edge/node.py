@@ -112,10 +112,10 @@ class Node:
         finally:
             Path(name).unlink(missing_ok=True)
 
-    def install_archive(self, archive: Path | bytes) -> str:
+    def install_archive(self, archive: Path) -> str:
         """Install a bundle uploaded as a .tar.gz (or .tar) of its files; returns the bundle id."""
         with tempfile.TemporaryDirectory(dir=self.folder, prefix=UNPACK_PREFIX) as staging:
-            with open(archive, "rb") if isinstance(archive, Path) else io.BytesIO(archive) as raw:
+            with open(archive, "rb") as raw:
                 _unpack(raw, Path(staging))
             root = Path(staging)
             entries = list(root.iterdir())

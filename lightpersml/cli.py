@@ -384,7 +384,6 @@ def serve(
     runtime: Annotated[str, typer.Option(help="onnx (nodes) or torch (the cloud reference; needs the bundle's model.pt)")] = "onnx",
 ) -> None:
     """Run an edge node: recommendations, events, health and metrics over HTTP."""
-    import logging
     import socket
 
     import uvicorn
