@@ -78,6 +78,7 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
             tmp = Path(tmp)
             result = federate_task({**federated, "split": "test"}, nodes, tmp / "evaluation.pt")
             check_budget(result.summary, target_epsilon)
+            mlflow.MlflowClient().log_dict(parent_run_id, result.summary, "federated/test-fit.json")
             privacy = {"epsilon": result.summary["epsilon"], "delta": result.summary["delta"],
                        "federated_rounds": result.summary["rounds_trained"],
                        "bytes_per_node_per_round": max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())}
@@ -95,6 +96,7 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
                 deploy = splits["deploy"]
                 refitted = federate_task({**federated, "split": "deploy"}, nodes, tmp / "deploy.pt")
                 check_budget(refitted.summary, target_epsilon)
+                mlflow.MlflowClient().log_dict(parent_run_id, refitted.summary, "federated/deploy-fit.json")
                 deploy_summary = refitted.summary
                 fit = RankerFit(ranker_data_task(deploy, 1, generator), {FEDERATED_TIER: refitted.model},
                                 {FEDERATED_TIER: spec}, {FEDERATED_TIER: refitted.seconds})

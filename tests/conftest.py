@@ -1,5 +1,7 @@
-"""Shared fixtures. Every test session gets its own project home (MLflow store, Prefect home,
-caches) in a temporary folder, set before lightpersml.config is imported."""
+"""Shared fixtures. Every test module gets its own project home (MLflow store, feature cache,
+collected events, Optuna studies, signing keys) in a temporary folder, so no module can change
+the data or the registry another module sees. Prefect's and Flower's homes are per session: set
+once, before lightpersml.config and Prefect are imported, and holding no data a test reads."""
 
 from __future__ import annotations
 
@@ -22,9 +24,27 @@ import pytest  # noqa: E402
 from data_contracts import schema  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def project_home() -> Path:
-    return _HOME
+@pytest.fixture(scope="module", autouse=True)
+def project_home(tmp_path_factory, request) -> Path:
+    """This module's LIGHTPERSML_HOME, with the MLflow store in it; MLflow's process-wide
+    active experiment and run are reset on the way in and out."""
+    import mlflow
+
+    home = tmp_path_factory.mktemp(f"home-{request.module.__name__.rsplit('.', 1)[-1]}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LIGHTPERSML_HOME", str(home))
+        patch.setenv("MLFLOW_TRACKING_URI", config.mlflow_tracking_uri())
+        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        config.mlflow_dir().mkdir(parents=True)
+        _forget_mlflow_session(mlflow)
+        yield home
+        _forget_mlflow_session(mlflow)
+
+
+def _forget_mlflow_session(mlflow) -> None:
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.tracking.fluent._active_experiment_id = None  # set by mlflow.set_experiment, per process
 
 
 @pytest.fixture(scope="session")

@@ -26,10 +26,12 @@ class PrivacyLedger:
     target_epsilon: float = 0.0  # 0: no budget, train every round
     accountant: RDPAccountant = field(default_factory=RDPAccountant)
     spent: bool = False  # True once another round like the last one would pass the target
+    rounds: list[list[PrivateSteps]] = field(default_factory=list)  # every node's steps, per round
 
     def record(self, round_steps: list[PrivateSteps]) -> float:
         """Add one round's steps of every node; return ε so far. Marks the budget spent when a
         further round with the same steps would take ε past the target."""
+        self.rounds.append(list(round_steps))
         self.accountant.history += _entries(round_steps)
         epsilon = self.epsilon()
         if self.target_epsilon and self._after(round_steps) > self.target_epsilon:

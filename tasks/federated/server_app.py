@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -112,6 +113,8 @@ def make_server_app(overrides: dict | None = None, output_path: Path | None = No
             save_torch(model, output)
             summary = {"rounds": rounds, "epsilon": epsilon, "delta": delta, "private": private(cfg),
                        "target_epsilon": ledger.target_epsilon, "budget_spent": ledger.spent,
+                       # what each node applied, per round: anyone can recompute ε from it
+                       "privacy_rounds": [[asdict(steps) for steps in nodes] for nodes in ledger.rounds],
                        "rounds_trained": len([r for r in rounds if r]), "settings": cfg}
             output.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
 

@@ -34,6 +34,8 @@ def catalog_for(history: BasketHistory, in_stock: list[list[int]] | None = None)
 
 
 HISTORY = history_from([[[0, 1], [0, 2], [0]], [[3], [3, 4]], [[1, 2]]], n_items=6)
+# Baskets per item: 0 → 3; 1, 2 and 3 → 2 each; 4 → 1; 5 → 0. Tests ask for enough items that
+# no tie straddles the k-th place (top_k breaks those arbitrarily; ties inside the k go by index).
 
 
 def test_top_k_orders_and_marks_empty_slots():
@@ -41,17 +43,22 @@ def test_top_k_orders_and_marks_empty_slots():
     assert idx.tolist() == [[1, 3, 0, -1]]
 
 
+def test_top_k_orders_ties_inside_the_k_by_index():
+    scores = np.array([[2.0, 5.0, 2.0, 2.0, 1.0, 2.0]])
+    assert top_k(scores, 5)[0].tolist() == [[1, 0, 2, 3, 5]]
+    assert top_k(scores[:, ::-1].copy(), 5)[0].tolist() == [[4, 0, 2, 3, 5]]
+
+
 def test_gtopfreq_is_popularity():
     rec = Recommender(GTopFreq().fit(HISTORY), catalog_for(HISTORY), None, False)
-    idx, _ = rec.recommend_indices(np.array([0, 1]), 3)
-    assert idx[0].tolist() == idx[1].tolist()
-    assert idx[0][0] == 0 and set(idx[0][1:]) == {1, 2}  # 0 in 3 baskets; 1 and 2 in 2 each
+    idx, _ = rec.recommend_indices(np.array([0, 1]), 5)
+    assert idx.tolist() == [[0, 1, 2, 3, 4]] * 2  # the same for everyone, by baskets per item
 
 
 def test_ptopfreq_buys_again_then_fills_with_popularity():
     rec = Recommender(PTopFreq().fit(HISTORY), catalog_for(HISTORY), None, False)
-    idx, _ = rec.recommend_indices(np.array([1]), 4)
-    assert idx[0].tolist() == [3, 4, 0, 1]  # own 3 (2 baskets), own 4 (1), then global popularity
+    idx, _ = rec.recommend_indices(np.array([1]), 5)
+    assert idx[0].tolist() == [3, 4, 0, 1, 2]  # own 3 (2 baskets), own 4 (1), then global popularity
 
 
 def test_tifu_knn_user_vector_by_hand():
@@ -82,8 +89,8 @@ def test_exclude_seen_store_filter_and_unknown_user():
     assert not set(idx[0]) & {0, 1, 2}  # user 0 bought 0, 1, 2
     idx, _ = rec.recommend_indices(np.array([1]), 6, store=0)
     assert set(idx[0][idx[0] >= 0]) <= {0, 1, 5}
-    frame = rec.recommend(["nobody"], k=2)
-    assert frame["item_id"].tolist() == ["i0", "i1"] and frame["rank"].tolist() == [1, 2]
+    frame = rec.recommend(["nobody"], k=4)
+    assert frame["item_id"].tolist() == ["i0", "i1", "i2", "i3"] and frame["rank"].tolist() == [1, 2, 3, 4]
     with pytest.raises(KeyError, match="unknown store_id"):
         rec.recommend(["u0"], store_id="s9")
 

@@ -44,8 +44,12 @@ def test_labelled_candidates_use_only_baskets_before_the_cutoff():
     history = history_from([[[0], [0, 1], [2]], [[1], [1]]], n_items=4)
     history.basket_day = np.array([0.0, 3.0, 9.0, 1.0, 2.0])
     data = labelled_candidates(history, cutoff_day=5.0, targets={0: {2, 3}}, tifu_params={"n_neighbors": 1})
-    assert set(data.items) >= {0, 1} and 2 not in set(data.items[data.features[:, FEATURE_NAMES.index("bought_before")] == 1])
-    assert data.basket_sizes.tolist() == [2] and data.labels.sum() == float(2 in set(data.items)) + float(3 in set(data.items))
+    # Before day 5 shopper 0 bought items 0 and 1 (the day-9 basket with item 2 is after the
+    # cutoff); 2 and 3 are explored (40 explore slots, 2 unowned items) and are the target.
+    bought_before = data.features[:, FEATURE_NAMES.index("bought_before")]
+    rows = sorted(zip(data.items.tolist(), data.labels.tolist(), bought_before.tolist()))
+    assert rows == [(0, 0.0, 1.0), (1, 0.0, 1.0), (2, 1.0, 0.0), (3, 1.0, 0.0)]
+    assert data.basket_sizes.tolist() == [2] and data.group.tolist() == [0, 0, 0, 0]
 
 
 def test_a_distilled_student_follows_its_teacher_not_only_the_labels():

@@ -11,6 +11,7 @@ from data_contracts import schema
 from data_contracts.folder import load_folder
 from data_contracts.validation import validate_dataset
 from tasks.features import build_splits, purchase_lines
+from tests.data.baskets import purchase_baskets
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def splits(clean_slice, tmp_path_factory):
 
 
 def test_cutoffs_are_four_weeks_apart(clean_slice, splits):
-    newest = clean_slice.events[schema.TIMESTAMP].max()
+    newest = purchase_baskets(clean_slice.events)["time"].max()
     assert splits["test"].cutoff == newest - pd.Timedelta(weeks=4)
     assert splits["validation"].cutoff == splits["test"].cutoff - pd.Timedelta(weeks=4)
     assert splits["validation"].end == splits["test"].cutoff
@@ -35,35 +36,39 @@ def test_cutoffs_are_four_weeks_apart(clean_slice, splits):
 
 def test_history_and_features_stop_at_the_cutoff(clean_slice, splits):
     origin = clean_slice.events[schema.TIMESTAMP].min()
-    lines = purchase_lines(clean_slice)
+    baskets = purchase_baskets(clean_slice.events)
     for split in splits.values():
         cutoff_day = (split.cutoff - origin).total_seconds() / 86400
         assert split.cutoff_day == pytest.approx(cutoff_day)
         assert split.history.basket_day.max() < cutoff_day
-        before = lines.filter(pl.col(schema.TIMESTAMP) < split.cutoff)
-        assert split.features["item_features"]["popularity"].sum() == before.height  # baskets per item, before only
+        before = baskets[baskets["time"] < split.cutoff]
+        assert split.history.n_baskets == before["basket"].nunique()
+        assert split.features["item_features"]["popularity"].sum() == len(before)  # baskets per item, before only
 
 
 def test_target_is_each_users_first_basket_after_the_cutoff(clean_slice, splits):
     split = splits["test"]
-    lines = purchase_lines(clean_slice)
-    after = lines.filter(pl.col(schema.TIMESTAMP) >= split.cutoff).sort(schema.TIMESTAMP)
-    user = int(next(iter(split.targets)))
-    user_id = split.catalog.user_ids[user]
-    first_key = after.filter(pl.col(schema.USER_ID) == user_id)["basket_key"][0]
-    expected = set(after.filter(pl.col("basket_key") == first_key)[schema.ITEM_ID].to_list())
-    got = {split.catalog.item_ids[i] for i in split.targets[user]}
-    assert got == expected
-    # every target user has history before the cutoff
-    assert all(np.diff(split.history.user_ptr)[u] > 0 for u in split.targets)
+    baskets = purchase_baskets(clean_slice.events)
+    before, after = baskets[baskets["time"] < split.cutoff], baskets[baskets["time"] >= split.cutoff]
+    first = after[after["time"] == after.groupby("user_id")["time"].transform("min")]
+    expected = {user: set(items) for user, items in first.groupby("user_id")["item_id"]
+                if user in set(before["user_id"])}  # a target needs history before the cutoff
+    got = {split.catalog.user_ids[u]: {split.catalog.item_ids[i] for i in items} for u, items in split.targets.items()}
+    assert got == expected and len(got) > 50
 
 
-def test_store_popularity_ranks(splits):
-    stores = splits["test"].features["store_popularity"]
-    top = stores.filter(pl.col("rank") == 1)
-    assert top[schema.STORE_ID].n_unique() == len(top)
-    best = stores.group_by(schema.STORE_ID).agg(pl.col("baskets").max())
-    assert sorted(top["baskets"].to_list()) == sorted(best["baskets"].to_list())
+def test_store_popularity_counts_and_ranks_each_stores_baskets_before_the_cutoff(clean_slice, splits):
+    split = splits["test"]
+    baskets = purchase_baskets(clean_slice.events)
+    before = baskets[(baskets["time"] < split.cutoff) & baskets["store_id"].notna()]
+    expected = before.groupby(["store_id", "item_id"]).size()
+    table = split.features["store_popularity"].to_pandas()
+    got = table.set_index([schema.STORE_ID, schema.ITEM_ID])["baskets"]
+    assert got.sort_index().to_dict() == expected.sort_index().to_dict()
+    for _, store in table.groupby(schema.STORE_ID):  # ranks 1..n, most baskets first
+        by_rank = store.sort_values("rank")
+        assert by_rank["rank"].tolist() == list(range(1, len(store) + 1))
+        assert by_rank["baskets"].is_monotonic_decreasing
 
 
 def test_rerun_on_same_data_reads_the_cache(clean_slice, splits, tmp_path):

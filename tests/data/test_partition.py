@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zlib
 
+import pandas as pd
 import polars as pl
 import pytest
 
@@ -12,6 +13,7 @@ from data_contracts import schema
 from data_contracts.completejourney import load_source
 from tasks.features import BASKET_KEY, purchase_lines
 from tasks.partition import NODE, node_splits, store_nodes, with_nodes
+from tests.data.baskets import purchase_baskets
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +22,14 @@ def slice_dataset(cj_slice):
 
 
 def test_each_purchase_goes_to_one_node_and_nodes_are_balanced(slice_dataset):
-    lines = purchase_lines(slice_dataset)
-    assigned = with_nodes(lines, 3)
-    assert len(assigned) == len(lines) and assigned[NODE].null_count() == 0
-    stores = assigned.group_by(schema.STORE_ID).agg(pl.col(NODE).n_unique())
-    assert stores[NODE].max() == 1  # a store never straddles two nodes
-    baskets = assigned.group_by(NODE).agg(pl.col(BASKET_KEY).n_unique().alias("b"))["b"]
-    assert baskets.max() / baskets.min() < 1.2
+    baskets = purchase_baskets(slice_dataset.events)
+    nodes = store_nodes(pl.from_pandas(baskets.rename(columns={"basket": BASKET_KEY})), 3)
+    assert set(nodes) == set(baskets["store_id"].dropna()) and set(nodes.values()) == {0, 1, 2}
+    per_node = baskets.assign(node=baskets["store_id"].map(nodes)).groupby("node")["basket"].nunique()
+    assert per_node.max() / per_node.min() < 1.2
+    assigned = with_nodes(purchase_lines(slice_dataset), 3)
+    assert len(assigned) == len(baskets)  # every purchase line, once
+    assert assigned[NODE].to_list() == [nodes[store] for store in assigned[schema.STORE_ID].to_list()]
 
 
 def test_the_greedy_rule_by_hand():
@@ -43,10 +46,13 @@ def test_online_orders_follow_the_shopper():
 
 def test_a_nodes_split_holds_only_its_stores_purchases(slice_dataset):
     splits = node_splits(slice_dataset, 3)
-    lines = with_nodes(purchase_lines(slice_dataset), 3)
-    cutoff = splits[0].cutoff
+    baskets = purchase_baskets(slice_dataset.events)
+    nodes = store_nodes(pl.from_pandas(baskets.rename(columns={"basket": BASKET_KEY})), 3)  # checked above
+    cutoff = baskets["time"].max() - pd.Timedelta(weeks=4)  # the central test cutoff
+    before = baskets[baskets["time"] < cutoff].assign(node=lambda b: b["store_id"].map(nodes))
     for node, split in enumerate(splits):
-        before = lines.filter((pl.col(NODE) == node) & (pl.col(schema.TIMESTAMP) < cutoff))
-        assert split.history.n_baskets == before[BASKET_KEY].n_unique()
-        assert split.history.n_users == before[schema.USER_ID].n_unique()
-    assert sum(s.history.n_baskets for s in splits) == lines.filter(pl.col(schema.TIMESTAMP) < cutoff)[BASKET_KEY].n_unique()
+        assert split.cutoff == cutoff
+        mine = before[before["node"] == node]
+        assert split.history.n_baskets == mine["basket"].nunique() > 0
+        assert split.history.n_users == mine["user_id"].nunique()
+        assert sorted(split.catalog.user_ids[:split.history.n_users]) == sorted(mine["user_id"].unique())

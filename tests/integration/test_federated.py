@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from opacus.accountants import RDPAccountant
 
 from lightpersml import config
 
 pytestmark = pytest.mark.slow
-TARGET_EPSILON = "10"  # on the slice (2 nodes), ε after rounds 1, 2, 3 is 6.0, 9.2, 12.0 (measured)
+TARGET_EPSILON = "10"
+ROUNDS = 3
 
 
 def test_federate_command_trains_privately_logs_the_tier_and_registers_it(prefect_api, cj_slice, tmp_path):
@@ -25,20 +27,31 @@ def test_federate_command_trains_privately_logs_the_tier_and_registers_it(prefec
     from lightpersml.cli import app
     from tasks.track import TIER_METRICS
 
-    result = CliRunner().invoke(app, ["federate", "--data", str(cj_slice), "--nodes", "2", "--rounds", "3",
+    result = CliRunner().invoke(app, ["federate", "--data", str(cj_slice), "--nodes", "2", "--rounds", str(ROUNDS),
                                       "--noise-multiplier", "1.0", "--target-epsilon", TARGET_EPSILON,
                                       "--aggregation", "fedtrimmedavg"])
     assert result.exit_code == 0, result.output
     run_id = re.search(r"MLflow run ([0-9a-f]{32})", result.output).group(1)
     version = re.search(r"registered as version (\d+)", result.output).group(1)
     client = mlflow.MlflowClient()
-    epsilons = client.get_metric_history(run_id, "test_round_epsilon")
-    assert [m.step for m in epsilons] == [1, 2], [m.value for m in epsilons]  # a third round would pass the target
-    assert epsilons[0].value < epsilons[1].value <= float(TARGET_EPSILON)
-    ndcg = [m.value for m in client.get_metric_history(run_id, "test_round_validation_ndcg_at_10")]
-    assert len(ndcg) == 3 and ndcg[2] > ndcg[0] + 0.02, ndcg  # round 0 is the random initial model
+    epsilons = [m.value for m in client.get_metric_history(run_id, "test_round_epsilon")]
     delta = client.get_metric_history(run_id, "test_round_delta")[-1].value
     assert delta == pytest.approx(1 / len(pd.read_parquet(cj_slice / "users.parquet")))
+    # ε recomputed by a fresh accountant from the steps every node reported it applied, round by round.
+    audit = mlflow.artifacts.load_dict(f"runs:/{run_id}/federated/test-fit.json")
+    applied = [[(s["noise_multiplier"], s["sample_rate"], s["steps"]) for s in nodes] for nodes in audit["privacy_rounds"]]
+    assert len(applied) == len(epsilons) >= 1 and all(len(nodes) == 2 for nodes in applied)
+    assert all(sigma == 1.0 and 0 < q <= 1 and steps >= 1 for nodes in applied for sigma, q, steps in nodes)
+    accountant = RDPAccountant()
+    for nodes, logged in zip(applied, epsilons):
+        accountant.history += nodes
+        assert accountant.get_epsilon(delta) == pytest.approx(logged, rel=1e-9)
+    assert epsilons == sorted(epsilons) and epsilons[-1] <= float(TARGET_EPSILON)
+    if len(applied) < ROUNDS:  # it stopped early only because one more such round would pass the target
+        accountant.history += applied[-1]
+        assert accountant.get_epsilon(delta) > float(TARGET_EPSILON)
+    ndcg = [m.value for m in client.get_metric_history(run_id, "test_round_validation_ndcg_at_10")]
+    assert len(ndcg) == len(applied) + 1 and ndcg[-1] > ndcg[0] + 0.02, ndcg  # round 0 is the random initial model
     sent = client.get_metric_history(run_id, "test_round_bytes_per_node")[-1].value
     weights = 4 * 109_313 + 4 * 2 * 33  # the edge model's float32 weights and standardisation buffers
     assert weights <= sent < weights + 2_000  # plus one .npy header per array

@@ -15,6 +15,7 @@ import sys
 import time
 import tomllib
 import zipfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,9 +33,16 @@ STARTUP_TIMEOUT = 120  # seconds until every SuperNode is online
 
 
 def _free_port() -> int:
+    """A port free now; another process may take it before ours binds it (`start_listening` retries)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _environment(home: Path) -> dict[str, str]:
@@ -88,6 +96,25 @@ class Deployment:
         log.close()
         self.processes[name] = process
         return process
+
+    def start_listening(self, name: str, args: Callable[[list[int]], list[str]], n_ports: int,
+                        attempts: int = 3) -> list[int]:
+        """Start `args(ports)` on `n_ports` free ports and wait until it listens on all of them.
+        A process that exits first (a port taken between choosing and binding) is started again
+        on new ports."""
+        for attempt in range(1, attempts + 1):
+            ports = [_free_port() for _ in range(n_ports)]
+            process = self.start(f"{name}-try{attempt}" if attempt > 1 else name, args(ports))
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while process.poll() is None and not all(_accepts(port) for port in ports):
+                assert time.monotonic() < deadline, f"{name} not listening on {ports} after {STARTUP_TIMEOUT} s"
+                time.sleep(0.5)
+            if process.poll() is None:
+                if attempt > 1:  # keep the working process under its plain name
+                    self.processes[name] = self.processes.pop(f"{name}-try{attempt}")
+                return ports
+            self.processes.pop(f"{name}-try{attempt}" if attempt > 1 else name)
+        raise AssertionError(f"{name} exited before listening, {attempts} times")
 
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """One `flwr` CLI command against the test's SuperLink connection; its output is logged too."""
@@ -151,22 +178,21 @@ def _logs_on_failure(deployment: Deployment):
 def deployment(tmp_path):
     """A SuperLink on free ports and three SuperNodes, node i with partition-id=i of 3."""
     deployment = Deployment(tmp_path)
-    fleet, control, serverappio = _free_port(), _free_port(), _free_port()
-    (tmp_path / "cli" / "flwr" / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-        f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{control}"\ninsecure = true\n')
     try:
         with _logs_on_failure(deployment):
-            deployment.start("superlink", [
+            fleet, control, _ = deployment.start_listening("superlink", lambda ports: [
                 str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-                "--fleet-api-address", f"127.0.0.1:{fleet}", "--control-api-address", f"127.0.0.1:{control}",
-                "--serverappio-api-address", f"127.0.0.1:{serverappio}",
-                "--database", str(tmp_path / "superlink" / "state.db")])
+                "--fleet-api-address", f"127.0.0.1:{ports[0]}", "--control-api-address", f"127.0.0.1:{ports[1]}",
+                "--serverappio-api-address", f"127.0.0.1:{ports[2]}",
+                "--database", str(tmp_path / "superlink" / "state.db")], n_ports=3)
+            (tmp_path / "cli" / "flwr" / "config.toml").write_text(
+                f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+                f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{control}"\ninsecure = true\n')
             for node in range(N_NODES):
-                deployment.start(f"supernode-{node}", [
+                deployment.start_listening(f"supernode-{node}", lambda ports, node=node: [
                     str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{fleet}",
-                    "--clientappio-api-address", f"127.0.0.1:{_free_port()}",
-                    "--node-config", f"partition-id={node} num-partitions={N_NODES}"])
+                    "--clientappio-api-address", f"127.0.0.1:{ports[0]}",
+                    "--node-config", f"partition-id={node} num-partitions={N_NODES}"], n_ports=1)
             deadline = time.monotonic() + STARTUP_TIMEOUT
             while True:  # the server sizes the round by the nodes it sees at start: wait for all three
                 deployment.check_alive()

@@ -74,11 +74,17 @@ def test_teacher_trials_are_nested_runs_with_a_score_per_epoch(slice_run):
     tuning = [r for r in child_runs(slice_run["run_id"], tiers_only=False) if r.data.tags.get("kind") == "tuning"]
     assert len(tuning) == 1
     trials = child_runs(tuning[0].info.run_id, tiers_only=False)
-    assert len(trials) == config.PROFILES["smoke"].tuning_trials
-    complete = [t for t in trials if t.data.tags["state"] == "complete"]
-    assert complete, [t.data.tags for t in trials]
-    steps = mlflow.MlflowClient().get_metric_history(complete[0].info.run_id, "validation_ndcg_at_10")
-    assert [m.step for m in steps] == list(range(1, config.PROFILES["smoke"].max_epochs + 1))
+    smoke = config.PROFILES["smoke"]
+    # At most the profile's trials; fewer when the study's time budget runs out on a busy machine.
+    assert 1 <= len(trials) <= smoke.tuning_trials
+    for trial in trials:
+        state = trial.data.tags["state"]
+        steps = [m.step for m in mlflow.MlflowClient().get_metric_history(trial.info.run_id, "validation_ndcg_at_10")]
+        if state == "complete":  # every epoch scored, in order
+            assert steps == list(range(1, smoke.max_epochs + 1)), state
+        else:  # pruned, or stopped by the budget: a prefix of the epochs
+            assert state == "pruned" or state.startswith("complete: stopped after epoch"), state
+            assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= smoke.max_epochs, state
 
 
 def test_registered_versions_are_the_refit_onnx_models_with_candidate_set(slice_run):
@@ -97,22 +103,27 @@ def test_registered_versions_are_the_refit_onnx_models_with_candidate_set(slice_
     assert listed.exit_code == 0 and "candidate" in listed.output and "edge" in listed.output
 
 
-def test_promote_checks_the_gates_and_records_a_forced_promotion(slice_run):
+def test_the_candidate_passes_the_default_gates_and_promotion_is_refused_or_forced_past_them(slice_run):
+    """The pipeline picked `candidate` with the default gates; `promote` with no overrides (the
+    same default gates, checked again) accepts it. A gate tightened on the command line refuses a
+    version, and only --force with a reason moves the alias past it."""
     from tasks.register import list_versions
 
     client = mlflow.MlflowClient()
-    versions = {v["tier"]: v["version"] for v in list_versions() if v["pipeline_run_id"] == slice_run["run_id"]}
-    edge = versions["edge"]
-    result = runner.invoke(app, ["promote", edge, "--min-ndcg-ratio", "0", "--max-p99-ms", "1000"])
+    versions = {v["tier"]: v for v in list_versions() if v["pipeline_run_id"] == slice_run["run_id"]}
+    (candidate,) = [v["version"] for v in versions.values() if "candidate" in v["aliases"]]
+    result = runner.invoke(app, ["promote", str(candidate)])
     assert result.exit_code == 0, result.output
-    assert client.get_model_version_by_alias(config.REGISTERED_MODEL, "edge").version in (edge, int(edge))
-    refused = runner.invoke(app, ["promote", versions["full"], "--max-size-mb", "0.001"])
+    assert str(client.get_model_version_by_alias(config.REGISTERED_MODEL, "edge").version) == str(candidate)
+    assert client.get_model_version(config.REGISTERED_MODEL, str(candidate)).tags["promotion_forced"] == "false"
+    full = str(versions["full"]["version"])
+    refused = runner.invoke(app, ["promote", full, "--max-size-mb", "0.001"])
     assert refused.exit_code == 1 and "size" in refused.output
-    assert str(client.get_model_version_by_alias(config.REGISTERED_MODEL, "edge").version) == str(edge)
-    assert runner.invoke(app, ["promote", versions["full"], "--max-size-mb", "0.001", "--force"]).exit_code == 2
-    forced = runner.invoke(app, ["promote", versions["full"], "--max-size-mb", "0.001", "--force", "--reason", "test"])
+    assert str(client.get_model_version_by_alias(config.REGISTERED_MODEL, "edge").version) == str(candidate)
+    assert runner.invoke(app, ["promote", full, "--max-size-mb", "0.001", "--force"]).exit_code == 2
+    forced = runner.invoke(app, ["promote", full, "--max-size-mb", "0.001", "--force", "--reason", "test"])
     assert forced.exit_code == 0, forced.output
-    tags = client.get_model_version(config.REGISTERED_MODEL, versions["full"]).tags
+    tags = client.get_model_version(config.REGISTERED_MODEL, full).tags
     assert tags["promotion_forced"] == "true" and tags["promotion_reason"] == "test" and tags["promoted_by"]
 
 
@@ -161,33 +172,6 @@ def test_recommend_respects_store_stock(slice_run, cj_slice, tmp_path):
     assert unknown.exit_code == 2 and "unknown store_id" in unknown.output  # a usage error, named
 
 
-def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_off_purchases, tmp_path):
-    """A ratings-like export (`event_type` = rating): refused with the option that maps it, then
-    trained with the mapping."""
-    from flows.training import training_flow
-
-    ratings = tmp_path / "ratings"
-    shutil.copytree(one_off_purchases, ratings)
-    pd.read_csv(ratings / "events.csv", dtype=str).assign(event_type="rating").to_csv(ratings / "events.csv", index=False)
-    refused = runner.invoke(app, ["validate", str(ratings)])
-    assert refused.exit_code == 1 and "--event-type TYPE=purchase" in refused.output
-    result = training_flow(data=str(ratings), profile="smoke", event_types={"rating": "purchase"})
-    children = child_runs(result["run_id"])
-    assert len(children) == len(TIERS) and all(r.data.params["exclude_seen"] == "True" for r in children)
-    events = pd.read_csv(ratings / "events.csv", dtype=str, parse_dates=[schema.TIMESTAMP])
-    # The logged model is the evaluation fit: it knows the purchases before the test cutoff.
-    events = events[events[schema.TIMESTAMP] < pd.Timestamp(children[0].data.params["test_cutoff"])]
-    users = events[schema.USER_ID].unique()[:10]
-    (tmp_path / "u.txt").write_text("\n".join(users))
-    out = tmp_path / "recs.parquet"
-    bought = set(zip(events[schema.USER_ID], events[schema.ITEM_ID]))
-    for tier in ("p_topfreq", "edge"):
-        outcome = runner.invoke(app, ["recommend", "--model", tier, "--users", str(tmp_path / "u.txt"), "--out", str(out)])
-        assert outcome.exit_code == 0, outcome.output
-        recs = pd.read_parquet(out)
-        assert len(recs) == 100 and not any((u, i) in bought for u, i in zip(recs["user_id"], recs["item_id"])), tier
-
-
 def test_broken_data_stops_before_training_and_touches_nothing(prefect_api, cj_slice, tmp_path):
     from flows.training import training_flow
 
@@ -228,23 +212,6 @@ def test_a_refused_run_prints_one_message_and_no_traceback(cj_slice, tmp_path):
     assert terminal.count("Data validation failed for 'voids'") == 1 and "10.00% of" in terminal
     assert "over the limit of 1%" in terminal and "report.json" in terminal and "report.html" in terminal
     assert "Traceback" not in terminal, terminal[-3000:]
-
-
-def test_a_raw_shop_export_trains_with_its_voids_and_unknown_items_quarantined(prefect_api, tmp_path):
-    """The Complete Journey's raw transactions (every 15th household) without the adapter's cleaning."""
-    import json
-
-    from flows.training import training_flow
-    from tests.data.raw_export import write_raw_export
-
-    folder = write_raw_export(tmp_path / "raw-export", every_nth_household=15)
-    result = training_flow(data=str(folder), profile="smoke")
-    report = json.loads(open(result["report"]).read())
-    checks = {f["check"]: f["unexpected_count"] for f in report["findings"] if f["table"] == "events"}
-    assert report["passed"] and checks["item_id_in_items_table"] > 0 and checks["expect_column_values_to_be_between"] > 0
-    assert report["quarantined"]["events"] >= max(checks["item_id_in_items_table"], checks["expect_column_values_to_be_between"])
-    assert {row["tier"] for row in result["tiers"]} >= {"tifu_knn", "edge"} and all(
-        0 <= row["ndcg_at_10"] <= 1 for row in result["tiers"])
 
 
 def test_ui_serves_the_runs_over_http(slice_run, project_home):
