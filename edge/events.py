@@ -1,6 +1,7 @@
 """The node's event log: SQLite in WAL mode with synchronous=FULL, so an append that returned is
-on disk and survives `kill -9` (and a power cut). `seq` is the pull cursor for `flows/collect.py`;
-an optional client `event_id` makes a retried POST harmless (the second copy is ignored).
+synced to disk and survives `kill -9` (and a power cut, on a disk that honours the sync). `seq`
+is the pull cursor for `flows/collect.py`; an optional client `event_id` makes a retried POST
+harmless (the second copy is ignored).
 
 The log is also where a shopper's live state comes from: `for_shopper` reads one shopper's recent
 events through an index on (user_id, at), so a restarted node or a new bundle rebuilds a

@@ -225,23 +225,29 @@ def test_ui_serves_the_runs_over_http(slice_run, project_home):
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cli = [sys.executable, "-m", "lightpersml.cli", "ui", "--port", str(port)]
-    server = subprocess.Popen(cli, env={**os.environ, "LIGHTPERSML_HOME": str(project_home)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "MLflow UI did not start"
+    def start(port: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "lightpersml.cli", "ui", "--port", str(port)],
+                                env={**os.environ, "LIGHTPERSML_HOME": str(project_home)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def healthy(url: str) -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    for _ in range(3):  # a port free when chosen may be taken before the server binds it: retry
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server, url, deadline = start(port), f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while server.poll() is None and not healthy(url):
+            assert time.monotonic() < deadline, "MLflow UI did not start"
             time.sleep(0.5)
+        if server.poll() is None:
+            break
+    assert server.poll() is None, "MLflow UI exited at start, 3 times"
+    try:
         parent = mlflow.get_run(slice_run["run_id"])
         found = httpx.post(f"{url}/api/2.0/mlflow/runs/search", json={
             "experiment_ids": [parent.info.experiment_id],
