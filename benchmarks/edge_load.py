@@ -212,18 +212,19 @@ def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "5
          edge_version: Annotated[str, typer.Option(help="registry version (default: alias edge)")] = "",
          cloud_version: Annotated[str, typer.Option(help="teacher version (default: the edge version's teacher)")] = "",
          repeats: Annotated[int, typer.Option(help="runs per rate; the run with the median p99 is reported")] = 3,
-         edge_venv: Annotated[bool, typer.Option(help="serve the edge tier from a fresh `pip install .[edge]`")] = True) -> None:
+         edge_venv: Annotated[bool, typer.Option(help="serve the edge tier from a fresh `pip install .[edge]`")] = True,
+         dataset: Annotated[str, typer.Option(help="whose registered model (lightpersml-DATASET)")] = "completejourney") -> None:
     import mlflow
 
     from edge.bundle import init_keys
     from tasks.bundle import registry_bundle
 
-    client = mlflow.MlflowClient()
-    edge = (client.get_model_version(config.REGISTERED_MODEL, edge_version) if edge_version
-            else client.get_model_version_by_alias(config.REGISTERED_MODEL, "edge"))
+    client, name = mlflow.MlflowClient(), config.registered_model(dataset)
+    edge = (client.get_model_version(name, edge_version) if edge_version
+            else client.get_model_version_by_alias(name, "edge"))
     if not cloud_version:
         pipeline = edge.tags.get("pipeline_run_id")
-        teachers = [v for v in client.search_model_versions(f"name = '{config.REGISTERED_MODEL}'")
+        teachers = [v for v in client.search_model_versions(f"name = '{name}'")
                     if v.tags.get("pipeline_run_id") == pipeline and v.tags.get("teacher") == "true"]
         if not teachers:
             raise SystemExit(f"no teacher version from pipeline run {pipeline}; pass --cloud-version")
@@ -239,7 +240,7 @@ def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "5
         bundles = {"edge": (tmp / "edge-bundle", str(edge.version), "onnx", edge_python),
                    "cloud": (tmp / "cloud-bundle", str(cloud_version), "torch", sys.executable)}
         for folder, version, _, _ in bundles.values():
-            registry_bundle(folder, private, version=version)
+            registry_bundle(folder, private, name, version=version)
         mix = request_mix(bundles["edge"][0], 20_000)
         gc.collect()
         gc.freeze()  # the data loaded for the mix must not cost this load generator collector pauses

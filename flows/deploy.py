@@ -27,6 +27,7 @@ from prefect.artifacts import create_table_artifact
 from edge.bundle import PRIVATE_KEY, archive_bundle
 from tasks.bundle import bundle_task
 from tasks.nodes import push_task, read_nodes, rollback_task
+from tasks.register import model_for
 
 
 def _report(rows: list[dict], key: str, title: str) -> list[dict]:
@@ -37,11 +38,13 @@ def _report(rows: list[dict], key: str, title: str) -> list[dict]:
 
 
 @flow(name="deploy-to-edge", log_prints=True)
-def deploy_flow(nodes_file: str, alias: str = "edge", key: str | None = None) -> list[dict]:
-    """Bundle the version behind `alias` and push it to every node; one report row per node."""
+def deploy_flow(nodes_file: str, dataset: str | None = None, alias: str = "edge", key: str | None = None) -> list[dict]:
+    """Bundle the version of `dataset`'s registered model (default: the only dataset's) behind
+    `alias` and push it to every node; one report row per node."""
     nodes = read_nodes(Path(nodes_file))
+    name = model_for(dataset)
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = bundle_task(Path(tmp) / "bundle", Path(key) if key else config.keys_dir() / PRIVATE_KEY, alias)
+        manifest = bundle_task(Path(tmp) / "bundle", Path(key) if key else config.keys_dir() / PRIVATE_KEY, name, alias)
         archive = archive_bundle(Path(tmp) / "bundle")
     version = str(manifest["model_version"])
     futures = [push_task.submit(node, archive, version) for node in nodes]

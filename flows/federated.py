@@ -14,7 +14,6 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from lightpersml import config  # noqa: F401  (sets the quiet environment before prefect/mlflow load)
-from lightpersml.config import REGISTERED_MODEL
 
 import mlflow
 from mlflow.entities import Param
@@ -55,6 +54,7 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
     settings = config.PROFILES["quick"]
     dataset = ingest_task(data)
     parent_run_id, experiment_id = start_parent_run(dataset.name, "federated", data)
+    model_name = config.registered_model(dataset.name)
     ok, version, deploy_summary = False, None, None
     try:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -105,14 +105,14 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
                 deployable = export_rankers_task(fit, tmp / "deploy", exclude_seen, meta)[FEDERATED_TIER]
                 serving_data = write_serving_data(deploy, clean.items, tmp / "deploy-data")
                 version = register_deploy_fit_task(row["run_id"], deployable, tmp / "deploy-serving", row, parent_run_id,
-                                                   teacher=False, serving_data=serving_data)
+                                                   teacher=False, serving_data=serving_data, name=model_name)
                 client = mlflow.MlflowClient()
                 # The released model's own budget (the evaluation fit's numbers are the run's metrics).
                 for key in ("epsilon", "delta"):
-                    client.set_model_version_tag(REGISTERED_MODEL, version, f"deploy_fit_{key}", str(refitted.summary[key]))
-                teacher_run = reference_teacher_run(data_hash)
+                    client.set_model_version_tag(model_name, version, f"deploy_fit_{key}", str(refitted.summary[key]))
+                teacher_run = reference_teacher_run(data_hash, model_name)
                 if teacher_run:  # promotion gates compare NDCG@10 with that teacher
-                    client.set_model_version_tag(REGISTERED_MODEL, version, "teacher_pipeline_run_id", teacher_run)
+                    client.set_model_version_tag(model_name, version, "teacher_pipeline_run_id", teacher_run)
         ok = True
     finally:
         finish_run(parent_run_id, ok)

@@ -16,7 +16,7 @@ from lightpersml import config  # noqa: F401  (sets the quiet environment before
 
 import pandas as pd
 from prefect import flow
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from models.metrics import K
 from tasks.bundle import write_serving_data
@@ -34,9 +34,9 @@ from tasks.validate import validate_task
 
 
 def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folder: Path, parent_run_id: str,
-                 data_hash: str, split_info: dict, items: pd.DataFrame) -> list[dict]:
+                 data_hash: str, split_info: dict, items: pd.DataFrame, model_name: str) -> list[dict]:
     """Tune the teacher, fit and distil for evaluation, log every neural tier, then refit on all
-    data and register the refit ONNX models (the versions a shop deploys)."""
+    data and register the refit ONNX models (the versions a shop deploys) under `model_name`."""
     exclude_seen = tifu.params["exclude_seen"]
     generator = generator_settings({k: v for k, v in tifu.params.items() if k != "exclude_seen"})
     validation, test = splits["validation"], splits["test"]
@@ -71,9 +71,8 @@ def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folde
     for tier in REGISTERED_TIERS:
         teacher = tier == TEACHER_TIER  # its PyTorch file too: a benchmark serves it as the cloud reference
         register_deploy_fit_task(rows[tier]["run_id"], deployable[tier], folder / "deploy-serving" / tier, rows[tier],
-                                 parent_run_id, teacher=teacher, serving_data=serving_data,
+                                 parent_run_id, teacher=teacher, serving_data=serving_data, name=model_name,
                                  extra_files=(deployable[CLOUD_TIER].tier.model_path,) if teacher else ())
-    update_candidate_task(parent_run_id, config.Gates())
     return list(rows.values())
 
 
@@ -84,7 +83,8 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
     event_types: the shop's event types → contract types (e.g. {"rating": "purchase"});
     max_bad_share: the validation threshold per check (default `ValidationSettings`).
 
-    Returns {"run_id", "experiment_id", "data_hash", "tiers": [row per tier with its metrics]}.
+    Returns {"run_id", "experiment_id", "data_hash", "tiers": [row per tier with its metrics],
+    "report": validation report path, "candidate": the CandidateChoice}.
     """
     settings = config.PROFILES[profile]
     dataset = ingest_task(data)
@@ -108,7 +108,10 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
                 rows.append(evaluate_and_log(fitted[tier], Path(tmp), splits["test"], settings.latency_requests, parent_run_id,
                                              data_hash, split_info)[0])
             rows += neural_tiers(splits, fitted["tifu_knn"], settings, Path(tmp), parent_run_id, data_hash, split_info,
-                                 clean.items)
+                                 clean.items, config.registered_model(dataset.name))
+        candidate = update_candidate_task(parent_run_id, config.Gates(), config.registered_model(dataset.name))
+        create_markdown_artifact(key="candidate", markdown=f"**Candidate**: {candidate.summary()}",
+                                 description=f"Alias candidate after this run (MLflow run {parent_run_id})")
         rows = log_latency_ratios(rows, CLOUD_TIER)
         log_summary_task(parent_run_id, rows, {"data_hash": data_hash, "profile": profile, "source": data, **split_info})
         table = tier_table(rows)
@@ -118,7 +121,7 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
     finally:
         finish_run(parent_run_id, ok)
     return {"run_id": parent_run_id, "experiment_id": experiment_id, "data_hash": data_hash, "tiers": rows,
-            "report": report.report_json}
+            "report": report.report_json, "candidate": candidate}
 
 
 if __name__ == "__main__":

@@ -106,6 +106,8 @@ def run(
         console.print(str(error), style="red", markup=False, highlight=False)
         raise typer.Exit(1)
     print_tier_table(result["tiers"])
+    candidate = result["candidate"]
+    console.print(f"Candidate: {candidate.summary()}", style=None if candidate.version else "yellow")
     console.print(f"MLflow run {result['run_id']} (experiment {result['experiment_id']}), store {config.mlflow_tracking_uri()}")
     console.print(f"Open it with `lightpersml ui`, then http://127.0.0.1:5000/#/experiments/"
                   f"{result['experiment_id']}/runs/{result['run_id']}")
@@ -205,16 +207,31 @@ def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+DatasetOption = Annotated[Optional[str], typer.Option(
+    "--dataset", help="the dataset whose registered model (lightpersml-DATASET) is meant; default: the only one")]
+
+
+def _model_for(dataset: Optional[str]) -> str:
+    """The dataset's registered model, or a usage error naming the datasets there are."""
+    from tasks.register import UnknownVersion, model_for
+
+    try:
+        return model_for(dataset)
+    except UnknownVersion as error:
+        message = f"{error} (store {config.mlflow_tracking_uri()})"
+        if dataset is not None:
+            raise typer.BadParameter(message, param_hint="--dataset") from None
+        console.print(message, style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+
+
 @app.command()
-def models(name: Annotated[str, typer.Option(help="registered model")] = config.REGISTERED_MODEL) -> None:
-    """List the registered model's versions with their tier, aliases and key metrics."""
+def models(dataset: DatasetOption = None) -> None:
+    """List the versions of a dataset's registered model with their tier, aliases and key metrics."""
     from tasks.register import list_versions
 
+    name = _model_for(dataset)
     rows = list_versions(name)
-    if not rows:
-        console.print(f"No versions of registered model {name!r} in {config.mlflow_tracking_uri()}; "
-                      "run `lightpersml run` first.")
-        return
     table = Table(title=f"Registered model {name} (metrics @10 on the test split)")
     for column in ("version", "tier", "aliases", "NDCG", "rec.explore", "p99 ms", "size MB", "params", "created"):
         table.add_column(column, justify="left" if column in ("tier", "aliases", "created") else "right")
@@ -232,7 +249,7 @@ def promote(
     version: Annotated[str, typer.Argument(help="the model version to point alias `edge` at")],
     force: Annotated[bool, typer.Option("--force", help="promote even if the gates fail (needs --reason)")] = False,
     reason: Annotated[Optional[str], typer.Option(help="why a failing version is promoted anyway (recorded)")] = None,
-    name: Annotated[str, typer.Option(help="registered model")] = config.REGISTERED_MODEL,
+    dataset: DatasetOption = None,
     min_ndcg_ratio: Annotated[Optional[float], typer.Option(help="override the gate: minimum NDCG@10 / teacher's")] = None,
     max_p99_ms: Annotated[Optional[float], typer.Option(help="override the gate: maximum p99 latency (ms)")] = None,
     max_size_mb: Annotated[Optional[float], typer.Option(help="override the gate: maximum model size (MB)")] = None,
@@ -244,6 +261,7 @@ def promote(
     from tasks.register import promote as promote_version
 
     gates = _gates(min_ndcg_ratio, max_p99_ms, max_size_mb)
+    name = _model_for(dataset)
     try:
         failures = promote_version(version, gates, force=force, reason=reason, name=name)
     except UnknownVersion as error:
@@ -298,6 +316,7 @@ def bundle(
     alias: Annotated[str, typer.Option(help="registry alias whose version is bundled")] = "edge",
     version: Annotated[Optional[str], typer.Option(help="bundle this version instead of the alias's")] = None,
     key: Annotated[Optional[Path], typer.Option(help="private signing key")] = None,
+    dataset: DatasetOption = None,
 ) -> None:
     """Build and sign the edge bundle of the version behind alias `edge` (or of --version)."""
     from edge.bundle import PRIVATE_KEY
@@ -306,7 +325,8 @@ def bundle(
     key = key or config.keys_dir() / PRIVATE_KEY
     if not key.exists():
         raise typer.BadParameter(f"no signing key at {key}; create one with `lightpersml keys init`", param_hint="--key")
-    manifest = _run_or_exit(registry_bundle, folder=out, key_path=key, alias=alias, version=version)
+    manifest = _run_or_exit(registry_bundle, folder=out, key_path=key, name=_model_for(dataset), alias=alias,
+                            version=version)
     console.print(f"Bundle of version {manifest['model_version']} ({manifest['tier']}) signed in {out}")
 
 
@@ -456,12 +476,13 @@ def deploy(
     nodes: Annotated[Path, typer.Option(help="TOML file of [[nodes]] with name, url, token or token_env")],
     alias: Annotated[str, typer.Option(help="registry alias whose version is deployed")] = "edge",
     key: Annotated[Optional[Path], typer.Option(help="private signing key (default: the keys folder's)")] = None,
+    dataset: DatasetOption = None,
 ) -> None:
     """Bundle the version behind alias `edge`, push it to every node, report per node (exit 1 if any failed)."""
     from flows.deploy import deploy_flow
 
-    _print_node_report(_run_or_exit(deploy_flow, nodes_file=str(nodes), alias=alias, key=str(key) if key else None),
-                       f"Deploy of alias {alias}")
+    _print_node_report(_run_or_exit(deploy_flow, nodes_file=str(nodes), dataset=dataset, alias=alias,
+                                    key=str(key) if key else None), f"Deploy of alias {alias}")
 
 
 @app.command()

@@ -55,6 +55,9 @@ def mlflow_artifact_root() -> str:
     return (mlflow_dir() / "artifacts").as_uri()
 
 
+MLFLOW_ARTIFACT_ROOT_VARIABLE = "_MLFLOW_SERVER_ARTIFACT_ROOT"
+
+
 def apply_environment() -> None:
     """Set the quiet environment and point every library's state folder into the project.
 
@@ -67,6 +70,10 @@ def apply_environment() -> None:
         os.environ.setdefault(name, str(state / sub))
         Path(os.environ[name]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", mlflow_tracking_uri())
+    # The artifact root of experiments created without one (MLflow's `Default`, or a benchmark's
+    # `set_experiment(name)`): else `./mlruns` of whatever folder the process runs in. MLflow's
+    # store reads it from this (private) variable, which `mlflow server --default-artifact-root` sets.
+    os.environ.setdefault(MLFLOW_ARTIFACT_ROOT_VARIABLE, mlflow_artifact_root())
     # The ephemeral Prefect server needs more than the default 20 s to start on 2 busy cores.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     mlflow_dir().mkdir(parents=True, exist_ok=True)
@@ -132,5 +139,10 @@ class Gates:
     max_model_size_mb: float = 1.0
 
 
-# One registered model per project; every tier's ONNX model is a version of it (tag `tier`).
-REGISTERED_MODEL = os.environ.get("LIGHTPERSML_REGISTERED_MODEL", "lightpersml-ranker")
+REGISTERED_MODEL_PREFIX = "lightpersml-"
+
+
+def registered_model(dataset: str) -> str:
+    """The registered model of one dataset (DESIGN.md: one per dataset); every tier's ONNX model
+    trained on it is a version (tag `tier`). Same name as the dataset's experiment."""
+    return f"{REGISTERED_MODEL_PREFIX}{dataset}"

@@ -106,22 +106,22 @@ def _compact(name: str, array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32) if array.dtype == np.float64 else array
 
 
-def registry_bundle(folder: Path, key_path: Path, alias: str = "edge", version: str | None = None) -> dict:
-    """Build and sign the bundle of the version behind `alias` (or of `version`); returns its manifest."""
+def registry_bundle(folder: Path, key_path: Path, name: str, alias: str = "edge", version: str | None = None) -> dict:
+    """Build and sign the bundle of the version of registered model `name` behind `alias` (or of
+    `version`); returns its manifest."""
     import mlflow
 
-    from lightpersml import config
     from tasks.register import version_metrics
 
     client = mlflow.MlflowClient()
     try:
         if version is not None:
-            version = client.get_model_version(config.REGISTERED_MODEL, str(version))
+            version = client.get_model_version(name, str(version))
         else:
-            version = client.get_model_version_by_alias(config.REGISTERED_MODEL, alias)
+            version = client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException:
         wanted = f"version {version}" if version is not None else f"a version with alias {alias!r} (promote one first)"
-        raise LookupError(f"{config.REGISTERED_MODEL} has no {wanted}") from None
+        raise LookupError(f"{name} has no {wanted}") from None
     serving = version.tags.get("serving_artifacts")
     if not serving:
         raise LookupError(f"version {version.version} has no serving artifacts (tag serving_artifacts)")
@@ -130,13 +130,13 @@ def registry_bundle(folder: Path, key_path: Path, alias: str = "edge", version: 
         local = mlflow.artifacts.download_artifacts(serving, dst_path=tmp)
         key = bundle.load_private_key(key_path)
         manifest = write_bundle(Path(local), folder, key, {
-            "registered_model": config.REGISTERED_MODEL, "model_version": str(version.version),
+            "registered_model": name, "model_version": str(version.version),
             "aliases": list(version.aliases),
             "run_id": version.run_id, "metrics": metrics})
-    log.info("bundle of %s version %s (%s) in %s", config.REGISTERED_MODEL, version.version, manifest["tier"], folder)
+    log.info("bundle of %s version %s (%s) in %s", name, version.version, manifest["tier"], folder)
     return manifest
 
 
 @task(name="build bundle", cache_policy=NO_CACHE)
-def bundle_task(folder: Path, key_path: Path, alias: str = "edge") -> dict:
-    return registry_bundle(folder, key_path, alias)
+def bundle_task(folder: Path, key_path: Path, name: str, alias: str = "edge") -> dict:
+    return registry_bundle(folder, key_path, name, alias)

@@ -1,5 +1,6 @@
-"""Model registry: each tier's ONNX model is a version of one registered model (DESIGN.md,
-"Registry and promotion").
+"""Model registry: each tier's ONNX model is a version of its dataset's registered model,
+`lightpersml-<dataset>` (DESIGN.md, "Registry and promotion"), so an alias can never point at a
+model of another dataset.
 
 The pipeline registers every exported tier (`register_tier`) and moves the alias `candidate` to the
 best version of its run that passes the gates (`update_candidate`). A person moves the alias `edge`
@@ -26,6 +27,7 @@ import logging
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lightpersml.config import REGISTERED_MODEL, Gates
+from lightpersml.config import REGISTERED_MODEL_PREFIX, Gates
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def _signature(model):
 
 
 def register_tier(run_id: str, onnx_path: Path, tier: str, metrics: dict[str, float], pipeline_run_id: str,
-                  teacher: bool, name: str = REGISTERED_MODEL) -> str:
+                  teacher: bool, name: str) -> str:
     """Log the ONNX model into the existing run `run_id` (as the LoggedModel `onnx`) and register it
     as a new version of `name`.
 
@@ -179,7 +181,7 @@ def _teacher(name: str, pipeline_run_id: str | None):
 _NO_TEACHER = object()
 
 
-def reference_teacher_run(data_hash: str, name: str = REGISTERED_MODEL) -> str | None:
+def reference_teacher_run(data_hash: str, name: str) -> str | None:
     """Pipeline run id of the newest teacher version trained on data `data_hash`, or None. Tiers
     trained outside the training pipeline (federated) are gated against that teacher."""
     for version in reversed(_versions(name, teacher=True)):
@@ -223,7 +225,7 @@ def _failures(version, gates: Gates, name: str, teacher=_NO_TEACHER) -> list[str
     return failures
 
 
-def gate_failures(version: str, gates: Gates, name: str = REGISTERED_MODEL) -> list[str]:
+def gate_failures(version: str, gates: Gates, name: str) -> list[str]:
     """Human-readable reasons the version fails the gates ([] = passes).
 
     The NDCG ratio is against the version tagged teacher=true with the same pipeline_run_id (none →
@@ -232,14 +234,33 @@ def gate_failures(version: str, gates: Gates, name: str = REGISTERED_MODEL) -> l
     return _failures(_get_version(name, version), gates, name)
 
 
-def update_candidate(pipeline_run_id: str, gates: Gates, name: str = REGISTERED_MODEL) -> str | None:
+@dataclass(frozen=True)
+class CandidateChoice:
+    """What `update_candidate` decided for one pipeline run of registered model `name`."""
+
+    name: str
+    version: str | None  # the version alias `candidate` now points to for this run; None: no version passed
+    tier: str | None
+    passing: int  # versions of the run that pass the gates
+    versions: int  # versions the run registered
+    unchanged_alias: str | None  # with version None: where `candidate` still points (an earlier run's), if anywhere
+
+    def summary(self) -> str:
+        if self.version is not None:
+            return (f"alias candidate → version {self.version} ({self.tier}) of {self.name}: the best of "
+                    f"{self.passing} of {self.versions} versions passing the gates")
+        where = (f"still version {self.unchanged_alias}, from an earlier run" if self.unchanged_alias
+                 else "not set")
+        return (f"no version of this run passes the gates ({self.versions} registered): alias candidate of "
+                f"{self.name} unchanged ({where})")
+
+
+def update_candidate(pipeline_run_id: str, gates: Gates, name: str) -> CandidateChoice:
     """Point alias `candidate` at the passing version of that pipeline run with the best ndcg_at_10
-    (ties → smaller model_size_mb, then the newer version). None, alias untouched, when none passes."""
+    (ties → smaller model_size_mb, then the newer version); no version passing leaves it where it
+    was. The outcome is also the pipeline run's tag `candidate` (when that run exists)."""
     versions = _versions(name, pipeline_run_id)
-    if not versions:
-        log.warning("no versions of %s for pipeline run %s: alias %s unchanged", name, pipeline_run_id, CANDIDATE)
-        return None
-    teacher = _teacher(name, pipeline_run_id)
+    teacher = _teacher(name, pipeline_run_id) if versions else None
     passing = []
     for version in versions:
         failures = _failures(version, gates, name, teacher)
@@ -248,17 +269,22 @@ def update_candidate(pipeline_run_id: str, gates: Gates, name: str = REGISTERED_
             log.info("version %s (%s) fails the gates: %s", version.version, tier, "; ".join(failures))
         else:
             passing.append((version, version_metrics(version)))
-    if not passing:
-        log.warning("none of the %d versions of pipeline run %s passes the gates %s: alias %s unchanged",
-                    len(versions), pipeline_run_id, gates, CANDIDATE)
-        return None
-    best, metrics = max(passing, key=lambda p: (p[1]["ndcg_at_10"], -p[1]["model_size_mb"], int(p[0].version)))
-    _client().set_registered_model_alias(name, CANDIDATE, str(best.version))
-    log.info("alias %s → version %s (%s) of %s: best NDCG@10 %.4f (size %.3g MB, p99 %.3g ms) of %d passing / %d "
-             "versions of pipeline run %s", CANDIDATE, best.version, best.tags.get("tier"), name,
-             metrics["ndcg_at_10"], metrics["model_size_mb"], metrics["latency_p99_ms"], len(passing), len(versions),
-             pipeline_run_id)
-    return str(best.version)
+    if passing:
+        best, metrics = max(passing, key=lambda p: (p[1]["ndcg_at_10"], -p[1]["model_size_mb"], int(p[0].version)))
+        _client().set_registered_model_alias(name, CANDIDATE, str(best.version))
+        choice = CandidateChoice(name, str(best.version), best.tags.get("tier"), len(passing), len(versions), None)
+    else:
+        try:
+            current = _client().get_registered_model(name).aliases.get(CANDIDATE)
+        except MlflowException:  # no such registered model yet
+            current = None
+        choice = CandidateChoice(name, None, None, 0, len(versions), None if current is None else str(current))
+    (log.info if choice.version else log.warning)("%s (gates %s)", choice.summary(), gates)
+    try:
+        _client().set_tag(pipeline_run_id, "candidate", choice.summary())
+    except MlflowException:  # not a run of this store (e.g. a pipeline run id that never existed)
+        pass
+    return choice
 
 
 def _user() -> str:
@@ -268,8 +294,7 @@ def _user() -> str:
         return os.environ.get("USER") or "unknown"
 
 
-def promote(version: str, gates: Gates, force: bool = False, reason: str | None = None,
-            name: str = REGISTERED_MODEL) -> list[str]:
+def promote(version: str, gates: Gates, force: bool = False, reason: str | None = None, *, name: str) -> list[str]:
     """Point alias `edge` at the version if it passes the gates; returns the failures ([] = passed).
 
     A failing version raises PromotionRefused unless `force` with a non-empty `reason`. Tags on the
@@ -308,7 +333,7 @@ def _iso(timestamp_ms: int | None) -> str | None:
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
 
 
-def list_versions(name: str = REGISTERED_MODEL) -> list[dict]:
+def list_versions(name: str) -> list[dict]:
     """One dict per version, oldest first: version, tier, aliases (list), teacher (bool), each of
     KEY_METRICS (None when unrecorded), pipeline_run_id, created (UTC ISO), run_id. [] if no such model."""
     client = _client()
@@ -335,13 +360,30 @@ def list_versions(name: str = REGISTERED_MODEL) -> list[dict]:
     return rows
 
 
-# Prefect wrappers. No retries: a retry after a partial failure would register a second version.
-@task(name="register tier", cache_policy=NO_CACHE, task_run_name="register {tier}")
-def register_tier_task(run_id: str, onnx_path: Path, tier: str, metrics: dict[str, float], pipeline_run_id: str,
-                       teacher: bool, name: str = REGISTERED_MODEL) -> str:
-    return register_tier(run_id, onnx_path, tier, metrics, pipeline_run_id, teacher, name)
+def dataset_models() -> list[str]:
+    """The registered models of datasets (`lightpersml-<dataset>`) in the store, sorted."""
+    found = _client().search_registered_models(filter_string=f"name LIKE '{REGISTERED_MODEL_PREFIX}%'")
+    return sorted(model.name for model in found)
 
 
+def model_for(dataset: str | None) -> str:
+    """The registered model of `dataset`, or with None the only dataset's that has one.
+    UnknownVersion (naming the datasets there are) when it is missing or ambiguous."""
+    known = dataset_models()
+    datasets = ", ".join(name.removeprefix(REGISTERED_MODEL_PREFIX) for name in known) or "none yet"
+    if dataset is not None:
+        name = f"{REGISTERED_MODEL_PREFIX}{dataset}"
+        if name not in known:
+            raise UnknownVersion(f"no registered model for dataset {dataset!r} (datasets with one: {datasets}); "
+                                 "run `lightpersml run` on it first")
+        return name
+    if len(known) != 1:
+        raise UnknownVersion("no registered model yet: run `lightpersml run` first" if not known else
+                             f"registered models of several datasets ({datasets}): name one with --dataset")
+    return known[0]
+
+
+# Prefect wrapper. No retries: nothing here is worth repeating after a partial failure.
 @task(name="update candidate", cache_policy=NO_CACHE)
-def update_candidate_task(pipeline_run_id: str, gates: Gates, name: str = REGISTERED_MODEL) -> str | None:
+def update_candidate_task(pipeline_run_id: str, gates: Gates, name: str) -> CandidateChoice:
     return update_candidate(pipeline_run_id, gates, name)

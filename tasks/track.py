@@ -15,7 +15,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lightpersml import config
-from lightpersml.config import REGISTERED_MODEL
 from models.metrics import METRIC_NAMES, K
 from models.ranking_tier import ONNX_FILE, TORCH_FILE
 from models.recommender import Recommender
@@ -124,8 +123,8 @@ def log_latency_ratios(rows: list[dict], cloud_tier: str) -> list[dict]:
 # No retries: a retry after a partial failure would register a second version.
 @task(name="register deploy fit", cache_policy=NO_CACHE, task_run_name="register {row[tier]}")
 def register_deploy_fit_task(run_id: str, recommender: Recommender, folder: Path, row: dict, pipeline_run_id: str,
-                             teacher: bool, serving_data: Path, extra_files: tuple[Path, ...] = ()) -> str:
-    """Register the tier refit on all data: its ONNX as a registry version, its full serving state
+                             teacher: bool, serving_data: Path, name: str, extra_files: tuple[Path, ...] = ()) -> str:
+    """Register the tier refit on all data: its ONNX as a version of registered model `name`, its full serving state
     (candidates, catalog, model, plus `serving_data`: the shoppers' baskets and item table an edge
     bundle needs, and `extra_files` such as the teacher's PyTorch file) as the run's `deploy/`
     artifacts. The version's metric tags are the evaluation fit's (the refit has no held-out data
@@ -135,12 +134,12 @@ def register_deploy_fit_task(run_id: str, recommender: Recommender, folder: Path
         shutil.copyfile(file, folder / file.name)
     client = mlflow.MlflowClient()
     client.log_artifacts(run_id, str(folder), "deploy")
-    version = register_tier(run_id, recommender.tier.model_path, row["tier"], row, pipeline_run_id, teacher)
+    version = register_tier(run_id, recommender.tier.model_path, row["tier"], row, pipeline_run_id, teacher, name)
     tags = {"fit": "all data", "trained_until": recommender.meta["trained_until"],
             "metrics_from": f"evaluation fit trained until the test cutoff (run {run_id})",
             "serving_artifacts": f"runs:/{run_id}/deploy"}
     for key, value in tags.items():
-        client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
+        client.set_model_version_tag(name, version, key, value)
     client.set_tag(run_id, "registered_version", version)
     return version
 

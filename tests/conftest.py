@@ -13,7 +13,7 @@ _HOME = Path(tempfile.mkdtemp(prefix="lightpersml-tests-"))
 os.environ["LIGHTPERSML_HOME"] = str(_HOME)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
-for _name in ("PREFECT_HOME", "MPLCONFIGDIR", "FLWR_HOME"):
+for _name in ("PREFECT_HOME", "MPLCONFIGDIR", "FLWR_HOME", "_MLFLOW_SERVER_ARTIFACT_ROOT"):
     os.environ.pop(_name, None)
 
 from lightpersml import config  # noqa: E402,F401  (applies the environment above before anything else loads)
@@ -34,6 +34,7 @@ def project_home(tmp_path_factory, request) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LIGHTPERSML_HOME", str(home))
         patch.setenv("MLFLOW_TRACKING_URI", config.mlflow_tracking_uri())
+        patch.setenv(config.MLFLOW_ARTIFACT_ROOT_VARIABLE, config.mlflow_artifact_root())
         patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
         config.mlflow_dir().mkdir(parents=True)
         _forget_mlflow_session(mlflow)

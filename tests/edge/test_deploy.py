@@ -20,14 +20,15 @@ def promoted_version(serving_dir) -> str:
     mlflow.set_experiment("deploy-test")
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(serving_dir), "deploy")
+    name = config.registered_model("cj-slice")  # the only dataset of this module's store
     try:
-        client.create_registered_model(config.REGISTERED_MODEL)
+        client.create_registered_model(name)
     except mlflow.exceptions.MlflowException:
         pass  # already there
     serving = f"runs:/{run.info.run_id}/deploy"
-    version = client.create_model_version(config.REGISTERED_MODEL, serving, run.info.run_id,
+    version = client.create_model_version(name, serving, run.info.run_id,
                                           tags={"tier": "edge", "serving_artifacts": serving})
-    client.set_registered_model_alias(config.REGISTERED_MODEL, "edge", version.version)
+    client.set_registered_model_alias(name, "edge", version.version)
     return str(version.version)
 
 

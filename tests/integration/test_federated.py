@@ -59,7 +59,7 @@ def test_federate_command_trains_privately_logs_the_tier_and_registers_it(prefec
                                   search_all_experiments=True)
     assert [r.data.tags["tier"] for r in tier_run] == ["federated"]
     assert set(TIER_METRICS) | {"epsilon", "delta"} <= set(tier_run[0].data.metrics)
-    registered = client.get_model_version(config.REGISTERED_MODEL, version)
+    registered = client.get_model_version(config.registered_model(cj_slice.name), version)
     assert registered.tags["tier"] == "federated" and float(registered.tags["deploy_fit_epsilon"]) <= float(TARGET_EPSILON)
 
     from edge.bundle import load_public_key

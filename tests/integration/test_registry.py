@@ -1,6 +1,7 @@
-"""The model registry on real MLflow (the session's SQLite store): tier versions and their tags,
-the `candidate` alias chosen through the gates, `edge` promotion (refused, forced), and the
-`models` / `promote` commands. Each test registers under its own model name."""
+"""The model registry on real MLflow (this module's SQLite store): tier versions and their tags,
+the `candidate` alias chosen through the gates, `edge` promotion (refused, forced), one registered
+model per dataset, and the `models` / `promote` commands. Each test registers under its own
+dataset's model."""
 
 from __future__ import annotations
 
@@ -68,8 +69,13 @@ def experiment() -> str:
 
 
 @pytest.fixture
-def name() -> str:
-    return f"test-ranker-{uuid.uuid4().hex[:8]}"
+def dataset() -> str:
+    return f"shop-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def name(dataset) -> str:
+    return config.registered_model(dataset)
 
 
 def pipeline_run(experiment: str, name: str, tmp_path: Path, tiers: dict = PIPELINE) -> dict:
@@ -90,9 +96,9 @@ def pipeline_run(experiment: str, name: str, tmp_path: Path, tiers: dict = PIPEL
 
 
 def flat(output: str) -> str:
-    """CLI output with line breaks and runs of spaces as single spaces (Rich wraps long lines at
-    the terminal's width, e.g. inside a long store path)."""
-    return " ".join(output.split())
+    """CLI output as one line: Rich wraps long lines at the terminal's width (e.g. inside a long
+    store path) and Typer draws a box around usage errors; both are undone here."""
+    return " ".join(output.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
 
 
 def aliases(name: str) -> dict[str, str]:
@@ -155,8 +161,11 @@ def test_gate_failures_explain_each_gate(experiment, name, tmp_path):
 
 def test_candidate_is_the_best_passing_version_of_its_own_pipeline_run(experiment, name, tmp_path):
     first = pipeline_run(experiment, name, tmp_path)
-    assert update_candidate(first["run_id"], GATES, name=name) == first["versions"]["small"]
+    choice = update_candidate(first["run_id"], GATES, name=name)
+    assert (choice.version, choice.tier, choice.passing, choice.versions) == (first["versions"]["small"], "small", 2, 5)
     assert aliases(name) == {"candidate": first["versions"]["small"]}
+    assert mlflow.get_run(first["run_id"]).data.tags["candidate"] == choice.summary()
+    assert choice.summary().startswith(f"alias candidate → version {first['versions']['small']} (small) of {name}")
 
     # A later run whose teacher is much weaker: its student passes against its own teacher only,
     # and the first run's versions (better NDCG) must not be considered.
@@ -164,14 +173,17 @@ def test_candidate_is_the_best_passing_version_of_its_own_pipeline_run(experimen
         "teacher": (True, {"ndcg_at_10": 0.10, "latency_p99_ms": 50.0, "model_size_mb": 9.0}),
         "int8": (False, {"ndcg_at_10": 0.095, "latency_p99_ms": 3.0, "model_size_mb": 0.3}),
     })
-    assert update_candidate(second["run_id"], GATES, name=name) == second["versions"]["int8"]
-    assert update_candidate(first["run_id"], GATES, name=name) == first["versions"]["small"]
+    assert update_candidate(second["run_id"], GATES, name=name).version == second["versions"]["int8"]
+    assert update_candidate(first["run_id"], GATES, name=name).version == first["versions"]["small"]
 
-    # Nothing passes: the alias stays where it was.
+    # Nothing passes: the alias stays where it was, and the run says so.
     strict = Gates(min_ndcg_ratio_to_teacher=0.99, max_latency_p99_ms=0.5, max_model_size_mb=0.01)
-    assert update_candidate(second["run_id"], strict, name=name) is None
-    assert aliases(name) == {"candidate": first["versions"]["small"]}
-    assert update_candidate("no-such-pipeline-run", GATES, name=name) is None
+    choice = update_candidate(second["run_id"], strict, name=name)
+    assert choice.version is None and aliases(name) == {"candidate": first["versions"]["small"]}
+    said = mlflow.get_run(second["run_id"]).data.tags["candidate"]
+    assert said == choice.summary() and "no version of this run passes the gates (2 registered)" in said
+    assert f"unchanged (still version {first['versions']['small']}, from an earlier run)" in said
+    assert update_candidate("no-such-pipeline-run", GATES, name=name).version is None
 
 
 def test_candidate_ties_go_to_the_smaller_model_and_a_run_without_teacher_has_none(experiment, name, tmp_path):
@@ -182,12 +194,12 @@ def test_candidate_ties_go_to_the_smaller_model_and_a_run_without_teacher_has_no
         "b": (False, {**same, "model_size_mb": 0.2}),
         "c": (False, {**same, "model_size_mb": 0.7}),
     })
-    assert update_candidate(run["run_id"], GATES, name=name) == run["versions"]["b"]
+    assert update_candidate(run["run_id"], GATES, name=name).version == run["versions"]["b"]
 
     orphan = pipeline_run(experiment, name, tmp_path, {"student": (False, {"ndcg_at_10": 0.5, "latency_p99_ms": 1.0})})
     (failure,) = gate_failures(orphan["versions"]["student"], GATES, name=name)
     assert "no teacher version" in failure and orphan["run_id"] in failure
-    assert update_candidate(orphan["run_id"], GATES, name=name) is None
+    assert update_candidate(orphan["run_id"], GATES, name=name).version is None
     assert aliases(name) == {"candidate": run["versions"]["b"]}
 
 
@@ -234,14 +246,15 @@ def test_promote_checks_the_gates_and_records_forced_promotions(experiment, name
     assert scores.tolist() == pytest.approx([10.0 * scale] * 3)
 
 
-def test_models_command(experiment, name, tmp_path):
-    result = runner.invoke(app, ["models", "--name", name])
-    assert result.exit_code == 0, result.output
-    assert "run `lightpersml run` first" in flat(result.output)
+def test_models_command(experiment, dataset, name, tmp_path):
+    result = runner.invoke(app, ["models", "--dataset", dataset])
+    assert result.exit_code == 2, result.output
+    assert f"no registered model for dataset '{dataset}'" in flat(result.output)
+    assert "run `lightpersml run` on it first" in flat(result.output)
 
     versions = pipeline_run(experiment, name, tmp_path)["versions"]
     update_candidate(mlflow.MlflowClient().get_model_version(name, "1").tags["pipeline_run_id"], GATES, name=name)
-    result = runner.invoke(app, ["models", "--name", name])
+    result = runner.invoke(app, ["models", "--dataset", dataset])
     assert result.exit_code == 0, result.output
     for tier in PIPELINE:
         assert tier in result.output
@@ -250,34 +263,70 @@ def test_models_command(experiment, name, tmp_path):
     assert versions["small"] in small_line
 
 
-def test_promote_command_exit_codes(experiment, name, tmp_path):
+def test_promote_command_exit_codes(experiment, dataset, name, tmp_path):
     versions = pipeline_run(experiment, name, tmp_path)["versions"]
 
-    result = runner.invoke(app, ["promote", versions["int8"], "--name", name])
+    result = runner.invoke(app, ["promote", versions["int8"], "--dataset", dataset])
     assert result.exit_code == 0, result.output
     assert f"now points to version {versions['int8']}" in flat(result.output) and "int8" in flat(result.output)
     assert aliases(name) == {"edge": versions["int8"]}
 
-    result = runner.invoke(app, ["promote", versions["tiny"], "--name", name])
+    result = runner.invoke(app, ["promote", versions["tiny"], "--dataset", dataset])
     assert result.exit_code == 1, result.output
     assert "Refused" in flat(result.output) and "66.7%" in flat(result.output) and "--force --reason" in flat(result.output)
     assert aliases(name) == {"edge": versions["int8"]}
 
-    result = runner.invoke(app, ["promote", versions["tiny"], "--force", "--name", name])
+    result = runner.invoke(app, ["promote", versions["tiny"], "--force", "--dataset", dataset])
     assert result.exit_code == 2, result.output
     assert aliases(name) == {"edge": versions["int8"]}
 
-    result = runner.invoke(app, ["promote", "77", "--name", name])
+    result = runner.invoke(app, ["promote", "77", "--dataset", dataset])
     assert result.exit_code == 2 and "no version 77" in flat(result.output)
 
     # a threshold overridden on the command line
-    result = runner.invoke(app, ["promote", versions["fp32"], "--name", name, "--max-size-mb", "2"])
+    result = runner.invoke(app, ["promote", versions["fp32"], "--dataset", dataset, "--max-size-mb", "2"])
     assert result.exit_code == 0, result.output
     assert aliases(name) == {"edge": versions["fp32"]}
 
-    result = runner.invoke(app, ["promote", versions["tiny"], "--force", "--reason", "A/B test arm", "--name", name])
+    result = runner.invoke(app, ["promote", versions["tiny"], "--force", "--reason", "A/B test arm", "--dataset", dataset])
     assert result.exit_code == 0, result.output
     assert f"now points to version {versions['tiny']}" in flat(result.output) and "Forced" in flat(result.output)
     assert aliases(name) == {"edge": versions["tiny"]}
     tags = mlflow.MlflowClient().get_model_version(name, versions["tiny"]).tags
     assert tags["promotion_forced"] == "true" and tags["promotion_reason"] == "A/B test arm"
+
+
+def test_each_dataset_has_its_own_registered_model_and_commands_name_the_one_they_mean(experiment, tmp_path):
+    """Two shops in one project: their versions and aliases never mix. Without --dataset a command
+    refuses to guess, naming both; promoting in one leaves the other's aliases as they were."""
+    first, second = f"shop-{uuid.uuid4().hex[:6]}", f"shop-{uuid.uuid4().hex[:6]}"
+    runs = {d: pipeline_run(experiment, config.registered_model(d), tmp_path) for d in (first, second)}
+    for d, run in runs.items():
+        update_candidate(run["run_id"], GATES, name=config.registered_model(d))
+    ambiguous = runner.invoke(app, ["models"])
+    assert ambiguous.exit_code == 1 and "several datasets" in flat(ambiguous.output)
+    assert first in ambiguous.output and second in ambiguous.output and "--dataset" in ambiguous.output
+    promoted = runner.invoke(app, ["promote", runs[first]["versions"]["int8"], "--dataset", first])
+    assert promoted.exit_code == 0, promoted.output
+    assert aliases(config.registered_model(first)) == {"candidate": runs[first]["versions"]["small"],
+                                                       "edge": runs[first]["versions"]["int8"]}
+    assert aliases(config.registered_model(second)) == {"candidate": runs[second]["versions"]["small"]}
+    from edge.bundle import init_keys
+
+    private, _ = init_keys(tmp_path / "keys")
+    unknown = runner.invoke(app, ["bundle", "--dataset", "no-such-shop", "--key", str(private), "--out", str(tmp_path / "b")])
+    assert unknown.exit_code == 2 and "no registered model for dataset 'no-such-shop'" in flat(unknown.output)
+    assert first in unknown.output and not (tmp_path / "b").exists()
+
+
+def test_experiments_created_without_a_location_keep_their_artifacts_in_the_project(tmp_path, monkeypatch):
+    """MLflow's `Default` experiment and one a benchmark creates by name alone: both under
+    mlflow/artifacts, never ./mlruns of the folder the process happens to run in."""
+    monkeypatch.chdir(tmp_path)
+    created = mlflow.set_experiment(f"by-name-{uuid.uuid4().hex[:6]}")
+    default = mlflow.MlflowClient().get_experiment("0")
+    for experiment in (created, default):
+        assert experiment.artifact_location.startswith(config.mlflow_artifact_root()), experiment.name
+    with mlflow.start_run(experiment_id=created.experiment_id):
+        mlflow.log_text("hello", "note.txt")
+    assert not (tmp_path / "mlruns").exists()

@@ -37,6 +37,13 @@ def registry_versions() -> int:
     return len(mlflow.MlflowClient().search_model_versions())
 
 
+def versions_of(slice_run) -> dict:
+    """tier → list_versions row of the versions this pipeline run registered."""
+    from tasks.register import list_versions
+
+    return {v["tier"]: v for v in list_versions(slice_run["model"]) if v["pipeline_run_id"] == slice_run["run_id"]}
+
+
 @pytest.fixture(scope="module")
 def slice_run(prefect_api, cj_slice):
     """`lightpersml run` on the slice; the run id is read from what the command prints."""
@@ -44,7 +51,9 @@ def slice_run(prefect_api, cj_slice):
     assert result.exit_code == 0, result.output
     assert "Tiers on the test split" in result.output and "tifu_knn" in result.output
     run_id = re.search(r"MLflow run ([0-9a-f]{32})", result.output).group(1)
-    return {"run_id": run_id, "data_hash": mlflow.get_run(run_id).data.params["data_hash"]}
+    run = mlflow.get_run(run_id)
+    return {"run_id": run_id, "data_hash": run.data.params["data_hash"], "output": result.output,
+            "model": config.registered_model(run.data.tags["dataset"])}
 
 
 def test_parent_run_has_a_child_per_tier_with_every_metric(slice_run):
@@ -87,43 +96,43 @@ def test_teacher_trials_are_nested_runs_with_a_score_per_epoch(slice_run):
             assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= smoke.max_epochs, state
 
 
-def test_registered_versions_are_the_refit_onnx_models_with_candidate_set(slice_run):
-    from tasks.register import list_versions
-
-    versions = [v for v in list_versions() if v["pipeline_run_id"] == slice_run["run_id"]]
+def test_registered_versions_are_the_refit_onnx_models_with_candidate_set(slice_run, cj_slice):
+    versions = versions_of(slice_run).values()
+    assert slice_run["model"] == config.registered_model(cj_slice.name)  # the dataset's own registered model
     assert sorted(v["tier"] for v in versions) == ["balanced", "edge", "full"]
     client = mlflow.MlflowClient()
     for v in versions:
-        tags = client.get_model_version(config.REGISTERED_MODEL, v["version"]).tags
+        tags = client.get_model_version(slice_run["model"], v["version"]).tags
         assert tags["fit"] == "all data" and tags["trained_until"] > mlflow.get_run(slice_run["run_id"]).data.params["test_cutoff"]
-        stored = client.get_logged_model(client.get_model_version(config.REGISTERED_MODEL, v["version"]).source[len("models:/"):])
+        stored = client.get_logged_model(client.get_model_version(slice_run["model"], v["version"]).source[len("models:/"):])
         assert stored.artifact_location.startswith(config.mlflow_artifact_root())  # in the project's store
-    assert sum("candidate" in v["aliases"] for v in versions) == 1
+    (candidate,) = [v for v in versions if "candidate" in v["aliases"]]
+    said = f"alias candidate → version {candidate['version']} ({candidate['tier']}) of {slice_run['model']}"
+    assert mlflow.get_run(slice_run["run_id"]).data.tags["candidate"].startswith(said)  # on the parent run
+    assert said in " ".join(slice_run["output"].split())  # and in the terminal
     listed = runner.invoke(app, ["models"])
-    assert listed.exit_code == 0 and "candidate" in listed.output and "edge" in listed.output
+    assert listed.exit_code == 0 and "candidate" in listed.output and slice_run["model"] in listed.output
 
 
 def test_the_candidate_passes_the_default_gates_and_promotion_is_refused_or_forced_past_them(slice_run):
     """The pipeline picked `candidate` with the default gates; `promote` with no overrides (the
     same default gates, checked again) accepts it. A gate tightened on the command line refuses a
     version, and only --force with a reason moves the alias past it."""
-    from tasks.register import list_versions
-
-    client = mlflow.MlflowClient()
-    versions = {v["tier"]: v for v in list_versions() if v["pipeline_run_id"] == slice_run["run_id"]}
+    client, model = mlflow.MlflowClient(), slice_run["model"]
+    versions = versions_of(slice_run)
     (candidate,) = [v["version"] for v in versions.values() if "candidate" in v["aliases"]]
     result = runner.invoke(app, ["promote", str(candidate)])
     assert result.exit_code == 0, result.output
-    assert str(client.get_model_version_by_alias(config.REGISTERED_MODEL, "edge").version) == str(candidate)
-    assert client.get_model_version(config.REGISTERED_MODEL, str(candidate)).tags["promotion_forced"] == "false"
+    assert str(client.get_model_version_by_alias(model, "edge").version) == str(candidate)
+    assert client.get_model_version(model, str(candidate)).tags["promotion_forced"] == "false"
     full = str(versions["full"]["version"])
     refused = runner.invoke(app, ["promote", full, "--max-size-mb", "0.001"])
     assert refused.exit_code == 1 and "size" in refused.output
-    assert str(client.get_model_version_by_alias(config.REGISTERED_MODEL, "edge").version) == str(candidate)
+    assert str(client.get_model_version_by_alias(model, "edge").version) == str(candidate)
     assert runner.invoke(app, ["promote", full, "--max-size-mb", "0.001", "--force"]).exit_code == 2
     forced = runner.invoke(app, ["promote", full, "--max-size-mb", "0.001", "--force", "--reason", "test"])
     assert forced.exit_code == 0, forced.output
-    tags = client.get_model_version(config.REGISTERED_MODEL, full).tags
+    tags = client.get_model_version(model, full).tags
     assert tags["promotion_forced"] == "true" and tags["promotion_reason"] == "test" and tags["promoted_by"]
 
 
@@ -264,9 +273,7 @@ def test_the_registered_edge_version_becomes_a_signed_bundle_a_node_serves(slice
     registered (by version: no other test's promotion changes what is bundled)."""
     from edge.bundle import load_public_key, verify_bundle
     from edge.engine import Engine
-    from tasks.register import list_versions
-
-    edge = next(v["version"] for v in list_versions() if v["pipeline_run_id"] == slice_run["run_id"] and v["tier"] == "edge")
+    edge = versions_of(slice_run)["edge"]["version"]
     keys = runner.invoke(app, ["keys", "init", "--folder", str(tmp_path / "keys")])
     assert keys.exit_code == 0, keys.output
     built = runner.invoke(app, ["bundle", "--out", str(tmp_path / "bundle"), "--version", str(edge),
