@@ -89,6 +89,7 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
     settings = config.PROFILES[profile]
     dataset = ingest_task(data)
     parent_run_id, experiment_id = start_parent_run(dataset.name, profile, data)
+    model_name = config.registered_model(dataset.name)
     ok = False
     try:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -108,8 +109,8 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
                 rows.append(evaluate_and_log(fitted[tier], Path(tmp), splits["test"], settings.latency_requests, parent_run_id,
                                              data_hash, split_info)[0])
             rows += neural_tiers(splits, fitted["tifu_knn"], settings, Path(tmp), parent_run_id, data_hash, split_info,
-                                 clean.items, config.registered_model(dataset.name))
-        candidate = update_candidate_task(parent_run_id, config.Gates(), config.registered_model(dataset.name))
+                                 clean.items, model_name)
+        candidate = update_candidate_task(parent_run_id, config.Gates(), model_name)
         create_markdown_artifact(key="candidate", markdown=f"**Candidate**: {candidate.summary()}",
                                  description=f"Alias candidate after this run (MLflow run {parent_run_id})")
         rows = log_latency_ratios(rows, CLOUD_TIER)

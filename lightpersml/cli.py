@@ -241,7 +241,8 @@ def models(dataset: DatasetOption = None) -> None:
                       _fmt(row["latency_p99_ms"], ".3g"), _fmt(row["model_size_mb"], ".3g"),
                       _fmt(row["param_count"], ","), row["created"] or "")
     console.print(table)
-    console.print("Promote one to the edge alias with `lightpersml promote VERSION`.")
+    also = f" --dataset {dataset}" if dataset else ""
+    console.print(f"Promote one to the edge alias with `lightpersml promote VERSION{also}`.")
 
 
 @app.command()
@@ -270,8 +271,9 @@ def promote(
         console.print(f"Refused: version {error.version} of {name} fails the gates ({gates}):")
         for failure in error.failures:
             console.print(f"  [red]✗ {failure}[/red]")
+        also = f" --dataset {dataset}" if dataset else ""
         console.print("Alias `edge` is unchanged. To promote it anyway: "
-                      f"`lightpersml promote {error.version} --force --reason \"why\"`.")
+                      f"`lightpersml promote {error.version}{also} --force --reason \"why\"`.")
         raise typer.Exit(1)
     from tasks.register import list_versions
 
