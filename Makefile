@@ -32,5 +32,5 @@ run: $(VENV)/.train  ## install, then run the training pipeline on the bundled C
 federate: $(VENV)/.federated  ## install the federated extra, then train the federated tier (8 store groups, DP)
 	$(VENV)/bin/lightpersml federate
 
-test: $(VENV)/.dev  ## install with dev extras, then run the whole test suite
-	$(VENV)/bin/python -m pytest
+test: $(VENV)/.dev  ## install with dev extras, then run the whole test suite (2 processes, a module each at a time)
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
