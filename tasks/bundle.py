@@ -137,6 +137,6 @@ def registry_bundle(folder: Path, key_path: Path, name: str, alias: str = "edge"
     return manifest
 
 
-@task(name="build bundle", cache_policy=NO_CACHE)
+@task(name="build bundle", cache_policy=NO_CACHE, task_run_name="build bundle of {name}@{alias}")
 def bundle_task(folder: Path, key_path: Path, name: str, alias: str = "edge") -> dict:
     return registry_bundle(folder, key_path, name, alias)

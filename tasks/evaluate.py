@@ -57,7 +57,7 @@ def top_k_overlap(a: dict[int, list[int]], b: dict[int, list[int]], k: int = 10)
     return float(np.mean([len(set(a[u][:k]) & set(b.get(u, [])[:k])) / k for u in a])) if a else 1.0
 
 
-@task(name="evaluate tier", cache_policy=NO_CACHE)
+@task(name="evaluate tier", cache_policy=NO_CACHE, task_run_name="evaluate {artifact.name}")
 def evaluate_task(artifact: Path, split: Split, k: int, latency_requests: int) -> tuple[dict[str, float], dict]:
     """Metrics and serving costs of the saved artifact itself: what is logged is what it reproduces.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -12,6 +13,11 @@ from models.ranker import CandidateRanker
 
 INPUT_NAMES = ("features", "items")
 OUTPUT_NAME = "scores"
+# The exporter warns once per torchvision operator it skips registering ("torchvision is not
+# installed", 24 lines per run); the ranker uses none of them.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+# torch.export pickles its tree specs through an API it has itself deprecated (torch 2.13): not ours to fix.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 
 def export_onnx(model: CandidateRanker, path: Path, n_features: int) -> Path:
@@ -23,7 +29,7 @@ def export_onnx(model: CandidateRanker, path: Path, n_features: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # both inputs share the `rows` dimension, which is the point
         warnings.filterwarnings("ignore", message=".*axis name: rows will not be used")
-        torch.onnx.export(model, example, str(path), dynamo=True, external_data=False,
+        torch.onnx.export(model, example, str(path), dynamo=True, external_data=False, verbose=False,
                           input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
                           dynamic_shapes={"features": {0: rows}, "items": {0: rows}})
     return path

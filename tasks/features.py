@@ -257,7 +257,7 @@ def build_splits(dataset: Dataset, data_hash: str, cache_dir: Path, test_weeks: 
     return splits, False
 
 
-@task(name="features and split", retries=1)
+@task(name="features and split", retries=1, task_run_name="features and split")
 def features_task(dataset: Dataset, data_hash: str, cache_dir: Path, test_weeks: int, validation_weeks: int) -> dict[str, Split]:
     splits, hit = build_splits(dataset, data_hash, cache_dir, test_weeks, validation_weeks)
     for split in splits.values():

@@ -19,7 +19,7 @@ def load_dataset(source: str) -> Dataset:
     return with_collected_events(load_source(source), config.state_dir())
 
 
-@task(name="ingest", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(name="ingest", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="ingest {source}")
 def ingest_task(source: str) -> Dataset:
     """Retried: reading files is I/O."""
     return load_dataset(source)

@@ -384,6 +384,6 @@ def model_for(dataset: str | None) -> str:
 
 
 # Prefect wrapper. No retries: nothing here is worth repeating after a partial failure.
-@task(name="update candidate", cache_policy=NO_CACHE)
+@task(name="update candidate", cache_policy=NO_CACHE, task_run_name="update candidate of {name}")
 def update_candidate_task(pipeline_run_id: str, gates: Gates, name: str) -> CandidateChoice:
     return update_candidate(pipeline_run_id, gates, name)

@@ -132,6 +132,6 @@ def export_rankers(fit: RankerFit, folder: Path, exclude_seen: bool, meta: dict)
     return recommenders
 
 
-@task(name="export and quantize", cache_policy=NO_CACHE)
+@task(name="export and quantize", cache_policy=NO_CACHE, task_run_name="export and quantize: {folder.name}")
 def export_rankers_task(fit: RankerFit, folder: Path, exclude_seen: bool, meta: dict) -> dict[str, Recommender]:
     return export_rankers(fit, folder, exclude_seen, meta)

@@ -174,7 +174,8 @@ def tier_table(rows: list[dict]) -> pd.DataFrame:
     return frame[[c for c in TABLE_COLUMNS if c in frame]].sort_values("ndcg_at_10", ascending=False).reset_index(drop=True)
 
 
-@task(name="log pipeline summary", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(name="log pipeline summary", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
+      task_run_name="log pipeline summary")
 def log_summary_task(parent_run_id: str, rows: list[dict], params: dict) -> None:
     """Parent run: pipeline params, the tier table (JSON + Markdown) and the Pareto plot."""
     client = mlflow.MlflowClient()

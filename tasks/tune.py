@@ -152,7 +152,7 @@ def tune_ranker(data: RankerData, n_trials: int, minutes: float, max_epochs: int
     return study, spec
 
 
-@task(name="tune teacher", cache_policy=NO_CACHE)
+@task(name="tune teacher", cache_policy=NO_CACHE, task_run_name="tune teacher")
 def tune_ranker_task(data: RankerData, settings, storage_path: Path, study_name: str,
                      parent_run_id: str) -> tuple[RankerSpec, dict]:
     """The tuned teacher spec and a summary (study, trials, best validation NDCG@10, best epoch, seconds)."""

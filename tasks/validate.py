@@ -37,7 +37,7 @@ def _publish(report: ValidationReport, out_dir: Path, run_id: str | None) -> Non
         client.log_metric(run_id, "quarantined_rows", sum(report.quarantined.values()))
 
 
-@task(name="validate", cache_policy=NO_CACHE)
+@task(name="validate", cache_policy=NO_CACHE, task_run_name="validate {dataset.name}")
 def validate_task(dataset: Dataset, out_dir: Path, settings: ValidationSettings, protocol: Protocol,
                   run_id: str | None = None) -> tuple[Dataset, ValidationReport]:
     """Blocking failures raise `DataValidationError` after the report is published."""
