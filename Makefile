@@ -32,5 +32,7 @@ run: $(VENV)/.train  ## install, then run the training pipeline on the bundled C
 federate: $(VENV)/.federated  ## install the federated extra, then train the federated tier (8 store groups, DP)
 	$(VENV)/bin/lightpersml federate
 
-test: $(VENV)/.dev  ## install with dev extras, then run the whole test suite (2 processes, a module each at a time)
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
+test: $(VENV)/.dev  ## install with dev extras, lint (ruff, import contracts), then run the whole test suite
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile  # 2 processes, a module each at a time

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._measure import RESULTS, write_results  # noqa: E402
+from benchmarks._measure import write_results  # noqa: E402
 
 SOURCES = ("models/metrics.py", "models/private_training.py", "tasks/federated/privacy.py")
 # The unit tests that import SOURCES (grep "models.metrics|private_training|federated.privacy" tests/code);

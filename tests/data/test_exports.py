@@ -4,7 +4,6 @@ quarantine count, or refused with one message naming table, column, count and sh
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable

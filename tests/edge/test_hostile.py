@@ -10,7 +10,6 @@ import json
 import tarfile
 import threading
 import time
-from urllib.parse import quote
 
 import httpx
 import pytest
