@@ -104,16 +104,16 @@ class Deployment:
         on new ports."""
         for attempt in range(1, attempts + 1):
             ports = [_free_port() for _ in range(n_ports)]
-            process = self.start(f"{name}-try{attempt}" if attempt > 1 else name, args(ports))
+            label = name if attempt == 1 else f"{name}-try{attempt}"  # each attempt keeps its own log
+            process = self.start(label, args(ports))
             deadline = time.monotonic() + STARTUP_TIMEOUT
             while process.poll() is None and not all(_accepts(port) for port in ports):
                 assert time.monotonic() < deadline, f"{name} not listening on {ports} after {STARTUP_TIMEOUT} s"
                 time.sleep(0.5)
+            self.processes.pop(label)
             if process.poll() is None:
-                if attempt > 1:  # keep the working process under its plain name
-                    self.processes[name] = self.processes.pop(f"{name}-try{attempt}")
+                self.processes[name] = process
                 return ports
-            self.processes.pop(f"{name}-try{attempt}" if attempt > 1 else name)
         raise AssertionError(f"{name} exited before listening, {attempts} times")
 
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
