@@ -26,16 +26,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 FORMAT_VERSION = 1
 MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
-MODEL = "model.onnx"  # the ranker (int8 ONNX for the edge tier)
+MODEL = "model.onnx"  # the ranker (int8 ONNX for the edge tier); baselines have none
 CANDIDATES = "candidates.npz"  # candidate generator state: repurchase statistics, TIFU-KNN vectors
 CATALOG = "catalog.npz"  # ids, global popularity, per-store popularity and availability
 HISTORIES = "histories.npz"  # every known shopper's baskets, for real-time updates
 ITEMS = "items.npz"  # item table: item_id (+ title, category, department, brand when known; utf-8 bytes)
 CO_PURCHASE = "co_purchase.npz"  # per item, the items most often bought with it
-SERVING = "serving.json"  # the tier's parameters: candidate settings, ranker config, exclude_seen
-FILES = (MODEL, CANDIDATES, CATALOG, HISTORIES, ITEMS, CO_PURCHASE, SERVING)
+SERVING = "serving.json"  # the tier's parameters: candidate settings, scorer (models.scorers), exclude_seen
+FILES = (CANDIDATES, CATALOG, HISTORIES, ITEMS, CO_PURCHASE, SERVING)
 TORCH_MODEL = "model.pt"  # optional: the same ranker for PyTorch eager (the cloud reference, never a node)
-OPTIONAL_FILES = (TORCH_MODEL,)
+OPTIONAL_FILES = (MODEL, TORCH_MODEL)
 PRIVATE_KEY, PUBLIC_KEY = "bundle-signing.key", "bundle-signing.pub"
 
 

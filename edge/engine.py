@@ -1,7 +1,8 @@
 """What an edge node computes: top-k for a shopper in a store, from one verified bundle.
 
 A request scores only the shopper's candidates (their own items and their TIFU-KNN neighbours'
-items, `models.candidates`) with the bundle's ONNX ranker, drops what the store does not stock,
+items, `models.candidates`) with the bundle's scorer (`models.scorers`: an ONNX ranker, or a
+baseline's statistic such as "buy again" counts), drops what the store does not stock,
 offers up to `SESSION_SLOTS` items often bought with what the shopper is looking at now, and fills
 the rest from a short popularity list of the store. Nothing touches the whole catalog per request.
 
@@ -35,8 +36,8 @@ from cachetools import LRUCache
 from edge import bundle
 from models.baskets import BasketHistory
 from models.candidates import CandidateGenerator
-from models.ranking_tier import OnnxScorer
 from models.catalog import Catalog
+from models.scorers import RANKER, load_scorer
 
 SESSION_SLOTS = 2  # at most this many "often bought with …" items per answer
 FILL_DEPTH = 300  # popularity list kept per store for filling answers
@@ -136,8 +137,8 @@ class Engine:
 
     def __init__(self, folder: Path, manifest: dict, runtime: str = "onnx", source: ShopperSource | None = None,
                  max_shoppers: int = MAX_SHOPPERS, personal_reasons: bool = True):
-        """runtime: "onnx" (ONNX Runtime, every node) or "torch" (PyTorch eager on the bundle's
-        optional model.pt: the cloud reference for benchmarks; needs torch installed).
+        """runtime: "onnx" (ONNX Runtime, every node) or "torch" (a ranker bundle's optional
+        model.pt in PyTorch eager: the cloud reference; needs torch installed).
         source: where a shopper's logged events come from when they are not in memory (None: events
         reach the engine only through `apply`). personal_reasons: False words every reason without
         the shopper's own purchases or cart (for nodes any caller can ask)."""
@@ -153,12 +154,10 @@ class Engine:
             self.co_purchase = npz["items"]
         with np.load(folder / bundle.ITEMS) as npz:
             self.titles = npz["title"] if "title" in npz.files else npz["item_id"].astype(np.bytes_)  # utf-8
-        if runtime == "torch":
-            from models.ranking_tier import TorchScorer
-
-            self.scorer = TorchScorer(folder / bundle.TORCH_MODEL)
-        else:
-            self.scorer = OnnxScorer(folder / bundle.MODEL)
+        try:
+            self.scorer = load_scorer(self.serving.get("scorer", {"kind": RANKER}), folder, runtime)
+        except (FileNotFoundError, ValueError) as error:
+            raise bundle.BundleError(str(error)) from None
         self.origin = _utc_naive(datetime.fromisoformat(self.serving["origin"]))
         self.cutoff_day = float(self.generator.cutoff_day)
         self.cutoff_at = (self.origin.replace(tzinfo=timezone.utc) + timedelta(days=self.cutoff_day)).timestamp()
@@ -324,13 +323,18 @@ class Engine:
             generator, row = self.generator, user
         else:
             return Scored.empty()
-        found = generator.build(np.array([row]))
-        raw = self.scorer(found.features, found.items) if len(found.items) else np.zeros(0, np.float32)
+        if self.scorer is None:  # popularity alone: no candidates
+            found_items, raw = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        else:
+            found = generator.build(np.array([row]))
+            raw = self.scorer(found.features, found.items) if len(found.items) else np.zeros(0, np.float32)
+            scored = np.isfinite(raw)
+            found_items, raw = found.items[scored], raw[scored]
         order = np.argsort(-raw, kind="stable")
         spread = float(raw.max() - raw.min()) if len(raw) else 0.0
         lo, hi = generator.counts.indptr[row], generator.counts.indptr[row + 1]
         bought = generator.counts.indices[lo:hi]
-        items = found.items[order].astype(np.int32)
+        items = found_items[order].astype(np.int32)
         counts = generator.counts.data[lo:hi]
         with np.errstate(divide="ignore", invalid="ignore"):
             every = np.where(counts >= 2, (generator.last_day[lo:hi] - generator.first_day[lo:hi]) / (counts - 1), np.nan)

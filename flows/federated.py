@@ -19,14 +19,13 @@ import mlflow
 from mlflow.entities import Param
 from prefect import flow
 
-from tasks.bundle import write_serving_data
 from tasks.distill import STUDENTS
 from tasks.features import features_task
 from tasks.federated.simulation import federate_task
 from tasks.federated.task import DEFAULTS, TIFU_PARAMS
 from tasks.ingest import ingest_task
 from tasks.register import reference_teacher_run
-from tasks.tiers import FittedTier, RankerFit, exclude_seen_items, export_rankers_task
+from tasks.tiers import RankerFit, exclude_seen_items, export_rankers_task, serving_data_task
 from tasks.track import evaluate_and_log, finish_run, register_deploy_fit_task, start_parent_run
 from tasks.train import RankerSpec, generator_settings, ranker_data_task
 from tasks.validate import validate_task
@@ -84,28 +83,26 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
                        "bytes_per_node_per_round": max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())}
             # Serving needs the central candidate generator fitted at the cutoff (one week of lists
             # comes with it; export reads the feature width from them).
-            fit = RankerFit(ranker_data_task(splits["test"], 1, generator), {FEDERATED_TIER: result.model},
-                            {FEDERATED_TIER: spec}, {FEDERATED_TIER: result.seconds})
-            meta = {"trained_until": str(splits["test"].cutoff), "data_hash": data_hash, "evaluation_fit": True}
-            recommender = export_rankers_task(fit, tmp / "evaluation", exclude_seen, meta)[FEDERATED_TIER]
-            params = {**recommender.tier.params, "nodes": nodes, "exclude_seen": exclude_seen}
-            fitted = FittedTier(FEDERATED_TIER, recommender, params, result.seconds, 0.0, {})
-            row, _ = evaluate_and_log(fitted, tmp / "serving", splits["test"], settings.latency_requests, parent_run_id,
-                                      data_hash, split_info, privacy)
+            evaluation_data, _ = serving_data_task(splits["test"], generator, clean.items, exclude_seen, data_hash)
+            fit = RankerFit(ranker_data_task(splits["test"], 1, generator, generator=evaluation_data.generator),
+                            {FEDERATED_TIER: result.model}, {FEDERATED_TIER: spec}, {FEDERATED_TIER: result.seconds})
+            fitted = export_rankers_task(fit, tmp / "evaluation", exclude_seen)[FEDERATED_TIER]
+            fitted.params |= {"nodes": nodes}
+            row, _ = evaluate_and_log(fitted, evaluation_data, tmp / "bundles", splits["test"], settings.latency_requests,
+                                      parent_run_id, data_hash, split_info, privacy)
             if refit:
                 deploy = splits["deploy"]
                 refitted = federate_task({**federated, "split": "deploy"}, nodes, tmp / "deploy.pt")
                 check_budget(refitted.summary, target_epsilon)
                 mlflow.MlflowClient().log_dict(parent_run_id, refitted.summary, "federated/deploy-fit.json")
                 deploy_summary = refitted.summary
-                fit = RankerFit(ranker_data_task(deploy, 1, generator), {FEDERATED_TIER: refitted.model},
-                                {FEDERATED_TIER: spec}, {FEDERATED_TIER: refitted.seconds})
-                meta = {"trained_until": str(deploy.cutoff), "data_hash": data_hash, "evaluation_fit": False,
-                        "origin": str(deploy.origin)}
-                deployable = export_rankers_task(fit, tmp / "deploy", exclude_seen, meta)[FEDERATED_TIER]
-                serving_data = write_serving_data(deploy, clean.items, tmp / "deploy-data")
-                version = register_deploy_fit_task(row["run_id"], deployable, tmp / "deploy-serving", row, parent_run_id,
-                                                   teacher=False, serving_data=serving_data, name=model_name)
+                deploy_data, _ = serving_data_task(deploy, generator, clean.items, exclude_seen, data_hash)
+                fit = RankerFit(ranker_data_task(deploy, 1, generator, generator=deploy_data.generator),
+                                {FEDERATED_TIER: refitted.model}, {FEDERATED_TIER: spec},
+                                {FEDERATED_TIER: refitted.seconds})
+                deployable = export_rankers_task(fit, tmp / "deploy", exclude_seen)[FEDERATED_TIER]
+                version = register_deploy_fit_task(row["run_id"], deployable, deploy_data, tmp / "deploy-bundle", row,
+                                                   parent_run_id, teacher=False, name=model_name, data_hash=data_hash)
                 client = mlflow.MlflowClient()
                 # The released model's own budget (the evaluation fit's numbers are the run's metrics).
                 for key in ("epsilon", "delta"):

@@ -19,60 +19,56 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from models.metrics import K
-from tasks.bundle import write_serving_data
-from tasks.evaluate import evaluate_split, top_k_overlap
+from tasks.evaluate import top_k_overlap
 from tasks.features import features_task
 from tasks.ingest import ingest_task
 from tasks.register import update_candidate_task
-from tasks.tiers import (BASELINE_TIERS, CLOUD_TIER, REGISTERED_TIERS, STUDENT_TIERS, TEACHER_TIER, FittedTier,
-                         export_rankers_task, fit_rankers_task, fit_tier_task)
+from tasks.tiers import (CLOUD_TIER, REGISTERED_TIERS, STUDENT_TIERS, TEACHER_TIER, TunedTifu, baseline_tiers,
+                         export_rankers_task, fit_rankers_task, serving_data_task, tune_tifu_task)
 from tasks.track import (evaluate_and_log, finish_run, log_latency_ratios, log_row_metrics, log_summary_task,
-                         register_deploy_fit_task, start_parent_run, tier_table)
+                         register_deploy_fit_task, start_parent_run, tier_bundle, tier_table)
+from tasks.evaluate import serve_and_score
 from tasks.train import generator_settings, ranker_data_task
 from tasks.tune import tune_ranker_task
 from tasks.validate import validate_task
 
 
-def neural_tiers(splits: dict, tifu: FittedTier, settings: config.Profile, folder: Path, parent_run_id: str,
-                 data_hash: str, split_info: dict, items: pd.DataFrame, model_name: str) -> list[dict]:
-    """Tune the teacher, fit and distil for evaluation, log every neural tier, then refit on all
-    data and register the refit ONNX models (the versions a shop deploys) under `model_name`."""
-    exclude_seen = tifu.params["exclude_seen"]
-    generator = generator_settings({k: v for k, v in tifu.params.items() if k != "exclude_seen"})
+def neural_tiers(splits: dict, evaluation_data, tifu: TunedTifu, settings: config.Profile, folder: Path,
+                 parent_run_id: str, data_hash: str, split_info: dict, items: pd.DataFrame, model_name: str) -> list[dict]:
+    """Tune the teacher, fit and distil for evaluation, serve and log every neural tier, then refit
+    on all data and register the refit ONNX models (the versions a shop deploys) under `model_name`."""
+    generator = generator_settings(tifu.params)
     validation, test = splits["validation"], splits["test"]
     tuning_data = ranker_data_task(validation, settings.tuning_weeks, generator, with_validation=True)
     study_name = f"ranker-{data_hash}-{validation.cutoff:%Y%m%d}-w{settings.tuning_weeks}-e{settings.max_epochs}"
     teacher_spec, tuning = tune_ranker_task(tuning_data, settings, config.state_dir() / "optuna" / "optuna.db",
                                             study_name, parent_run_id)
     del tuning_data
-    meta = {"trained_until": str(test.cutoff), "data_hash": data_hash, "evaluation_fit": True}
-    evaluation = fit_rankers_task(ranker_data_task(test, settings.training_weeks, generator), teacher_spec)
-    recommenders = export_rankers_task(evaluation, folder / "evaluation", exclude_seen, meta)
-    rows, outputs = {}, {}
+    evaluation = fit_rankers_task(ranker_data_task(test, settings.training_weeks, generator,
+                                                   generator=evaluation_data.generator), teacher_spec)
+    tiers = export_rankers_task(evaluation, folder / "evaluation", tifu.exclude_seen)
+    tiers[TEACHER_TIER].tuning_seconds, tiers[TEACHER_TIER].tuning = tuning["seconds"], tuning
+    rows, served = {}, {}
     for tier in (TEACHER_TIER, CLOUD_TIER, *STUDENT_TIERS):
-        trained_as = TEACHER_TIER if tier == CLOUD_TIER else tier
-        params = {**recommenders[tier].tier.params, "exclude_seen": exclude_seen}
-        fitted = FittedTier(tier, recommenders[tier], params, evaluation.seconds[trained_as],
-                            tuning["seconds"] if trained_as == TEACHER_TIER else 0.0, tuning)
         extra = {}
-        if tier in STUDENT_TIERS:  # what quantization costs, measured on the same test users
-            extra["fp32_ndcg_at_10"] = evaluate_split(recommenders[f"fp32/{tier}"], test)["ndcg_at_10"]
-        rows[tier], outputs[tier] = evaluate_and_log(fitted, folder / "serving", test, settings.latency_requests, parent_run_id,
-                                                     data_hash, split_info, extra)
-    # The exported teacher must rank like the PyTorch one on the real test users.
-    overlap = top_k_overlap(outputs[TEACHER_TIER], outputs[CLOUD_TIER])
+        if tier in STUDENT_TIERS:  # what quantization costs, measured on the same test requests
+            fp32 = tier_bundle(tiers[f"fp32/{tier}"], evaluation_data, folder / "bundles")
+            extra["fp32_ndcg_at_10"] = serve_and_score(fp32, test).metrics["ndcg_at_10"]
+        rows[tier], served[tier] = evaluate_and_log(tiers[tier], evaluation_data, folder / "bundles", test,
+                                                    settings.latency_requests, parent_run_id, data_hash, split_info,
+                                                    extra)
+    # The exported teacher must rank like the PyTorch one on the real test requests.
+    overlap = top_k_overlap(served[TEACHER_TIER].recommendations, served[CLOUD_TIER].recommendations)
     log_row_metrics(rows[CLOUD_TIER], {"onnx_torch_top10_overlap": overlap})
     deploy = splits["deploy"]
-    deploy_meta = {"trained_until": str(deploy.cutoff), "data_hash": data_hash, "evaluation_fit": False,
-                   "origin": str(deploy.origin)}
-    serving_data = write_serving_data(deploy, items, folder / "deploy-data")
-    refit = fit_rankers_task(ranker_data_task(deploy, settings.training_weeks, generator), teacher_spec)
-    deployable = export_rankers_task(refit, folder / "deploy", exclude_seen, deploy_meta)
+    deploy_data, _ = serving_data_task(deploy, generator, items, tifu.exclude_seen, data_hash)
+    refit = fit_rankers_task(ranker_data_task(deploy, settings.training_weeks, generator,
+                                              generator=deploy_data.generator), teacher_spec)
+    deployable = export_rankers_task(refit, folder / "deploy", tifu.exclude_seen)
     for tier in REGISTERED_TIERS:
-        teacher = tier == TEACHER_TIER  # its PyTorch file too: a benchmark serves it as the cloud reference
-        register_deploy_fit_task(rows[tier]["run_id"], deployable[tier], folder / "deploy-serving" / tier, rows[tier],
-                                 parent_run_id, teacher=teacher, serving_data=serving_data, name=model_name,
-                                 extra_files=(deployable[CLOUD_TIER].tier.model_path,) if teacher else ())
+        register_deploy_fit_task(rows[tier]["run_id"], deployable[tier], deploy_data, folder / "deploy-bundles" / tier,
+                                 rows[tier], parent_run_id, teacher=tier == TEACHER_TIER, name=model_name,
+                                 data_hash=data_hash)
     return list(rows.values())
 
 
@@ -102,14 +98,16 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
                                settings.validation_weeks)
         split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
         split_info |= {"test_users": len(splits["test"].targets), "validation_users": len(splits["validation"].targets)}
-        rows, fitted = [], {}
+        rows = []
         with TemporaryDirectory(dir=config.state_dir()) as tmp:
-            for tier in BASELINE_TIERS:
-                fitted[tier] = fit_tier_task(tier, splits, settings.tuning_trials, config.state_dir() / "optuna", data_hash)
-                rows.append(evaluate_and_log(fitted[tier], Path(tmp), splits["test"], settings.latency_requests, parent_run_id,
-                                             data_hash, split_info)[0])
-            rows += neural_tiers(splits, fitted["tifu_knn"], settings, Path(tmp), parent_run_id, data_hash, split_info,
-                                 clean.items, model_name)
+            tifu = tune_tifu_task(splits["validation"], settings.tuning_trials, config.state_dir() / "optuna", data_hash)
+            evaluation_data, fit_seconds = serving_data_task(splits["test"], generator_settings(tifu.params),
+                                                             clean.items, tifu.exclude_seen, data_hash)
+            for fitted in baseline_tiers(evaluation_data, tifu, fit_seconds):
+                rows.append(evaluate_and_log(fitted, evaluation_data, Path(tmp) / "bundles", splits["test"],
+                                             settings.latency_requests, parent_run_id, data_hash, split_info)[0])
+            rows += neural_tiers(splits, evaluation_data, tifu, settings, Path(tmp), parent_run_id, data_hash,
+                                 split_info, clean.items, model_name)
         candidate = update_candidate_task(parent_run_id, config.Gates(), model_name)
         create_markdown_artifact(key="candidate", markdown=f"**Candidate**: {candidate.summary()}",
                                  description=f"Alias candidate after this run (MLflow run {parent_run_id})")

@@ -140,48 +140,43 @@ def validate(path: Annotated[str, typer.Argument(help='a folder of contract file
     console.print(f"Report: {report.report_json}\nData Docs: {report.data_docs}\nQuarantine: {report.quarantine_dir}")
 
 
-def _read_user_ids(path: Path) -> list[str]:
-    import pandas as pd
-
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    elif path.suffix == ".csv":
-        frame = pd.read_csv(path, dtype="string")
-    else:  # one id per line
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if "user_id" not in frame.columns:
-        raise typer.BadParameter(f"{path}: no user_id column (columns: {list(frame.columns)})")
-    from data_contracts.conform import normalise_ids
-
-    return normalise_ids(frame["user_id"]).dropna().tolist()
-
-
 @app.command()
 def recommend(
-    model: Annotated[str, typer.Option(help="a tier name of the latest run (e.g. tifu_knn) or an MLflow model URI")],
-    users: Annotated[Path, typer.Option(help="CSV/Parquet with a user_id column, or a text file of ids")],
-    out: Annotated[Path, typer.Option(help="output .parquet or .csv: user_id, item_id, rank, score")] = Path("recs.parquet"),
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS or models:/NAME/VERSION (a registered version: what "
+                                            "a node would serve), a bundle folder, or a tier name / runs:/ID/model "
+                                            "(a tier's evaluation fit)")],
+    requests: Annotated[Path, typer.Option(help="CSV/Parquet with user_id and optional store_id, timestamp; or a "
+                                                "text file of user ids")],
+    out: Annotated[Path, typer.Option(help="output .parquet or .csv: the request's columns, item_id, rank, score, "
+                                           "reason")] = Path("recs.parquet"),
     k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
-    store: Annotated[Optional[str], typer.Option(help="only items in stock at this store")] = None,
+    store: Annotated[Optional[str], typer.Option(help="store of the rows that name none (default: no stock filter)")] = None,
+    public_key: Annotated[Optional[Path], typer.Option(help="key a bundle folder must verify with")] = None,
 ) -> None:
-    """Batch top-k export for a list of users."""
-    from mlflow.exceptions import MlflowException
+    """Batch top-k export: each request answered by the node's engine from the model's signed bundle."""
+    import tempfile
 
-    from tasks.registry import load_recommender
+    from edge.bundle import BundleError
+    from tasks.batch import BadRequests, answer_requests, open_model, read_requests
+    from tasks.evaluate import signing_keys
 
     try:
-        recommender, uri = load_recommender(model)
-    except (LookupError, MlflowException, OSError) as error:
-        raise typer.BadParameter(f"cannot load model {model!r}: {error}", param_hint="--model")
-    user_ids = _read_user_ids(users)
-    try:
-        recs = recommender.recommend(user_ids, k, store)
-    except KeyError as error:
-        raise typer.BadParameter(str(error.args[0]))
+        frame = read_requests(requests, store)
+    except (BadRequests, OSError) as error:
+        raise typer.BadParameter(str(error), param_hint="--requests") from None
+    private, public = signing_keys()
+    with tempfile.TemporaryDirectory(dir=config.state_dir()) as tmp:
+        try:
+            opened = open_model(model, Path(tmp), private, public_key or public)
+        except (LookupError, BundleError, OSError) as error:
+            raise typer.BadParameter(f"cannot open {model!r}: {error}", param_hint="--model") from None
+        answers = answer_requests(opened.engine, frame, k)
     out.parent.mkdir(parents=True, exist_ok=True)
-    recs.to_csv(out, index=False) if out.suffix == ".csv" else recs.to_parquet(out, index=False)
-    known = sum(u in recommender.user_index for u in set(user_ids))
-    console.print(f"{len(recs):,} rows for {len(set(user_ids)):,} users ({known:,} known) from {uri} → {out}")
+    answers.to_csv(out, index=False) if out.suffix == ".csv" else answers.to_parquet(out, index=False)
+    users = set(frame["user_id"])
+    known = sum(u in opened.engine.user_index for u in users)
+    console.print(f"{len(answers):,} rows for {len(frame):,} requests ({len(users):,} shoppers, {known:,} known) "
+                  f"from {opened.source} → {out}")
 
 
 @app.command()

@@ -1,7 +1,7 @@
-"""Baseline tiers: G-TopFreq, P-TopFreq ("buy again") and TIFU-KNN (Hu et al., SIGIR 2020).
+"""TIFU-KNN (Hu et al., SIGIR 2020): the neighbour model behind every tier's candidates, and the
+TIFU-KNN baseline's score (`models.scorers`: G-TopFreq and P-TopFreq need no model of their own).
 
-Each tier scores all items for a batch of known users: `score(users) -> (len(users), n_items)`.
-Items a tier gives no score (0) are filled by popularity in `models.recommender`.
+`score(users) -> (len(users), n_items)` for a batch of known users.
 """
 
 from __future__ import annotations
@@ -10,54 +10,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.baskets import BasketHistory
-
-
-class GTopFreq:
-    """Global popularity: the items in most baskets, the same list for everyone."""
-
-    name = "g_topfreq"
-    params: dict = {}
-
-    def fit(self, history: BasketHistory) -> "GTopFreq":
-        self.popularity = history.item_basket_counts().astype(np.float32)
-        return self
-
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.popularity, (len(users), len(self.popularity))).copy()
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {"popularity": self.popularity}
-
-    def load_state(self, state: dict) -> "GTopFreq":
-        self.popularity = state["popularity"]
-        return self
-
-    def param_count(self) -> int:
-        return int(self.popularity.size)
-
-
-class PTopFreq:
-    """Personal frequency ("buy again"): the user's items by number of baskets, then popularity."""
-
-    name = "p_topfreq"
-    params: dict = {}
-
-    def fit(self, history: BasketHistory) -> "PTopFreq":
-        self.counts = history.user_item_counts()
-        return self
-
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return self.counts[users].toarray()
-
-    def state(self) -> dict[str, np.ndarray]:
-        return _csr_state("counts", self.counts)
-
-    def load_state(self, state: dict) -> "PTopFreq":
-        self.counts = _csr_from_state("counts", state)
-        return self
-
-    def param_count(self) -> int:
-        return int(self.counts.nnz)
 
 
 class TIFUKNN:
@@ -170,5 +122,3 @@ def _csr_from_state(prefix: str, state: dict) -> sp.csr_matrix:
     return sp.csr_matrix((state[f"{prefix}_data"], state[f"{prefix}_indices"], state[f"{prefix}_indptr"]),
                          shape=tuple(state[f"{prefix}_shape"]))
 
-
-TIERS = {cls.name: cls for cls in (GTopFreq, PTopFreq, TIFUKNN)}

@@ -36,7 +36,7 @@ def export_onnx(model: CandidateRanker, path: Path, n_features: int) -> Path:
 
 
 def save_torch(model: CandidateRanker, path: Path) -> Path:
-    """The ranker for PyTorch eager serving (models.ranking_tier.TorchScorer): config + weights."""
+    """The ranker for PyTorch eager serving (models.scorers.TorchScorer): config + weights."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"config": model.config, "state_dict": model.state_dict()}, path)
     return path

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +30,18 @@ from models.catalog import Catalog
 log = logging.getLogger(__name__)
 
 BASKET_KEY = "basket_key"
-FEATURES_VERSION = 4  # bump when what is cached changes, so old caches are not read
+FEATURES_VERSION = 5  # bump when what is cached changes, so old caches are not read
 DAY = "day"  # days since the first event, float
 FEATURE_TABLES = ("item_features", "store_popularity")
+
+
+@dataclass(frozen=True)
+class TargetRequest:
+    """What a node is asked when a target basket starts: the shopper's store (None: unknown) and
+    the basket's start time (Unix seconds)."""
+
+    store_id: str | None
+    at: float
 
 
 @dataclass
@@ -40,6 +49,7 @@ class Split:
     """One evaluation split. Users in `targets` all have history before `cutoff`.
 
     targets: user index → item indices of their first basket in [cutoff, end).
+    requests: user index → the request a node sees when that basket starts (its store and time).
     features: the repeat, item and store-popularity tables (polars) computed before the cutoff.
     """
 
@@ -51,6 +61,7 @@ class Split:
     catalog: Catalog
     targets: dict[int, set[int]]
     features: dict[str, pl.DataFrame]
+    requests: dict[int, TargetRequest] = field(default_factory=dict)
 
     @property
     def origin(self) -> pd.Timestamp:
@@ -195,9 +206,17 @@ def build_split(lines: pl.DataFrame, dataset: Dataset, name: str, cutoff: pd.Tim
              .filter(pl.col(schema.TIMESTAMP) == pl.col(schema.TIMESTAMP).min().over("u"))
              .filter(pl.col(BASKET_KEY) == pl.col(BASKET_KEY).min().over("u")))
     targets = {u: set(i) for u, i in first.group_by("u").agg(pl.col("i")).iter_rows()}
+    context = first.group_by("u").agg(pl.col(schema.STORE_ID).first(), pl.col(schema.TIMESTAMP).min())
+    requests = {u: TargetRequest(store, _unix(at)) for u, store, at in context.iter_rows()}
     catalog = _catalog(before, user_ids, item_index, features, dataset)
     return Split(name=name, cutoff=cutoff, end=end, cutoff_day=cutoff_day, history=history, catalog=catalog,
-                 targets=targets, features=features)
+                 targets=targets, features=features, requests=requests)
+
+
+def _unix(moment) -> float:
+    """Unix seconds of a naive (UTC) or aware timestamp."""
+    moment = pd.Timestamp(moment)
+    return (moment.tz_localize("UTC") if moment.tzinfo is None else moment).timestamp()
 
 
 def _save_split(split: Split, folder: Path) -> None:
@@ -211,7 +230,9 @@ def _save_split(split: Split, folder: Path) -> None:
              shape=np.array([h.n_users, h.n_items]), **{f"catalog.{k}": v for k, v in split.catalog.state().items()},
              target_users=np.array(list(split.targets), dtype=np.int64),
              target_ptr=np.cumsum([0] + [len(v) for v in split.targets.values()]),
-             target_items=np.array([i for v in split.targets.values() for i in sorted(v)], dtype=np.int64))
+             target_items=np.array([i for v in split.targets.values() for i in sorted(v)], dtype=np.int64),
+             target_store=np.array([split.requests[u].store_id or "" for u in split.targets], dtype=str),
+             target_at=np.array([split.requests[u].at for u in split.targets], dtype=np.float64))
     (tmp / "split.json").write_text(json.dumps({"name": split.name, "cutoff": str(split.cutoff), "end": str(split.end),
                                                 "cutoff_day": split.cutoff_day}))
     shutil.rmtree(folder, ignore_errors=True)
@@ -227,9 +248,11 @@ def _load_split(folder: Path) -> Split:
     catalog = Catalog.from_state({k.split(".", 1)[1]: v for k, v in a.items() if k.startswith("catalog.")})
     ptr = a["target_ptr"]
     targets = {int(u): set(a["target_items"][ptr[j]:ptr[j + 1]].tolist()) for j, u in enumerate(a["target_users"])}
+    requests = {int(u): TargetRequest(str(store) or None, float(at))
+                for u, store, at in zip(a["target_users"], a["target_store"], a["target_at"])}
     features = {t: pl.read_parquet(folder / f"{t}.parquet") for t in FEATURE_TABLES}
     return Split(meta["name"], pd.Timestamp(meta["cutoff"]), pd.Timestamp(meta["end"]), meta["cutoff_day"], history,
-                 catalog, targets, features)
+                 catalog, targets, features, requests)
 
 
 def build_splits(dataset: Dataset, data_hash: str, cache_dir: Path, test_weeks: int = 4,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tempfile
 import warnings
@@ -15,13 +14,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lightpersml import config
+from edge import bundle
 from models.metrics import METRIC_NAMES, K
-from models.ranking_tier import ONNX_FILE, TORCH_FILE
-from models.recommender import Recommender
+from models.tier_bundle import ServingData, lay_out
 from tasks import pyfunc_model
-from tasks.pyfunc_model import SIGNATURE
-from tasks.evaluate import evaluate_task
+from tasks.evaluate import Served, evaluate_task, signed_bundle
 from tasks.features import Split
+from tasks.pyfunc_model import SIGNATURE
 from tasks.register import register_tier
 from tasks.tiers import FittedTier
 
@@ -67,41 +66,63 @@ def finish_run(run_id: str, ok: bool) -> None:
 
 
 def model_size_mb(folder: Path) -> float:
-    """The ranker file of a neural tier (model.onnx / model.pt); for a baseline, its whole state."""
-    model_files = [folder / name for name in (ONNX_FILE, TORCH_FILE) if (folder / name).exists()]
-    return sum(f.stat().st_size for f in model_files or folder.rglob("*") if f.is_file()) / 2**20
+    """What a tier adds to the shared candidate state: its ranker file (model.onnx), or for a
+    baseline with no model the candidate state it scores from (candidates.npz)."""
+    model = folder / bundle.MODEL
+    return (model if model.exists() else folder / bundle.CANDIDATES).stat().st_size / 2**20
+
+
+def folder_size_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 2**20
 
 
 # No retries: a retry after a partial failure would add a second child run for the same tier.
 @task(name="log tier", cache_policy=NO_CACHE, task_run_name="log {fitted.name}")
-def log_tier_task(fitted: FittedTier, artifact: Path, metrics: dict[str, float], parent_run_id: str, data_hash: str,
+def log_tier_task(fitted: FittedTier, folder: Path, metrics: dict[str, float], parent_run_id: str, data_hash: str,
                   split_info: dict) -> dict:
-    """One child run: params, every metric name of DESIGN.md, tags, and the saved tier as a pyfunc model."""
+    """One child run: params, every metric name of DESIGN.md, tags, and the tier's signed bundle as
+    the pyfunc model `model` (answered by the node's engine)."""
     parent = mlflow.get_run(parent_run_id)
-    metrics = {**metrics, "model_size_mb": model_size_mb(artifact), "param_count": fitted.recommender.tier.param_count(),
-               "artifact_size_mb": sum(f.stat().st_size for f in artifact.rglob("*") if f.is_file()) / 2**20,
-               "fit_seconds": fitted.fit_seconds, "tuning_seconds": fitted.tuning_seconds}
+    metrics = {**metrics, "model_size_mb": model_size_mb(folder), "param_count": fitted.param_count,
+               "bundle_size_mb": folder_size_mb(folder), "fit_seconds": fitted.fit_seconds,
+               "tuning_seconds": fitted.tuning_seconds}
     missing = [m for m in TIER_METRICS if m not in metrics]
     if missing:
         raise ValueError(f"tier {fitted.name} lacks metrics {missing}")
+    tags = {"tier": fitted.name, "data_hash": data_hash, "git_sha": git_sha(), "fit": "evaluation",
+            "runtime": fitted.runtime}
     with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=fitted.name,
-                          parent_run_id=parent_run_id, tags={"tier": fitted.name, "data_hash": data_hash,
-                                                              "git_sha": git_sha(), "fit": "evaluation"}) as run:
+                          parent_run_id=parent_run_id, tags=tags) as run:
         mlflow.log_params({**fitted.params, **split_info, **{f"tuning_{k}": v for k, v in fitted.tuning.items()}})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
-        with warnings.catch_warnings():  # the explicit signature makes an input example unnecessary
-            warnings.filterwarnings("ignore", message=".*An input example was not provided")
-            mlflow.pyfunc.log_model(name="model", python_model=str(Path(pyfunc_model.__file__)), signature=SIGNATURE,
-                                    artifacts={"recommender": str(artifact)}, pip_requirements=["lightpersml"])
+        if fitted.runtime == "onnx":  # the cloud reference serves the teacher's bundle, logged with the teacher
+            with warnings.catch_warnings():  # the explicit signature makes an input example unnecessary
+                warnings.filterwarnings("ignore", message=".*An input example was not provided")
+                mlflow.pyfunc.log_model(name="model", python_model=str(Path(pyfunc_model.__file__)),
+                                        signature=SIGNATURE, artifacts={"bundle": str(folder)},
+                                        pip_requirements=["lightpersml"])
     return {"tier": fitted.name, "run_id": run.info.run_id, **metrics}
 
 
-def evaluate_and_log(fitted: FittedTier, folder: Path, split: Split, latency_requests: int, parent_run_id: str,
-                     data_hash: str, split_info: dict, extra: dict | None = None) -> tuple[dict, dict]:
-    """Save the tier, measure the saved artifact, log its child run. Returns (row, recommendations)."""
-    artifact = fitted.recommender.save(folder / fitted.name)
-    metrics, recommendations = evaluate_task(artifact, split, K, latency_requests)
-    return log_tier_task(fitted, artifact, metrics | (extra or {}), parent_run_id, data_hash, split_info), recommendations
+def tier_bundle(fitted: FittedTier, data: ServingData, folder: Path) -> Path:
+    """The tier's signed bundle under `folder` (a tier served by another runtime reuses the bundle
+    its scorer was laid out in)."""
+    target = Path(folder) / fitted.name.replace("/", "-")
+    if fitted.runtime != "onnx":
+        target = Path(folder) / fitted.scorer.tier
+        if (target / bundle.MANIFEST).exists():
+            return target
+    return signed_bundle(data, fitted.scorer, target, {"evaluation_fit": True})
+
+
+def evaluate_and_log(fitted: FittedTier, data: ServingData, folder: Path, split: Split, latency_requests: int,
+                     parent_run_id: str, data_hash: str, split_info: dict, extra: dict | None = None) -> tuple[dict, Served]:
+    """Sign the tier's bundle, serve the split through the engine, log its child run.
+    Returns (row, what it served)."""
+    target = tier_bundle(fitted, data, folder)
+    served = evaluate_task(fitted.name, target, split, K, latency_requests, fitted.runtime)
+    row = log_tier_task(fitted, target, served.metrics | (extra or {}), parent_run_id, data_hash, split_info)
+    return row, served
 
 
 def log_row_metrics(row: dict, metrics: dict[str, float]) -> None:
@@ -122,20 +143,16 @@ def log_latency_ratios(rows: list[dict], cloud_tier: str) -> list[dict]:
 
 # No retries: a retry after a partial failure would register a second version.
 @task(name="register deploy fit", cache_policy=NO_CACHE, task_run_name="register {row[tier]}")
-def register_deploy_fit_task(run_id: str, recommender: Recommender, folder: Path, row: dict, pipeline_run_id: str,
-                             teacher: bool, serving_data: Path, name: str, extra_files: tuple[Path, ...] = ()) -> str:
-    """Register the tier refit on all data: its ONNX as a version of registered model `name`, its full serving state
-    (candidates, catalog, model, plus `serving_data`: the shoppers' baskets and item table an edge
-    bundle needs, and `extra_files` such as the teacher's PyTorch file) as the run's `deploy/`
-    artifacts. The version's metric tags are the evaluation fit's (the refit has no held-out data
-    left); tags say so."""
-    recommender.save(folder)
-    for file in [*Path(serving_data).iterdir(), *map(Path, extra_files)]:
-        shutil.copyfile(file, folder / file.name)
+def register_deploy_fit_task(run_id: str, fitted: FittedTier, data: ServingData, folder: Path, row: dict,
+                             pipeline_run_id: str, teacher: bool, name: str, data_hash: str) -> str:
+    """Register the tier refit on all data: its ONNX as a version of registered model `name`, and
+    its bundle files (unsigned: whoever deploys signs them) as the run's `deploy/` artifacts. The
+    version's metric tags are the evaluation fit's (the refit has no held-out data left); tags say so."""
+    lay_out(data, fitted.scorer, folder)
     client = mlflow.MlflowClient()
     client.log_artifacts(run_id, str(folder), "deploy")
-    version = register_tier(run_id, recommender.tier.model_path, row["tier"], row, pipeline_run_id, teacher, name)
-    tags = {"fit": "all data", "trained_until": recommender.meta["trained_until"],
+    version = register_tier(run_id, fitted.scorer.onnx_file, row["tier"], row, pipeline_run_id, teacher, name)
+    tags = {"fit": "all data", "trained_until": data.trained_until, "data_hash": data_hash,
             "metrics_from": f"evaluation fit trained until the test cutoff (run {run_id})",
             "serving_artifacts": f"runs:/{run_id}/deploy"}
     for key, value in tags.items():

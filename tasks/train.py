@@ -58,9 +58,11 @@ def generator_settings(tifu_params: dict) -> dict:
     return CandidateGenerator(tifu_params=tifu_params).params
 
 
-def ranker_data(split: Split, weeks: int, generator_settings: dict, with_validation: bool = False) -> RankerData:
+def ranker_data(split: Split, weeks: int, generator_settings: dict, with_validation: bool = False,
+                generator: CandidateGenerator | None = None) -> RankerData:
     """Training lists at `weeks` weekly cutoffs before `split.cutoff_day` (all from its history),
-    the generator fitted at the cutoff, and with_validation: the split's own target lists."""
+    the generator fitted at the cutoff (`generator`, when already fitted so), and with_validation:
+    the split's own target lists."""
     start = time.perf_counter()
     history, groups = split.history, split.catalog.item_groups
     options = {k: v for k, v in generator_settings.items() if k != "tifu_params"}
@@ -74,7 +76,8 @@ def ranker_data(split: Split, weeks: int, generator_settings: dict, with_validat
     if not parts:
         raise ValueError(f"{split.name} split: no user has a basket in the {weeks} weeks before {split.cutoff}; "
                          "the rankers need at least one week of baskets after some history")
-    generator = CandidateGenerator(**generator_settings).fit(history, split.cutoff_day, groups)
+    if generator is None:
+        generator = CandidateGenerator(**generator_settings).fit(history, split.cutoff_day, groups)
     validation = None
     if with_validation:
         validation = labelled_candidates(history, split.cutoff_day, split.targets, generator_settings["tifu_params"],
@@ -86,8 +89,9 @@ def ranker_data(split: Split, weeks: int, generator_settings: dict, with_validat
 
 
 @task(name="ranker data", cache_policy=NO_CACHE, task_run_name="ranker data: {split.name}")
-def ranker_data_task(split: Split, weeks: int, generator_settings: dict, with_validation: bool = False) -> RankerData:
-    return ranker_data(split, weeks, generator_settings, with_validation)
+def ranker_data_task(split: Split, weeks: int, generator_settings: dict, with_validation: bool = False,
+                     generator: CandidateGenerator | None = None) -> RankerData:
+    return ranker_data(split, weeks, generator_settings, with_validation, generator)
 
 
 def build_ranker(architecture: dict, n_items: int) -> CandidateRanker:

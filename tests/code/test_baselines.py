@@ -1,13 +1,19 @@
-"""Baseline tiers and the Recommender on tiny hand-made histories."""
+"""Baseline tiers served by the node's engine, TIFU-KNN and top-k, on tiny hand-made histories."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from models.baselines import TIFUKNN, GTopFreq, PTopFreq
+from edge.bundle import init_keys, load_private_key, load_public_key
+from edge.engine import Engine
+from models.baselines import TIFUKNN
 from models.baskets import BasketHistory
+from models.candidates import CandidateGenerator
+from models.catalog import Catalog
 from models.ranking import top_k
-from models.recommender import Catalog, Recommender
+from models.tier_bundle import ServingData, TierScorer, lay_out, sign
+from tasks.tiers import BASELINE_SCORERS
 
 
 def history_from(baskets_per_user: list[list[list[int]]], n_items: int) -> BasketHistory:
@@ -49,16 +55,44 @@ def test_top_k_orders_ties_inside_the_k_by_index():
     assert top_k(scores[:, ::-1].copy(), 5)[0].tolist() == [[4, 0, 2, 3, 5]]
 
 
-def test_gtopfreq_is_popularity():
-    rec = Recommender(GTopFreq().fit(HISTORY), catalog_for(HISTORY), None, False)
-    idx, _ = rec.recommend_indices(np.array([0, 1]), 5)
-    assert idx.tolist() == [[0, 1, 2, 3, 4]] * 2  # the same for everyone, by baskets per item
+def baseline_engine(folder, tier: str, exclude_seen: bool = False, in_stock=None,
+                    tifu=dict(n_neighbors=1, group_size=2)) -> Engine:
+    """Baseline `tier` of HISTORY as a signed bundle, loaded by the engine as a node loads it."""
+    catalog = catalog_for(HISTORY, in_stock)
+    generator = CandidateGenerator(tifu).fit(HISTORY, cutoff_day=3.0)
+    data = ServingData.of(generator, catalog, HISTORY, pd.DataFrame({"item_id": catalog.item_ids}),
+                          "2024-01-01 00:00:00", "2024-01-04 00:00:00", exclude_seen, data_hash="tiny")
+    private, public = init_keys(folder / "keys")
+    lay_out(data, TierScorer(tier, BASELINE_SCORERS[tier]), folder / tier)
+    sign(folder / tier, load_private_key(private), {})
+    return Engine.load(folder / tier, load_public_key(public))
 
 
-def test_ptopfreq_buys_again_then_fills_with_popularity():
-    rec = Recommender(PTopFreq().fit(HISTORY), catalog_for(HISTORY), None, False)
-    idx, _ = rec.recommend_indices(np.array([1]), 5)
-    assert idx[0].tolist() == [3, 4, 0, 1, 2]  # own 3 (2 baskets), own 4 (1), then global popularity
+def items_for(engine: Engine, user: str, k: int, store: str | None = None) -> list[int]:
+    return [int(r.item_id[1:]) for r in engine.recommend(user, store, k).items]
+
+
+def test_gtopfreq_is_popularity(tmp_path):
+    engine = baseline_engine(tmp_path, "g_topfreq")
+    assert items_for(engine, "u0", 5) == items_for(engine, "u1", 5) == [0, 1, 2, 3, 4]  # by baskets per item
+
+
+def test_ptopfreq_buys_again_then_fills_with_popularity(tmp_path):
+    engine = baseline_engine(tmp_path, "p_topfreq")
+    assert items_for(engine, "u1", 5) == [3, 4, 0, 1, 2]  # own 3 (2 baskets), own 4 (1), then global popularity
+    # user 0: item 0 in 3 baskets; 1 and 2 in one each, tied on popularity too (2 baskets each)
+    assert items_for(engine, "u0", 3)[0] == 0 and set(items_for(engine, "u0", 3)) == {0, 1, 2}
+
+
+def test_tifu_knn_serves_its_own_ranking(tmp_path):
+    """Through the engine, TIFU-KNN's answer starts with its items of positive score, best first."""
+    engine = baseline_engine(tmp_path, "tifu_knn")
+    tier = TIFUKNN(n_neighbors=1, group_size=2).fit(HISTORY)
+    for user in range(HISTORY.n_users):
+        scores = tier.score(np.array([user]))[0]
+        positive = np.flatnonzero(scores > 0)
+        best = positive[np.argsort(-scores[positive], kind="stable")].tolist()
+        assert items_for(engine, f"u{user}", len(best)) == best
 
 
 def test_tifu_knn_user_vector_by_hand():
@@ -82,26 +116,15 @@ def test_tifu_knn_borrows_from_nearest_user():
     assert scores[0] > 0 and scores[3] == 0  # item 0 comes from the neighbour, item 3 from nobody
 
 
-def test_exclude_seen_store_filter_and_unknown_user():
-    catalog = catalog_for(HISTORY, in_stock=[[0, 1, 5], [2, 3, 4]])
-    rec = Recommender(PTopFreq().fit(HISTORY), catalog, HISTORY.user_item_counts(), exclude_seen=True)
-    idx, _ = rec.recommend_indices(np.array([0]), 6)
-    assert not set(idx[0]) & {0, 1, 2}  # user 0 bought 0, 1, 2
-    idx, _ = rec.recommend_indices(np.array([1]), 6, store=0)
-    assert set(idx[0][idx[0] >= 0]) <= {0, 1, 5}
-    frame = rec.recommend(["nobody"], k=4)
-    assert frame["item_id"].tolist() == ["i0", "i1", "i2", "i3"] and frame["rank"].tolist() == [1, 2, 3, 4]
-    with pytest.raises(KeyError, match="unknown store_id"):
-        rec.recommend(["u0"], store_id="s9")
-
-
-def test_save_and_load_give_the_same_recommendations(tmp_path):
-    tier = TIFUKNN(n_neighbors=1, group_size=2).fit(HISTORY)
-    rec = Recommender(tier, catalog_for(HISTORY), HISTORY.user_item_counts(), exclude_seen=True, meta={"x": 1})
-    loaded = Recommender.load(rec.save(tmp_path / "r"))
-    users = ["u0", "u1", "u2", "stranger"]
-    assert rec.recommend(users, 4).equals(loaded.recommend(users, 4))
-    assert loaded.meta["x"] == 1 and loaded.tier.params == tier.params
+def test_exclude_seen_store_filter_and_unknown_shopper_and_store(tmp_path):
+    engine = baseline_engine(tmp_path, "p_topfreq", exclude_seen=True, in_stock=[[0, 1, 5], [2, 3, 4]])
+    assert not set(items_for(engine, "u0", 6)) & {0, 1, 2}  # user 0 bought 0, 1, 2
+    assert set(items_for(engine, "u1", 6, store="s0")) <= {0, 1, 5}
+    stranger = engine.recommend("nobody", None, 4)
+    assert [r.item_id for r in stranger.items] == ["i0", "i1", "i2", "i3"] and not stranger.personalised
+    unknown_store = engine.recommend("u1", "s9", 6)
+    assert not unknown_store.known_store  # global popularity without u1's own items 3 and 4
+    assert [r.item_id for r in unknown_store.items] == ["i0", "i1", "i2", "i5"]
 
 
 def test_history_before_a_day_and_first_baskets_after_it():

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 
-import pandas as pd
 import pytest
 
 from lightpersml import config
@@ -33,37 +32,36 @@ def signing_keys(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def serving_dir(cj_slice, tmp_path_factory) -> Path:
-    """A deploy folder as the pipeline logs it: saved edge Recommender + shoppers' baskets + items."""
+    """A deploy folder as the pipeline logs it: the edge tier's bundle files, unsigned."""
     from data_contracts.completejourney import load_source
     from data_contracts.validation import validate_dataset
-    from tasks.bundle import write_serving_data
+    from models.scorers import RANKER, scorer_spec
+    from models.tier_bundle import TierScorer, lay_out
     from tasks.distill import STUDENTS
     from tasks.export import export_onnx, quantize_int8
     from tasks.features import build_splits
-    from tasks.tiers import ranking_recommender
+    from tasks.tiers import serving_data
     from tasks.train import RankerSpec, fit_ranker, generator_settings, ranker_data
 
     tmp = tmp_path_factory.mktemp("serving")
     clean, _ = validate_dataset(load_source(str(cj_slice)), tmp / "report", **vars(config.ValidationSettings()))
     splits, _ = build_splits(clean, clean.content_hash(), tmp / "features")
     deploy = splits["deploy"]
-    data = ranker_data(deploy, 2, generator_settings({"n_neighbors": 20, "group_size": 3}))
+    settings = generator_settings({"n_neighbors": 20, "group_size": 3})
+    shared, _ = serving_data(deploy, settings, clean.items, exclude_seen=False, data_hash=clean.content_hash())
+    data = ranker_data(deploy, 2, settings, generator=shared.generator)
     spec = RankerSpec(STUDENTS["edge"]["architecture"], lr=3e-3, weight_decay=1e-5, epochs=1)
     model, _ = fit_ranker(spec, data)
     int8 = quantize_int8(export_onnx(model, tmp / "edge.fp32.onnx", data.train.features.shape[1]), tmp / "edge.int8.onnx")
-    meta = {"trained_until": str(deploy.cutoff), "data_hash": clean.content_hash(), "evaluation_fit": False,
-            "origin": str(deploy.cutoff - pd.Timedelta(days=deploy.cutoff_day))}
-    folder = tmp / "deploy"
-    ranking_recommender("edge", "onnx", int8, model, spec, data, False, meta).save(folder)
-    write_serving_data(deploy, clean.items, folder)
-    return folder
+    return lay_out(shared, TierScorer("edge", scorer_spec(RANKER), int8, ranker_config=model.config), tmp / "deploy")
 
 
 def build_bundle(serving_dir: Path, private_key: Path, folder: Path, version: str) -> Path:
     from edge.bundle import load_private_key
-    from tasks.bundle import write_bundle
+    from models.tier_bundle import sign
 
-    write_bundle(serving_dir, folder, load_private_key(private_key), {"model_version": version, "registered_model": "test"})
+    shutil.copytree(serving_dir, folder)
+    sign(folder, load_private_key(private_key), {"model_version": version, "registered_model": "test"})
     return folder
 
 

@@ -61,7 +61,7 @@ def test_keys_are_not_overwritten_by_accident(tmp_path):
 
 def test_the_co_purchase_table_pairs_items_bought_together():
     from models.baskets import BasketHistory
-    from tasks.bundle import co_purchase_table
+    from models.tier_bundle import co_purchase_table
 
     # items 0 and 1 share three baskets, 0 and 2 one (below the 2-basket minimum)
     baskets = [np.array([0, 1]), np.array([0, 1]), np.array([0, 1, 2]), np.array([3])]
