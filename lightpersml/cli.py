@@ -177,6 +177,11 @@ def recommend(
     known = sum(u in opened.engine.user_index for u in users)
     console.print(f"{len(answers):,} rows for {len(frame):,} requests ({len(users):,} shoppers, {known:,} known) "
                   f"from {opened.source} → {out}")
+    stores = frame["store_id"].dropna()
+    unknown = int((~stores.isin(list(opened.engine.store_index))).sum())
+    if unknown:
+        console.print(f"[yellow]{unknown:,} requests at a store the bundle does not know: answered with global "
+                      "popularity and no stock filter, as a node answers them[/yellow]")
 
 
 @app.command()

@@ -40,7 +40,7 @@ def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_
     out = tmp_path / "recs.parquet"
     bought = set(zip(events[schema.USER_ID], events[schema.ITEM_ID]))
     for tier in ("p_topfreq", "edge"):
-        outcome = runner.invoke(app, ["recommend", "--model", tier, "--users", str(tmp_path / "u.txt"), "--out", str(out)])
+        outcome = runner.invoke(app, ["recommend", "--model", tier, "--requests", str(tmp_path / "u.txt"), "--out", str(out)])
         assert outcome.exit_code == 0, outcome.output
         recs = pd.read_parquet(out)
         assert len(recs) == 100 and not any((u, i) in bought for u, i in zip(recs["user_id"], recs["item_id"])), tier

@@ -7,6 +7,7 @@ import re
 import shutil
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -137,20 +138,25 @@ def test_the_candidate_passes_the_default_gates_and_promotion_is_refused_or_forc
 
 
 def test_recommend_output_reproduces_the_logged_metrics(slice_run, cj_slice, tmp_path):
-    """Export recommendations for the test users with the CLI, score them with the project's
-    metrics against the test baskets, and compare with what the tier's run logged."""
+    """Export recommendations for the test requests (each shopper at their basket's store and time)
+    with the CLI, score them with the project's metrics against the test baskets, and compare with
+    what the tier's run logged: both are the tier's bundle answering through the node's engine."""
     from tasks.features import build_splits
 
     splits, hit = build_splits(None, slice_run["data_hash"], config.state_dir() / "features")
     assert hit
     test = splits["test"]
-    users = [test.catalog.user_ids[u] for u in test.targets]
-    pd.DataFrame({"user_id": users}).to_csv(tmp_path / "users.csv", index=False)
+    users = sorted(test.targets)
+    pd.DataFrame({"user_id": [test.catalog.user_ids[u] for u in users],
+                  "store_id": [test.requests[u].store_id for u in users],
+                  "timestamp": pd.to_datetime([test.requests[u].at for u in users], unit="s", utc=True)}
+                 ).to_csv(tmp_path / "requests.csv", index=False)
     tier_runs = {r.data.tags["tier"]: r.info.run_id for r in child_runs(slice_run["run_id"])}
-    for tier in ("p_topfreq", "tifu_knn", "edge"):
+    for tier in ("g_topfreq", "p_topfreq", "tifu_knn", "edge"):
         out = tmp_path / f"{tier}.parquet"
         model = f"runs:/{tier_runs[tier]}/model"  # this pipeline run's tier, whatever ran after it
-        result = runner.invoke(app, ["recommend", "--model", model, "--users", str(tmp_path / "users.csv"), "--out", str(out)])
+        result = runner.invoke(app, ["recommend", "--model", model, "--requests", str(tmp_path / "requests.csv"),
+                                     "--out", str(out)])
         assert result.exit_code == 0, result.output
         recs = pd.read_parquet(out).sort_values(["user_id", "rank"])
         ranked = recs.groupby("user_id")["item_id"].apply(list).to_dict()
@@ -171,14 +177,44 @@ def test_recommend_respects_store_stock(slice_run, cj_slice, tmp_path):
     (tmp_path / "users.txt").write_text("\n".join(users) + "\nnew-shopper\n")
     out = tmp_path / "recs.csv"
     tifu = next(r.info.run_id for r in child_runs(slice_run["run_id"]) if r.data.tags["tier"] == "tifu_knn")
-    ask = ["recommend", "--model", f"runs:/{tifu}/model", "--users", str(tmp_path / "users.txt"), "--out", str(out), "--k", "5"]
+    ask = ["recommend", "--model", f"runs:/{tifu}/model", "--requests", str(tmp_path / "users.txt"), "--out", str(out),
+           "--k", "5"]
     result = runner.invoke(app, [*ask, "--store", store])
     assert result.exit_code == 0, result.output
     recs = pd.read_csv(out, dtype={"item_id": str, "user_id": str})
     assert set(recs["item_id"]) <= stocked
     assert recs.groupby("user_id").size().max() == 5 and "new-shopper" in set(recs["user_id"])
-    unknown = runner.invoke(app, [*ask, "--store", "no-such-store"])
-    assert unknown.exit_code == 2 and "unknown store_id" in unknown.output  # a usage error, named
+    unknown = runner.invoke(app, [*ask, "--store", "no-such-store"])  # as a node answers it, and said
+    assert unknown.exit_code == 0 and "21 requests at a store the bundle does not know" in " ".join(unknown.output.split())
+
+
+def test_recommend_exports_what_the_candidate_version_serves(slice_run, tmp_path):
+    """`recommend --model models:/NAME@candidate` answers from the registered refit's bundle (trained
+    on all data, past the test cutoff), exactly as that version's signed bundle does on a node."""
+    from edge.bundle import load_public_key
+    from edge.engine import Engine
+    from tasks.bundle import registry_bundle
+    from tasks.evaluate import signing_keys
+
+    (candidate,) = [v for v in versions_of(slice_run).values() if "candidate" in v["aliases"]]
+    private, public = signing_keys()
+    registry_bundle(tmp_path / "bundle", private, slice_run["model"], version=candidate["version"])
+    engine = Engine.load(tmp_path / "bundle", load_public_key(public))
+    test_cutoff = pd.Timestamp(mlflow.get_run(slice_run["run_id"]).data.params["test_cutoff"])
+    assert pd.Timestamp(engine.serving["trained_until"]) > test_cutoff  # the refit, not the evaluation fit
+    stores = engine.catalog.store_ids[np.argsort(-np.diff(engine.catalog.in_stock.indptr), kind="stable")[:3]]
+    users = [str(u) for u in engine.catalog.user_ids[:12]]
+    requests = pd.DataFrame({"user_id": users, "store_id": [str(stores[j % 3]) for j in range(len(users))]})
+    requests.to_csv(tmp_path / "requests.csv", index=False)
+    out = tmp_path / "recs.csv"
+    result = runner.invoke(app, ["recommend", "--model", f"models:/{slice_run['model']}@candidate",
+                                 "--requests", str(tmp_path / "requests.csv"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"version {candidate['version']} ({candidate['tier']}; " in result.output and "candidate" in result.output
+    exported = pd.read_csv(out, dtype=str)
+    for request in requests.itertuples(index=False):
+        expected = [r.item_id for r in engine.recommend(request.user_id, request.store_id, 10).items]
+        assert exported[exported["user_id"] == request.user_id]["item_id"].tolist() == expected
 
 
 def test_broken_data_stops_before_training_and_touches_nothing(prefect_api, cj_slice, tmp_path):
