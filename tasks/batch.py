@@ -62,7 +62,7 @@ def open_model(model: str, work_dir: Path, private_key: Path, public_key: Path) 
         aliases = ", ".join(manifest["aliases"]) or "no alias"
         source = f"{manifest['registered_model']} version {manifest['model_version']} ({manifest['tier']}; {aliases})"
         return OpenedModel(Engine.load(folder, bundle.load_public_key(public_key)), source)
-    if Path(model).is_dir():
+    if (Path(model) / bundle.MANIFEST).is_file() or ("/" in model and ":/" not in model):  # a folder, not a tier name
         engine = Engine.load(Path(model), bundle.load_public_key(public_key))
         return OpenedModel(engine, f"bundle {model} (version {engine.version}, {engine.serving['tier']})")
     import mlflow

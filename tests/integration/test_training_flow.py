@@ -321,3 +321,32 @@ def test_the_registered_edge_version_becomes_a_signed_bundle_a_node_serves(slice
     engine = Engine.load(tmp_path / "bundle", public)
     user = str(engine.catalog.user_ids[0])
     assert len(engine.recommend(user, str(engine.catalog.store_ids[0]), 10).items) == 10
+
+
+def test_a_real_node_serving_a_tier_bundle_scores_what_mlflow_logged(slice_run, tmp_path):
+    """The edge tier's logged bundle on a real node process, asked for every test shopper at their
+    basket's store: the protocol's metrics of its answers are the tier run's metrics."""
+
+    from tasks.evaluate import evaluate_recommendations, signing_keys
+    from tasks.features import build_splits
+    from tests.edge.conftest import NodeProcess
+
+    test = build_splits(None, slice_run["data_hash"], config.state_dir() / "features")[0]["test"]
+    run = next(r for r in child_runs(slice_run["run_id"]) if r.data.tags["tier"] == "edge")
+    engine = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").unwrap_python_model().engine
+    item_index = {str(item): j for j, item in enumerate(test.catalog.item_ids)}
+    node = NodeProcess(tmp_path, signing_keys()[1]).start(engine.folder)
+    try:
+        answers = {}
+        with node.client() as client:
+            for user in sorted(test.targets):
+                store = test.requests[user].store_id or "no-such-store"  # a node takes a store; unknown = none
+                body = client.get("/v1/recommendations", params={"user_id": str(test.catalog.user_ids[user]),
+                                                                 "store_id": store, "k": 10}).json()
+                answers[user] = [item_index[item["item_id"]] for item in body["items"]]
+    finally:
+        node.stop()
+    scored = evaluate_recommendations(answers, test)
+    for name in ("ndcg_at_10", "recall_at_10", "precision_at_10", "hr_at_10", "recall_repeat_at_10",
+                 "recall_explore_at_10", "coverage_at_10"):
+        assert scored[name] == pytest.approx(run.data.metrics[name], abs=1e-9), name
