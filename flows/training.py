@@ -109,7 +109,7 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
             rows += neural_tiers(splits, evaluation_data, tifu, settings, Path(tmp), parent_run_id, data_hash,
                                  split_info, clean.items, model_name)
         candidate = update_candidate_task(parent_run_id, config.Gates(), model_name)
-        create_markdown_artifact(key="candidate", markdown=f"**Candidate**: {candidate.summary()}",
+        create_markdown_artifact(key="candidate", markdown=candidate.markdown(),
                                  description=f"Alias candidate after this run (MLflow run {parent_run_id})")
         rows = log_latency_ratios(rows, CLOUD_TIER)
         log_summary_task(parent_run_id, rows, {"data_hash": data_hash, "profile": profile, "source": data, **split_info})

@@ -235,6 +235,24 @@ def gate_failures(version: str, gates: Gates, name: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class GateResult:
+    """One version checked against the gates: failures () means it passes."""
+
+    version: str
+    tier: str
+    ndcg_at_10: float | None
+    failures: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def tag(self) -> str:
+        """The version's `gate_results` tag."""
+        return "passed" if self.passed else "failed: " + "; ".join(self.failures)
+
+
+@dataclass(frozen=True)
 class CandidateChoice:
     """What `update_candidate` decided for one pipeline run of registered model `name`."""
 
@@ -244,6 +262,21 @@ class CandidateChoice:
     passing: int  # versions of the run that pass the gates
     versions: int  # versions the run registered
     unchanged_alias: str | None  # with version None: where `candidate` still points (an earlier run's), if anywhere
+    results: tuple[GateResult, ...] = ()  # every version of the run, as checked
+    gates: Gates | None = None
+
+    def markdown(self) -> str:
+        """The summary and a table of every version's gate results (parent run's gates.md, Prefect artifact)."""
+        lines = [f"**Candidate**: {self.summary()}", ""]
+        if self.gates is not None:
+            lines += [f"Gates: NDCG@10 ≥ {self.gates.min_ndcg_ratio_to_teacher:.0%} of the run's teacher, p99 ≤ "
+                      f"{self.gates.max_latency_p99_ms:g} ms, model ≤ {self.gates.max_model_size_mb:g} MB", ""]
+        lines += ["| version | tier | NDCG@10 | gates |", "|---|---|---|---|"]
+        for result in self.results:
+            ndcg = "–" if result.ndcg_at_10 is None else f"{result.ndcg_at_10:.4f}"
+            marker = " ← candidate" if result.version == self.version else ""
+            lines.append(f"| {result.version}{marker} | {result.tier} | {ndcg} | {result.tag()} |")
+        return "\n".join(lines) + "\n"
 
     def summary(self) -> str:
         if self.version is not None:
@@ -261,27 +294,33 @@ def update_candidate(pipeline_run_id: str, gates: Gates, name: str) -> Candidate
     was. The outcome is also the pipeline run's tag `candidate` (when that run exists)."""
     versions = _versions(name, pipeline_run_id)
     teacher = _teacher(name, pipeline_run_id) if versions else None
-    passing = []
+    passing, results = [], []
     for version in versions:
-        failures = _failures(version, gates, name, teacher)
-        tier = version.tags.get("tier", "?")
-        if failures:
-            log.info("version %s (%s) fails the gates: %s", version.version, tier, "; ".join(failures))
+        metrics = version_metrics(version)
+        result = GateResult(str(version.version), version.tags.get("tier", "?"), metrics.get("ndcg_at_10"),
+                            tuple(_failures(version, gates, name, teacher)))
+        results.append(result)
+        _client().set_model_version_tag(name, str(version.version), "gate_results", result.tag())
+        if result.passed:
+            passing.append((version, metrics))
         else:
-            passing.append((version, version_metrics(version)))
+            log.info("version %s (%s) fails the gates: %s", result.version, result.tier, "; ".join(result.failures))
     if passing:
         best, metrics = max(passing, key=lambda p: (p[1]["ndcg_at_10"], -p[1]["model_size_mb"], int(p[0].version)))
         _client().set_registered_model_alias(name, CANDIDATE, str(best.version))
-        choice = CandidateChoice(name, str(best.version), best.tags.get("tier"), len(passing), len(versions), None)
+        choice = CandidateChoice(name, str(best.version), best.tags.get("tier"), len(passing), len(versions), None,
+                                 tuple(results), gates)
     else:
         try:
             current = _client().get_registered_model(name).aliases.get(CANDIDATE)
         except MlflowException:  # no such registered model yet
             current = None
-        choice = CandidateChoice(name, None, None, 0, len(versions), None if current is None else str(current))
+        choice = CandidateChoice(name, None, None, 0, len(versions), None if current is None else str(current),
+                                 tuple(results), gates)
     (log.info if choice.version else log.warning)("%s (gates %s)", choice.summary(), gates)
     try:
         _client().set_tag(pipeline_run_id, "candidate", choice.summary())
+        _client().log_text(pipeline_run_id, choice.markdown(), "gates.md")
     except MlflowException:  # not a run of this store (e.g. a pipeline run id that never existed)
         pass
     return choice

@@ -166,6 +166,13 @@ def test_candidate_is_the_best_passing_version_of_its_own_pipeline_run(experimen
     assert aliases(name) == {"candidate": first["versions"]["small"]}
     assert mlflow.get_run(first["run_id"]).data.tags["candidate"] == choice.summary()
     assert choice.summary().startswith(f"alias candidate → version {first['versions']['small']} (small) of {name}")
+    # Every version records its gate results, and the parent run lists them all with the reasons.
+    client = mlflow.MlflowClient()
+    results = {tier: client.get_model_version(name, v).tags["gate_results"] for tier, v in first["versions"].items()}
+    assert results["small"] == "passed" and results["fp32"].startswith("failed: model size 1.5 MB exceeds")
+    table = mlflow.artifacts.load_text(f"runs:/{first['run_id']}/gates.md")
+    assert f"| {first['versions']['small']} ← candidate | small | 0.2910 | passed |" in table
+    assert all(f"| {v}" in table for v in first["versions"].values()) and results["fp32"] in table
 
     # A later run whose teacher is much weaker: its student passes against its own teacher only,
     # and the first run's versions (better NDCG) must not be considered.
