@@ -23,7 +23,8 @@ def _data_file(table: str) -> str:
 
 def load_completejourney(availability_weeks: int = 4) -> Dataset:
     """Load the contract tables. `availability_weeks`: how many of the last weeks of
-    availability to keep (one row per store, item and week; `valid_from` = the week's first day).
+    availability to keep (one row per store, item and week; `valid_from` = the week's last
+    transaction: the stock of a week is known once its sales are, so a split never sees it earlier).
     """
     transactions, products = _data_file("transactions"), _data_file("products")
     promotions, demographics = _data_file("promotions"), _data_file("demographics")
@@ -67,11 +68,11 @@ def load_completejourney(availability_weeks: int = 4) -> Dataset:
     stores = con.execute(
         f"SELECT DISTINCT CAST(store_id AS VARCHAR) AS {schema.STORE_ID} FROM '{transactions}' ORDER BY 1"
     ).df()
-    # Week w starts at the first timestamp of week w in the transactions (weeks run Mon 5am-ish).
+    # What a store sold or promoted in week w is known when the week's sales are: its last transaction.
     availability = con.execute(
         f"""
         WITH week_start AS (
-            SELECT week, date_trunc('day', min(transaction_timestamp)) AS valid_from
+            SELECT week, max(transaction_timestamp) AS valid_from
             FROM '{transactions}' GROUP BY week
         ), last_weeks AS (
             SELECT week FROM week_start ORDER BY week DESC LIMIT {int(availability_weeks)}

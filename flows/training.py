@@ -112,7 +112,8 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
         create_markdown_artifact(key="candidate", markdown=candidate.markdown(),
                                  description=f"Alias candidate after this run (MLflow run {parent_run_id})")
         rows = log_latency_ratios(rows, CLOUD_TIER)
-        log_summary_task(parent_run_id, rows, {"data_hash": data_hash, "profile": profile, "source": data, **split_info})
+        log_summary_task(parent_run_id, rows, {"data_hash": data_hash, "profile": profile, "source": data, **split_info},
+                         candidate, TEACHER_TIER)
         table = tier_table(rows)
         create_table_artifact(key="tiers", table=table.round(4).to_dict(orient="records"),
                               description=f"Tiers on {dataset.name} (test split, k={K})")

@@ -30,7 +30,7 @@ from models.catalog import Catalog
 log = logging.getLogger(__name__)
 
 BASKET_KEY = "basket_key"
-FEATURES_VERSION = 5  # bump when what is cached changes, so old caches are not read
+FEATURES_VERSION = 6  # bump when what is cached changes, so old caches are not read
 DAY = "day"  # days since the first event, float
 FEATURE_TABLES = ("item_features", "store_popularity")
 
@@ -152,7 +152,7 @@ def _item_groups(dataset: Dataset, item_index: pl.DataFrame) -> np.ndarray | Non
 
 
 def _catalog(before: pl.DataFrame, user_ids: np.ndarray, item_index: pl.DataFrame, features: dict,
-             dataset: Dataset) -> Catalog:
+             dataset: Dataset, cutoff: pd.Timestamp) -> Catalog:
     n_items = len(item_index)
     popularity = (item_index.join(features["item_features"].select(schema.ITEM_ID, "popularity"), on=schema.ITEM_ID, how="left")
                   .sort("i")["popularity"].fill_null(0).to_numpy().astype(np.float32))
@@ -171,11 +171,14 @@ def _catalog(before: pl.DataFrame, user_ids: np.ndarray, item_index: pl.DataFram
     store_popularity = store_matrix(features["store_popularity"], "baskets")
     sold = (store_popularity > 0).astype(np.float32)
     if dataset.availability is not None and len(dataset.availability):
-        # Per (store, item) the newest row (null valid_from: always valid); stock only filters
-        # serving, never the evaluation. A store without any stock rows stocks what it has sold.
+        # Per (store, item) the newest row known before the cutoff (null valid_from: always valid):
+        # the evaluation asks each shopper at their basket's store, so stock known later would leak
+        # what was bought there. A store without any such row stocks what it has sold.
         availability = pl.from_pandas(dataset.availability)
         if schema.VALID_FROM not in availability.columns:
             availability = availability.with_columns(pl.lit(None, dtype=pl.Datetime).alias(schema.VALID_FROM))
+        known = pl.col(schema.VALID_FROM).is_null() | (pl.col(schema.VALID_FROM) < _as_column_time(cutoff, availability))
+        availability = availability.filter(known)
         if schema.IN_STOCK not in availability.columns:
             availability = availability.with_columns(pl.lit(True).alias(schema.IN_STOCK))
         newest = (availability.sort(schema.VALID_FROM, nulls_last=False)
@@ -208,9 +211,21 @@ def build_split(lines: pl.DataFrame, dataset: Dataset, name: str, cutoff: pd.Tim
     targets = {u: set(i) for u, i in first.group_by("u").agg(pl.col("i")).iter_rows()}
     context = first.group_by("u").agg(pl.col(schema.STORE_ID).first(), pl.col(schema.TIMESTAMP).min())
     requests = {u: TargetRequest(store, _unix(at)) for u, store, at in context.iter_rows()}
-    catalog = _catalog(before, user_ids, item_index, features, dataset)
+    catalog = _catalog(before, user_ids, item_index, features, dataset, cutoff)
     return Split(name=name, cutoff=cutoff, end=end, cutoff_day=cutoff_day, history=history, catalog=catalog,
                  targets=targets, features=features, requests=requests)
+
+
+def _as_column_time(moment: pd.Timestamp, frame: pl.DataFrame):
+    """`moment` as a literal comparable with frame's valid_from column (naive or with its time zone)."""
+    dtype = frame.schema[schema.VALID_FROM]
+    zone = getattr(dtype, "time_zone", None)
+    moment = pd.Timestamp(moment)
+    if zone is None:
+        moment = moment.tz_convert("UTC").tz_localize(None) if moment.tzinfo is not None else moment
+    else:
+        moment = (moment.tz_localize("UTC") if moment.tzinfo is None else moment).tz_convert(zone)
+    return pl.lit(moment.to_pydatetime(), dtype=dtype if isinstance(dtype, pl.Datetime) else pl.Datetime)
 
 
 def _unix(moment) -> float:

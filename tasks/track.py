@@ -22,7 +22,7 @@ from tasks.evaluate import Served, evaluate_task, signed_bundle
 from tasks.features import Split
 from tasks.pyfunc_model import SIGNATURE
 from tasks.register import register_tier
-from tasks.tiers import FittedTier
+from tasks.tiers import BASELINE_TIERS, FittedTier
 
 SERVING_METRICS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "peak_memory_mb", "model_size_mb", "param_count")
 TIER_METRICS = METRIC_NAMES + SERVING_METRICS
@@ -43,13 +43,42 @@ def git_sha() -> str:
         return "unknown"
 
 
+EXPERIMENT_DESCRIPTION = (
+    "LightPersML pipeline runs on **{dataset}**. Each `training-…` run is one pipeline run; its child runs are the "
+    "tiers (baselines, teacher, distilled students), each measured by serving its signed edge bundle through the "
+    "node's engine on the test split (every shopper's first basket after the test cutoff, asked at that basket's "
+    "store). Compare tiers with the chart view or the parent run's `pareto.png`; promote a registered version with "
+    "`lightpersml promote`.")
+
+
+TIER_DESCRIPTIONS = {
+    "g_topfreq": "Baseline G-TopFreq: the store's best sellers in stock, the same for every shopper.",
+    "p_topfreq": "Baseline P-TopFreq (\"buy again\"): the shopper's own items by baskets with them, then the "
+                 "store's best sellers.",
+    "tifu_knn": "Baseline TIFU-KNN (tuned on validation): the shopper's time-decayed basket vector mixed with their "
+                "nearest shoppers'.",
+    "full": "Teacher: the tuned ranker over each shopper's candidates, fp32 ONNX.",
+    "full_torch": "The teacher's bundle served by PyTorch eager: the cloud latency reference, not deployable.",
+    "balanced": "Student distilled from the teacher, int8 ONNX (mid size).",
+    "edge": "Student distilled from the teacher, int8 ONNX, sized for edge nodes.",
+    "federated": "Edge-sized ranker trained across store groups with differential privacy, int8 ONNX.",
+}
+EVALUATION_NOTE = (" Metrics: its signed bundle answering every test shopper at their basket's store through the "
+                   "node's engine; latency and peak RSS from a fresh process serving the same bundle.")
+
+
 def experiment_id(dataset_name: str) -> str:
     """The experiment `lightpersml-<dataset>`, created with its artifacts under mlflow/artifacts/."""
     name = f"lightpersml-{dataset_name}"
+    tags = {"mlflow.experimentKind": "custom_model_development",  # the UI opens it as model training, not GenAI
+            "mlflow.note.content": EXPERIMENT_DESCRIPTION.format(dataset=dataset_name)}
     found = mlflow.get_experiment_by_name(name)
     if found:
+        for key, value in tags.items():
+            if key not in found.tags:  # an experiment made by an older version
+                mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
-    return mlflow.create_experiment(name, artifact_location=f"{config.mlflow_artifact_root()}/{name}")
+    return mlflow.create_experiment(name, artifact_location=f"{config.mlflow_artifact_root()}/{name}", tags=tags)
 
 
 def start_parent_run(dataset_name: str, profile: str, source: str) -> tuple[str, str]:
@@ -90,7 +119,7 @@ def log_tier_task(fitted: FittedTier, folder: Path, metrics: dict[str, float], p
     if missing:
         raise ValueError(f"tier {fitted.name} lacks metrics {missing}")
     tags = {"tier": fitted.name, "data_hash": data_hash, "git_sha": git_sha(), "fit": "evaluation",
-            "runtime": fitted.runtime}
+            "runtime": fitted.runtime, "mlflow.note.content": TIER_DESCRIPTIONS.get(fitted.name, fitted.name) + EVALUATION_NOTE}
     with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=fitted.name,
                           parent_run_id=parent_run_id, tags=tags) as run:
         mlflow.log_params({**fitted.params, **split_info, **{f"tuning_{k}": v for k, v in fitted.tuning.items()}})
@@ -161,26 +190,65 @@ def register_deploy_fit_task(run_id: str, fitted: FittedTier, data: ServingData,
     return version
 
 
-def pareto_plot(rows: list[dict], path: Path) -> Path:
-    """NDCG@10 against p99 latency, marker area growing with peak memory."""
+def pareto_frontier(rows: list[dict]) -> list[dict]:
+    """The rows no other row beats on both NDCG@10 (higher) and p99 latency (lower), fastest first."""
+    frontier, best = [], -1.0
+    for row in sorted(rows, key=lambda r: (r["latency_p99_ms"], -r["ndcg_at_10"])):
+        if row["ndcg_at_10"] > best:
+            frontier.append(row)
+            best = row["ndcg_at_10"]
+    return frontier
+
+
+def pareto_plot(rows: list[dict], path: Path, gates: config.Gates | None = None, teacher: str | None = None,
+                candidate: str | None = None) -> Path:
+    """NDCG@10 against p99 latency: marker area by model file size, baselines as squares, the Pareto
+    frontier, the gates (p99 maximum; NDCG minimum as a share of the `teacher` row's), and the
+    `candidate` tier ringed. Labels are placed so they never overprint (adjustText)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from adjustText import adjust_text
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row in rows:
-        ax.scatter(row["latency_p99_ms"], row["ndcg_at_10"], s=40 + 20 * row["peak_memory_mb"], alpha=0.6)
-        ax.annotate(row["tier"], (row["latency_p99_ms"], row["ndcg_at_10"]), textcoords="offset points", xytext=(5, 5))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    colors = plt.get_cmap("tab10")
+    sizes = [row.get("model_size_mb", 0.0) for row in rows]
+    biggest = max(max(sizes), 1e-6)
+    texts = []
+    for j, row in enumerate(rows):
+        x, y = row["latency_p99_ms"], row["ndcg_at_10"]
+        baseline = row["tier"] in BASELINE_TIERS
+        area = 60 + 900 * (sizes[j] / biggest) ** 0.5
+        ax.scatter(x, y, s=area, marker="s" if baseline else "o", color=colors(j % 10), alpha=0.7,
+                   edgecolors="black", linewidths=0.5, zorder=3)
+        if row["tier"] == candidate:
+            ax.scatter(x, y, s=area + 400, facecolors="none", edgecolors="crimson", linewidths=2, zorder=4)
+        label = f"{row['tier']}\n{y:.3f} · {x:.1f} ms · {sizes[j]:.2g} MB"
+        texts.append(ax.text(x, y, label + ("  ← candidate" if row["tier"] == candidate else ""), fontsize=8))
+    frontier = pareto_frontier(rows)
+    ax.step([r["latency_p99_ms"] for r in frontier], [r["ndcg_at_10"] for r in frontier], where="post",
+            color="grey", linestyle="--", linewidth=1, label="Pareto frontier", zorder=2)
+    if gates is not None:
+        ax.axvline(gates.max_latency_p99_ms, color="crimson", linestyle=":", linewidth=1,
+                   label=f"gate: p99 ≤ {gates.max_latency_p99_ms:g} ms")
+        reference = next((r for r in rows if r["tier"] == teacher), None)
+        if reference is not None:
+            floor = gates.min_ndcg_ratio_to_teacher * reference["ndcg_at_10"]
+            ax.axhline(floor, color="darkorange", linestyle=":", linewidth=1,
+                       label=f"gate: NDCG ≥ {gates.min_ndcg_ratio_to_teacher:.0%} of {teacher} ({floor:.3f})")
     latencies = [row["latency_p99_ms"] for row in rows]
-    if max(latencies) > 10 * min(latencies):  # tiers span orders of magnitude once neural tiers join
+    if max(latencies) > 10 * min(latencies):
         ax.set_xscale("log")
-    ax.margins(x=0.2, y=0.15)
-    ax.set_xlabel("p99 latency of one request (ms)")
-    ax.set_ylabel("NDCG@10 (test)")
-    ax.set_title("Tiers: quality vs latency (marker size = peak memory)")
+    ax.margins(x=0.25, y=0.2)
+    ax.grid(True, alpha=0.3)
+    ax.set_xlabel("p99 latency of one request through the edge engine (ms)")
+    ax.set_ylabel("NDCG@10 on the test split")
+    ax.set_title("Tiers: quality vs latency (area = model file size; squares = baselines)")
+    ax.legend(loc="lower right", fontsize=8)
+    adjust_text(texts, ax=ax, arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
 
@@ -193,14 +261,28 @@ def tier_table(rows: list[dict]) -> pd.DataFrame:
 
 @task(name="log pipeline summary", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
       task_run_name="log pipeline summary")
-def log_summary_task(parent_run_id: str, rows: list[dict], params: dict) -> None:
-    """Parent run: pipeline params, the tier table (JSON + Markdown) and the Pareto plot."""
+def log_summary_task(parent_run_id: str, rows: list[dict], params: dict, candidate=None,
+                     teacher: str | None = None) -> None:
+    """Parent run: pipeline params, the tier table (JSON + Markdown), the Pareto plot, and a
+    description with the best tier, the candidate and every version's gate results.
+    candidate: the run's `CandidateChoice` (None: no versions, e.g. a run that registers nothing)."""
     client = mlflow.MlflowClient()
     for key, value in params.items():
         client.log_param(parent_run_id, key, value)
     table = tier_table(rows)
+    gates = candidate.gates if candidate is not None else None
+    candidate_tier = candidate.tier if candidate is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "tiers.json").write_text(json.dumps(rows, indent=2, default=str))
         (Path(tmp) / "tiers.md").write_text(table.to_markdown(index=False, floatfmt=".4f"))
-        pareto_plot(rows, Path(tmp) / "pareto.png")
+        pareto_plot(rows, Path(tmp) / "pareto.png", gates, teacher, candidate_tier)
         client.log_artifacts(parent_run_id, tmp)
+    best = table.iloc[0]
+    description = [f"Best tier on the test split: **{best['tier']}** (NDCG@10 {best['ndcg_at_10']:.4f}, "
+                   f"p99 {best['latency_p99_ms']:.1f} ms).", ""]
+    if candidate is not None:
+        description += [candidate.markdown(), ""]
+    columns = [c for c in ("tier", "ndcg_at_10", "recall_at_10", "latency_p99_ms", "peak_memory_mb", "model_size_mb")
+               if c in table]
+    description.append(table[columns].to_markdown(index=False, floatfmt=".4f"))
+    client.set_tag(parent_run_id, "mlflow.note.content", "\n".join(description))

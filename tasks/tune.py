@@ -121,11 +121,13 @@ def tune_ranker(data: RankerData, n_trials: int, minutes: float, max_epochs: int
         parent.info.experiment_id, run_name="tuning full", tags={"mlflow.parentRunId": parent_run_id, "kind": "tuning",
                                                                 "study": study_name})
 
-    deadline = time.monotonic() + minutes * 60
+    started = time.monotonic()
+    deadline = started + minutes * 60
 
     def objective(trial: optuna.Trial) -> float:
         spec = ranker_space(trial, max_epochs)
         history: list[float] = []
+        pruned = None
         with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=f"trial {trial.number}",
                               parent_run_id=tuning_run.info.run_id, tags={"kind": "trial", "study": study_name}):
             mlflow.log_params({**trial.params, "trial": trial.number})
@@ -135,7 +137,6 @@ def tune_ranker(data: RankerData, n_trials: int, minutes: float, max_epochs: int
                 mlflow.log_metric("validation_ndcg_at_10", ndcg, step=epoch + 1)
                 trial.report(ndcg, epoch)
                 if trial.should_prune():
-                    mlflow.set_tag("state", "pruned")
                     raise optuna.TrialPruned(f"epoch {epoch + 1}: {ndcg:.4f} below the median")
                 if time.monotonic() > deadline and epoch + 1 < max_epochs:
                     raise OutOfTime
@@ -145,11 +146,17 @@ def tune_ranker(data: RankerData, n_trials: int, minutes: float, max_epochs: int
                 mlflow.set_tag("state", "complete")
             except OutOfTime:  # the budget binds mid-trial too; the epochs run so far still count
                 mlflow.set_tag("state", f"complete: stopped after epoch {len(history)}, time budget spent")
+            except optuna.TrialPruned as stop:  # the run itself finished: it is pruned, not failed
+                mlflow.set_tag("state", "pruned")
+                pruned = stop
             best = int(np.argmax(history))
             trial.set_user_attr("best_epoch", best + 1)
             mlflow.log_metrics({"best_validation_ndcg_at_10": history[best], "best_epoch": best + 1})
-        log.info("ranker trial %d: validation ndcg@10 %.4f at epoch %d %s", trial.number, history[best], best + 1,
-                 trial.params)
+        spent = (time.monotonic() - started) / 60
+        log.info("teacher trial %d/%d (%.1f of %g min): validation ndcg@10 %.4f at epoch %d%s %s", trial.number + 1,
+                 n_trials, spent, minutes, history[best], best + 1, ", pruned" if pruned else "", trial.params)
+        if pruned is not None:
+            raise pruned
         return history[best]
 
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]

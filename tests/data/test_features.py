@@ -105,6 +105,28 @@ def test_newest_availability_row_wins_and_unlisted_stores_stock_what_they_sold(c
     assert catalog.in_stock[o].nnz == (catalog.store_popularity[o] > 0).nnz > 0
 
 
+def test_a_split_sees_only_stock_known_before_its_cutoff(clean_slice, tmp_path):
+    """The evaluation filters each answer by its store's stock: a row valid from after the test
+    cutoff (e.g. what a store sold in the test weeks) must not reach the test split, only the refit."""
+    from data_contracts.dataset import Dataset
+
+    store = clean_slice.events[schema.STORE_ID].value_counts().index[0]
+    item_a, item_b = clean_slice.items[schema.ITEM_ID].iloc[:2]
+    newest = clean_slice.events[schema.TIMESTAMP].max()
+    availability = pd.DataFrame({
+        schema.STORE_ID: [store, store], schema.ITEM_ID: [item_a, item_b], schema.IN_STOCK: [True, True],
+        schema.VALID_FROM: [newest - pd.Timedelta(weeks=12), newest - pd.Timedelta(weeks=1)],  # before / after the test cutoff
+    })
+    splits, _ = build_splits(Dataset(**{**clean_slice.__dict__, "availability": availability}), "known", tmp_path)
+
+    def stocked(split):
+        catalog = split.catalog
+        return {catalog.item_ids[i] for i in catalog.in_stock[list(catalog.store_ids).index(store)].indices}
+
+    assert stocked(splits["test"]) == {item_a}
+    assert stocked(splits["deploy"]) == {item_a, item_b}
+
+
 def test_too_short_data_gets_a_clear_error(clean_slice, tmp_path):
     from data_contracts.dataset import Dataset
     from data_contracts.errors import DataContractError
