@@ -77,27 +77,27 @@ def serving_folder() -> Path:
     from data_contracts import schema
     from data_contracts.completejourney import load_completejourney
     from data_contracts.validation import validate_dataset
-    from tasks.bundle import write_serving_data
+    from models.scorers import RANKER, scorer_spec
+    from models.tier_bundle import TierScorer, lay_out
     from tasks.distill import STUDENTS
     from tasks.export import export_onnx, quantize_int8
     from tasks.features import build_splits
-    from tasks.tiers import ranking_recommender
+    from tasks.tiers import serving_data
     from tasks.train import RankerSpec, fit_ranker, generator_settings, ranker_data
 
     work = CACHE / "build"
     clean, _ = validate_dataset(load_completejourney(), work / "report", **vars(config.ValidationSettings()))
     splits, _ = build_splits(clean, clean.content_hash(), work / "features")
     deploy = splits["deploy"]
-    data = ranker_data(deploy, 2, generator_settings(TIFU_PARAMS))
+    settings = generator_settings(TIFU_PARAMS)
+    shared, _ = serving_data(deploy, settings, clean.items, exclude_seen=False, data_hash=clean.content_hash())
+    data = ranker_data(deploy, 2, settings, generator=shared.generator)
     spec = RankerSpec(STUDENTS["edge"]["architecture"], lr=3e-3, weight_decay=1e-5, epochs=1)
     model, _ = fit_ranker(spec, data)
     int8 = quantize_int8(export_onnx(model, work / "edge.fp32.onnx", data.train.features.shape[1]), work / "edge.int8.onnx")
-    meta = {"trained_until": str(deploy.cutoff), "data_hash": clean.content_hash(), "evaluation_fit": False,
-            "origin": str(deploy.origin)}
     staging = CACHE / "serving.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    ranking_recommender("edge", "onnx", int8, model, spec, data, False, meta).save(staging)
-    write_serving_data(deploy, clean.items, staging)
+    lay_out(shared, TierScorer("edge", scorer_spec(RANKER), int8, ranker_config=model.config), staging)
     usual = clean.events.groupby(schema.USER_ID)[schema.STORE_ID].agg(lambda s: s.mode().iloc[0])
     (staging / "usual_stores.json").write_text(json.dumps({str(k): str(v) for k, v in usual.items() if pd.notna(v)}))
     shutil.rmtree(folder, ignore_errors=True)
@@ -108,7 +108,7 @@ def serving_folder() -> Path:
 def signed_bundles(serving: Path) -> tuple[Path, list[Path]]:
     """The public key and two bundles of `serving` (model versions 1 and 2), built once."""
     from edge.bundle import PUBLIC_KEY, init_keys, load_private_key
-    from tasks.bundle import write_bundle
+    from models.tier_bundle import sign
 
     keys = CACHE / "keys"
     if not (keys / PUBLIC_KEY).exists():
@@ -118,8 +118,9 @@ def signed_bundles(serving: Path) -> tuple[Path, list[Path]]:
         folder = CACHE / f"bundle-v{version}"
         if not (folder / "manifest.sig").exists():
             shutil.rmtree(folder, ignore_errors=True)
-            write_bundle(serving, folder, load_private_key(keys / "bundle-signing.key"),
-                         {"model_version": version, "registered_model": "bench-edge-state"})
+            shutil.copytree(serving, folder, ignore=shutil.ignore_patterns("usual_stores.json"))
+            sign(folder, load_private_key(keys / "bundle-signing.key"),
+                 {"model_version": version, "registered_model": "bench-edge-state"})
         bundles.append(folder)
     return keys / PUBLIC_KEY, bundles
 

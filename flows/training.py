@@ -26,8 +26,8 @@ from tasks.register import update_candidate_task
 from tasks.tiers import (CLOUD_TIER, REGISTERED_TIERS, STUDENT_TIERS, TEACHER_TIER, TunedTifu, baseline_tiers,
                          export_rankers_task, fit_rankers_task, serving_data_task, tune_tifu_task)
 from tasks.track import (evaluate_and_log, finish_run, log_latency_ratios, log_row_metrics, log_summary_task,
-                         register_deploy_fit_task, start_parent_run, tier_bundle, tier_table)
-from tasks.evaluate import serve_and_score
+                         register_deploy_fit_task, run_link, start_parent_run, tier_bundle, tier_table)
+from tasks.evaluate import seed_spread, serve_and_score
 from tasks.train import generator_settings, ranker_data_task
 from tasks.tune import tune_ranker_task
 from tasks.validate import validate_task
@@ -44,8 +44,8 @@ def neural_tiers(splits: dict, evaluation_data, tifu: TunedTifu, settings: confi
     teacher_spec, tuning = tune_ranker_task(tuning_data, settings, config.state_dir() / "optuna" / "optuna.db",
                                             study_name, parent_run_id)
     del tuning_data
-    evaluation = fit_rankers_task(ranker_data_task(test, settings.training_weeks, generator,
-                                                   generator=evaluation_data.generator), teacher_spec)
+    training = ranker_data_task(test, settings.training_weeks, generator, generator=evaluation_data.generator)
+    evaluation = fit_rankers_task(training, teacher_spec)
     tiers = export_rankers_task(evaluation, folder / "evaluation", tifu.exclude_seen)
     tiers[TEACHER_TIER].tuning_seconds, tiers[TEACHER_TIER].tuning = tuning["seconds"], tuning
     rows, served = {}, {}
@@ -60,6 +60,17 @@ def neural_tiers(splits: dict, evaluation_data, tifu: TunedTifu, settings: confi
     # The exported teacher must rank like the PyTorch one on the real test requests.
     overlap = top_k_overlap(served[TEACHER_TIER].recommendations, served[CLOUD_TIER].recommendations)
     log_row_metrics(rows[CLOUD_TIER], {"onnx_torch_top10_overlap": overlap})
+    ndcgs = {tier: [rows[tier]["ndcg_at_10"]] for tier in (TEACHER_TIER, *STUDENT_TIERS)}
+    for seed in range(1, settings.seeds):  # how much each tier's NDCG moves from one training seed to the next
+        again = export_rankers_task(fit_rankers_task(training, teacher_spec, seed), folder / f"evaluation-{seed}",
+                                    tifu.exclude_seen)
+        for tier in ndcgs:
+            bundle = tier_bundle(again[tier], evaluation_data, folder / f"bundles-{seed}")
+            ndcgs[tier].append(serve_and_score(bundle, test).metrics["ndcg_at_10"])
+    del training
+    ndcgs[CLOUD_TIER] = ndcgs[TEACHER_TIER]
+    for tier, values in ndcgs.items():
+        log_row_metrics(rows[tier], seed_spread(values))
     deploy = splits["deploy"]
     deploy_data, _ = serving_data_task(deploy, generator, items, tifu.exclude_seen, data_hash)
     refit = fit_rankers_task(ranker_data_task(deploy, settings.training_weeks, generator,
@@ -72,7 +83,16 @@ def neural_tiers(splits: dict, evaluation_data, tifu: TunedTifu, settings: confi
     return list(rows.values())
 
 
-@flow(name="training", log_prints=True)
+def run_name() -> str:
+    """The flow run's name: profile, data and start time (UTC)."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    data = Path(str(parameters.get("data", "completejourney"))).name
+    return f"training {parameters.get('profile', 'quick')} on {data}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+
+@flow(name="training", log_prints=True, flow_run_name=run_name)
 def training_flow(data: str = "completejourney", profile: str = "quick", event_types: dict[str, str] | None = None,
                   max_bad_share: float | None = None) -> dict:
     """Train and evaluate every tier on `data` ("completejourney" or a folder of contract files).
@@ -104,19 +124,22 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
             evaluation_data, fit_seconds = serving_data_task(splits["test"], generator_settings(tifu.params),
                                                              clean.items, tifu.exclude_seen, data_hash)
             for fitted in baseline_tiers(evaluation_data, tifu, fit_seconds):
-                rows.append(evaluate_and_log(fitted, evaluation_data, Path(tmp) / "bundles", splits["test"],
-                                             settings.latency_requests, parent_run_id, data_hash, split_info)[0])
+                row, _ = evaluate_and_log(fitted, evaluation_data, Path(tmp) / "bundles", splits["test"],
+                                          settings.latency_requests, parent_run_id, data_hash, split_info)
+                log_row_metrics(row, seed_spread([row["ndcg_at_10"]]))  # deterministic: one fit
+                rows.append(row)
             rows += neural_tiers(splits, evaluation_data, tifu, settings, Path(tmp), parent_run_id, data_hash,
                                  split_info, clean.items, model_name)
         candidate = update_candidate_task(parent_run_id, config.Gates(), model_name)
-        create_markdown_artifact(key="candidate", markdown=candidate.markdown(),
+        create_markdown_artifact(key="candidate", markdown=f"{candidate.markdown()}\n{run_link(experiment_id, parent_run_id)}",
                                  description=f"Alias candidate after this run (MLflow run {parent_run_id})")
         rows = log_latency_ratios(rows, CLOUD_TIER)
         log_summary_task(parent_run_id, rows, {"data_hash": data_hash, "profile": profile, "source": data, **split_info},
                          candidate, TEACHER_TIER)
         table = tier_table(rows)
         create_table_artifact(key="tiers", table=table.round(4).to_dict(orient="records"),
-                              description=f"Tiers on {dataset.name} (test split, k={K})")
+                              description=f"Tiers on {dataset.name} (test split, k={K}), served through the edge "
+                                          f"engine; {run_link(experiment_id, parent_run_id)}")
         ok = True
     finally:
         finish_run(parent_run_id, ok)

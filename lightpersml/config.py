@@ -92,6 +92,7 @@ class Profile:
     training_weeks: int  # the same for the final fits (evaluation and deploy), which train once
     max_epochs: int  # epochs per teacher trial; the best epoch is kept
     latency_requests: int  # single-user requests timed per tier (after warm-up)
+    seeds: int = 3  # evaluation fits of the neural tiers (seeds 0…n-1): the spread of each tier's NDCG@10
     test_weeks: int = 4
     validation_weeks: int = 4
 
@@ -103,7 +104,7 @@ PROFILES = {
                     max_epochs=6, latency_requests=2000),
     # For tests and CI: every step runs, in seconds; the numbers mean nothing.
     "smoke": Profile(name="smoke", tuning_trials=3, tuning_minutes=2, tuning_weeks=2, training_weeks=2, max_epochs=2,
-                     latency_requests=100),
+                     latency_requests=100, seeds=2),
 }
 
 

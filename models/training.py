@@ -3,6 +3,8 @@ a teacher's scores (plain PyTorch)."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -11,6 +13,8 @@ import torch
 from models.candidates import LabelledCandidates
 from models.losses import distillation_loss, listwise_softmax_loss
 from models.ranker import CandidateRanker
+
+log = logging.getLogger(__name__)
 
 
 def ndcg_at_k(scores: np.ndarray, data: LabelledCandidates, k: int = 10) -> float:
@@ -37,13 +41,14 @@ def score(model: CandidateRanker, data: LabelledCandidates, batch_rows: int = 65
 def train_ranker(model: CandidateRanker, train: LabelledCandidates, validation: LabelledCandidates | None,
                  epochs: int, lr: float, weight_decay: float = 0.0, lists_per_batch: int = 256, seed: int = 0,
                  on_epoch: Callable[[int, float], None] | None = None, teacher_scores: np.ndarray | None = None,
-                 distill_weight: float = 0.0, temperature: float = 1.0) -> list[float]:
+                 distill_weight: float = 0.0, temperature: float = 1.0, label: str | None = None) -> list[float]:
     """Adam on the listwise softmax loss, `lists_per_batch` whole lists per step.
 
     Distillation: with `teacher_scores` (n_rows,) the loss is (1 − distill_weight) × listwise +
     distill_weight × KL(teacher ‖ student) within each list at `temperature` (models.losses).
     After each epoch the validation NDCG@10 (if `validation` is given) is passed to
-    `on_epoch(epoch, ndcg)`; an Optuna pruner can raise there. Returns the per-epoch NDCG@10.
+    `on_epoch(epoch, ndcg)`; an Optuna pruner can raise there. With a `label`, every epoch logs a
+    progress line (epoch, mean loss, seconds). Returns the per-epoch NDCG@10.
     """
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -54,6 +59,7 @@ def train_ranker(model: CandidateRanker, train: LabelledCandidates, validation: 
     teacher = torch.from_numpy(teacher_scores.astype(np.float32)) if teacher_scores is not None else None
     history = []
     for epoch in range(epochs):
+        started, losses = time.perf_counter(), []
         model.train()
         order = generator.permutation(len(bounds) - 1)
         for start in range(0, len(order), lists_per_batch):
@@ -68,6 +74,10 @@ def train_ranker(model: CandidateRanker, train: LabelledCandidates, validation: 
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            losses.append(float(loss))
+        if label:
+            log.info("%s: epoch %d/%d, mean loss %.4f, %.1fs", label, epoch + 1, epochs, float(np.mean(losses)),
+                     time.perf_counter() - started)
         if validation is not None:
             history.append(ndcg_at_k(score(model, validation), validation))
             if on_epoch:

@@ -31,6 +31,6 @@ def distill(name: str, teacher: CandidateRanker, teacher_spec: RankerSpec, data:
             seed: int = 0) -> tuple[CandidateRanker, RankerSpec]:
     """Train student `name` on `data` against the labels and `teacher`'s scores of the same lists."""
     spec = student_spec(name, teacher_spec)
-    student, _ = fit_ranker(spec, data, seed=seed, teacher=teacher)
+    student, _ = fit_ranker(spec, data, seed=seed, teacher=teacher, label=f"distil {name} on {data.split.name}, seed {seed}")
     log.info("distilled %s: %d parameters (teacher %d)", name, student.param_count(), teacher.param_count())
     return student, spec

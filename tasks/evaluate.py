@@ -93,6 +93,13 @@ def measure_serving(folder: Path, split: Split, count: int, k: int = 10, runtime
     return {key: measured[key] for key in SERVING_COSTS}
 
 
+def seed_spread(ndcgs: list[float]) -> dict[str, float]:
+    """NDCG@10 of one tier over its evaluation fits (one per seed): mean, sample std (0 for one fit), count."""
+    mean = sum(ndcgs) / len(ndcgs)
+    variance = sum((x - mean) ** 2 for x in ndcgs) / (len(ndcgs) - 1) if len(ndcgs) > 1 else 0.0
+    return {"ndcg_at_10_seed_mean": mean, "ndcg_at_10_seed_std": variance ** 0.5, "seeds": float(len(ndcgs))}
+
+
 def top_k_overlap(a: dict[int, list[int]], b: dict[int, list[int]], k: int = 10) -> float:
     """Mean over the users of `a` of |top-k(a) ∩ top-k(b)| / k, in [0, 1]."""
     return sum(len(set(a[u][:k]) & set(b.get(u, [])[:k])) / k for u in a) / len(a) if a else 1.0

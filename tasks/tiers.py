@@ -136,7 +136,7 @@ class RankerFit:
 def fit_rankers(data: RankerData, teacher_spec: RankerSpec, seed: int = 0) -> RankerFit:
     """Train the teacher with the tuned spec, then distil every student from it."""
     start = time.perf_counter()
-    teacher, _ = fit_ranker(teacher_spec, data, seed=seed)
+    teacher, _ = fit_ranker(teacher_spec, data, seed=seed, label=f"{TEACHER_TIER} on {data.split.name}, seed {seed}")
     models, specs = {TEACHER_TIER: teacher}, {TEACHER_TIER: teacher_spec}
     seconds = {TEACHER_TIER: time.perf_counter() - start}
     for name in STUDENT_TIERS:
@@ -146,9 +146,9 @@ def fit_rankers(data: RankerData, teacher_spec: RankerSpec, seed: int = 0) -> Ra
     return RankerFit(data, models, specs, seconds)
 
 
-@task(name="train and distil", cache_policy=NO_CACHE, task_run_name="train and distil: {data.split.name}")
-def fit_rankers_task(data: RankerData, teacher_spec: RankerSpec) -> RankerFit:
-    return fit_rankers(data, teacher_spec)
+@task(name="train and distil", cache_policy=NO_CACHE, task_run_name="train and distil: {data.split.name}, seed {seed}")
+def fit_rankers_task(data: RankerData, teacher_spec: RankerSpec, seed: int = 0) -> RankerFit:
+    return fit_rankers(data, teacher_spec, seed)
 
 
 def export_rankers(fit: RankerFit, folder: Path, exclude_seen: bool) -> dict[str, FittedTier]:

@@ -90,6 +90,14 @@ def start_parent_run(dataset_name: str, profile: str, source: str) -> tuple[str,
     return run.info.run_id, experiment
 
 
+UI_PORT = 5000  # `lightpersml ui`'s default
+
+
+def run_link(experiment: str, run_id: str) -> str:
+    """Markdown link to the run in the MLflow UI that `lightpersml ui` serves."""
+    return f"[MLflow run {run_id}](http://127.0.0.1:{UI_PORT}/#/experiments/{experiment}/runs/{run_id}) (`lightpersml ui`)"
+
+
 def finish_run(run_id: str, ok: bool) -> None:
     mlflow.MlflowClient().set_terminated(run_id, "FINISHED" if ok else "FAILED")
 

@@ -99,7 +99,7 @@ def build_ranker(architecture: dict, n_items: int) -> CandidateRanker:
 
 
 def fit_ranker(spec: RankerSpec, data: RankerData, seed: int = 0, teacher: CandidateRanker | None = None,
-               on_epoch=None) -> tuple[CandidateRanker, list[float]]:
+               on_epoch=None, label: str | None = None) -> tuple[CandidateRanker, list[float]]:
     """Train a fresh ranker of `spec` on `data.train` (distilling `teacher` when given).
 
     Returns the model and its per-epoch validation NDCG@10 (empty without validation lists).
@@ -109,5 +109,5 @@ def fit_ranker(spec: RankerSpec, data: RankerData, seed: int = 0, teacher: Candi
     teacher_scores = score(teacher, data.train) if teacher is not None else None
     history = train_ranker(model, data.train, data.validation, spec.epochs, spec.lr, spec.weight_decay, seed=seed,
                            on_epoch=on_epoch, teacher_scores=teacher_scores, distill_weight=spec.distill_weight,
-                           temperature=spec.temperature)
+                           temperature=spec.temperature, label=label)
     return model.eval(), history
