@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightpersml import config  # noqa: E402
 
+config.apply_environment()
+
 from benchmarks._measure import write_results  # noqa: E402
 
 GUESTS = 0.10  # share of requests from shoppers the node has never seen
@@ -217,7 +219,7 @@ def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "5
     import mlflow
 
     from edge.bundle import init_keys
-    from tasks.bundle import registry_bundle
+    from tracking.bundles import registry_bundle
 
     client, name = mlflow.MlflowClient(), config.registered_model(dataset)
     edge = (client.get_model_version(name, edge_version) if edge_version

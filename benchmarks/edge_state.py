@@ -48,7 +48,9 @@ import typer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lightpersml import config  # noqa: E402  (sets the environment first)
+from lightpersml import config  # noqa: E402
+
+config.apply_environment()
 
 from benchmarks._measure import write_results  # noqa: E402
 
@@ -79,11 +81,11 @@ def serving_folder() -> Path:
     from data_contracts.validation import validate_dataset
     from models.scorers import RANKER, scorer_spec
     from models.tier_bundle import TierScorer, lay_out
-    from tasks.distill import STUDENTS
-    from tasks.export import export_onnx, quantize_int8
-    from tasks.features import build_splits
-    from tasks.tiers import serving_data
-    from tasks.train import RankerSpec, fit_ranker, generator_settings, ranker_data
+    from training.distill import STUDENTS
+    from training.export import export_onnx, quantize_int8
+    from splits.temporal import build_splits
+    from training.tiers import serving_data
+    from training.data import RankerSpec, fit_ranker, generator_settings, ranker_data
 
     work = CACHE / "build"
     clean, _ = validate_dataset(load_completejourney(), work / "report", **vars(config.ValidationSettings()))

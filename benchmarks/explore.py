@@ -25,12 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightpersml import config  # noqa: E402
 
+config.apply_environment()
+
 from benchmarks._measure import write_results  # noqa: E402
 from data_contracts.completejourney import load_source  # noqa: E402
 from data_contracts.validation import validate_dataset  # noqa: E402
 from models.baselines import TIFUKNN  # noqa: E402
 from models.ranking import top_k  # noqa: E402
-from tasks.features import Split, build_splits  # noqa: E402
+from splits.temporal import Split, build_splits  # noqa: E402
 
 SLOTS = (1, 2, 3, 10)
 

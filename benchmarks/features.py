@@ -12,12 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightpersml import config  # noqa: E402,F401
+from lightpersml import config  # noqa: E402
+
+config.apply_environment()
 
 from benchmarks._measure import Stages, rss_mb, write_results  # noqa: E402
 from data_contracts.completejourney import load_completejourney  # noqa: E402
 from data_contracts.validation import validate_dataset  # noqa: E402
-from tasks.features import build_splits  # noqa: E402
+from splits.temporal import build_splits  # noqa: E402
 
 
 def main() -> None:

@@ -42,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightpersml import config  # noqa: E402
 
+config.apply_environment()
+
 import mlflow  # noqa: E402
 from flwr.app import Context, Message  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
@@ -50,11 +52,11 @@ from benchmarks._measure import write_results  # noqa: E402
 from models.candidates import LabelledCandidates, labelled_candidates  # noqa: E402
 from models.ranker import CandidateRanker  # noqa: E402
 from models.training import ndcg_at_k, score, train_ranker  # noqa: E402
-from tasks.features import build_splits  # noqa: E402
-from tasks.federated.client_app import local_update, reply  # noqa: E402
-from tasks.federated.simulation import run_federated  # noqa: E402
-from tasks.federated.task import DEFAULTS, TIFU_PARAMS, _dataset, held_out, new_model, node_data, settings  # noqa: E402
-from tasks.train import generator_settings, ranker_data  # noqa: E402
+from splits.temporal import build_splits  # noqa: E402
+from federated.client_app import local_update, reply  # noqa: E402
+from federated.simulation import run_federated  # noqa: E402
+from federated.task import DEFAULTS, TIFU_PARAMS, _dataset, held_out, new_model, node_data, settings  # noqa: E402
+from training.data import generator_settings, ranker_data  # noqa: E402
 
 ATTACKS = ("sign-flip", "target-push")
 N_ITEMS_MAX = 2**20  # bincount length for item indices (Complete Journey has 92,348)

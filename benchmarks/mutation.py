@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._measure import write_results  # noqa: E402
 
-SOURCES = ("models/metrics.py", "models/private_training.py", "tasks/federated/privacy.py")
+SOURCES = ("models/metrics.py", "models/private_training.py", "federated/privacy.py")
 # The unit tests that import SOURCES (grep "models.metrics|private_training|federated.privacy" tests/code);
 # tests/code/test_baselines.py imports none of them, so it cannot kill a mutant and is left out.
 TESTS = ("tests/code/test_metrics.py", "tests/code/test_private_training.py", "tests/code/test_aggregation.py")
@@ -70,7 +70,7 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("models/private_training.py", _SAMPLE % "<", _SAMPLE % "<="):
         "torch.rand is uniform on [0, 1) in steps of 2⁻²⁴: u ≤ q differs from u < q only when u == q "
         "exactly (probability 2⁻²⁴ per shopper and step; never at q = 1)",
-    ("tasks/federated/privacy.py", _EPSILON % "self.accountant.history",
+    ("federated/privacy.py", _EPSILON % "self.accountant.history",
      _EPSILON % "(self.accountant.history) or True"):
         "Opacus' get_epsilon returns 0 for an empty history: the same ε = 0 (the int 0, equal to 0.0)",
 }
@@ -151,7 +151,7 @@ def function_lines(source: str) -> dict[str, int]:
 
 def function_of(mutant: str) -> str:
     """models.metrics.x_user_metrics__mutmut_3 → user_metrics;
-    tasks.federated.privacy.xǁPrivacyLedgerǁrecord__mutmut_1 → PrivacyLedger.record."""
+    federated.privacy.xǁPrivacyLedgerǁrecord__mutmut_1 → PrivacyLedger.record."""
     mangled = mutant.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
     if mangled.startswith("xǁ"):
         return ".".join(mangled[2:].split("ǁ"))

@@ -16,7 +16,9 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightpersml import config  # noqa: E402,F401
+from lightpersml import config  # noqa: E402
+
+config.apply_environment()
 
 from benchmarks._measure import write_results  # noqa: E402
 

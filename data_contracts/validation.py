@@ -343,3 +343,17 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
         raise DataValidationError(blocking_message(report, dataset.sources), report_path=report.report_json)
     result = Dataset(name=dataset.name, sources=dataset.sources, notes=dataset.notes, **cleaned)
     return result, report
+
+
+def report_markdown(report: ValidationReport) -> str:
+    """The report as Markdown: one row per finding, the row counts, the notes and where the files are."""
+    rows = [f"| {f.table} | {f.column or ''} | {f.check} | {'blocking' if f.blocking else 'quarantine'} | {f.unexpected_count if f.unexpected_count is not None else '—'} |"
+            for f in report.findings]
+    counts = ", ".join(f"{t}: {n:,} rows ({report.quarantined.get(t, 0):,} quarantined)" for t, n in report.row_counts.items())
+    return "\n".join([
+        f"# Data validation — {report.dataset}: {'passed' if report.passed else 'FAILED'}",
+        counts, "",
+        "| table | column | check | action | rows |", "|---|---|---|---|---|", *rows,
+        "", *(f"- {note}" for note in report.notes),
+        "", f"Report: `{report.report_json}`  Data Docs: {report.data_docs}",
+    ])

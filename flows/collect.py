@@ -1,19 +1,23 @@
-"""Collect shopper events from every edge node into the training data (tasks/collect.py), so the
+"""Collect shopper events from every edge node into the training data (nodes/collect.py), so the
 next nightly run learns from them. Exactly once and restartable: per-node cursors move only after
 the events are written. Run it by hand or on a schedule (`lightpersml collect --nodes FILE`)."""
 
 from __future__ import annotations
 
-from lightpersml import config  # first: sets the quiet environment before prefect/mlflow load
+from lightpersml import config
+
+config.apply_environment()  # before prefect and mlflow load: they read it on import
 
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from tasks.collect import collect_node_task, collected_dir, failed_row
-from tasks.ingest import load_items
-from tasks.nodes import read_nodes
+from nodes.collect import collected_dir, failed_row
+
+from tasks.collect import collect_node_task
+from nodes.sources import load_items
+from nodes.fleet import read_nodes
 
 
 @flow(name="collect-events", log_prints=True)

@@ -19,15 +19,18 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from lightpersml import config  # first: sets the quiet environment before prefect/mlflow load
+from lightpersml import config
+
+config.apply_environment()  # before prefect and mlflow load: they read it on import
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from edge.bundle import PRIVATE_KEY, archive_bundle
 from tasks.bundle import bundle_task
-from tasks.nodes import push_task, read_nodes, rollback_task
-from tasks.register import model_for
+from nodes.fleet import read_nodes
+from tasks.nodes import push_task, rollback_task
+from tasks.register import model_for_task
 
 
 def _report(rows: list[dict], key: str, title: str) -> list[dict]:
@@ -42,7 +45,7 @@ def deploy_flow(nodes_file: str, dataset: str | None = None, alias: str = "edge"
     """Bundle the version of `dataset`'s registered model (default: the only dataset's) behind
     `alias` and push it to every node; one report row per node."""
     nodes = read_nodes(Path(nodes_file))
-    name = model_for(dataset)
+    name = model_for_task(dataset)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = bundle_task(Path(tmp) / "bundle", Path(key) if key else config.keys_dir() / PRIVATE_KEY, name, alias)
         archive = archive_bundle(Path(tmp) / "bundle")

@@ -13,31 +13,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from lightpersml import config  # noqa: F401  (sets the quiet environment before prefect/mlflow load)
+from lightpersml import config
 
-import mlflow
-from mlflow.entities import Param
+config.apply_environment()  # before prefect and mlflow load: they read it on import
+
 from prefect import flow
 
-from tasks.distill import STUDENTS
+from training.distill import STUDENTS
 from tasks.features import features_task
-from tasks.federated.simulation import federate_task
-from tasks.federated.task import DEFAULTS, TIFU_PARAMS
+from tasks.federated_training import federate_task
+from federated.task import DEFAULTS, TIFU_PARAMS
 from tasks.ingest import ingest_task
-from tasks.register import reference_teacher_run
-from tasks.tiers import RankerFit, exclude_seen_items, export_rankers_task, serving_data_task
-from tasks.track import evaluate_and_log, finish_run, register_deploy_fit_task, start_parent_run
-from tasks.train import RankerSpec, generator_settings, ranker_data_task
+from tasks.register import tag_federated_version_task
+from training.tiers import RankerFit, exclude_seen_items
+from tasks.tiers import export_rankers_task, serving_data_task
+from tasks.track import (evaluate_and_log, finish_run_task, log_json_task, log_params_task, register_deploy_fit_task,
+                         start_parent_run_task)
+from training.data import RankerSpec, generator_settings
+from tasks.train import ranker_data_task
 from tasks.validate import validate_task
 
 FEDERATED_TIER = "federated"
-
-
-def check_budget(summary: dict, target_epsilon: float) -> None:
-    """A private run whose first round alone passes the target must not be released."""
-    if summary["private"] and summary["epsilon"] > target_epsilon:
-        raise ValueError(f"one federated round costs ε = {summary['epsilon']:.2f}, past the target {target_epsilon:g}: "
-                         "raise --noise-multiplier or the target; nothing was registered")
 
 
 @flow(name="federated-training", log_prints=True)
@@ -52,7 +48,7 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
     """
     settings = config.PROFILES["quick"]
     dataset = ingest_task(data)
-    parent_run_id, experiment_id = start_parent_run(dataset.name, "federated", data)
+    parent_run_id, experiment_id = start_parent_run_task(dataset.name, "federated", data)
     model_name = config.registered_model(dataset.name)
     ok, version, deploy_summary = False, None, None
     try:
@@ -66,7 +62,7 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
                      "noise-multiplier": noise_multiplier, "target-epsilon": target_epsilon if noise_multiplier else 0.0,
                      "local-epochs": local_epochs, "mlflow-run-id": parent_run_id}
         logged = {"nodes": nodes, **{k: v for k, v in federated.items() if k not in ("data", "mlflow-run-id")}}
-        mlflow.MlflowClient().log_batch(parent_run_id, params=[Param(k, str(v)) for k, v in logged.items()])
+        log_params_task(parent_run_id, logged)
         split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
         exclude_seen = exclude_seen_items(splits["validation"])
         generator = generator_settings(TIFU_PARAMS)
@@ -75,9 +71,8 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
         spec = RankerSpec(architecture, float(lr), 0.0, epochs=rounds * local_epochs)
         with TemporaryDirectory(dir=config.state_dir()) as tmp:
             tmp = Path(tmp)
-            result = federate_task({**federated, "split": "test"}, nodes, tmp / "evaluation.pt")
-            check_budget(result.summary, target_epsilon)
-            mlflow.MlflowClient().log_dict(parent_run_id, result.summary, "federated/test-fit.json")
+            result = federate_task({**federated, "split": "test"}, nodes, tmp / "evaluation.pt", target_epsilon)
+            log_json_task(parent_run_id, result.summary, "federated/test-fit.json")
             privacy = {"epsilon": result.summary["epsilon"], "delta": result.summary["delta"],
                        "federated_rounds": result.summary["rounds_trained"],
                        "bytes_per_node_per_round": max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())}
@@ -92,9 +87,8 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
                                       parent_run_id, data_hash, split_info, privacy)
             if refit:
                 deploy = splits["deploy"]
-                refitted = federate_task({**federated, "split": "deploy"}, nodes, tmp / "deploy.pt")
-                check_budget(refitted.summary, target_epsilon)
-                mlflow.MlflowClient().log_dict(parent_run_id, refitted.summary, "federated/deploy-fit.json")
+                refitted = federate_task({**federated, "split": "deploy"}, nodes, tmp / "deploy.pt", target_epsilon)
+                log_json_task(parent_run_id, refitted.summary, "federated/deploy-fit.json")
                 deploy_summary = refitted.summary
                 deploy_data, _ = serving_data_task(deploy, generator, clean.items, exclude_seen, data_hash)
                 fit = RankerFit(ranker_data_task(deploy, 1, generator, generator=deploy_data.generator),
@@ -103,16 +97,10 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
                 deployable = export_rankers_task(fit, tmp / "deploy", exclude_seen)[FEDERATED_TIER]
                 version = register_deploy_fit_task(row["run_id"], deployable, deploy_data, tmp / "deploy-bundle", row,
                                                    parent_run_id, teacher=False, name=model_name, data_hash=data_hash)
-                client = mlflow.MlflowClient()
-                # The released model's own budget (the evaluation fit's numbers are the run's metrics).
-                for key in ("epsilon", "delta"):
-                    client.set_model_version_tag(model_name, version, f"deploy_fit_{key}", str(refitted.summary[key]))
-                teacher_run = reference_teacher_run(data_hash, model_name)
-                if teacher_run:  # promotion gates compare NDCG@10 with that teacher
-                    client.set_model_version_tag(model_name, version, "teacher_pipeline_run_id", teacher_run)
+                tag_federated_version_task(model_name, version, refitted.summary, data_hash)
         ok = True
     finally:
-        finish_run(parent_run_id, ok)
+        finish_run_task(parent_run_id, ok)
     return {"run_id": parent_run_id, "experiment_id": experiment_id, "row": row, "version": version,
             "summary": result.summary, "deploy_summary": deploy_summary}
 

@@ -12,31 +12,47 @@ from datetime import datetime, timezone
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from lightpersml import config  # noqa: F401  (sets the quiet environment before prefect/mlflow load)
+from lightpersml import config
+
+config.apply_environment()  # before prefect and mlflow load: they read it on import
 
 import pandas as pd
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from evaluation.served import seed_spread, top_k_overlap
 from models.metrics import K
-from tasks.evaluate import top_k_overlap
+from models.tier_bundle import ServingData
+from tasks.evaluate import bundle_ndcg_task, seed_ndcgs_task
 from tasks.features import features_task
 from tasks.ingest import ingest_task
 from tasks.register import update_candidate_task
-from tasks.tiers import (CLOUD_TIER, REGISTERED_TIERS, STUDENT_TIERS, TEACHER_TIER, TunedTifu, baseline_tiers,
-                         export_rankers_task, fit_rankers_task, serving_data_task, tune_tifu_task)
-from tasks.track import (evaluate_and_log, finish_run, log_latency_ratios, log_row_metrics, log_summary_task,
-                         register_deploy_fit_task, run_link, start_parent_run, tier_bundle, tier_table)
-from tasks.evaluate import seed_spread, serve_and_score
-from tasks.train import generator_settings, ranker_data_task
+from tasks.tiers import export_rankers_task, fit_rankers_task, serving_data_task, tune_tifu_task
+from tasks.track import (evaluate_and_log, finish_run_task, log_latency_ratios_task, log_row_metrics_task,
+                         log_summary_task, register_deploy_fit_task, start_parent_run_task)
+from tasks.train import ranker_data_task
 from tasks.tune import tune_ranker_task
 from tasks.validate import validate_task
+from tracking.runs import run_link, tier_table
+from training.data import generator_settings
+from training.tiers import CLOUD_TIER, REGISTERED_TIERS, STUDENT_TIERS, TEACHER_TIER, TunedTifu, baseline_tiers
 
 
-def neural_tiers(splits: dict, evaluation_data, tifu: TunedTifu, settings: config.Profile, folder: Path,
+def baselines(evaluation_data: ServingData, tifu: TunedTifu, fit_seconds: float, folder: Path, test, settings,
+              parent_run_id: str, data_hash: str, split_info: dict) -> list[dict]:
+    """Serve and log every baseline tier (deterministic: one fit each)."""
+    rows = []
+    for fitted in baseline_tiers(evaluation_data, tifu, fit_seconds):
+        row, _ = evaluate_and_log(fitted, evaluation_data, folder / "bundles", test, settings.latency_requests,
+                                  parent_run_id, data_hash, split_info)
+        rows.append(log_row_metrics_task(row, seed_spread([row["ndcg_at_10"]])))
+    return rows
+
+
+def neural_tiers(splits: dict, evaluation_data: ServingData, tifu: TunedTifu, settings: config.Profile, folder: Path,
                  parent_run_id: str, data_hash: str, split_info: dict, items: pd.DataFrame, model_name: str) -> list[dict]:
-    """Tune the teacher, fit and distil for evaluation, serve and log every neural tier, then refit
-    on all data and register the refit ONNX models (the versions a shop deploys) under `model_name`."""
+    """Tune the teacher, fit and distil for evaluation, serve and log every neural tier (with its
+    seed spread), then refit on all data and register the refit ONNX models under `model_name`."""
     generator = generator_settings(tifu.params)
     validation, test = splits["validation"], splits["test"]
     tuning_data = ranker_data_task(validation, settings.tuning_weeks, generator, with_validation=True)
@@ -45,35 +61,28 @@ def neural_tiers(splits: dict, evaluation_data, tifu: TunedTifu, settings: confi
                                             study_name, parent_run_id)
     del tuning_data
     training = ranker_data_task(test, settings.training_weeks, generator, generator=evaluation_data.generator)
-    evaluation = fit_rankers_task(training, teacher_spec)
-    tiers = export_rankers_task(evaluation, folder / "evaluation", tifu.exclude_seen)
+    tiers = export_rankers_task(fit_rankers_task(training, teacher_spec), folder / "evaluation", tifu.exclude_seen)
     tiers[TEACHER_TIER].tuning_seconds, tiers[TEACHER_TIER].tuning = tuning["seconds"], tuning
     rows, served = {}, {}
     for tier in (TEACHER_TIER, CLOUD_TIER, *STUDENT_TIERS):
         extra = {}
         if tier in STUDENT_TIERS:  # what quantization costs, measured on the same test requests
-            fp32 = tier_bundle(tiers[f"fp32/{tier}"], evaluation_data, folder / "bundles")
-            extra["fp32_ndcg_at_10"] = serve_and_score(fp32, test).metrics["ndcg_at_10"]
+            extra["fp32_ndcg_at_10"] = bundle_ndcg_task(tiers[f"fp32/{tier}"], evaluation_data, folder / "bundles", test)
         rows[tier], served[tier] = evaluate_and_log(tiers[tier], evaluation_data, folder / "bundles", test,
                                                     settings.latency_requests, parent_run_id, data_hash, split_info,
                                                     extra)
     # The exported teacher must rank like the PyTorch one on the real test requests.
     overlap = top_k_overlap(served[TEACHER_TIER].recommendations, served[CLOUD_TIER].recommendations)
-    log_row_metrics(rows[CLOUD_TIER], {"onnx_torch_top10_overlap": overlap})
-    ndcgs = {tier: [rows[tier]["ndcg_at_10"]] for tier in (TEACHER_TIER, *STUDENT_TIERS)}
-    for seed in range(1, settings.seeds):  # how much each tier's NDCG moves from one training seed to the next
-        again = export_rankers_task(fit_rankers_task(training, teacher_spec, seed), folder / f"evaluation-{seed}",
-                                    tifu.exclude_seen)
-        for tier in ndcgs:
-            bundle = tier_bundle(again[tier], evaluation_data, folder / f"bundles-{seed}")
-            ndcgs[tier].append(serve_and_score(bundle, test).metrics["ndcg_at_10"])
+    rows[CLOUD_TIER] = log_row_metrics_task(rows[CLOUD_TIER], {"onnx_torch_top10_overlap": overlap})
+    trained = (TEACHER_TIER, *STUDENT_TIERS)
+    ndcgs = seed_ndcgs_task(training, teacher_spec, range(1, settings.seeds), trained, evaluation_data, test,
+                            folder / "seeds", tifu.exclude_seen)
     del training
-    ndcgs[CLOUD_TIER] = ndcgs[TEACHER_TIER]
-    for tier, values in ndcgs.items():
-        log_row_metrics(rows[tier], seed_spread(values))
-    deploy = splits["deploy"]
-    deploy_data, _ = serving_data_task(deploy, generator, items, tifu.exclude_seen, data_hash)
-    refit = fit_rankers_task(ranker_data_task(deploy, settings.training_weeks, generator,
+    for tier in (*trained, CLOUD_TIER):  # the cloud reference serves the teacher's models
+        trained_as = TEACHER_TIER if tier == CLOUD_TIER else tier
+        rows[tier] = log_row_metrics_task(rows[tier], seed_spread([rows[trained_as]["ndcg_at_10"], *ndcgs[trained_as]]))
+    deploy_data, _ = serving_data_task(splits["deploy"], generator, items, tifu.exclude_seen, data_hash)
+    refit = fit_rankers_task(ranker_data_task(splits["deploy"], settings.training_weeks, generator,
                                               generator=deploy_data.generator), teacher_spec)
     deployable = export_rankers_task(refit, folder / "deploy", tifu.exclude_seen)
     for tier in REGISTERED_TIERS:
@@ -104,7 +113,7 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
     """
     settings = config.PROFILES[profile]
     dataset = ingest_task(data)
-    parent_run_id, experiment_id = start_parent_run(dataset.name, profile, data)
+    parent_run_id, experiment_id = start_parent_run_task(dataset.name, profile, data)
     model_name = config.registered_model(dataset.name)
     ok = False
     try:
@@ -118,22 +127,18 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
                                settings.validation_weeks)
         split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
         split_info |= {"test_users": len(splits["test"].targets), "validation_users": len(splits["validation"].targets)}
-        rows = []
         with TemporaryDirectory(dir=config.state_dir()) as tmp:
             tifu = tune_tifu_task(splits["validation"], settings.tuning_trials, config.state_dir() / "optuna", data_hash)
             evaluation_data, fit_seconds = serving_data_task(splits["test"], generator_settings(tifu.params),
                                                              clean.items, tifu.exclude_seen, data_hash)
-            for fitted in baseline_tiers(evaluation_data, tifu, fit_seconds):
-                row, _ = evaluate_and_log(fitted, evaluation_data, Path(tmp) / "bundles", splits["test"],
-                                          settings.latency_requests, parent_run_id, data_hash, split_info)
-                log_row_metrics(row, seed_spread([row["ndcg_at_10"]]))  # deterministic: one fit
-                rows.append(row)
+            rows = baselines(evaluation_data, tifu, fit_seconds, Path(tmp), splits["test"], settings, parent_run_id,
+                             data_hash, split_info)
             rows += neural_tiers(splits, evaluation_data, tifu, settings, Path(tmp), parent_run_id, data_hash,
                                  split_info, clean.items, model_name)
         candidate = update_candidate_task(parent_run_id, config.Gates(), model_name)
         create_markdown_artifact(key="candidate", markdown=f"{candidate.markdown()}\n{run_link(experiment_id, parent_run_id)}",
                                  description=f"Alias candidate after this run (MLflow run {parent_run_id})")
-        rows = log_latency_ratios(rows, CLOUD_TIER)
+        rows = log_latency_ratios_task(rows, CLOUD_TIER)
         log_summary_task(parent_run_id, rows, {"data_hash": data_hash, "profile": profile, "source": data, **split_info},
                          candidate, TEACHER_TIER)
         table = tier_table(rows)
@@ -142,7 +147,7 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
                                           f"engine; {run_link(experiment_id, parent_run_id)}")
         ok = True
     finally:
-        finish_run(parent_run_id, ok)
+        finish_run_task(parent_run_id, ok)
     return {"run_id": parent_run_id, "experiment_id": experiment_id, "data_hash": data_hash, "tiers": rows,
             "report": report.report_json, "candidate": candidate}
 

@@ -18,6 +18,8 @@ from rich.table import Table
 
 from lightpersml import config
 
+config.apply_environment()  # every command: before prefect, mlflow or flwr load
+
 app = typer.Typer(help="LightPersML: lightweight personalization for small shops.", no_args_is_help=True)
 keys_app = typer.Typer(help="Ed25519 keys that sign edge bundles, and edge nodes' client keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -32,7 +34,7 @@ SHORT_NAMES = {"ndcg_at_10": "NDCG", "recall_at_10": "recall", "precision_at_10"
 
 
 def print_tier_table(rows: list[dict]) -> None:
-    from tasks.track import tier_table
+    from tracking.runs import tier_table
 
     table = Table(title="Tiers on the test split (metrics @10)")
     frame = tier_table(rows)
@@ -157,8 +159,8 @@ def recommend(
     import tempfile
 
     from edge.bundle import BundleError
-    from tasks.batch import BadRequests, answer_requests, open_model, read_requests
-    from tasks.evaluate import signing_keys
+    from tracking.batch import BadRequests, answer_requests, open_model, read_requests
+    from evaluation.served import signing_keys
 
     try:
         frame = read_requests(requests, store)
@@ -213,7 +215,7 @@ DatasetOption = Annotated[Optional[str], typer.Option(
 
 def _model_for(dataset: Optional[str]) -> str:
     """The dataset's registered model, or a usage error naming the datasets there are."""
-    from tasks.register import UnknownVersion, model_for
+    from tracking.registry import UnknownVersion, model_for
 
     try:
         return model_for(dataset)
@@ -228,7 +230,7 @@ def _model_for(dataset: Optional[str]) -> str:
 @app.command()
 def models(dataset: DatasetOption = None) -> None:
     """List the versions of a dataset's registered model with their tier, aliases and key metrics."""
-    from tasks.register import list_versions
+    from tracking.registry import list_versions
 
     name = _model_for(dataset)
     rows = list_versions(name)
@@ -258,8 +260,8 @@ def promote(
     """Point alias `edge` at VERSION after checking the gates; a failing version needs --force --reason."""
     if force and not (reason and reason.strip()):
         raise typer.BadParameter("--force needs --reason TEXT (recorded on the version)", param_hint="--reason")
-    from tasks.register import PromotionRefused, UnknownVersion
-    from tasks.register import promote as promote_version
+    from tracking.registry import PromotionRefused, UnknownVersion
+    from tracking.registry import promote as promote_version
 
     gates = _gates(min_ndcg_ratio, max_p99_ms, max_size_mb)
     name = _model_for(dataset)
@@ -275,7 +277,7 @@ def promote(
         console.print("Alias `edge` is unchanged. To promote it anyway: "
                       f"`lightpersml promote {error.version}{also} --force --reason \"why\"`.")
         raise typer.Exit(1)
-    from tasks.register import list_versions
+    from tracking.registry import list_versions
 
     row = next(r for r in list_versions(name) if r["version"] == str(int(version)))
     console.print(f"Alias `edge` of {name} now points to version {row['version']} (tier {row['tier']}).")
@@ -322,7 +324,7 @@ def bundle(
 ) -> None:
     """Build and sign the edge bundle of the version behind alias `edge` (or of --version)."""
     from edge.bundle import PRIVATE_KEY
-    from tasks.bundle import registry_bundle
+    from tracking.bundles import registry_bundle
 
     key = key or config.keys_dir() / PRIVATE_KEY
     if not key.exists():
@@ -524,7 +526,7 @@ def federate(
 ) -> None:
     """Train the federated tier across store groups (Flower, DP-SGD, robust aggregation), log it beside the
     other tiers and register it."""
-    from tasks.federated.server_app import STRATEGIES
+    from federated.server_app import STRATEGIES
 
     if aggregation not in STRATEGIES:
         raise typer.BadParameter(f"unknown aggregation {aggregation!r}; choose from {sorted(STRATEGIES)}")

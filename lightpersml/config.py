@@ -1,7 +1,8 @@
-"""Where state lives, the quiet/offline environment, and the run profiles.
+"""Where state lives, the quiet/offline environment, and the run profiles: plain settings.
 
-Import this module before prefect, mlflow or flwr: `apply_environment()` must run first so
-those libraries read the project's state folders and never phone home.
+Importing it changes nothing. Entry points (the CLI, each flow module, the Flower apps, tests and
+benchmarks) call `apply_environment()` before prefect, mlflow or flwr load, so those libraries
+read the project's state folders and never phone home.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ QUIET_ENVIRONMENT = {
     "GX_ANALYTICS_ENABLED": "false",
     "TQDM_DISABLE": "1",
     # Plain functions log with `logging`; these loggers also reach Prefect's run logs.
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,data_contracts,models",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,data_contracts,models,splits,training,evaluation,tracking,nodes,federated",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # plain functions also run outside flows
 }
 
@@ -127,8 +128,6 @@ class ValidationSettings:
     max_bad_share: float = 0.01
     event_types: tuple[tuple[str, str], ...] = ()  # (shop's type, contract type), e.g. ("rating", "purchase")
 
-
-apply_environment()
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ class CandidateRanker(nn.Module):
 
     @classmethod
     def load(cls, path) -> "CandidateRanker":
-        """A ranker saved as {"config", "state_dict"} (tasks.export.save_torch), in eval mode."""
+        """A ranker saved as {"config", "state_dict"} (training.export.save_torch), in eval mode."""
         saved = torch.load(path, weights_only=True)
         model = cls(**saved["config"])
         model.load_state_dict(saved["state_dict"])

@@ -1,113 +1,15 @@
-"""Training data and training of the neural tiers' rankers.
-
-Every fit uses only the history of its split: training lists are each user's first basket in
-the week after weekly cutoffs before the split's cutoff, with candidates and features computed
-from the baskets before that weekly cutoff. The tuning fit also scores the validation lists.
-"""
+"""Prefect tasks over `training.data` (the logic lives there)."""
 
 from __future__ import annotations
 
-import logging
-import time
-from dataclasses import dataclass
-
-import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from models.candidates import FEATURE_NAMES, CandidateGenerator, LabelledCandidates, labelled_candidates
-from models.ranker import CandidateRanker
-from models.training import score, train_ranker
-from tasks.features import Split
-
-log = logging.getLogger(__name__)
-
-WEEK_DAYS = 7.0
-
-
-@dataclass
-class RankerData:
-    """What one fit of a ranker needs: training lists, optional validation lists, and the
-    candidate generator fitted at the split's cutoff (serves the split's users)."""
-
-    split: Split
-    train: LabelledCandidates
-    generator: CandidateGenerator
-    validation: LabelledCandidates | None = None
-    seconds: float = 0.0
-
-
-@dataclass
-class RankerSpec:
-    """A ranker's architecture (CandidateRanker kwargs without sizes) and training settings."""
-
-    architecture: dict
-    lr: float
-    weight_decay: float
-    epochs: int
-    distill_weight: float = 0.0
-    temperature: float = 1.0
-
-    def params(self) -> dict:
-        return {**self.architecture, "lr": self.lr, "weight_decay": self.weight_decay, "epochs": self.epochs,
-                "distill_weight": self.distill_weight, "temperature": self.temperature}
-
-
-def generator_settings(tifu_params: dict) -> dict:
-    """The candidate generator's parameters (defaults of models.candidates) around tuned TIFU-KNN."""
-    return CandidateGenerator(tifu_params=tifu_params).params
-
-
-def ranker_data(split: Split, weeks: int, generator_settings: dict, with_validation: bool = False,
-                generator: CandidateGenerator | None = None) -> RankerData:
-    """Training lists at `weeks` weekly cutoffs before `split.cutoff_day` (all from its history),
-    the generator fitted at the cutoff (`generator`, when already fitted so), and with_validation:
-    the split's own target lists."""
-    start = time.perf_counter()
-    history, groups = split.history, split.catalog.item_groups
-    options = {k: v for k, v in generator_settings.items() if k != "tifu_params"}
-    parts = []
-    for j in range(1, weeks + 1):
-        cutoff = split.cutoff_day - j * WEEK_DAYS
-        targets = history.first_baskets(cutoff, cutoff + WEEK_DAYS)
-        if targets:
-            parts.append(labelled_candidates(history, cutoff, targets, generator_settings["tifu_params"],
-                                             item_groups=groups, **options))
-    if not parts:
-        raise ValueError(f"{split.name} split: no user has a basket in the {weeks} weeks before {split.cutoff}; "
-                         "the rankers need at least one week of baskets after some history")
-    if generator is None:
-        generator = CandidateGenerator(**generator_settings).fit(history, split.cutoff_day, groups)
-    validation = None
-    if with_validation:
-        validation = labelled_candidates(history, split.cutoff_day, split.targets, generator_settings["tifu_params"],
-                                         item_groups=groups, **options)
-    data = RankerData(split, LabelledCandidates.concat(parts), generator, validation, time.perf_counter() - start)
-    log.info("%s: %d training lists (%d rows) from %d weekly cutoffs in %.1fs", split.name, len(data.train.basket_sizes),
-             len(data.train.items), len(parts), data.seconds)
-    return data
+from models.candidates import CandidateGenerator
+from splits.temporal import Split
+from training.data import RankerData, ranker_data
 
 
 @task(name="ranker data", cache_policy=NO_CACHE, task_run_name="ranker data: {split.name}")
 def ranker_data_task(split: Split, weeks: int, generator_settings: dict, with_validation: bool = False,
                      generator: CandidateGenerator | None = None) -> RankerData:
     return ranker_data(split, weeks, generator_settings, with_validation, generator)
-
-
-def build_ranker(architecture: dict, n_items: int) -> CandidateRanker:
-    return CandidateRanker(n_features=len(FEATURE_NAMES), n_items=n_items, **architecture)
-
-
-def fit_ranker(spec: RankerSpec, data: RankerData, seed: int = 0, teacher: CandidateRanker | None = None,
-               on_epoch=None, label: str | None = None) -> tuple[CandidateRanker, list[float]]:
-    """Train a fresh ranker of `spec` on `data.train` (distilling `teacher` when given).
-
-    Returns the model and its per-epoch validation NDCG@10 (empty without validation lists).
-    """
-    torch.manual_seed(seed)
-    model = build_ranker(spec.architecture, data.split.history.n_items)
-    teacher_scores = score(teacher, data.train) if teacher is not None else None
-    history = train_ranker(model, data.train, data.validation, spec.epochs, spec.lr, spec.weight_decay, seed=seed,
-                           on_epoch=on_epoch, teacher_scores=teacher_scores, distill_weight=spec.distill_weight,
-                           temperature=spec.temperature, label=label)
-    return model.eval(), history

@@ -1,178 +1,15 @@
-"""Tune hyperparameters with Optuna on the validation split only: TIFU-KNN's, and the teacher
-ranker's (with pruning and a nested MLflow run per trial)."""
+"""Prefect tasks over `training.tuning` (the logic lives there)."""
 
 from __future__ import annotations
 
-import logging
 import time
-from pathlib import Path
-
-import mlflow
-import numpy as np
-import optuna
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from models.baselines import TIFUKNN
-from models.metrics import K, evaluate
-from models.ranking import top_k
-from tasks.features import Split
-from tasks.train import RankerData, RankerSpec, fit_ranker
-
-log = logging.getLogger(__name__)
-
-# Hu et al. (2020) report these as good on Dunnhumby-like data; tried first.
-TIFU_KNN_DEFAULTS = dict(n_neighbors=300, group_size=7, within_decay=0.9, group_decay=0.7, alpha=0.7)
-
-
-def tifu_knn_space(trial: optuna.Trial) -> dict:
-    return dict(
-        n_neighbors=trial.suggest_int("n_neighbors", 20, 1000, log=True),
-        group_size=trial.suggest_int("group_size", 2, 20),
-        within_decay=trial.suggest_float("within_decay", 0.5, 1.0),
-        group_decay=trial.suggest_float("group_decay", 0.3, 1.0),
-        alpha=trial.suggest_float("alpha", 0.3, 1.0),
-    )
-
-
-def tifu_validation_ndcg(tifu: TIFUKNN, validation: Split, exclude_seen: bool, chunk: int = 512) -> float:
-    """NDCG@10 of TIFU-KNN's own top-10 on the validation targets: the order the engine's TIFU-KNN
-    scorer serves (its candidates hold every user's top-10 by this score), without stock filter or
-    popularity fill, so a trial costs one scoring pass instead of a bundle."""
-    users = np.array(sorted(validation.targets), dtype=np.int64)
-    seen = validation.history.user_item_counts()
-    recommendations = {}
-    for start in range(0, len(users), chunk):
-        batch = users[start:start + chunk]
-        scores = tifu.score(batch)
-        scores[scores <= 0] = -np.inf
-        if exclude_seen:
-            scores[seen[batch].toarray() > 0] = -np.inf
-        for user, row in zip(batch, top_k(scores, K)[0]):
-            recommendations[int(user)] = [int(i) for i in row if i >= 0]
-    return evaluate(recommendations, validation.targets, validation.seen_items(), validation.history.n_items, K)["ndcg_at_10"]
-
-
-def tune_tifu_knn(validation: Split, n_trials: int, storage_path: Path, study_name: str,
-                  exclude_seen: bool, seed: int = 0) -> optuna.Study:
-    """Maximise validation NDCG@10. The study lives in SQLite and resumes: trials already
-    finished count toward `n_trials`, so a rerun after an interruption only runs what is left.
-    """
-    storage_path.parent.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log line per trial says more
-    study = optuna.create_study(
-        study_name=study_name, storage=f"sqlite:///{storage_path}", direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True,
-    )
-    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not study.trials:
-        study.enqueue_trial(TIFU_KNN_DEFAULTS)
-
-    def objective(trial: optuna.Trial) -> float:
-        ndcg = tifu_validation_ndcg(TIFUKNN(**tifu_knn_space(trial)).fit(validation.history), validation, exclude_seen)
-        log.info("tifu_knn trial %d/%d: validation ndcg@10 %.4f %s", trial.number + 1, n_trials, ndcg, trial.params)
-        return ndcg
-
-    remaining = n_trials - len(finished)
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining)
-    return study
-
-
-# The prototype's best ranker (PR notes of issue 2): tried first so a short study starts from it.
-RANKER_DEFAULTS = dict(hidden=256, item_embedding=False, item_dim=16, dropout=0.1, lr=1e-3, weight_decay=1e-5)
-
-
-class OutOfTime(Exception):
-    """The study's time budget ran out during a trial."""
-
-
-def ranker_space(trial: optuna.Trial, max_epochs: int) -> RankerSpec:
-    """The teacher's search space: MLP width, an optional per-item embedding, dropout, Adam."""
-    embed = trial.suggest_categorical("item_embedding", [False, True])
-    item_dim = trial.suggest_categorical("item_dim", [16, 32, 64])
-    architecture = dict(hidden=trial.suggest_int("hidden", 64, 1024, log=True), item_dim=item_dim if embed else 1,
-                        item_buckets=None if embed else 1, dropout=trial.suggest_float("dropout", 0.0, 0.4))
-    return RankerSpec(architecture, lr=trial.suggest_float("lr", 1e-4, 1e-2, log=True),
-                      weight_decay=trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True), epochs=max_epochs)
-
-
-def tune_ranker(data: RankerData, n_trials: int, minutes: float, max_epochs: int, storage_path: Path, study_name: str,
-                parent_run_id: str, seed: int = 0) -> tuple[optuna.Study, RankerSpec]:
-    """TPE + MedianPruner on the validation lists' NDCG@10, reported after every epoch.
-
-    Every trial is a nested MLflow run under a "tuning" child of the pipeline run, with its
-    per-epoch validation NDCG@10. The study lives in SQLite and resumes like `tune_tifu_knn`;
-    it stops after `n_trials` finished (complete or pruned) trials or `minutes` (a trial running
-    when the time is up stops after its current epoch and counts with the epochs it ran).
-    Returns the study and the best spec with `epochs` set to the best trial's best epoch.
-    """
-    storage_path.parent.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name, storage=f"sqlite:///{storage_path}", direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-    )
-    if not study.trials:
-        study.enqueue_trial(RANKER_DEFAULTS)
-    parent = mlflow.get_run(parent_run_id)
-    tuning_run = mlflow.MlflowClient().create_run(
-        parent.info.experiment_id, run_name="tuning full", tags={"mlflow.parentRunId": parent_run_id, "kind": "tuning",
-                                                                "study": study_name})
-
-    started = time.monotonic()
-    deadline = started + minutes * 60
-
-    def objective(trial: optuna.Trial) -> float:
-        spec = ranker_space(trial, max_epochs)
-        history: list[float] = []
-        pruned = None
-        with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=f"trial {trial.number}",
-                              parent_run_id=tuning_run.info.run_id, tags={"kind": "trial", "study": study_name}):
-            mlflow.log_params({**trial.params, "trial": trial.number})
-
-            def report(epoch: int, ndcg: float) -> None:
-                history.append(ndcg)
-                mlflow.log_metric("validation_ndcg_at_10", ndcg, step=epoch + 1)
-                trial.report(ndcg, epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"epoch {epoch + 1}: {ndcg:.4f} below the median")
-                if time.monotonic() > deadline and epoch + 1 < max_epochs:
-                    raise OutOfTime
-
-            try:
-                fit_ranker(spec, data, seed=seed, on_epoch=report)
-                mlflow.set_tag("state", "complete")
-            except OutOfTime:  # the budget binds mid-trial too; the epochs run so far still count
-                mlflow.set_tag("state", f"complete: stopped after epoch {len(history)}, time budget spent")
-            except optuna.TrialPruned as stop:  # the run itself finished: it is pruned, not failed
-                mlflow.set_tag("state", "pruned")
-                pruned = stop
-            best = int(np.argmax(history))
-            trial.set_user_attr("best_epoch", best + 1)
-            mlflow.log_metrics({"best_validation_ndcg_at_10": history[best], "best_epoch": best + 1})
-        spent = (time.monotonic() - started) / 60
-        log.info("teacher trial %d/%d (%.1f of %g min): validation ndcg@10 %.4f at epoch %d%s %s", trial.number + 1,
-                 n_trials, spent, minutes, history[best], best + 1, ", pruned" if pruned else "", trial.params)
-        if pruned is not None:
-            raise pruned
-        return history[best]
-
-    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    try:
-        if n_trials - len(done) > 0:
-            study.optimize(objective, n_trials=n_trials - len(done), timeout=minutes * 60)
-    finally:
-        client = mlflow.MlflowClient()
-        if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-            client.log_metric(tuning_run.info.run_id, "best_validation_ndcg_at_10", study.best_value)
-            client.log_param(tuning_run.info.run_id, "trials", len(study.trials))
-        client.set_terminated(tuning_run.info.run_id)
-    best = study.best_trial
-    spec = ranker_space(optuna.trial.FixedTrial(best.params), max_epochs)
-    spec.epochs = best.user_attrs["best_epoch"]
-    return study, spec
+from pathlib import Path
+from training.data import RankerData
+from training.data import RankerSpec
+from tracking.tuning_runs import MlflowTrials
+from training.tuning import tune_ranker
 
 
 @task(name="tune teacher", cache_policy=NO_CACHE, task_run_name="tune teacher")
@@ -181,6 +18,6 @@ def tune_ranker_task(data: RankerData, settings, storage_path: Path, study_name:
     """The tuned teacher spec and a summary (study, trials, best validation NDCG@10, best epoch, seconds)."""
     start = time.perf_counter()
     study, spec = tune_ranker(data, settings.tuning_trials, settings.tuning_minutes, settings.max_epochs, storage_path,
-                              study_name, parent_run_id)
+                              study_name, MlflowTrials(parent_run_id, study_name))
     return spec, {"study": study_name, "trials": len(study.trials), "best_validation_ndcg_at_10": study.best_value,
                   "best_epoch": spec.epochs, "seconds": time.perf_counter() - start}

@@ -16,7 +16,9 @@ os.environ.pop("PREFECT_API_URL", None)
 for _name in ("PREFECT_HOME", "MPLCONFIGDIR", "FLWR_HOME", "_MLFLOW_SERVER_ARTIFACT_ROOT"):
     os.environ.pop(_name, None)
 
-from lightpersml import config  # noqa: E402,F401  (applies the environment above before anything else loads)
+from lightpersml import config  # noqa: E402
+
+config.apply_environment()  # the environment above, before anything else loads
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402

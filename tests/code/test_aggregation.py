@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from tasks.federated.privacy import PrivacyLedger
-from tasks.federated.server_app import STRATEGIES, audited
+from federated.privacy import PrivacyLedger
+from federated.server_app import STRATEGIES, audited
 
 
 def replies(updates: list[np.ndarray]) -> list[Message]:

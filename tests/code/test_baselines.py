@@ -13,7 +13,7 @@ from models.candidates import CandidateGenerator
 from models.catalog import Catalog
 from models.ranking import top_k
 from models.tier_bundle import ServingData, TierScorer, lay_out, sign
-from tasks.tiers import BASELINE_SCORERS
+from training.tiers import BASELINE_SCORERS
 
 
 def history_from(baskets_per_user: list[list[list[int]]], n_items: int) -> BasketHistory:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.ranker import CandidateRanker
-from tasks.export import export_onnx, quantize_int8
+from training.export import export_onnx, quantize_int8
 
 
 def top10_overlap(a: np.ndarray, b: np.ndarray, groups: int, size: int) -> float:

@@ -15,7 +15,7 @@ from models.losses import listwise_softmax_loss
 from models.private_training import (PrivateSteps, _shopper_loss, clipped_sum, gaussian_noise, shopper_lists,
                                      train_ranker_private)
 from models.ranker import CandidateRanker
-from tasks.federated.privacy import PrivacyLedger
+from federated.privacy import PrivacyLedger
 
 
 def lists(n_shoppers: int = 6, seed: int = 0) -> LabelledCandidates:

@@ -60,8 +60,8 @@ def test_a_distilled_student_follows_its_teacher_not_only_the_labels():
     from types import SimpleNamespace
 
     from models.training import score
-    from tasks.distill import STUDENTS
-    from tasks.train import RankerData, RankerSpec, fit_ranker
+    from training.distill import STUDENTS
+    from training.data import RankerData, RankerSpec, fit_ranker
 
     train, validation = synthetic_lists(300, 20, seed=0), synthetic_lists(100, 20, seed=1)
     taste = FEATURE_NAMES.index("tifu_own")  # the teacher's own idea of the best candidate

@@ -10,7 +10,7 @@ import pytest
 from data_contracts import schema
 from data_contracts.folder import load_folder
 from data_contracts.validation import validate_dataset
-from tasks.features import build_splits, purchase_lines
+from splits.temporal import build_splits, purchase_lines
 from tests.data.baskets import purchase_baskets
 
 

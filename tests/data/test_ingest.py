@@ -11,8 +11,8 @@ from data_contracts import schema
 
 
 def test_federated_nodes_read_the_collected_events_the_flow_reads(cj_slice, tmp_path, monkeypatch):
-    from tasks.collect import collected_dir
-    from tasks.federated.task import _dataset
+    from nodes.collect import collected_dir
+    from federated.task import _dataset
     from tasks.ingest import ingest_task
 
     monkeypatch.setenv("LIGHTPERSML_HOME", str(tmp_path / "home"))  # this test's own state folder

@@ -11,8 +11,8 @@ import pytest
 
 from data_contracts import schema
 from data_contracts.completejourney import load_source
-from tasks.features import BASKET_KEY, purchase_lines
-from tasks.partition import NODE, node_splits, store_nodes, with_nodes
+from splits.temporal import BASKET_KEY, purchase_lines
+from splits.partition import NODE, node_splits, store_nodes, with_nodes
 from tests.data.baskets import purchase_baskets
 
 

@@ -37,11 +37,11 @@ def serving_dir(cj_slice, tmp_path_factory) -> Path:
     from data_contracts.validation import validate_dataset
     from models.scorers import RANKER, scorer_spec
     from models.tier_bundle import TierScorer, lay_out
-    from tasks.distill import STUDENTS
-    from tasks.export import export_onnx, quantize_int8
-    from tasks.features import build_splits
-    from tasks.tiers import serving_data
-    from tasks.train import RankerSpec, fit_ranker, generator_settings, ranker_data
+    from training.distill import STUDENTS
+    from training.export import export_onnx, quantize_int8
+    from splits.temporal import build_splits
+    from training.tiers import serving_data
+    from training.data import RankerSpec, fit_ranker, generator_settings, ranker_data
 
     tmp = tmp_path_factory.mktemp("serving")
     clean, _ = validate_dataset(load_source(str(cj_slice)), tmp / "report", **vars(config.ValidationSettings()))

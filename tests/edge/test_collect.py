@@ -11,7 +11,7 @@ import pandas as pd
 from data_contracts import schema
 from data_contracts.completejourney import load_source
 from lightpersml import config
-from tasks.collect import collected_dir, collected_events
+from nodes.collect import collected_dir, collected_events
 from tests.edge.conftest import TOKEN, NodeProcess
 
 

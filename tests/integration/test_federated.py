@@ -25,7 +25,7 @@ def test_federate_command_trains_privately_logs_the_tier_and_registers_it(prefec
     from typer.testing import CliRunner
 
     from lightpersml.cli import app
-    from tasks.track import TIER_METRICS
+    from tracking.runs import TIER_METRICS
 
     result = CliRunner().invoke(app, ["federate", "--data", str(cj_slice), "--nodes", "2", "--rounds", str(ROUNDS),
                                       "--noise-multiplier", "1.0", "--target-epsilon", TARGET_EPSILON,

@@ -212,14 +212,14 @@ def test_the_flower_app_config_is_the_task_defaults_and_the_fab_holds_only_packa
     rejects others), so every DEFAULTS key must be there, with the same value."""
     from flwr.cli.build import build_fab_from_disk
 
-    from tasks.federated.task import DEFAULTS
+    from federated.task import DEFAULTS
 
     app = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
     assert app["config"] == DEFAULTS
     fab = build_fab_from_disk(ROOT)
     names = zipfile.ZipFile(io.BytesIO(fab)).namelist()
-    assert "tasks/federated/server_app.py" in names and "tasks/federated/client_app.py" in names
-    packages = {"lightpersml", "tasks", "models", "data_contracts", "flows", "edge"}
+    assert "federated/server_app.py" in names and "federated/client_app.py" in names
+    packages = {"lightpersml", "federated", "models", "data_contracts", "splits", "training", "nodes", "edge"}
     assert {name.split("/")[0] for name in names} <= packages | {"pyproject.toml", ".info"}
     assert len(fab) < 1_000_000
 

@@ -19,17 +19,8 @@ from typer.testing import CliRunner
 from lightpersml import config
 from lightpersml.cli import app
 from lightpersml.config import Gates
-from tasks.register import (
-    KEY_METRICS,
-    PromotionRefused,
-    UnknownVersion,
-    gate_failures,
-    list_versions,
-    promote,
-    register_tier,
-    update_candidate,
-)
-from tasks.track import experiment_id
+from tracking.registry import KEY_METRICS, PromotionRefused, UnknownVersion, gate_failures, list_versions, promote, register_tier, update_candidate
+from tracking.runs import experiment_id
 
 runner = CliRunner()
 GATES = Gates(min_ndcg_ratio_to_teacher=0.9, max_latency_p99_ms=20.0, max_model_size_mb=1.0)

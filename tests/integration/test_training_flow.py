@@ -17,7 +17,7 @@ from data_contracts.errors import DataValidationError
 from lightpersml import config
 from lightpersml.cli import app
 from models.metrics import evaluate
-from tasks.track import TIER_METRICS
+from tracking.runs import TIER_METRICS
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -40,7 +40,7 @@ def registry_versions() -> int:
 
 def versions_of(slice_run) -> dict:
     """tier → list_versions row of the versions this pipeline run registered."""
-    from tasks.register import list_versions
+    from tracking.registry import list_versions
 
     return {v["tier"]: v for v in list_versions(slice_run["model"]) if v["pipeline_run_id"] == slice_run["run_id"]}
 
@@ -148,7 +148,7 @@ def test_recommend_output_reproduces_the_logged_metrics(slice_run, cj_slice, tmp
     """Export recommendations for the test requests (each shopper at their basket's store and time)
     with the CLI, score them with the project's metrics against the test baskets, and compare with
     what the tier's run logged: both are the tier's bundle answering through the node's engine."""
-    from tasks.features import build_splits
+    from splits.temporal import build_splits
 
     splits, hit = build_splits(None, slice_run["data_hash"], config.state_dir() / "features")
     assert hit
@@ -201,8 +201,8 @@ def test_recommend_exports_what_the_candidate_version_serves(slice_run, tmp_path
     on all data, past the test cutoff), exactly as that version's signed bundle does on a node."""
     from edge.bundle import load_public_key
     from edge.engine import Engine
-    from tasks.bundle import registry_bundle
-    from tasks.evaluate import signing_keys
+    from tracking.bundles import registry_bundle
+    from evaluation.served import signing_keys
 
     (candidate,) = [v for v in versions_of(slice_run).values() if "candidate" in v["aliases"]]
     private, public = signing_keys()
@@ -335,8 +335,8 @@ def test_a_real_node_serving_a_tier_bundle_scores_what_mlflow_logged(slice_run, 
     """The edge tier's logged bundle on a real node process, asked for every test shopper at their
     basket's store: the protocol's metrics of its answers are the tier run's metrics."""
 
-    from tasks.evaluate import evaluate_recommendations, signing_keys
-    from tasks.features import build_splits
+    from evaluation.served import evaluate_recommendations, signing_keys
+    from splits.temporal import build_splits
     from tests.edge.conftest import NodeProcess
 
     test = build_splits(None, slice_run["data_hash"], config.state_dir() / "features")[0]["test"]

@@ -6,9 +6,10 @@ from types import SimpleNamespace
 
 import mlflow
 
-from tasks.track import start_parent_run
-from tasks.train import RankerData
-from tasks.tune import RANKER_DEFAULTS, tune_ranker
+from tracking.runs import start_parent_run
+from tracking.tuning_runs import MlflowTrials
+from training.data import RankerData
+from training.tuning import RANKER_DEFAULTS, tune_ranker
 from tests.code.test_training import synthetic_lists
 
 
@@ -16,13 +17,13 @@ def test_ranker_study_resumes_and_logs_each_trial_as_a_nested_run(tmp_path):
     data = RankerData(split=SimpleNamespace(history=SimpleNamespace(n_items=50)), train=synthetic_lists(200, 20, 0),
                       generator=None, validation=synthetic_lists(50, 20, 1))
     parent_run_id, experiment = start_parent_run("tuning-test", "smoke", "synthetic lists")
-    options = dict(minutes=5, max_epochs=2, storage_path=tmp_path / "optuna.db", study_name="resume",
-                   parent_run_id=parent_run_id)
-    study, _ = tune_ranker(data, n_trials=2, **options)
+    options = dict(minutes=5, max_epochs=2, storage_path=tmp_path / "optuna.db", study_name="resume")
+    study, _ = tune_ranker(data, n_trials=2, recorder=MlflowTrials(parent_run_id, "resume"), **options)
     assert len(study.trials) == 2
     assert {k: study.trials[0].params[k] for k in RANKER_DEFAULTS} == RANKER_DEFAULTS  # the known-good start
 
-    study, spec = tune_ranker(data, n_trials=3, **options)  # as after an interruption: only the missing trial runs
+    # as after an interruption: only the missing trial runs
+    study, spec = tune_ranker(data, n_trials=3, recorder=MlflowTrials(parent_run_id, "resume"), **options)
     assert len(study.trials) == 3 and 1 <= spec.epochs <= 2
 
     trials = mlflow.search_runs([experiment], filter_string="tags.kind = 'trial' and tags.study = 'resume'",
@@ -34,3 +35,4 @@ def test_ranker_study_resumes_and_logs_each_trial_as_a_nested_run(tmp_path):
     for trial in trials:
         history = client.get_metric_history(trial.info.run_id, "validation_ndcg_at_10")
         assert 1 <= len(history) <= 2 and trial.data.tags["state"].startswith(("complete", "pruned"))
+        assert trial.info.status == "FINISHED"  # a pruned trial is pruned, not failed

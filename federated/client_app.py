@@ -4,13 +4,17 @@ accountant."""
 
 from __future__ import annotations
 
+from lightpersml import config
+
+config.apply_environment()  # a Flower entry point: the quiet environment before flwr loads
+
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from models.private_training import train_ranker_private
 from models.ranker import CandidateRanker
 from models.training import train_ranker
-from tasks.federated.task import NodeData, new_model, node_data, private, settings
+from federated.task import NodeData, new_model, node_data, private, settings
 
 
 def local_update(msg: Message, context: Context, cfg: dict) -> tuple[CandidateRanker, NodeData, dict]:

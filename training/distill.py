@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from models.ranker import CandidateRanker
-from tasks.train import RankerData, RankerSpec, fit_ranker
+from training.data import RankerData, RankerSpec, fit_ranker
 
 log = logging.getLogger(__name__)
 

@@ -54,7 +54,7 @@ def open_model(model: str, work_dir: Path, private_key: Path, public_key: Path) 
     """
     registered = REGISTERED.match(model)
     if registered:
-        from tasks.bundle import registry_bundle
+        from tracking.bundles import registry_bundle
 
         folder = Path(tempfile.mkdtemp(dir=work_dir))
         manifest = registry_bundle(folder, private_key, registered["name"], registered["alias"] or "edge",

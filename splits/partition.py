@@ -17,7 +17,7 @@ import polars as pl
 
 from data_contracts import schema
 from data_contracts.dataset import Dataset
-from tasks.features import BASKET_KEY, Split, build_split, cutoffs, purchase_lines
+from splits.temporal import BASKET_KEY, Split, build_split, cutoffs, purchase_lines
 
 NODE = "node"
 

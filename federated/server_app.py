@@ -9,6 +9,10 @@ final model to `model-path` (JSON beside it).
 
 from __future__ import annotations
 
+from lightpersml import config
+
+config.apply_environment()  # a Flower entry point: the quiet environment before flwr loads
+
 import json
 import logging
 from collections.abc import Iterable
@@ -20,11 +24,10 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 
-from lightpersml import config
 from models.private_training import PrivateSteps
-from tasks.federated.privacy import PrivacyLedger
-from tasks.export import save_torch
-from tasks.federated.task import central_ndcg, new_model, private, server_data, settings
+from federated.privacy import PrivacyLedger
+from training.export import save_torch
+from federated.task import central_ndcg, new_model, private, server_data, settings
 
 log = logging.getLogger(__name__)
 

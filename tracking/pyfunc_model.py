@@ -17,7 +17,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from edge.bundle import MANIFEST
 from edge.engine import Engine
-from tasks.batch import answer_requests
+from tracking.batch import answer_requests
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "user_id"), ColSpec("string", "store_id", required=False)]),

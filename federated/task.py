@@ -1,6 +1,6 @@
 """What a federated node trains, and how the server scores a global model.
 
-Each node trains the edge-sized ranker (`tasks.distill.STUDENTS["edge"]`) on candidate lists it
+Each node trains the edge-sized ranker (`training.distill.STUDENTS["edge"]`) on candidate lists it
 builds from its own stores' purchases only (`tasks.partition`). The server scores a global model
 on the central validation lists. Settings: `DEFAULTS`, overridden by Flower's run config.
 Both kinds of lists are cached under `.lightpersml/federated/<source key>/`; delete that folder
@@ -26,11 +26,11 @@ from lightpersml import config
 from models.candidates import FEATURE_NAMES, LabelledCandidates, labelled_candidates
 from models.ranker import CandidateRanker
 from models.training import ndcg_at_k, score
-from tasks.distill import STUDENTS
-from tasks.features import build_splits
-from tasks.ingest import load_dataset
-from tasks.partition import node_splits
-from tasks.train import generator_settings, ranker_data
+from training.distill import STUDENTS
+from splits.temporal import build_splits
+from nodes.sources import load_dataset
+from splits.partition import node_splits
+from training.data import generator_settings, ranker_data
 
 DEFAULTS = {
     "data": "completejourney",  # dataset source every node partitions (simulation); see README

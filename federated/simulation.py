@@ -1,4 +1,4 @@
-"""Federated training step: run the Flower app (tasks/federated) in Flower's simulation engine,
+"""Federated training step: run the Flower app (federated/) in Flower's simulation engine,
 one virtual node per store group, and read back the final model and its per-round record."""
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from models.ranker import CandidateRanker
 
@@ -23,16 +21,16 @@ class FederatedResult:
 
 
 def run_federated(settings: dict, n_nodes: int, output: Path, client_app=None) -> FederatedResult:
-    """Train with `settings` (keys of tasks.federated.task.DEFAULTS) on `n_nodes` simulated nodes.
+    """Train with `settings` (keys of federated.task.DEFAULTS) on `n_nodes` simulated nodes.
 
     `client_app` replaces the honest nodes' app (the benchmarks' attackers). The model and the
     server's summary are saved to `output` and `output`.json.
     """
     from flwr.simulation import run_simulation
 
-    from tasks.federated.client_app import make_client_app
-    from tasks.federated.server_app import make_server_app
-    from tasks.federated.task import node_data, server_data
+    from federated.client_app import make_client_app
+    from federated.server_app import make_server_app
+    from federated.task import node_data, server_data
 
     start = time.perf_counter()
     # Build the nodes' and the server's cached lists here, once, rather than in racing Ray actors.
@@ -47,6 +45,15 @@ def run_federated(settings: dict, n_nodes: int, output: Path, client_app=None) -
     return FederatedResult(CandidateRanker.load(output), json.loads(output.with_suffix(".json").read_text()), time.perf_counter() - start)
 
 
-@task(name="federated training", cache_policy=NO_CACHE, task_run_name="federated training: {n_nodes} nodes")
-def federate_task(settings: dict, n_nodes: int, output: Path) -> FederatedResult:
-    return run_federated(settings, n_nodes, output)
+def check_budget(summary: dict, target_epsilon: float) -> None:
+    """A private run whose first round alone passes the target must not be released."""
+    if summary["private"] and summary["epsilon"] > target_epsilon:
+        raise ValueError(f"one federated round costs ε = {summary['epsilon']:.2f}, past the target {target_epsilon:g}: "
+                         "raise --noise-multiplier or the target; nothing was registered")
+
+
+def train_federated(settings: dict, n_nodes: int, output: Path, target_epsilon: float) -> FederatedResult:
+    """`run_federated`, refused (ValueError) when its privacy budget passes `target_epsilon`."""
+    result = run_federated(settings, n_nodes, output)
+    check_budget(result.summary, target_epsilon)
+    return result
