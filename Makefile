@@ -34,5 +34,6 @@ federate: $(VENV)/.federated  ## install the federated extra, then train the fed
 
 test: $(VENV)/.dev  ## install with dev extras, lint (ruff, import contracts), then run the whole test suite
 	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile  # 2 processes, a module each at a time

@@ -43,15 +43,23 @@ class Stages:
             seconds = time.perf_counter() - start
             stop.set()
             sampler.join()
-            self.rows.append({"stage": name, "seconds": round(seconds, 2), "rss_before_mb": round(start_rss),
-                              "peak_rss_mb": round(max(peak[0], rss_mb()))})
+            self.rows.append(
+                {
+                    "stage": name,
+                    "seconds": round(seconds, 2),
+                    "rss_before_mb": round(start_rss),
+                    "peak_rss_mb": round(max(peak[0], rss_mb())),
+                }
+            )
 
 
 def write_results(name: str, payload: dict, table: list[dict]) -> Path:
     """Write results/<name>.json (payload + machine) and results/<name>.md (the table)."""
     RESULTS.mkdir(exist_ok=True)
-    payload = {**payload, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                      "platform": platform.platform()}}
+    payload = {
+        **payload,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    }
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
     columns = list(table[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -84,9 +84,25 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         self.headers = {"X-API-Key": ClientKeys(folder).add("load", rate="10000000/second")[1]}
         self.process = subprocess.Popen(
-            [python, "-m", "lightpersml.cli", "serve", "--bundle", str(bundle), "--public-key", str(public_key),
-             "--runtime", runtime, "--port", str(port), "--node-dir", str(folder)],
-            stdout=subprocess.DEVNULL, stderr=open(folder.with_suffix(".log"), "wb"))
+            [
+                python,
+                "-m",
+                "lightpersml.cli",
+                "serve",
+                "--bundle",
+                str(bundle),
+                "--public-key",
+                str(public_key),
+                "--runtime",
+                runtime,
+                "--port",
+                str(port),
+                "--node-dir",
+                str(folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(folder.with_suffix(".log"), "wb"),
+        )
 
     def wait_ready(self, timeout: float = 300) -> None:
         import httpx
@@ -105,8 +121,11 @@ class Server:
 
     def memory_mb(self) -> dict:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
-        fields = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in status.splitlines()
-                  if line.startswith(("VmRSS", "VmHWM"))}
+        fields = {
+            line.split(":")[0]: int(line.split()[1]) / 1024
+            for line in status.splitlines()
+            if line.startswith(("VmRSS", "VmHWM"))
+        }
         return {"rss_mb": round(fields["VmRSS"], 1), "peak_rss_mb": round(fields["VmHWM"], 1)}
 
     def cpu_seconds(self) -> float:
@@ -129,11 +148,12 @@ class Recorder:
 
     async def get(self, user: str, store: str, since: float) -> None:
         try:
-            async with self.session.get(f"{self.url}/v1/recommendations", params={"user_id": user, "store_id": store},
-                                        headers=self.headers) as answer:
+            async with self.session.get(
+                f"{self.url}/v1/recommendations", params={"user_id": user, "store_id": store}, headers=self.headers
+            ) as answer:
                 await answer.read()
                 status = answer.status
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             status = 0
         self.latencies.append(time.perf_counter() - since)
         self.statuses.append(status)
@@ -144,9 +164,12 @@ class Recorder:
 
 def _summary(latencies: list[float], statuses: list[int], seconds: float) -> dict:
     ms = np.array(latencies) * 1000
-    return {"requests": len(statuses), "throughput_rps": round(len(statuses) / seconds, 1),
-            "errors": int(sum(s != 200 for s in statuses)),
-            **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}}
+    return {
+        "requests": len(statuses),
+        "throughput_rps": round(len(statuses) / seconds, 1),
+        "errors": int(sum(s != 200 for s in statuses)),
+        **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)},
+    }
 
 
 async def open_loop(server: Server, mix: list[tuple[str, str]], rate: float, seconds: float) -> dict:
@@ -164,7 +187,9 @@ async def open_loop(server: Server, mix: list[tuple[str, str]], rate: float, sec
         return {"target_rps": rate, **recorder.summary(time.perf_counter() - start)}
 
 
-async def closed_loop(server: Server, mix: list[tuple[str, str]], seconds: float, clients: int = SATURATION_CLIENTS) -> dict:
+async def closed_loop(
+    server: Server, mix: list[tuple[str, str]], seconds: float, clients: int = SATURATION_CLIENTS
+) -> dict:
     """`clients` requests always in flight for `seconds`: the node's saturation throughput."""
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -201,33 +226,49 @@ def edge_install(folder: Path) -> tuple[str, dict]:
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{root}[edge]"], check=True)
     site = next((venv / "lib").glob("python*/site-packages"))
     size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file()) / 2**20
-    check = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import sys, edge.server, lightpersml.cli; "
-                            "print(','.join(m for m in ('torch', 'prefect', 'mlflow') if m in sys.modules) or 'none')"],
-                           capture_output=True, text=True, check=True)
-    return str(venv / "bin" / "python"), {"edge_extra_site_packages_mb": round(size, 1),
-                                           "training_libraries_loaded": check.stdout.strip()}
+    check = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import sys, edge.server, lightpersml.cli; "
+            "print(','.join(m for m in ('torch', 'prefect', 'mlflow') if m in sys.modules) or 'none')",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return str(venv / "bin" / "python"), {
+        "edge_extra_site_packages_mb": round(size, 1),
+        "training_libraries_loaded": check.stdout.strip(),
+    }
 
 
-def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "500,1000,2000",
-         seconds: Annotated[float, typer.Option(help="duration of each run")] = 15.0,
-         edge_version: Annotated[str, typer.Option(help="registry version (default: alias edge)")] = "",
-         cloud_version: Annotated[str, typer.Option(help="teacher version (default: the edge version's teacher)")] = "",
-         repeats: Annotated[int, typer.Option(help="runs per rate; the run with the median p99 is reported")] = 3,
-         edge_venv: Annotated[bool, typer.Option(help="serve the edge tier from a fresh `pip install .[edge]`")] = True,
-         dataset: Annotated[str, typer.Option(help="whose registered model (lightpersml-DATASET)")] = "completejourney") -> None:
+def main(
+    rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "500,1000,2000",
+    seconds: Annotated[float, typer.Option(help="duration of each run")] = 15.0,
+    edge_version: Annotated[str, typer.Option(help="registry version (default: alias edge)")] = "",
+    cloud_version: Annotated[str, typer.Option(help="teacher version (default: the edge version's teacher)")] = "",
+    repeats: Annotated[int, typer.Option(help="runs per rate; the run with the median p99 is reported")] = 3,
+    edge_venv: Annotated[bool, typer.Option(help="serve the edge tier from a fresh `pip install .[edge]`")] = True,
+    dataset: Annotated[str, typer.Option(help="whose registered model (lightpersml-DATASET)")] = "completejourney",
+) -> None:
     import mlflow
-
     from edge.bundle import init_keys
     from tracking.bundles import registry_bundle
 
     client, name = mlflow.MlflowClient(), config.registered_model(dataset)
-    edge = (client.get_model_version(name, edge_version) if edge_version
-            else client.get_model_version_by_alias(name, "edge"))
+    edge = (
+        client.get_model_version(name, edge_version)
+        if edge_version
+        else client.get_model_version_by_alias(name, "edge")
+    )
     if not cloud_version:
         pipeline = edge.tags.get("pipeline_run_id")
-        teachers = [v for v in client.search_model_versions(f"name = '{name}'")
-                    if v.tags.get("pipeline_run_id") == pipeline and v.tags.get("teacher") == "true"]
+        teachers = [
+            v
+            for v in client.search_model_versions(f"name = '{name}'")
+            if v.tags.get("pipeline_run_id") == pipeline and v.tags.get("teacher") == "true"
+        ]
         if not teachers:
             raise SystemExit(f"no teacher version from pipeline run {pipeline}; pass --cloud-version")
         cloud_version = teachers[0].version
@@ -239,8 +280,10 @@ def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "5
         if edge_venv:
             edge_python, results["install"] = edge_install(tmp)
             print(results["install"], flush=True)
-        bundles = {"edge": (tmp / "edge-bundle", str(edge.version), "onnx", edge_python),
-                   "cloud": (tmp / "cloud-bundle", str(cloud_version), "torch", sys.executable)}
+        bundles = {
+            "edge": (tmp / "edge-bundle", str(edge.version), "onnx", edge_python),
+            "cloud": (tmp / "cloud-bundle", str(cloud_version), "torch", sys.executable),
+        }
         for folder, version, _, _ in bundles.values():
             registry_bundle(folder, private, name, version=version)
         mix = request_mix(bundles["edge"][0], 20_000)
@@ -250,19 +293,28 @@ def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "5
             server = Server(python, folder, public, runtime, tmp / f"node-{name}", 18500 + len(results["runs"]))
             try:
                 server.wait_ready()
-                phases = [(lambda: first_requests(server, mix), 1)]
-                phases += [(lambda rate=rate: open_loop(server, mix, float(rate), seconds), repeats)
-                           for rate in rates.split(",")]
-                phases.append((lambda: closed_loop(server, mix, seconds), repeats))
+                phases = [(lambda server=server: first_requests(server, mix), 1)]
+                phases += [
+                    (lambda rate=rate, server=server: open_loop(server, mix, float(rate), seconds), repeats)
+                    for rate in rates.split(",")
+                ]
+                phases.append((lambda server=server: closed_loop(server, mix, seconds), repeats))
                 for phase, times in phases:
                     runs = []
                     for _ in range(times):  # tails on a shared 2-core machine vary from run to run
                         cpu, start = server.cpu_seconds(), time.perf_counter()
                         runs.append(asyncio.run(phase()))
-                        runs[-1]["server_cpu_cores"] = round((server.cpu_seconds() - cpu) / (time.perf_counter() - start), 2)
+                        runs[-1]["server_cpu_cores"] = round(
+                            (server.cpu_seconds() - cpu) / (time.perf_counter() - start), 2
+                        )
                     row = sorted(runs, key=lambda r: r["p99_ms"])[len(runs) // 2]
-                    row.update(server=name, runtime=runtime, version=version, p99_runs_ms=[r["p99_ms"] for r in runs],
-                               **server.memory_mb())
+                    row.update(
+                        server=name,
+                        runtime=runtime,
+                        version=version,
+                        p99_runs_ms=[r["p99_ms"] for r in runs],
+                        **server.memory_mb(),
+                    )
                     print(row, flush=True)
                     results["runs"].append(row)
             finally:
@@ -271,11 +323,22 @@ def main(rates: Annotated[str, typer.Option(help="open-loop rates, req/s")] = "5
     table = []
     for row in results["runs"]:
         reference = cloud.get(str(row["target_rps"]))
-        table.append({"server": row["server"], "load": row["target_rps"], "achieved req/s": row["throughput_rps"],
-                      "p50 ms": row["p50_ms"], "p95 ms": row["p95_ms"], "p99 ms": row["p99_ms"],
-                      "p99 of each run": " / ".join(map(str, row["p99_runs_ms"])), "errors": row["errors"],
-                      "server CPU (cores)": row["server_cpu_cores"], "RSS MB": row["rss_mb"], "peak RSS MB": row["peak_rss_mb"],
-                      "p99 / cloud": round(row["p99_ms"] / reference["p99_ms"], 3) if reference else "–"})
+        table.append(
+            {
+                "server": row["server"],
+                "load": row["target_rps"],
+                "achieved req/s": row["throughput_rps"],
+                "p50 ms": row["p50_ms"],
+                "p95 ms": row["p95_ms"],
+                "p99 ms": row["p99_ms"],
+                "p99 of each run": " / ".join(map(str, row["p99_runs_ms"])),
+                "errors": row["errors"],
+                "server CPU (cores)": row["server_cpu_cores"],
+                "RSS MB": row["rss_mb"],
+                "peak RSS MB": row["peak_rss_mb"],
+                "p99 / cloud": round(row["p99_ms"] / reference["p99_ms"], 3) if reference else "–",
+            }
+        )
     path = write_results("edge_load", {**results, "seconds_per_rate": seconds}, table)
     print(path.read_text())
 

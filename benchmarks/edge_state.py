@@ -37,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -63,8 +63,12 @@ OWN_ITEMS = 0.5  # share of a known shopper's events on items they bought before
 WINDOW = timedelta(days=28)  # events are dated over this long after the bundle's data ends
 FILL_BATCH = 10_000
 REQUESTS_AFTER_START, REQUESTS_AFTER_SWAP, SWAPS = 2_000, 500, 5
-INGEST = {"single, 1 client": (1, 1, 2_000), "single, 8 clients": (1, 8, 4_000),
-          "batch 100, 1 client": (100, 1, 100), "batch 1000, 1 client": (1000, 1, 20)}  # (events/POST, clients, POSTs)
+INGEST = {
+    "single, 1 client": (1, 1, 2_000),
+    "single, 8 clients": (1, 8, 4_000),
+    "batch 100, 1 client": (100, 1, 100),
+    "batch 1000, 1 client": (1000, 1, 20),
+}  # (events/POST, clients, POSTs)
 
 
 # ---- the bundle -------------------------------------------------------------------------------
@@ -81,11 +85,11 @@ def serving_folder() -> Path:
     from data_contracts.validation import validate_dataset
     from models.scorers import RANKER, scorer_spec
     from models.tier_bundle import TierScorer, lay_out
+    from splits.temporal import build_splits
+    from training.data import RankerSpec, fit_ranker, generator_settings, ranker_data
     from training.distill import STUDENTS
     from training.export import export_onnx, quantize_int8
-    from splits.temporal import build_splits
     from training.tiers import serving_data
-    from training.data import RankerSpec, fit_ranker, generator_settings, ranker_data
 
     work = CACHE / "build"
     clean, _ = validate_dataset(load_completejourney(), work / "report", **vars(config.ValidationSettings()))
@@ -96,7 +100,9 @@ def serving_folder() -> Path:
     data = ranker_data(deploy, 2, settings, generator=shared.generator)
     spec = RankerSpec(STUDENTS["edge"]["architecture"], lr=3e-3, weight_decay=1e-5, epochs=1)
     model, _ = fit_ranker(spec, data)
-    int8 = quantize_int8(export_onnx(model, work / "edge.fp32.onnx", data.train.features.shape[1]), work / "edge.int8.onnx")
+    int8 = quantize_int8(
+        export_onnx(model, work / "edge.fp32.onnx", data.train.features.shape[1]), work / "edge.int8.onnx"
+    )
     staging = CACHE / "serving.partial"
     shutil.rmtree(staging, ignore_errors=True)
     lay_out(shared, TierScorer("edge", scorer_spec(RANKER), int8, ranker_config=model.config), staging)
@@ -121,8 +127,11 @@ def signed_bundles(serving: Path) -> tuple[Path, list[Path]]:
         if not (folder / "manifest.sig").exists():
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(serving, folder, ignore=shutil.ignore_patterns("usual_stores.json"))
-            sign(folder, load_private_key(keys / "bundle-signing.key"),
-                 {"model_version": version, "registered_model": "bench-edge-state"})
+            sign(
+                folder,
+                load_private_key(keys / "bundle-signing.key"),
+                {"model_version": version, "registered_model": "bench-edge-state"},
+            )
         bundles.append(folder)
     return keys / PUBLIC_KEY, bundles
 
@@ -156,14 +165,14 @@ class Shoppers:
         self.store_weight = traffic / traffic.sum()
         self.usual = [usual_stores.get(u) for u in self.user_ids]
         serving = json.loads((bundle_dir / SERVING).read_text())
-        self.data_end = datetime.fromisoformat(serving["trained_until"]).replace(tzinfo=timezone.utc)
+        self.data_end = datetime.fromisoformat(serving["trained_until"]).replace(tzinfo=UTC)
 
     def events(self, n: int, rng: np.random.Generator, tag: str) -> tuple[list, list[str]]:
         """n events after the bundle's data, oldest first, and their event ids."""
         from edge.engine import Event
 
         start = self.data_end + timedelta(seconds=1)
-        end = min(start + WINDOW, datetime.now(timezone.utc) - timedelta(minutes=1))
+        end = min(start + WINDOW, datetime.now(UTC) - timedelta(minutes=1))
         moments = np.sort(rng.uniform(start.timestamp(), end.timestamp(), n))
         kinds = rng.choice(list(EVENT_MIX), size=n, p=list(EVENT_MIX.values()))
         users = rng.choice(len(self.user_ids), size=n, p=self.user_weight)
@@ -174,7 +183,7 @@ class Shoppers:
         for j in range(n):
             user = f"guest-{users[j] % GUEST_IDS}" if guests[j] else self.user_ids[users[j]]
             store = (None if guests[j] else self.usual[users[j]]) or self.store_ids[stores[j]]
-            moment = datetime.fromtimestamp(moments[j], timezone.utc)
+            moment = datetime.fromtimestamp(moments[j], UTC)
             basket = f"{user}-{moment:%Y%m%d}" if kinds[j] == "purchase" else None  # one trip a day
             out.append(Event(user, self.item_ids[items[j]], str(kinds[j]), moment, store, basket))
         return out, [f"{tag}-{j}" for j in range(n)]
@@ -194,9 +203,15 @@ class Shoppers:
 
 
 def as_json(event, event_id: str) -> dict:
-    return {"user_id": event.user_id, "item_id": event.item_id, "event_type": event.event_type,
-            "timestamp": event.timestamp.isoformat(), "store_id": event.store_id, "basket_id": event.basket_id,
-            "event_id": event_id}
+    return {
+        "user_id": event.user_id,
+        "item_id": event.item_id,
+        "event_type": event.event_type,
+        "timestamp": event.timestamp.isoformat(),
+        "store_id": event.store_id,
+        "basket_id": event.basket_id,
+        "event_id": event_id,
+    }
 
 
 def logged_events(node_dir: Path) -> int:
@@ -246,15 +261,30 @@ class NodeProcess:
     def start(self, bundle: Path | None = None, timeout: float = 300) -> float:
         """Start and wait for /readyz 200; returns the seconds from launch to ready."""
         self.port = free_port()
-        command = [sys.executable, "-m", "lightpersml.cli", "serve", "--node-dir", str(self.node_dir),
-                   "--public-key", str(self.public_key), "--admin-token-file", str(self.token_file),
-                   "--port", str(self.port), *(["--bundle", str(bundle)] if bundle else [])]
+        command = [
+            sys.executable,
+            "-m",
+            "lightpersml.cli",
+            "serve",
+            "--node-dir",
+            str(self.node_dir),
+            "--public-key",
+            str(self.public_key),
+            "--admin-token-file",
+            str(self.token_file),
+            "--port",
+            str(self.port),
+            *(["--bundle", str(bundle)] if bundle else []),
+        ]
         start = time.perf_counter()
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                        stderr=open(self.node_dir.parent / "node.log", "ab"))
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(self.node_dir.parent / "node.log", "ab")
+        )
         while time.perf_counter() < start + timeout:
             if self.process.poll() is not None:
-                raise RuntimeError(f"node exited with {self.process.returncode}; see {self.node_dir.parent / 'node.log'}")
+                raise RuntimeError(
+                    f"node exited with {self.process.returncode}; see {self.node_dir.parent / 'node.log'}"
+                )
             if self.ready() is not None:
                 return time.perf_counter() - start
             time.sleep(0.01)
@@ -276,7 +306,9 @@ class NodeProcess:
     def memory_mb(self) -> dict:
         """VmRSS and VmHWM of the server process, in MiB."""
         lines = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
-        values = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.startswith(("VmRSS", "VmHWM"))}
+        values = {
+            line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.startswith(("VmRSS", "VmHWM"))
+        }
         return {"rss_mb": round(values["VmRSS"], 1), "peak_rss_mb": round(values["VmHWM"], 1)}
 
     def stop(self) -> None:
@@ -293,8 +325,13 @@ class NodeProcess:
 # ---- the measurements -------------------------------------------------------------------------
 def latency_summary(seconds: list[float], errors: int) -> dict:
     ms = np.array(seconds) * 1000
-    return {"requests": len(seconds), "errors": errors, "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2)}
+    return {
+        "requests": len(seconds),
+        "errors": errors,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "max_ms": round(float(ms.max()), 2),
+    }
 
 
 async def recommend(url: str, key: str, pairs: list[tuple[str, str]]) -> dict:
@@ -318,10 +355,13 @@ def restarts(node: NodeProcess, key: str, shoppers: Shoppers, count: int, rng: n
         seconds = node.start()
         ready = node.memory_mb()
         answers = asyncio.run(recommend(node.url, key, shoppers.requests(REQUESTS_AFTER_START, rng)))
-        runs.append({"ready_s": round(seconds, 3), "ready": ready, "after_requests": node.memory_mb(),
-                     "requests": answers})
-        print(f"  restart {j + 1}: ready in {seconds:.2f} s, {ready} → {runs[-1]['after_requests']}; "
-              f"requests {answers}", flush=True)
+        runs.append(
+            {"ready_s": round(seconds, 3), "ready": ready, "after_requests": node.memory_mb(), "requests": answers}
+        )
+        print(
+            f"  restart {j + 1}: ready in {seconds:.2f} s, {ready} → {runs[-1]['after_requests']}; requests {answers}",
+            flush=True,
+        )
     median = statistics.median(r["ready_s"] for r in runs)
     return {"runs": runs, "median_ready_s": round(median, 3)}
 
@@ -331,15 +371,21 @@ def upload(node: NodeProcess, archive: bytes) -> tuple[float, dict]:
     import httpx
 
     start = time.perf_counter()
-    answer = httpx.post(f"{node.url}/admin/bundle", content=archive, timeout=600,
-                        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"})
+    answer = httpx.post(
+        f"{node.url}/admin/bundle",
+        content=archive,
+        timeout=600,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"},
+    )
     seconds = time.perf_counter() - start
     if answer.status_code != 200:
         raise RuntimeError(f"swap refused: {answer.status_code} {answer.text[:500]}")
     return seconds, answer.json()
 
 
-def swaps(node: NodeProcess, key: str, archives: dict[str, bytes], shoppers: Shoppers, rng: np.random.Generator) -> dict:
+def swaps(
+    node: NodeProcess, key: str, archives: dict[str, bytes], shoppers: Shoppers, rng: np.random.Generator
+) -> dict:
     """SWAPS uploads, each of the bundle not being served; RSS after each and after requests following it."""
     runs = []
     for j in range(SWAPS):
@@ -350,12 +396,23 @@ def swaps(node: NodeProcess, key: str, archives: dict[str, bytes], shoppers: Sho
             raise RuntimeError(f"uploaded version {version}, node serves {answer['model_version']}")
         after_swap = node.memory_mb()
         answers = asyncio.run(recommend(node.url, key, shoppers.requests(REQUESTS_AFTER_SWAP, rng)))
-        runs.append({"version": version, "swap_s": round(seconds, 3), "after_swap": after_swap,
-                     "after_requests": node.memory_mb(), "requests": answers})
+        runs.append(
+            {
+                "version": version,
+                "swap_s": round(seconds, 3),
+                "after_swap": after_swap,
+                "after_requests": node.memory_mb(),
+                "requests": answers,
+            }
+        )
         print(f"  swap {j + 1} → v{version}: {seconds:.2f} s, {after_swap} → {runs[-1]['after_requests']}", flush=True)
     rss = [r["after_swap"]["rss_mb"] for r in runs]
-    return {"runs": runs, "median_swap_s": round(statistics.median(r["swap_s"] for r in runs), 3),
-            "max_swap_s": max(r["swap_s"] for r in runs), "rss_growth_mb": round(rss[-1] - rss[0], 1)}
+    return {
+        "runs": runs,
+        "median_swap_s": round(statistics.median(r["swap_s"] for r in runs), 3),
+        "max_swap_s": max(r["swap_s"] for r in runs),
+        "rss_growth_mb": round(rss[-1] - rss[0], 1),
+    }
 
 
 async def post_events(url: str, key: str, bodies: list, clients: int) -> dict:
@@ -363,6 +420,7 @@ async def post_events(url: str, key: str, bodies: list, clients: int) -> dict:
     latencies, errors, queue = [], [0], list(reversed(bodies))
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, headers={"X-API-Key": key}) as session:
+
         async def client():
             while queue:
                 body = queue.pop()
@@ -376,8 +434,12 @@ async def post_events(url: str, key: str, bodies: list, clients: int) -> dict:
         await asyncio.gather(*(client() for _ in range(clients)))
         seconds = time.perf_counter() - start
     events = sum(len(b["events"]) if "events" in b else 1 for b in bodies)
-    return {"events": events, "seconds": round(seconds, 2), "events_per_s": round(events / seconds, 1),
-            **latency_summary(latencies, errors[0])}
+    return {
+        "events": events,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(events / seconds, 1),
+        **latency_summary(latencies, errors[0]),
+    }
 
 
 def ingest(node: NodeProcess, key: str, shoppers: Shoppers, rng: np.random.Generator, tag: str) -> dict:
@@ -386,19 +448,29 @@ def ingest(node: NodeProcess, key: str, shoppers: Shoppers, rng: np.random.Gener
         events, ids = shoppers.events(size * posts, rng, tag=f"{tag}-{name}")
         bodies = [as_json(e, i) for e, i in zip(events, ids)]
         if size > 1:
-            bodies = [{"events": bodies[j:j + size]} for j in range(0, len(bodies), size)]
+            bodies = [{"events": bodies[j : j + size]} for j in range(0, len(bodies), size)]
         out[name] = asyncio.run(post_events(node.url, key, bodies, clients))
         print(f"  ingest {name}: {out[name]}", flush=True)
     return out
 
 
-def measure_size(node: NodeProcess, key: str, size: int, restart_count: int, archives: dict[str, bytes],
-                 shoppers: Shoppers, rng: np.random.Generator) -> dict:
+def measure_size(
+    node: NodeProcess,
+    key: str,
+    size: int,
+    restart_count: int,
+    archives: dict[str, bytes],
+    shoppers: Shoppers,
+    rng: np.random.Generator,
+) -> dict:
     """Restarts, swaps and ingest with `size` events in the log (the node is stopped on return)."""
     node.stop()
     filled = fill_log(node.node_dir, size, shoppers, rng)
-    result = {"log_events": logged_events(node.node_dir), "fill_s": round(filled, 1),
-              "events_db_mb": round(sum(p.stat().st_size for p in node.node_dir.glob("events.db*")) / 2**20, 1)}
+    result = {
+        "log_events": logged_events(node.node_dir),
+        "fill_s": round(filled, 1),
+        "events_db_mb": round(sum(p.stat().st_size for p in node.node_dir.glob("events.db*")) / 2**20, 1),
+    }
     print(f"log: {result}", flush=True)
     try:
         result["restart"] = restarts(node, key, shoppers, restart_count, rng)
@@ -413,29 +485,38 @@ def measure_size(node: NodeProcess, key: str, size: int, restart_count: int, arc
 def import_seconds() -> float:
     """How long a fresh interpreter takes to import what `lightpersml serve` runs (no bundle, no log)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import lightpersml.cli, uvicorn, edge.node, edge.server, edge.protocol"],
-                   cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "import lightpersml.cli, uvicorn, edge.node, edge.server, edge.protocol"],
+        cwd=ROOT,
+        check=True,
+    )
     return time.perf_counter() - start
 
 
 def table_row(result: dict) -> dict:
     restart, swap, ingest_ = result["restart"], result["swap"], result["ingest"]
     last = restart["runs"][-1]  # the restart whose server then took the swaps
-    return {"events in log": f"{result['log_events']:,}", "events.db MB": result["events_db_mb"],
-            "restart to ready s (each)": f"{restart['median_ready_s']} ({' / '.join(str(r['ready_s']) for r in restart['runs'])})",
-            "RSS ready MB": last["ready"]["rss_mb"], "RSS after 2k req MB": last["after_requests"]["rss_mb"],
-            "peak RSS MB": last["after_requests"]["peak_rss_mb"],
-            "first-request p50 / p99 ms": f"{last['requests']['p50_ms']} / {last['requests']['p99_ms']}",
-            "swap s median (max)": f"{swap['median_swap_s']} ({swap['max_swap_s']})",
-            "RSS after swaps 1–5 MB": " / ".join(str(r["after_swap"]["rss_mb"]) for r in swap["runs"]),
-            "peak RSS after swaps MB": swap["runs"][-1]["after_requests"]["peak_rss_mb"],
-            **{f"ingest {name} ev/s": ingest_[name]["events_per_s"] for name in INGEST}}
+    return {
+        "events in log": f"{result['log_events']:,}",
+        "events.db MB": result["events_db_mb"],
+        "restart to ready s (each)": f"{restart['median_ready_s']} ({' / '.join(str(r['ready_s']) for r in restart['runs'])})",
+        "RSS ready MB": last["ready"]["rss_mb"],
+        "RSS after 2k req MB": last["after_requests"]["rss_mb"],
+        "peak RSS MB": last["after_requests"]["peak_rss_mb"],
+        "first-request p50 / p99 ms": f"{last['requests']['p50_ms']} / {last['requests']['p99_ms']}",
+        "swap s median (max)": f"{swap['median_swap_s']} ({swap['max_swap_s']})",
+        "RSS after swaps 1–5 MB": " / ".join(str(r["after_swap"]["rss_mb"]) for r in swap["runs"]),
+        "peak RSS after swaps MB": swap["runs"][-1]["after_requests"]["peak_rss_mb"],
+        **{f"ingest {name} ev/s": ingest_[name]["events_per_s"] for name in INGEST},
+    }
 
 
-def main(restarts_per_size: Annotated[int, typer.Option("--restarts", help="restarts per log size")] = 3,
-         sizes: Annotated[str, typer.Option(help="event-log sizes, ascending")] = "0,100000,1000000",
-         keep_node: Annotated[bool, typer.Option(help="keep the node folder (and its log) afterwards")] = False,
-         seed: Annotated[int, typer.Option()] = 0) -> None:
+def main(
+    restarts_per_size: Annotated[int, typer.Option("--restarts", help="restarts per log size")] = 3,
+    sizes: Annotated[str, typer.Option(help="event-log sizes, ascending")] = "0,100000,1000000",
+    keep_node: Annotated[bool, typer.Option(help="keep the node folder (and its log) afterwards")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
     from edge.bundle import archive_bundle
     from edge.clients import ClientKeys
 
@@ -445,10 +526,17 @@ def main(restarts_per_size: Annotated[int, typer.Option("--restarts", help="rest
     archives = {json.loads((b / "manifest.json").read_text())["model_version"]: archive_bundle(b) for b in bundles}
     shoppers = Shoppers(bundles[0], json.loads((serving / "usual_stores.json").read_text()))
     rng = np.random.default_rng(seed)
-    results = {"bundle_mb": folder_mb(bundles[0]), "archive_mb": round(len(next(iter(archives.values()))) / 2**20, 1),
-               "shoppers": len(shoppers.user_ids), "items": len(shoppers.item_ids),
-               "bundle_data_ends": shoppers.data_end.isoformat(), "event_mix": EVENT_MIX, "guest_share": GUESTS,
-               "import_s": round(import_seconds(), 2), "sizes": []}
+    results = {
+        "bundle_mb": folder_mb(bundles[0]),
+        "archive_mb": round(len(next(iter(archives.values()))) / 2**20, 1),
+        "shoppers": len(shoppers.user_ids),
+        "items": len(shoppers.item_ids),
+        "bundle_data_ends": shoppers.data_end.isoformat(),
+        "event_mix": EVENT_MIX,
+        "guest_share": GUESTS,
+        "import_s": round(import_seconds(), 2),
+        "sizes": [],
+    }
     print({k: v for k, v in results.items() if k != "sizes"}, flush=True)
     run = CACHE / "run"
     shutil.rmtree(run, ignore_errors=True)

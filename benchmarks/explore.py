@@ -53,8 +53,9 @@ def explore_scorers(split: Split, tifu_params: dict, users: np.ndarray) -> dict[
     np.add.at(user_group, (bought.row, group_of[bought.col]), 1.0)
     user_group /= np.maximum(user_group.sum(1, keepdims=True), 1)
     lines = history.line_baskets()
-    baskets = sp.csr_matrix((np.ones(len(lines), np.float32), (lines, history.items)),
-                            shape=(history.n_baskets, history.n_items))
+    baskets = sp.csr_matrix(
+        (np.ones(len(lines), np.float32), (lines, history.items)), shape=(history.n_baskets, history.n_items)
+    )
     baskets.data[:] = 1
     together = (baskets.T @ baskets).tocsr()
     together.setdiag(0)
@@ -73,35 +74,45 @@ def explore_recall(split: Split, users: np.ndarray, scores: np.ndarray, slots: i
     best, _ = top_k(np.where(seen, -np.inf, scores), slots)
     recalls = []
     for row, user in enumerate(users):
-        new = split.targets[user] - set(counts.indices[counts.indptr[user]:counts.indptr[user + 1]].tolist())
+        new = split.targets[user] - set(counts.indices[counts.indptr[user] : counts.indptr[user + 1]].tolist())
         if new:
             recalls.append(len(new & set(best[row].tolist())) / len(new))
     return float(np.mean(recalls))
 
 
-def main(split: Annotated[str, typer.Option(help="validation or test")] = "validation",
-         profile: Annotated[str, typer.Option(help="profile whose TIFU-KNN study to use")] = "full") -> None:
+def main(
+    split: Annotated[str, typer.Option(help="validation or test")] = "validation",
+    profile: Annotated[str, typer.Option(help="profile whose TIFU-KNN study to use")] = "full",
+) -> None:
     settings = config.PROFILES[profile]
     with tempfile.TemporaryDirectory() as report_dir:
-        clean, _ = validate_dataset(load_source("completejourney"), Path(report_dir), **vars(config.ValidationSettings()))
+        clean, _ = validate_dataset(
+            load_source("completejourney"), Path(report_dir), **vars(config.ValidationSettings())
+        )
     data_hash = clean.content_hash()
-    splits, _ = build_splits(clean, data_hash, config.state_dir() / "features", settings.test_weeks,
-                             settings.validation_weeks)
+    splits, _ = build_splits(
+        clean, data_hash, config.state_dir() / "features", settings.test_weeks, settings.validation_weeks
+    )
     study_name = f"tifu_knn-{data_hash}-{splits['validation'].cutoff:%Y%m%d}-x0"
     storage = f"sqlite:///{config.state_dir() / 'optuna' / 'optuna.db'}"
     try:
         tifu_params = optuna.load_study(study_name=study_name, storage=storage).best_params
     except KeyError:
-        raise SystemExit(f"no TIFU-KNN study {study_name}: run `lightpersml run --profile {profile}` first")
+        raise SystemExit(f"no TIFU-KNN study {study_name}: run `lightpersml run --profile {profile}` first") from None
     chosen = splits[split]
     users = np.array(sorted(chosen.targets))
     table = []
     for name, scores in explore_scorers(chosen, tifu_params, users).items():
-        table.append({"scorer": name, **{f"explore recall@{m}": round(explore_recall(chosen, users, scores, m), 4)
-                                         for m in SLOTS}})
+        table.append(
+            {
+                "scorer": name,
+                **{f"explore recall@{m}": round(explore_recall(chosen, users, scores, m), 4) for m in SLOTS},
+            }
+        )
         print(table[-1], flush=True)
-    path = write_results(f"explore-{split}", {"split": split, "users": len(users), "tifu_params": tifu_params,
-                                              "scorers": table}, table)
+    path = write_results(
+        f"explore-{split}", {"split": split, "users": len(users), "tifu_params": tifu_params, "scorers": table}, table
+    )
     print(path.read_text())
 
 

@@ -37,11 +37,23 @@ def main() -> None:
         with stages.stage("features again (cache hit)"):
             build_splits(clean, data_hash, Path(tmp) / "features")
     total = sum(r["seconds"] for r in stages.rows[:4])
-    table = stages.rows + [{"stage": "total (first four)", "seconds": round(total, 2), "rss_before_mb": round(start_rss),
-                            "peak_rss_mb": max(r["peak_rss_mb"] for r in stages.rows)}]
-    payload = {"events": report.row_counts["events"], "rows": report.row_counts, "quarantined": report.quarantined,
-               "data_hash": data_hash, "stages": table,
-               "test_users": len(splits["test"].targets), "validation_users": len(splits["validation"].targets)}
+    table = stages.rows + [
+        {
+            "stage": "total (first four)",
+            "seconds": round(total, 2),
+            "rss_before_mb": round(start_rss),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in stages.rows),
+        }
+    ]
+    payload = {
+        "events": report.row_counts["events"],
+        "rows": report.row_counts,
+        "quarantined": report.quarantined,
+        "data_hash": data_hash,
+        "stages": table,
+        "test_users": len(splits["test"].targets),
+        "validation_users": len(splits["validation"].targets),
+    }
     path = write_results("features", payload, table)
     print(path.read_text())
 

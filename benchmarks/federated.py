@@ -44,18 +44,18 @@ from lightpersml import config  # noqa: E402
 
 config.apply_environment()
 
-import mlflow  # noqa: E402
 from flwr.app import Context, Message  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 
+import mlflow  # noqa: E402
 from benchmarks._measure import write_results  # noqa: E402
+from federated.client_app import local_update, reply  # noqa: E402
+from federated.simulation import run_federated  # noqa: E402
+from federated.task import DEFAULTS, TIFU_PARAMS, _dataset, held_out, new_model, node_data, settings  # noqa: E402
 from models.candidates import LabelledCandidates, labelled_candidates  # noqa: E402
 from models.ranker import CandidateRanker  # noqa: E402
 from models.training import ndcg_at_k, score, train_ranker  # noqa: E402
 from splits.temporal import build_splits  # noqa: E402
-from federated.client_app import local_update, reply  # noqa: E402
-from federated.simulation import run_federated  # noqa: E402
-from federated.task import DEFAULTS, TIFU_PARAMS, _dataset, held_out, new_model, node_data, settings  # noqa: E402
 from training.data import generator_settings, ranker_data  # noqa: E402
 
 ATTACKS = ("sign-flip", "target-push")
@@ -69,7 +69,7 @@ def per_list_loss(scores: np.ndarray, lists: LabelledCandidates) -> np.ndarray:
     bounds = np.r_[0, np.cumsum(np.bincount(lists.group, minlength=len(lists.users)))]
     out = np.full(len(lists.users), np.nan)
     for g in range(len(lists.users)):
-        s, y = scores[bounds[g]:bounds[g + 1]], lists.labels[bounds[g]:bounds[g + 1]]
+        s, y = scores[bounds[g] : bounds[g + 1]], lists.labels[bounds[g] : bounds[g + 1]]
         if y.sum():
             log_p = s - s.max() - np.log(np.exp(s - s.max()).sum())
             out[g] = -(log_p * y).sum() / y.sum()
@@ -83,16 +83,21 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     for v in np.unique(values):  # average ranks of ties
         tied = values == v
         ranks[tied] = ranks[tied].mean()
-    return float((ranks[:len(positive)].sum() - len(positive) * (len(positive) + 1) / 2) / (len(positive) * len(negative)))
+    return float(
+        (ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2) / (len(positive) * len(negative))
+    )
 
 
-def membership_auc(model: CandidateRanker, train_lists: LabelledCandidates, list_users: np.ndarray,
-                   holdout: float) -> float:
+def membership_auc(
+    model: CandidateRanker, train_lists: LabelledCandidates, list_users: np.ndarray, holdout: float
+) -> float:
     """Loss-threshold attack: members (shoppers trained on) against held-out shoppers."""
     losses = per_list_loss(score(model, train_lists), train_lists)
     users, slot = np.unique(list_users, return_inverse=True)
     valid = ~np.isnan(losses)
-    mean_loss = np.bincount(slot[valid], losses[valid], len(users)) / np.maximum(np.bincount(slot[valid], minlength=len(users)), 1)
+    mean_loss = np.bincount(slot[valid], losses[valid], len(users)) / np.maximum(
+        np.bincount(slot[valid], minlength=len(users)), 1
+    )
     has_lists = np.bincount(slot[valid], minlength=len(users)) > 0
     outside = held_out(users, holdout)
     return auc(-mean_loss[has_lists & ~outside], -mean_loss[has_lists & outside])
@@ -117,8 +122,14 @@ def push_lists(train: LabelledCandidates, item: int) -> LabelledCandidates:
     """The lists holding `item`, relabelled so that `item` is the only positive."""
     holding = np.unique(train.group[train.items == item])
     lists = train.subset(holding)
-    return LabelledCandidates(lists.features, lists.items, lists.group, (lists.items == item).astype(np.float32),
-                              np.ones(len(holding), np.int64), lists.users)
+    return LabelledCandidates(
+        lists.features,
+        lists.items,
+        lists.group,
+        (lists.items == item).astype(np.float32),
+        np.ones(len(holding), np.int64),
+        lists.users,
+    )
 
 
 def attacking_client_app(overrides: dict, attackers: set[int], attack: str, item: int) -> ClientApp:
@@ -154,6 +165,7 @@ def attacking_client_app(overrides: dict, attackers: set[int], attack: str, item
 def pick_target(attacker: LabelledCandidates, test_lists: LabelledCandidates) -> int:
     """The attack's target: an item the attacker sees as a candidate in ≥ 5 % of its lists and that
     is a candidate in ≥ 5 % of the test lists (so the attack can show), bought least often."""
+
     def share(lists: LabelledCandidates) -> np.ndarray:
         return np.bincount(lists.items, minlength=N_ITEMS_MAX) / len(lists.basket_sizes)
 
@@ -170,32 +182,44 @@ def federated(overrides: dict, nodes: int, folder: Path, client_app=None):
     return run_federated(cfg, nodes, folder / f"model-{time.monotonic_ns()}.pt", client_app)
 
 
-def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
-         nodes: Annotated[int, typer.Option(help="nodes of the privacy table")] = 8,
-         noise_multiplier: Annotated[float, typer.Option()] = 2.0,
-         target_epsilon: Annotated[float, typer.Option()] = 8.0,
-         dp_lr: Annotated[float, typer.Option(help="learning rate of the DP run")] = float(DEFAULTS["private-lr"]),
-         holdout: Annotated[float, typer.Option(help="share of shoppers held out (membership audit)")] = 0.2,
-         central_epochs: Annotated[int, typer.Option()] = 4,
-         poison_nodes: Annotated[int, typer.Option(help="nodes of the poisoning runs; 20 % attack")] = 10,
-         poison_rounds: Annotated[int, typer.Option()] = 5,
-         parts: Annotated[str, typer.Option(help="privacy, poisoning or both")] = "privacy,poisoning",
-         suffix: Annotated[str, typer.Option(help="appended to the result files' names")] = "") -> None:
+def main(
+    rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
+    nodes: Annotated[int, typer.Option(help="nodes of the privacy table")] = 8,
+    noise_multiplier: Annotated[float, typer.Option()] = 2.0,
+    target_epsilon: Annotated[float, typer.Option()] = 8.0,
+    dp_lr: Annotated[float, typer.Option(help="learning rate of the DP run")] = float(DEFAULTS["private-lr"]),
+    holdout: Annotated[float, typer.Option(help="share of shoppers held out (membership audit)")] = 0.2,
+    central_epochs: Annotated[int, typer.Option()] = 4,
+    poison_nodes: Annotated[int, typer.Option(help="nodes of the poisoning runs; 20 % attack")] = 10,
+    poison_rounds: Annotated[int, typer.Option()] = 5,
+    parts: Annotated[str, typer.Option(help="privacy, poisoning or both")] = "privacy,poisoning",
+    suffix: Annotated[str, typer.Option(help="appended to the result files' names")] = "",
+) -> None:
     config.apply_environment()
     source, weeks = "completejourney", int(DEFAULTS["local-weeks"])
     dataset = _dataset(source)
     test = build_splits(dataset, dataset.content_hash(), config.state_dir() / "features")[0]["test"]
-    test_lists = labelled_candidates(test.history, test.cutoff_day, test.targets, TIFU_PARAMS,
-                                     item_groups=test.catalog.item_groups)
+    test_lists = labelled_candidates(
+        test.history, test.cutoff_day, test.targets, TIFU_PARAMS, item_groups=test.catalog.item_groups
+    )
     ndcg = lambda model: round(ndcg_at_k(score(model, test_lists), test_lists), 4)  # noqa: E731
     mlflow.set_tracking_uri(config.mlflow_tracking_uri())
     mlflow.set_experiment("federated-benchmarks")
     with mlflow.start_run(run_name="federated audits"), tempfile.TemporaryDirectory(dir=config.state_dir()) as tmp:
         folder = Path(tmp)
-        mlflow.log_params({"rounds": rounds, "nodes": nodes, "noise_multiplier": noise_multiplier,
-                           "target_epsilon": target_epsilon, "dp_lr": dp_lr, "holdout": holdout,
-                           "central_epochs": central_epochs,
-                           "poison_nodes": poison_nodes, "poison_rounds": poison_rounds})
+        mlflow.log_params(
+            {
+                "rounds": rounds,
+                "nodes": nodes,
+                "noise_multiplier": noise_multiplier,
+                "target_epsilon": target_epsilon,
+                "dp_lr": dp_lr,
+                "holdout": holdout,
+                "central_epochs": central_epochs,
+                "poison_nodes": poison_nodes,
+                "poison_rounds": poison_rounds,
+            }
+        )
         if "privacy" in parts:
             central = ranker_data(test, weeks, generator_settings(TIFU_PARAMS)).train
             list_users = test.catalog.user_ids[central.users]
@@ -208,29 +232,63 @@ def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
             node_lists = [node_data(source, nodes, n, weeks) for n in range(nodes)]
             stored = LabelledCandidates.concat([d.train for d in node_lists])  # what the nodes train on
             stored_users = np.concatenate([d.list_users for d in node_lists])
-            rows = [{"architecture": "central", "ndcg_at_10": ndcg(model), "epsilon": "∞ (no DP)",
-                     "membership_auc": own, "membership_auc_central_lists": own,
-                     "bytes_per_store_per_round": "all raw events", "rounds": "-",
-                     "seconds": round(time.perf_counter() - start)}]
-            for name, dp in (("federated", {}), ("federated + DP", {"noise-multiplier": noise_multiplier,
-                                                                   "target-epsilon": target_epsilon, "private-lr": dp_lr})):
+            rows = [
+                {
+                    "architecture": "central",
+                    "ndcg_at_10": ndcg(model),
+                    "epsilon": "∞ (no DP)",
+                    "membership_auc": own,
+                    "membership_auc_central_lists": own,
+                    "bytes_per_store_per_round": "all raw events",
+                    "rounds": "-",
+                    "seconds": round(time.perf_counter() - start),
+                }
+            ]
+            for name, dp in (
+                ("federated", {}),
+                (
+                    "federated + DP",
+                    {"noise-multiplier": noise_multiplier, "target-epsilon": target_epsilon, "private-lr": dp_lr},
+                ),
+            ):
                 result = federated({"num-server-rounds": rounds, "holdout-share": holdout, **dp}, nodes, folder)
                 sent = max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())
-                rows.append({"architecture": name, "ndcg_at_10": ndcg(result.model),
-                             "epsilon": round(result.summary["epsilon"], 2) if dp else "∞ (no DP)",
-                             "membership_auc": round(membership_auc(result.model, stored, stored_users, holdout), 4),
-                             "membership_auc_central_lists": round(membership_auc(result.model, central, list_users,
-                                                                                  holdout), 4),
-                             "bytes_per_store_per_round": sent, "rounds": result.summary["rounds_trained"],
-                             "seconds": round(result.seconds)})
+                rows.append(
+                    {
+                        "architecture": name,
+                        "ndcg_at_10": ndcg(result.model),
+                        "epsilon": round(result.summary["epsilon"], 2) if dp else "∞ (no DP)",
+                        "membership_auc": round(membership_auc(result.model, stored, stored_users, holdout), 4),
+                        "membership_auc_central_lists": round(
+                            membership_auc(result.model, central, list_users, holdout), 4
+                        ),
+                        "bytes_per_store_per_round": sent,
+                        "rounds": result.summary["rounds_trained"],
+                        "seconds": round(result.seconds),
+                    }
+                )
                 print(rows[-1], flush=True)
             delta = 1 / len(dataset.users)
             for row in rows:
-                mlflow.log_metrics({f"{row['architecture'].replace(' + ', '_')}_{k}": float(v) for k, v in row.items()
-                                    if isinstance(v, (int, float))})
-            path = write_results(f"federated-privacy{suffix}", {"rows": rows, "delta": delta, "holdout": holdout,
-                                                       "rounds": rounds, "nodes": nodes,
-                                                       "noise_multiplier": noise_multiplier}, rows)
+                mlflow.log_metrics(
+                    {
+                        f"{row['architecture'].replace(' + ', '_')}_{k}": float(v)
+                        for k, v in row.items()
+                        if isinstance(v, (int, float))
+                    }
+                )
+            path = write_results(
+                f"federated-privacy{suffix}",
+                {
+                    "rows": rows,
+                    "delta": delta,
+                    "holdout": holdout,
+                    "rounds": rounds,
+                    "nodes": nodes,
+                    "noise_multiplier": noise_multiplier,
+                },
+                rows,
+            )
             mlflow.log_artifact(str(path))
             mlflow.log_artifact(str(path.with_suffix(".json")))
         if "poisoning" in parts:
@@ -238,26 +296,47 @@ def main(rounds: Annotated[int, typer.Option(help="server rounds")] = 10,
             item = pick_target(node_data(source, poison_nodes, min(attackers), weeks).train, test_lists)
             rows = []
             for aggregation in ("fedavg", "fedtrimmedavg", "fedmedian", "krum"):
-                base = {"num-server-rounds": poison_rounds, "aggregation": aggregation,
-                        "krum-malicious-nodes": len(attackers)}
+                base = {
+                    "num-server-rounds": poison_rounds,
+                    "aggregation": aggregation,
+                    "krum-malicious-nodes": len(attackers),
+                }
                 clean = federated(base, poison_nodes, folder).model
-                row = {"aggregation": aggregation, "clean_ndcg_at_10": ndcg(clean),
-                       "clean_target_top10_rate": round(target_rate(clean, test_lists, item), 4)}
+                row = {
+                    "aggregation": aggregation,
+                    "clean_ndcg_at_10": ndcg(clean),
+                    "clean_target_top10_rate": round(target_rate(clean, test_lists, item), 4),
+                }
                 for attack in ATTACKS:
                     app = attacking_client_app({**DEFAULTS, **base}, attackers, attack, item)
                     attacked = federated(base, poison_nodes, folder, app).model
                     row[f"{attack}_ndcg_at_10"] = ndcg(attacked)
-                    row[f"{attack}_ndcg_share_of_clean"] = round(row[f"{attack}_ndcg_at_10"] / row["clean_ndcg_at_10"], 3)
+                    row[f"{attack}_ndcg_share_of_clean"] = round(
+                        row[f"{attack}_ndcg_at_10"] / row["clean_ndcg_at_10"], 3
+                    )
                     if attack == "target-push":
                         row["target-push_target_top10_rate"] = round(target_rate(attacked, test_lists, item), 4)
                 rows.append(row)
                 print(row, flush=True)
-                mlflow.log_metrics({f"{aggregation}_{k}".replace("-", "_"): float(v) for k, v in row.items()
-                                    if isinstance(v, (int, float))})
-            path = write_results(f"federated-poisoning{suffix}", {"rows": rows, "attackers": sorted(attackers),
-                                                         "nodes": poison_nodes, "target_item": item,
-                                                         "sign_flip_scale": SIGN_FLIP_SCALE,
-                                                         "rounds": poison_rounds}, rows)
+                mlflow.log_metrics(
+                    {
+                        f"{aggregation}_{k}".replace("-", "_"): float(v)
+                        for k, v in row.items()
+                        if isinstance(v, (int, float))
+                    }
+                )
+            path = write_results(
+                f"federated-poisoning{suffix}",
+                {
+                    "rows": rows,
+                    "attackers": sorted(attackers),
+                    "nodes": poison_nodes,
+                    "target_item": item,
+                    "sign_flip_scale": SIGN_FLIP_SCALE,
+                    "rounds": poison_rounds,
+                },
+                rows,
+            )
             mlflow.log_artifact(str(path))
             mlflow.log_artifact(str(path.with_suffix(".json")))
 

@@ -32,61 +32,123 @@ class Mutation:
 
 
 MUTATIONS = (
-    Mutation("DP: Gaussian noise is added to the clipped sum", "models/private_training.py",
-             "value + torch.normal(0.0, noise_multiplier * clip_norm,", "value + 0 * torch.normal(0.0, noise_multiplier * clip_norm,",
-             ("tests/code/test_private_training.py::test_the_released_sum_deviates_from_the_clipped_one_by_sigma_times_c",)),
-    Mutation("DP: the noise scale is sigma * C", "models/private_training.py",
-             "torch.normal(0.0, noise_multiplier * clip_norm,", "torch.normal(0.0, noise_multiplier,",
-             ("tests/code/test_private_training.py::test_the_released_sum_deviates_from_the_clipped_one_by_sigma_times_c",)),
-    Mutation("DP: each shopper's gradient is clipped to C", "models/private_training.py",
-             "scale = (clip_norm / (norms + 1e-12)).clamp(max=1.0)", "scale = (clip_norm / (norms + 1e-12)).clamp(max=1e9)",
-             ("tests/code/test_private_training.py::test_no_shopper_contributes_more_than_the_clipping_norm",)),
-    Mutation("DP: the ledger composes every node's steps", "federated/privacy.py",
-             "self.accountant.history += _entries(round_steps)", "self.accountant.history += _entries(round_steps[:1])",
-             ("tests/code/test_private_training.py::test_ledger_composes_every_node_and_stops_before_passing_the_target",)),
-    Mutation("Robust aggregation: FedMedian is a median", "federated/server_app.py",
-             '"fedmedian": FedMedian', '"fedmedian": FedAvg',
-             ("tests/code/test_aggregation.py::test_robust_strategies_stay_with_the_honest_nodes",)),
-    Mutation("Robust aggregation: Krum is Krum", "federated/server_app.py",
-             '"krum": Krum', '"krum": FedAvg',
-             ("tests/code/test_aggregation.py::test_robust_strategies_stay_with_the_honest_nodes",)),
-    Mutation("Distillation: the student learns from its teacher", "training/data.py",
-             "teacher_scores = score(teacher, data.train) if teacher is not None else None", "teacher_scores = None",
-             ("tests/code/test_training.py::test_a_distilled_student_follows_its_teacher_not_only_the_labels",)),
-    Mutation("TIFU-KNN: within-group and group decays are not swapped", "models/baselines.py",
-             'm, rb, rg = self.params["group_size"], self.params["within_decay"], self.params["group_decay"]',
-             'm, rg, rb = self.params["group_size"], self.params["within_decay"], self.params["group_decay"]',
-             ("tests/code/test_baselines.py::test_tifu_knn_user_vector_by_hand",)),
-    Mutation("Ranking: ties inside the top k go by item index", "models/ranking.py",
-             "order = np.lexsort((part, -part_scores), axis=1)", "order = np.lexsort((-part, -part_scores), axis=1)",
-             ("tests/code/test_baselines.py::test_top_k_orders_ties_inside_the_k_by_index",)),
-    Mutation("Metrics: the ideal DCG is capped at k", "models/metrics.py",
-             "for rank in range(min(len(basket), k)))", "for rank in range(len(basket)))",
-             ("tests/code/test_metrics.py::test_idcg_is_capped_at_k",)),
-    Mutation("Training lists: candidates use only baskets before the cutoff", "models/candidates.py",
-             "before = history.before(cutoff_day)", "before = history",
-             ("tests/code/test_training.py::test_labelled_candidates_use_only_baskets_before_the_cutoff",)),
-    Mutation("Features: store popularity counts baskets before the cutoff", "splits/temporal.py",
-             '.group_by([schema.STORE_ID, schema.ITEM_ID]).agg(pl.len().alias("baskets"))',
-             '.group_by([schema.STORE_ID, schema.ITEM_ID]).agg(pl.col(schema.USER_ID).n_unique().alias("baskets"))',
-             ("tests/data/test_features.py::test_store_popularity_counts_and_ranks_each_stores_baskets_before_the_cutoff",)),
-    Mutation("Partitions: ties in the greedy balance go to the lower node id", "splits/partition.py",
-             "key=lambda n: (load[n], n))", "key=lambda n: (load[n], -n))",
-             ("tests/data/test_partition.py::test_the_greedy_rule_by_hand",)),
-    Mutation("Federated nodes read the collected events the flow reads", "federated/task.py",
-             "from tasks.ingest import load_dataset", "from data_contracts.completejourney import load_source as load_dataset",
-             ("tests/data/test_ingest.py",)),
-    Mutation("Edge: an acknowledged event is synced to disk (synchronous=FULL)", "edge/events.py",
-             'self._db.execute("PRAGMA synchronous=FULL")', 'self._db.execute("PRAGMA synchronous=OFF")',
-             ("tests/edge/test_events_and_keys.py",)),
+    Mutation(
+        "DP: Gaussian noise is added to the clipped sum",
+        "models/private_training.py",
+        "value + torch.normal(0.0, noise_multiplier * clip_norm,",
+        "value + 0 * torch.normal(0.0, noise_multiplier * clip_norm,",
+        ("tests/code/test_private_training.py::test_the_released_sum_deviates_from_the_clipped_one_by_sigma_times_c",),
+    ),
+    Mutation(
+        "DP: the noise scale is sigma * C",
+        "models/private_training.py",
+        "torch.normal(0.0, noise_multiplier * clip_norm,",
+        "torch.normal(0.0, noise_multiplier,",
+        ("tests/code/test_private_training.py::test_the_released_sum_deviates_from_the_clipped_one_by_sigma_times_c",),
+    ),
+    Mutation(
+        "DP: each shopper's gradient is clipped to C",
+        "models/private_training.py",
+        "scale = (clip_norm / (norms + 1e-12)).clamp(max=1.0)",
+        "scale = (clip_norm / (norms + 1e-12)).clamp(max=1e9)",
+        ("tests/code/test_private_training.py::test_no_shopper_contributes_more_than_the_clipping_norm",),
+    ),
+    Mutation(
+        "DP: the ledger composes every node's steps",
+        "federated/privacy.py",
+        "self.accountant.history += _entries(round_steps)",
+        "self.accountant.history += _entries(round_steps[:1])",
+        ("tests/code/test_private_training.py::test_ledger_composes_every_node_and_stops_before_passing_the_target",),
+    ),
+    Mutation(
+        "Robust aggregation: FedMedian is a median",
+        "federated/server_app.py",
+        '"fedmedian": FedMedian',
+        '"fedmedian": FedAvg',
+        ("tests/code/test_aggregation.py::test_robust_strategies_stay_with_the_honest_nodes",),
+    ),
+    Mutation(
+        "Robust aggregation: Krum is Krum",
+        "federated/server_app.py",
+        '"krum": Krum',
+        '"krum": FedAvg',
+        ("tests/code/test_aggregation.py::test_robust_strategies_stay_with_the_honest_nodes",),
+    ),
+    Mutation(
+        "Distillation: the student learns from its teacher",
+        "training/data.py",
+        "teacher_scores = score(teacher, data.train) if teacher is not None else None",
+        "teacher_scores = None",
+        ("tests/code/test_training.py::test_a_distilled_student_follows_its_teacher_not_only_the_labels",),
+    ),
+    Mutation(
+        "TIFU-KNN: within-group and group decays are not swapped",
+        "models/baselines.py",
+        'm, rb, rg = self.params["group_size"], self.params["within_decay"], self.params["group_decay"]',
+        'm, rg, rb = self.params["group_size"], self.params["within_decay"], self.params["group_decay"]',
+        ("tests/code/test_baselines.py::test_tifu_knn_user_vector_by_hand",),
+    ),
+    Mutation(
+        "Ranking: ties inside the top k go by item index",
+        "models/ranking.py",
+        "order = np.lexsort((part, -part_scores), axis=1)",
+        "order = np.lexsort((-part, -part_scores), axis=1)",
+        ("tests/code/test_baselines.py::test_top_k_orders_ties_inside_the_k_by_index",),
+    ),
+    Mutation(
+        "Metrics: the ideal DCG is capped at k",
+        "models/metrics.py",
+        "for rank in range(min(len(basket), k)))",
+        "for rank in range(len(basket)))",
+        ("tests/code/test_metrics.py::test_idcg_is_capped_at_k",),
+    ),
+    Mutation(
+        "Training lists: candidates use only baskets before the cutoff",
+        "models/candidates.py",
+        "before = history.before(cutoff_day)",
+        "before = history",
+        ("tests/code/test_training.py::test_labelled_candidates_use_only_baskets_before_the_cutoff",),
+    ),
+    Mutation(
+        "Features: store popularity counts baskets before the cutoff",
+        "splits/temporal.py",
+        '.group_by([schema.STORE_ID, schema.ITEM_ID]).agg(pl.len().alias("baskets"))',
+        '.group_by([schema.STORE_ID, schema.ITEM_ID]).agg(pl.col(schema.USER_ID).n_unique().alias("baskets"))',
+        ("tests/data/test_features.py::test_store_popularity_counts_and_ranks_each_stores_baskets_before_the_cutoff",),
+    ),
+    Mutation(
+        "Partitions: ties in the greedy balance go to the lower node id",
+        "splits/partition.py",
+        "key=lambda n: (load[n], n))",
+        "key=lambda n: (load[n], -n))",
+        ("tests/data/test_partition.py::test_the_greedy_rule_by_hand",),
+    ),
+    Mutation(
+        "Federated nodes read the collected events the flow reads",
+        "federated/task.py",
+        "from tasks.ingest import load_dataset",
+        "from data_contracts.completejourney import load_source as load_dataset",
+        ("tests/data/test_ingest.py",),
+    ),
+    Mutation(
+        "Edge: an acknowledged event is synced to disk (synchronous=FULL)",
+        "edge/events.py",
+        'self._db.execute("PRAGMA synchronous=FULL")',
+        'self._db.execute("PRAGMA synchronous=OFF")',
+        ("tests/edge/test_events_and_keys.py",),
+    ),
 )
 
 
 def run_tests(project: Path, tests: tuple[str, ...]) -> tuple[int, float]:
     """pytest exit code (0 passed, 1 failed) and seconds."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-                           *tests], cwd=project, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *tests],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     return done.returncode, time.perf_counter() - start
 
 
@@ -111,8 +173,15 @@ def main() -> None:
             outcome = {0: "SURVIVED", 1: "caught"}.get(code, f"error (pytest exit {code})")
             rows.append({**asdict(mutation), "outcome": outcome, "seconds": round(seconds, 1)})
             print(f"{outcome:>9}  {mutation.claim}", flush=True)
-    table = [{"claim": r["claim"], "mutation": f"`{r['path']}`: `{r['original']}` → `{r['mutated']}`",
-              "test": ", ".join(f"`{t.split('::')[-1]}`" for t in r["tests"]), "outcome": r["outcome"]} for r in rows]
+    table = [
+        {
+            "claim": r["claim"],
+            "mutation": f"`{r['path']}`: `{r['original']}` → `{r['mutated']}`",
+            "test": ", ".join(f"`{t.split('::')[-1]}`" for t in r["tests"]),
+            "outcome": r["outcome"],
+        }
+        for r in rows
+    ]
     print(write_results("hand_mutations", {"mutations": rows}, table))
 
 

@@ -50,41 +50,76 @@ _PER_METRIC = 'per_metric: dict[str, list[float]] = {name: [] for name in METRIC
 _NOISE = "return {name: value %s torch.normal(0.0, noise_multiplier * clip_norm, value.shape, generator=generator)"
 _SAMPLE = "chosen = torch.nonzero(torch.rand(n_shoppers, generator=generator) %s sample_rate).squeeze(1)"
 _EPSILON = "return self.accountant.get_epsilon(self.delta) if %s else 0.0"
-_NOT_COVERAGE = ("no per-user metric is named coverage_at_10, so its list would stay empty, average to 0.0 "
-                 "and be overwritten by the real coverage two lines below")
+_NOT_COVERAGE = (
+    "no per-user metric is named coverage_at_10, so its list would stay empty, average to 0.0 "
+    "and be overwritten by the real coverage two lines below"
+)
 EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("models/metrics.py", _PER_METRIC % "coverage_at_10", _PER_METRIC % "XXcoverage_at_10XX"): _NOT_COVERAGE,
     ("models/metrics.py", _PER_METRIC % "coverage_at_10", _PER_METRIC % "COVERAGE_AT_10"): _NOT_COVERAGE,
-    ("models/private_training.py",
-     "per_list = -(torch.where(mask, log_p, 0.0) * labels).sum(1) / positives.clamp(min=1)",
-     "per_list = -(torch.where(mask, log_p, 1.0) * labels).sum(1) / positives.clamp(min=1)"):
-        "padded slots have label 0 (shopper_lists pads with zeros), so what stands in for their "
-        "log-probability is multiplied by 0",
-    ("models/private_training.py",
-     'return {name: torch.einsum("s,s...->...", scale, g) for name, g in grads.items()}, norms',
-     'return {name: torch.einsum("S,S...->...", scale, g) for name, g in grads.items()}, norms'):
-        "einsum subscripts are just labels: S names the same shopper axis as s",
-    ("models/private_training.py", _NOISE % "+", _NOISE % "-"):
-        "N(0, σ²C²) is symmetric: summed − noise has the same distribution as summed + noise (same "
-        "privacy, same statistics); only the particular draw differs",
-    ("models/private_training.py", _SAMPLE % "<", _SAMPLE % "<="):
-        "torch.rand is uniform on [0, 1) in steps of 2⁻²⁴: u ≤ q differs from u < q only when u == q "
-        "exactly (probability 2⁻²⁴ per shopper and step; never at q = 1)",
-    ("federated/privacy.py", _EPSILON % "self.accountant.history",
-     _EPSILON % "(self.accountant.history) or True"):
-        "Opacus' get_epsilon returns 0 for an empty history: the same ε = 0 (the int 0, equal to 0.0)",
+    (
+        "models/private_training.py",
+        "per_list = -(torch.where(mask, log_p, 0.0) * labels).sum(1) / positives.clamp(min=1)",
+        "per_list = -(torch.where(mask, log_p, 1.0) * labels).sum(1) / positives.clamp(min=1)",
+    ): "padded slots have label 0 (shopper_lists pads with zeros), so what stands in for their "
+    "log-probability is multiplied by 0",
+    (
+        "models/private_training.py",
+        'return {name: torch.einsum("s,s...->...", scale, g) for name, g in grads.items()}, norms',
+        'return {name: torch.einsum("S,S...->...", scale, g) for name, g in grads.items()}, norms',
+    ): "einsum subscripts are just labels: S names the same shopper axis as s",
+    (
+        "models/private_training.py",
+        _NOISE % "+",
+        _NOISE % "-",
+    ): "N(0, σ²C²) is symmetric: summed − noise has the same distribution as summed + noise (same "
+    "privacy, same statistics); only the particular draw differs",
+    (
+        "models/private_training.py",
+        _SAMPLE % "<",
+        _SAMPLE % "<=",
+    ): "torch.rand is uniform on [0, 1) in steps of 2⁻²⁴: u ≤ q differs from u < q only when u == q "
+    "exactly (probability 2⁻²⁴ per shopper and step; never at q = 1)",
+    (
+        "federated/privacy.py",
+        _EPSILON % "self.accountant.history",
+        _EPSILON % "(self.accountant.history) or True",
+    ): "Opacus' get_epsilon returns 0 for an empty history: the same ε = 0 (the int 0, equal to 0.0)",
 }
 
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no_tests", 33: "no_tests", 34: "skipped",
-          35: "suspicious", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout",
-          37: "caught_by_type_check", -11: "segfault", -9: "segfault", None: "not_checked"}
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    5: "no_tests",
+    33: "no_tests",
+    34: "skipped",
+    35: "suspicious",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    37: "caught_by_type_check",
+    -11: "segfault",
+    -9: "segfault",
+    None: "not_checked",
+}
 COUNTED = ("killed", "survived", "timeout", "no_tests", "suspicious", "segfault", "not_checked")
 
 
 def copy_project(target: Path) -> int:
     """Copy every tracked or new (not ignored) file of the checkout, as it is in the working tree."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            check=True, capture_output=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     copied = 0
     for name in filter(None, listed):
         source = ROOT / name
@@ -98,6 +133,7 @@ def copy_project(target: Path) -> int:
 
 def write_config(target: Path) -> None:
     """mutmut reads [mutmut] from setup.cfg when pyproject.toml has no [tool.mutmut]."""
+
     def lines(values):
         return "".join(f"\n    {v}" for v in values)
 
@@ -111,18 +147,30 @@ def write_config(target: Path) -> None:
         # CPU-seconds limit per mutant = (its tests' time + 1 s) × 2 × this (mutmut's default 15
         # lets a mutant that loops forever in the 8-second ledger test run for ~5 minutes)
         "timeout_multiplier = 5\n"
-        "use_setproctitle = false\n")
+        "use_setproctitle = false\n"
+    )
 
 
 def run_mutmut(folder: Path, workers: int, max_minutes: float, log: Path) -> tuple[int | None, float]:
     """`mutmut run` in `folder`, one thread per worker; stopped (with its children) after max_minutes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     env.pop("MUTANT_UNDER_TEST", None)
     start = time.perf_counter()
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(workers)],
-                                   cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(workers)],
+            cwd=folder,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             code = process.wait(timeout=max_minutes * 60)
         except subprocess.TimeoutExpired:
@@ -194,13 +242,22 @@ def collect(folder: Path) -> dict[str, dict]:
             counts[status if status in counts else "suspicious"] += 1
             if status != "survived":
                 continue
-            shown = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=folder, text=True,
-                                   capture_output=True).stdout
+            shown = subprocess.run(
+                [sys.executable, "-m", "mutmut", "show", mutant], cwd=folder, text=True, capture_output=True
+            ).stdout
             diff = shown.split("\n", 1)[1] if shown.startswith("#") else shown
             change = one_line(diff, defs.get(function_of(mutant)))
             reason = EQUIVALENT.get((source, change["removed"], change["added"]))
-            survivors.append({"mutant": mutant, "function": function_of(mutant), **change,
-                              "equivalent": reason is not None, "why_equivalent": reason, "diff": diff.strip()})
+            survivors.append(
+                {
+                    "mutant": mutant,
+                    "function": function_of(mutant),
+                    **change,
+                    "equivalent": reason is not None,
+                    "why_equivalent": reason,
+                    "diff": diff.strip(),
+                }
+            )
         survivors.sort(key=lambda s: (s["line"] or 0, natural_key(s["mutant"])))
         per_file[source] = {"total": len(codes), **counts, "survivors": survivors}
     return per_file
@@ -241,8 +298,7 @@ def main() -> int:
         print("mutmut is not installed: .venv/bin/pip install mutmut   (version 3.x)", file=sys.stderr)
         return 2
     if not version.startswith("3."):
-        print(f"mutmut {version} found, this benchmark needs 3.x: .venv/bin/pip install 'mutmut==3.*'",
-              file=sys.stderr)
+        print(f"mutmut {version} found, this benchmark needs 3.x: .venv/bin/pip install 'mutmut==3.*'", file=sys.stderr)
         return 2
 
     folder = Path(tempfile.mkdtemp(prefix="lightpersml-mutation-"))
@@ -250,8 +306,9 @@ def main() -> int:
         copied = copy_project(folder)
         write_config(folder)
         log = folder / "mutmut.log"
-        print(f"mutmut {version} in {folder} ({copied} files copied), at most {args.max_minutes:g} minutes …",
-              flush=True)
+        print(
+            f"mutmut {version} in {folder} ({copied} files copied), at most {args.max_minutes:g} minutes …", flush=True
+        )
         code, seconds = run_mutmut(folder, args.workers, args.max_minutes, log)
         if code not in (0, None):
             print(log.read_text()[-4000:], file=sys.stderr)
@@ -264,24 +321,47 @@ def main() -> int:
         else:
             shutil.rmtree(folder, ignore_errors=True)
 
-    table = [{"file": source, "mutants": d["total"], "killed": d["killed"], "survived": d["survived"],
-              "timeout": d["timeout"], "no tests": d["no_tests"], "not checked": d["not_checked"],
-              "score %": score(d["killed"] + d["timeout"], d["total"] - d["not_checked"]),
-              "equivalent survivors": sum(s["equivalent"] for s in d["survivors"])}
-             for source, d in per_file.items()]
+    table = [
+        {
+            "file": source,
+            "mutants": d["total"],
+            "killed": d["killed"],
+            "survived": d["survived"],
+            "timeout": d["timeout"],
+            "no tests": d["no_tests"],
+            "not checked": d["not_checked"],
+            "score %": score(d["killed"] + d["timeout"], d["total"] - d["not_checked"]),
+            "equivalent survivors": sum(s["equivalent"] for s in d["survivors"]),
+        }
+        for source, d in per_file.items()
+    ]
     totals = {key: sum(row[key] for row in table) for key in table[0] if key not in ("file", "score %")}
-    table.append({"file": "all", **totals,
-                  "score %": score(totals["killed"] + totals["timeout"], totals["mutants"] - totals["not checked"])})
+    table.append(
+        {
+            "file": "all",
+            **totals,
+            "score %": score(totals["killed"] + totals["timeout"], totals["mutants"] - totals["not checked"]),
+        }
+    )
     table = [{k: row[k] for k in table[0]} for row in table]
-    payload = {"tool": f"mutmut {version}", "command": ".venv/bin/python -m benchmarks.mutation "
-               f"--max-minutes {args.max_minutes:g} --workers {args.workers}",
-               "sources": list(SOURCES), "tests": list(TESTS), "workers": args.workers,
-               "runtime_seconds": round(seconds, 1), "stopped_at_max_minutes": code is None,
-               "files": per_file, "table": table}
+    payload = {
+        "tool": f"mutmut {version}",
+        "command": ".venv/bin/python -m benchmarks.mutation "
+        f"--max-minutes {args.max_minutes:g} --workers {args.workers}",
+        "sources": list(SOURCES),
+        "tests": list(TESTS),
+        "workers": args.workers,
+        "runtime_seconds": round(seconds, 1),
+        "stopped_at_max_minutes": code is None,
+        "files": per_file,
+        "table": table,
+    }
     path = write_results("mutation", payload, table)
-    note = (f"\nmutmut {version}, {args.workers} worker(s), {seconds / 60:.1f} minutes"
-            + (" (stopped at --max-minutes: some mutants not checked)" if code is None else "")
-            + f"; tests: {', '.join(TESTS)}.\n")
+    note = (
+        f"\nmutmut {version}, {args.workers} worker(s), {seconds / 60:.1f} minutes"
+        + (" (stopped at --max-minutes: some mutants not checked)" if code is None else "")
+        + f"; tests: {', '.join(TESTS)}.\n"
+    )
     path.write_text(path.read_text() + note + markdown_survivors(per_file))
     print(path.read_text())
     return 0

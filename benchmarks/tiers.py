@@ -23,15 +23,25 @@ config.apply_environment()
 from benchmarks._measure import write_results  # noqa: E402
 
 COLUMNS = {  # result column → metric key in the pipeline's tier rows
-    "NDCG@10": "ndcg_at_10", "recall@10": "recall_at_10", "repeat recall": "recall_repeat_at_10",
-    "explore recall": "recall_explore_at_10", "p50 ms": "latency_p50_ms", "p99 ms": "latency_p99_ms",
-    "p99 / cloud": "latency_p99_ratio_to_cloud", "peak MB": "peak_memory_mb", "model MB": "model_size_mb",
-    "params": "param_count", "train s": "fit_seconds", "tune s": "tuning_seconds",
+    "NDCG@10": "ndcg_at_10",
+    "recall@10": "recall_at_10",
+    "repeat recall": "recall_repeat_at_10",
+    "explore recall": "recall_explore_at_10",
+    "p50 ms": "latency_p50_ms",
+    "p99 ms": "latency_p99_ms",
+    "p99 / cloud": "latency_p99_ratio_to_cloud",
+    "peak MB": "peak_memory_mb",
+    "model MB": "model_size_mb",
+    "params": "param_count",
+    "train s": "fit_seconds",
+    "tune s": "tuning_seconds",
 }
 
 
-def main(profile: Annotated[str, typer.Option(help="pipeline profile")] = "full",
-         data: Annotated[str, typer.Option(help="dataset source")] = "completejourney") -> None:
+def main(
+    profile: Annotated[str, typer.Option(help="pipeline profile")] = "full",
+    data: Annotated[str, typer.Option(help="dataset source")] = "completejourney",
+) -> None:
     from flows.training import training_flow
 
     start = time.perf_counter()
@@ -39,8 +49,17 @@ def main(profile: Annotated[str, typer.Option(help="pipeline profile")] = "full"
     minutes = (time.perf_counter() - start) / 60
     rows = sorted(result["tiers"], key=lambda r: -r["ndcg_at_10"])
     table = [{"tier": r["tier"], **{name: _round(r.get(key)) for name, key in COLUMNS.items()}} for r in rows]
-    path = write_results(f"tiers-{profile}", {"profile": profile, "data": data, "run_id": result["run_id"],
-                                              "pipeline_minutes": round(minutes, 1), "tiers": rows}, table)
+    path = write_results(
+        f"tiers-{profile}",
+        {
+            "profile": profile,
+            "data": data,
+            "run_id": result["run_id"],
+            "pipeline_minutes": round(minutes, 1),
+            "tiers": rows,
+        },
+        table,
+    )
     print(path.read_text())
     print(f"pipeline: {minutes:.1f} min, MLflow run {result['run_id']}")
 

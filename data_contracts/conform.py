@@ -88,8 +88,9 @@ def normalise_ids(raw: pd.Series) -> pd.Series:
     return parsed.mask(parsed == "")
 
 
-def conform_table(frame: pd.DataFrame, spec: schema.TableSpec,
-                  event_types: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[Finding]]:
+def conform_table(
+    frame: pd.DataFrame, spec: schema.TableSpec, event_types: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, list[Finding]]:
     """Return the table with contract types (ids as strings, UTC-naive timestamps, numbers)
     and one thresholded `Finding` per column holding values of the wrong type. Event types are
     lower-cased and mapped through `schema.EVENT_TYPE_ALIASES`, then `event_types`.

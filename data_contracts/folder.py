@@ -62,7 +62,9 @@ def load_folder(path: str | Path) -> Dataset:
     """Load every contract table present in `path`; `events` and `items` are required."""
     folder = Path(path)
     if not folder.is_dir():
-        raise DataContractError(f"{folder}: not a folder. Expected a folder with events.csv/.parquet and items.csv/.parquet.")
+        raise DataContractError(
+            f"{folder}: not a folder. Expected a folder with events.csv/.parquet and items.csv/.parquet."
+        )
     frames, sources = {}, {}
     for table in schema.TABLES:
         file = find_table_file(folder, table)

@@ -31,9 +31,13 @@ def learnability_findings(events: pd.DataFrame, protocol: Protocol) -> list[Find
         purchases = events[events[schema.EVENT_TYPE] == "purchase"]
         if purchases.empty:
             found = ", ".join(f"{t} ({n:,})" for t, n in events[schema.EVENT_TYPE].value_counts().items())
-            return [_refusal("purchases_present",
-                             f"no purchase events (types found: {found or 'none'}); training learns from purchases. "
-                             "If one of these types means a purchase, map it: --event-type TYPE=purchase")]
+            return [
+                _refusal(
+                    "purchases_present",
+                    f"no purchase events (types found: {found or 'none'}); training learns from purchases. "
+                    "If one of these types means a purchase, map it: --event-type TYPE=purchase",
+                )
+            ]
     if purchases.empty:
         return []  # the suites already report an empty table
     stamps, users = purchases[schema.TIMESTAMP], purchases[schema.USER_ID]
@@ -43,20 +47,28 @@ def learnability_findings(events: pd.DataFrame, protocol: Protocol) -> list[Find
     span = f"the purchases span {first:%Y-%m-%d} to {newest:%Y-%m-%d} ({(newest - first).days} days)"
     needed = protocol.test_weeks + protocol.validation_weeks
     if first >= validation_cutoff:
-        return [_refusal("span_covers_protocol", f"{span}; the protocol needs {needed} weeks of test and validation "
-                         f"windows plus history before them (test_weeks={protocol.test_weeks}, "
-                         f"validation_weeks={protocol.validation_weeks})")]
+        return [
+            _refusal(
+                "span_covers_protocol",
+                f"{span}; the protocol needs {needed} weeks of test and validation "
+                f"windows plus history before them (test_weeks={protocol.test_weeks}, "
+                f"validation_weeks={protocol.validation_weeks})",
+            )
+        ]
     findings = []
     for name, cutoff, window_end in (("validation", validation_cutoff, test_cutoff), ("test", test_cutoff, None)):
         before = set(users[stamps < cutoff])
         inside = stamps >= cutoff if window_end is None else (stamps >= cutoff) & (stamps < window_end)
         both = len(before & set(users[inside]))
         if both < protocol.min_test_users:
-            findings.append(_refusal(
-                f"enough_{name}_shoppers",
-                f"the {name} split has {both:,} shopper{'' if both == 1 else 's'} with a purchase both before {cutoff:%Y-%m-%d} and in the "
-                f"window after it; at least {protocol.min_test_users} are needed for metrics that mean anything "
-                f"({span})"))
+            findings.append(
+                _refusal(
+                    f"enough_{name}_shoppers",
+                    f"the {name} split has {both:,} shopper{'' if both == 1 else 's'} with a purchase both before {cutoff:%Y-%m-%d} and in the "
+                    f"window after it; at least {protocol.min_test_users} are needed for metrics that mean anything "
+                    f"({span})",
+                )
+            )
     return findings
 
 

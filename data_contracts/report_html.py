@@ -65,8 +65,15 @@ class CheckOutcome:
     examples: tuple[str, ...] = ()
 
 
-def write_html_report(out_dir: Path, dataset: str, passed: bool, row_counts: dict[str, int], quarantined: dict[str, int],
-                      checks: list[CheckOutcome], notes: list[str]) -> Path:
+def write_html_report(
+    out_dir: Path,
+    dataset: str,
+    passed: bool,
+    row_counts: dict[str, int],
+    quarantined: dict[str, int],
+    checks: list[CheckOutcome],
+    notes: list[str],
+) -> Path:
     """Write `out_dir/report.html`, linking GX's pages under `out_dir/gx/`; returns its path."""
     out_dir = Path(out_dir)
     site = out_dir / "gx" / "uncommitted" / "data_docs" / "local_site"
@@ -74,10 +81,22 @@ def write_html_report(out_dir: Path, dataset: str, passed: bool, row_counts: dic
     for page in sorted((site / "validations").rglob("lightpersml-*.html")):  # validations/<suite path>/…/<suite>.html
         links.setdefault(page.stem.removeprefix("lightpersml-"), []).append(page.relative_to(out_dir).as_posix())
     order = {"blocking": 0, "quarantined": 1, "passed": 2}
-    html = Environment(autoescape=select_autoescape(default=True)).from_string(TEMPLATE).render(
-        dataset=dataset, passed=passed, row_counts=row_counts, quarantined=quarantined, links=links,
-        checks=sorted(checks, key=lambda c: (order[c.outcome], c.table)), notes=notes, colours=OUTCOME_COLOUR,
-        gx_index=(site / "index.html").relative_to(out_dir).as_posix(), quarantine=any(quarantined.values()))
+    html = (
+        Environment(autoescape=select_autoescape(default=True))
+        .from_string(TEMPLATE)
+        .render(
+            dataset=dataset,
+            passed=passed,
+            row_counts=row_counts,
+            quarantined=quarantined,
+            links=links,
+            checks=sorted(checks, key=lambda c: (order[c.outcome], c.table)),
+            notes=notes,
+            colours=OUTCOME_COLOUR,
+            gx_index=(site / "index.html").relative_to(out_dir).as_posix(),
+            quarantine=any(quarantined.values()),
+        )
+    )
     path = out_dir / "report.html"
     path.write_text(html)
     return path

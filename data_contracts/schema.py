@@ -29,10 +29,22 @@ DEFAULT_EVENT_TYPE = "purchase"
 # What shop systems commonly call the contract's types (lower case). Anything else, e.g. `rating`,
 # needs a mapping (`--event-type rating=purchase`); training learns from purchases only.
 EVENT_TYPE_ALIASES = {
-    "order": "purchase", "buy": "purchase", "sale": "purchase", "transaction": "purchase", "checkout": "purchase",
-    "click": "view", "pageview": "view", "page_view": "view", "detail": "view", "product_view": "view",
-    "cart": "add_to_cart", "addtocart": "add_to_cart", "add-to-cart": "add_to_cart", "add to cart": "add_to_cart",
+    "order": "purchase",
+    "buy": "purchase",
+    "sale": "purchase",
+    "transaction": "purchase",
+    "checkout": "purchase",
+    "click": "view",
+    "pageview": "view",
+    "page_view": "view",
+    "detail": "view",
+    "product_view": "view",
+    "cart": "add_to_cart",
+    "addtocart": "add_to_cart",
+    "add-to-cart": "add_to_cart",
+    "add to cart": "add_to_cart",
 }
+
 
 # Column kinds: "id" (string after ingestion), "timestamp", "int", "float", "bool", "str".
 @dataclass(frozen=True)

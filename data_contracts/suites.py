@@ -32,7 +32,9 @@ def _not_null_ids(spec: schema.TableSpec, frame: pd.DataFrame, mostly: float) ->
 
 def _unique_keys(spec: schema.TableSpec, frame: pd.DataFrame) -> list:
     return [
-        gxe.ExpectColumnValuesToBeUnique(column=c, mostly=ALWAYS, meta=QUARANTINE) for c in spec.primary_key if c in frame.columns
+        gxe.ExpectColumnValuesToBeUnique(column=c, mostly=ALWAYS, meta=QUARANTINE)
+        for c in spec.primary_key
+        if c in frame.columns
     ]
 
 
@@ -40,7 +42,9 @@ def _exact_duplicates(frame: pd.DataFrame) -> list:
     return [gxe.ExpectCompoundColumnsToBeUnique(column_list=list(frame.columns), mostly=ALWAYS, meta=QUARANTINE)]
 
 
-def build_suite(spec: schema.TableSpec, frame: pd.DataFrame, max_quantity: int, max_bad_share: float) -> ExpectationSuite:
+def build_suite(
+    spec: schema.TableSpec, frame: pd.DataFrame, max_quantity: int, max_bad_share: float
+) -> ExpectationSuite:
     """The suite for one table. Expectations on optional columns are added only when present.
     Thresholded ones carry GX's `mostly` = 1 - max_bad_share, so Data Docs shows them passed while
     their failing rows are few enough to quarantine.
@@ -62,22 +66,31 @@ def build_suite(spec: schema.TableSpec, frame: pd.DataFrame, max_quantity: int, 
     if spec is schema.EVENTS:
         expectations += _exact_duplicates(frame)
         if schema.QUANTITY in present:
-            expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.QUANTITY, min_value=1, mostly=mostly,
-                                                                  meta=THRESHOLDED))
+            expectations.append(
+                gxe.ExpectColumnValuesToBeBetween(column=schema.QUANTITY, min_value=1, mostly=mostly, meta=THRESHOLDED)
+            )
             expectations.append(
                 gxe.ExpectColumnValuesToBeBetween(
-                    column=schema.QUANTITY, max_value=max_quantity, mostly=ALWAYS, meta={**QUARANTINE, "kind": "outlier"}
+                    column=schema.QUANTITY,
+                    max_value=max_quantity,
+                    mostly=ALWAYS,
+                    meta={**QUARANTINE, "kind": "outlier"},
                 )
             )
         if schema.VALUE in present:
-            expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.VALUE, min_value=0, mostly=ALWAYS, meta=QUARANTINE))
+            expectations.append(
+                gxe.ExpectColumnValuesToBeBetween(column=schema.VALUE, min_value=0, mostly=ALWAYS, meta=QUARANTINE)
+            )
         if schema.EVENT_TYPE in present:
             expectations.append(
-                gxe.ExpectColumnValuesToBeInSet(column=schema.EVENT_TYPE, value_set=list(schema.EVENT_TYPES), mostly=mostly,
-                                                meta=THRESHOLDED)
+                gxe.ExpectColumnValuesToBeInSet(
+                    column=schema.EVENT_TYPE, value_set=list(schema.EVENT_TYPES), mostly=mostly, meta=THRESHOLDED
+                )
             )
     if spec is schema.ITEMS and schema.PRICE in present:
-        expectations.append(gxe.ExpectColumnValuesToBeBetween(column=schema.PRICE, min_value=0, mostly=ALWAYS, meta=QUARANTINE))
+        expectations.append(
+            gxe.ExpectColumnValuesToBeBetween(column=schema.PRICE, min_value=0, mostly=ALWAYS, meta=QUARANTINE)
+        )
     for expectation in expectations:
         suite.add_expectation(expectation)
     return suite

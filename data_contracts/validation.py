@@ -55,8 +55,10 @@ class ValidationReport:
         return not self.blocking
 
     def summary(self) -> str:
-        lines = [f"{self.dataset}: {'PASSED' if self.passed else 'FAILED'} — rows " + ", ".join(
-            f"{t}={n:,}" for t, n in self.row_counts.items())]
+        lines = [
+            f"{self.dataset}: {'PASSED' if self.passed else 'FAILED'} — rows "
+            + ", ".join(f"{t}={n:,}" for t, n in self.row_counts.items())
+        ]
         for f in self.findings:
             action = "BLOCKING" if f.blocking else f"quarantined {len(f.row_indices):,}"
             lines.append(f"  [{action}] {f.table}.{f.column or '*'} {f.check}: {_rows(f)} {f.detail}".rstrip())
@@ -92,11 +94,15 @@ def _describe_rows(frame: pd.DataFrame, positions: list[int], source: str, limit
 
 
 def blocking_message(report: ValidationReport, sources: dict[str, str]) -> str:
-    parts = [f"Data validation failed for {report.dataset!r}: {len(report.blocking)} blocking check(s). Nothing was trained."]
+    parts = [
+        f"Data validation failed for {report.dataset!r}: {len(report.blocking)} blocking check(s). Nothing was trained."
+    ]
     for f in report.blocking:
         where = sources.get(f.table, f.table)
-        parts.append(f"- table {f.table} ({where}), column {f.column or '(table)'}: {f.check} failed"
-                     f"{' for ' + _rows(f) if f.unexpected_count is not None else ''}. {f.detail}".rstrip())
+        parts.append(
+            f"- table {f.table} ({where}), column {f.column or '(table)'}: {f.check} failed"
+            f"{' for ' + _rows(f) if f.unexpected_count is not None else ''}. {f.detail}".rstrip()
+        )
         for example in f.examples:
             parts.append(f"    e.g. {example}")
     if report.report_json:
@@ -118,7 +124,9 @@ class GxRunner:
         self.source = self.context.data_sources.add_or_update_pandas(name="lightpersml")
 
     def validate(self, table: str, frame: pd.DataFrame, suite) -> list[dict]:
-        asset = next((a for a in self.source.assets if a.name == table), None) or self.source.add_dataframe_asset(name=table)
+        asset = next((a for a in self.source.assets if a.name == table), None) or self.source.add_dataframe_asset(
+            name=table
+        )
         batch_definition = next(
             (b for b in asset.batch_definitions if b.name == "whole"), None
         ) or asset.add_batch_definition_whole_dataframe("whole")
@@ -144,15 +152,22 @@ def _numpy_numbers(frame: pd.DataFrame) -> pd.DataFrame:
     converted = {}
     for column, values in frame.items():
         dtype = values.dtype
-        if isinstance(dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_numeric_dtype(dtype) \
-                and not pd.api.types.is_bool_dtype(dtype):
-            converted[column] = (values.to_numpy("float64", na_value=float("nan")) if values.hasnans
-                                 else values.to_numpy(dtype.numpy_dtype))
+        if (
+            isinstance(dtype, pd.api.extensions.ExtensionDtype)
+            and pd.api.types.is_numeric_dtype(dtype)
+            and not pd.api.types.is_bool_dtype(dtype)
+        ):
+            converted[column] = (
+                values.to_numpy("float64", na_value=float("nan"))
+                if values.hasnans
+                else values.to_numpy(dtype.numpy_dtype)
+            )
     return frame.assign(**converted) if converted else frame
 
 
-def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: str, limit: int,
-                         raw: pd.DataFrame) -> Finding | None:
+def _finding_from_result(
+    table: str, frame: pd.DataFrame, result: dict, source: str, limit: int, raw: pd.DataFrame
+) -> Finding | None:
     """The finding of one GX result (None when it passed); examples show the `raw` rows as read."""
     config = result["expectation_config"]
     kwargs, meta = config["kwargs"], config.get("meta") or {}
@@ -170,12 +185,19 @@ def _finding_from_result(table: str, frame: pd.DataFrame, result: dict, source: 
         detail = f"missing; columns found: {list(frame.columns)}"
     elif "min_value" in kwargs or "max_value" in kwargs:
         low, high = kwargs.get("min_value"), kwargs.get("max_value")
-        detail = (f"expected between {low:g} and {high:g}" if low is not None and high is not None
-                  else f"expected at least {low:g}" if low is not None else f"expected at most {high:g}")
+        detail = (
+            f"expected between {low:g} and {high:g}"
+            if low is not None and high is not None
+            else f"expected at least {low:g}"
+            if low is not None
+            else f"expected at most {high:g}"
+        )
     elif config["type"] == "expect_column_values_to_be_in_set" and kwargs.get("column") == schema.EVENT_TYPE:
         found = pd.Series(outcome.get("partial_unexpected_list") or []).value_counts().index[:5].tolist()
-        detail = (f"expected one of {', '.join(schema.EVENT_TYPES)}; found e.g. {', '.join(map(str, found))}; "
-                  "map a type of yours with --event-type TYPE=purchase (or view, add_to_cart)")
+        detail = (
+            f"expected one of {', '.join(schema.EVENT_TYPES)}; found e.g. {', '.join(map(str, found))}; "
+            "map a type of yours with --event-type TYPE=purchase (or view, add_to_cart)"
+        )
     elif exception:
         detail = exception
     return Finding(
@@ -202,10 +224,19 @@ def implausible_time_findings(events: pd.DataFrame, raw: pd.DataFrame, source: s
     if not bad.any():
         return []
     positions = [int(p) for p in bad.to_numpy().nonzero()[0]]
-    return [Finding(table="events", column=schema.TIMESTAMP, check="timestamp_plausible", blocking=True, thresholded=True,
-                    unexpected_count=len(positions), row_indices=positions,
-                    examples=_describe_rows(raw, positions, source, limit),
-                    detail=f"expected between {EARLIEST_PLAUSIBLE:%Y-%m-%d} and now ({latest:%Y-%m-%d %H:%M} UTC)")]
+    return [
+        Finding(
+            table="events",
+            column=schema.TIMESTAMP,
+            check="timestamp_plausible",
+            blocking=True,
+            thresholded=True,
+            unexpected_count=len(positions),
+            row_indices=positions,
+            examples=_describe_rows(raw, positions, source, limit),
+            detail=f"expected between {EARLIEST_PLAUSIBLE:%Y-%m-%d} and now ({latest:%Y-%m-%d %H:%M} UTC)",
+        )
+    ]
 
 
 def apply_thresholds(findings: list[Finding], row_counts: dict[str, int], max_bad_share: float) -> None:
@@ -217,8 +248,10 @@ def apply_thresholds(findings: list[Finding], row_counts: dict[str, int], max_ba
         share = f.unexpected_count / rows
         f.blocking = share > max_bad_share
         verdict = "over" if f.blocking else "within"
-        f.detail = (f"{f.detail}; {share:.2%} of {rows:,} rows, {verdict} the limit of {max_bad_share:.0%} per check "
-                    "(ValidationSettings.max_bad_share)").lstrip("; ")
+        f.detail = (
+            f"{f.detail}; {share:.2%} of {rows:,} rows, {verdict} the limit of {max_bad_share:.0%} per check "
+            "(ValidationSettings.max_bad_share)"
+        ).lstrip("; ")
 
 
 def unknown_item_findings(tables: dict[str, pd.DataFrame], sources: dict[str, str], limit: int) -> list[Finding]:
@@ -235,20 +268,35 @@ def unknown_item_findings(tables: dict[str, pd.DataFrame], sources: dict[str, st
         unknown = frame[schema.ITEM_ID].notna() & ~frame[schema.ITEM_ID].isin(known)
         if unknown.any():
             positions = [int(p) for p in unknown.to_numpy().nonzero()[0]]
-            findings.append(Finding(table=table, column=schema.ITEM_ID, check="item_id_in_items_table",
-                                    blocking=thresholded, thresholded=thresholded,
-                                    unexpected_count=len(positions), row_indices=positions,
-                                    examples=_describe_rows(frame, positions, sources.get(table, ""), limit),
-                                    detail=f"{frame[schema.ITEM_ID][unknown].nunique():,} distinct ids not in the items table"))
+            findings.append(
+                Finding(
+                    table=table,
+                    column=schema.ITEM_ID,
+                    check="item_id_in_items_table",
+                    blocking=thresholded,
+                    thresholded=thresholded,
+                    unexpected_count=len(positions),
+                    row_indices=positions,
+                    examples=_describe_rows(frame, positions, sources.get(table, ""), limit),
+                    detail=f"{frame[schema.ITEM_ID][unknown].nunique():,} distinct ids not in the items table",
+                )
+            )
     return findings
 
 
 def _quarantined_item_finding(table: str, frame: pd.DataFrame, removed: pd.Index, source: str, limit: int) -> Finding:
     """Rows that refer to an item moved to quarantine follow it there (reason `item_quarantined`)."""
     positions = [int(p) for p in frame[schema.ITEM_ID].isin(removed).to_numpy().nonzero()[0]]
-    return Finding(table=table, column=schema.ITEM_ID, check="item_quarantined", blocking=False,
-                   unexpected_count=len(positions), row_indices=positions,
-                   examples=_describe_rows(frame, positions, source, limit), detail="refers to a quarantined item")
+    return Finding(
+        table=table,
+        column=schema.ITEM_ID,
+        check="item_quarantined",
+        blocking=False,
+        unexpected_count=len(positions),
+        row_indices=positions,
+        examples=_describe_rows(frame, positions, source, limit),
+        detail="refers to a quarantined item",
+    )
 
 
 def _quarantine_rows(frame: pd.DataFrame, finding: Finding) -> list[int]:
@@ -261,9 +309,15 @@ def _quarantine_rows(frame: pd.DataFrame, finding: Finding) -> list[int]:
     return finding.row_indices
 
 
-def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, example_rows: int = 5,
-                     max_bad_share: float = 0.01, event_types: tuple[tuple[str, str], ...] = (),
-                     protocol: Protocol | None = None) -> tuple[Dataset, ValidationReport]:
+def validate_dataset(
+    dataset: Dataset,
+    out_dir: Path,
+    max_quantity: int = 100,
+    example_rows: int = 5,
+    max_bad_share: float = 0.01,
+    event_types: tuple[tuple[str, str], ...] = (),
+    protocol: Protocol | None = None,
+) -> tuple[Dataset, ValidationReport]:
     """Validate every table of `dataset`; return the cleaned dataset and the report.
 
     event_types: (shop's type, contract type) pairs applied before the checks, beside the built-in
@@ -289,13 +343,16 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
         findings += parse_findings
         conformed[table], raws[table] = frame, raw
     findings += unknown_item_findings(conformed, dataset.sources, example_rows)
-    findings += implausible_time_findings(conformed["events"], raws["events"], dataset.sources.get("events", ""),
-                                          example_rows)
+    findings += implausible_time_findings(
+        conformed["events"], raws["events"], dataset.sources.get("events", ""), example_rows
+    )
     for table, frame in conformed.items():
         suite = build_suite(schema.TABLES[table], frame, max_quantity, max_bad_share)
         log.info("validating %s: %s rows, %d expectations", table, f"{len(frame):,}", len(suite.expectations))
         for result in runner.validate(table, frame, suite):
-            finding = _finding_from_result(table, frame, result, dataset.sources.get(table, ""), example_rows, raws[table])
+            finding = _finding_from_result(
+                table, frame, result, dataset.sources.get(table, ""), example_rows, raws[table]
+            )
             if finding:
                 findings.append(finding)
             else:
@@ -303,12 +360,16 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
                 column = kwargs.get("column") or (",".join(kwargs["column_list"]) if "column_list" in kwargs else None)
                 passed_checks.append(CheckOutcome(table, column, result["expectation_config"]["type"], "passed", 0, ""))
     apply_thresholds(findings, row_counts, max_bad_share)
-    report = ValidationReport(dataset=dataset.name, findings=findings, row_counts=row_counts, quarantined={}, notes=list(dataset.notes))
+    report = ValidationReport(
+        dataset=dataset.name, findings=findings, row_counts=row_counts, quarantined={}, notes=list(dataset.notes)
+    )
     cleaned, removed_items = {}, pd.Index([])
     for table in ["items"] + [t for t in conformed if t != "items"]:  # items first: events follow them
         frame = conformed[table]
         if table != "items" and len(removed_items) and schema.ITEM_ID in frame.columns:
-            findings.append(_quarantined_item_finding(table, frame, removed_items, dataset.sources.get(table, ""), example_rows))
+            findings.append(
+                _quarantined_item_finding(table, frame, removed_items, dataset.sources.get(table, ""), example_rows)
+            )
         reasons = pd.Series("", index=frame.index, dtype="string")
         for f in findings:
             if f.table == table and not f.blocking:
@@ -322,8 +383,16 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
             frame[flagged].assign(reason=reasons[flagged]).to_parquet(quarantine_dir / f"{table}.parquet")
         cleaned[table] = frame[~flagged].reset_index(drop=True)
         if flagged.any() and cleaned[table].empty and row_counts[table]:
-            findings.append(Finding(table=table, column=None, check="rows_left_after_quarantine", blocking=True,
-                                    unexpected_count=None, detail=f"quarantine would remove all {row_counts[table]:,} rows"))
+            findings.append(
+                Finding(
+                    table=table,
+                    column=None,
+                    check="rows_left_after_quarantine",
+                    blocking=True,
+                    unexpected_count=None,
+                    detail=f"quarantine would remove all {row_counts[table]:,} rows",
+                )
+            )
         if table == "items" and schema.ITEM_ID in frame.columns:
             removed_items = pd.Index(frame[schema.ITEM_ID][flagged].unique()).difference(cleaned[table][schema.ITEM_ID])
     if protocol is not None and not any(f.blocking for f in findings):
@@ -331,10 +400,20 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
     report.findings = [f for f in findings if f.blocking or f.unexpected_count]
     runner.build_docs()
     outcomes = passed_checks + [
-        CheckOutcome(f.table, f.column, f.check, "blocking" if f.blocking else "quarantined", f.unexpected_count, f.detail,
-                     tuple(str(e) for e in f.examples[:3])) for f in report.findings]
-    report.data_docs = str(write_html_report(out_dir, dataset.name, report.passed, row_counts, report.quarantined,
-                                             outcomes, report.notes))
+        CheckOutcome(
+            f.table,
+            f.column,
+            f.check,
+            "blocking" if f.blocking else "quarantined",
+            f.unexpected_count,
+            f.detail,
+            tuple(str(e) for e in f.examples[:3]),
+        )
+        for f in report.findings
+    ]
+    report.data_docs = str(
+        write_html_report(out_dir, dataset.name, report.passed, row_counts, report.quarantined, outcomes, report.notes)
+    )
     report.report_json = str(out_dir / "report.json")
     report.quarantine_dir = str(quarantine_dir)
     Path(report.report_json).write_text(json.dumps(report.to_json(), indent=2, default=str))
@@ -347,13 +426,24 @@ def validate_dataset(dataset: Dataset, out_dir: Path, max_quantity: int = 100, e
 
 def report_markdown(report: ValidationReport) -> str:
     """The report as Markdown: one row per finding, the row counts, the notes and where the files are."""
-    rows = [f"| {f.table} | {f.column or ''} | {f.check} | {'blocking' if f.blocking else 'quarantine'} | {f.unexpected_count if f.unexpected_count is not None else '—'} |"
-            for f in report.findings]
-    counts = ", ".join(f"{t}: {n:,} rows ({report.quarantined.get(t, 0):,} quarantined)" for t, n in report.row_counts.items())
-    return "\n".join([
-        f"# Data validation — {report.dataset}: {'passed' if report.passed else 'FAILED'}",
-        counts, "",
-        "| table | column | check | action | rows |", "|---|---|---|---|---|", *rows,
-        "", *(f"- {note}" for note in report.notes),
-        "", f"Report: `{report.report_json}`  Data Docs: {report.data_docs}",
-    ])
+    rows = [
+        f"| {f.table} | {f.column or ''} | {f.check} | {'blocking' if f.blocking else 'quarantine'} | {f.unexpected_count if f.unexpected_count is not None else '—'} |"
+        for f in report.findings
+    ]
+    counts = ", ".join(
+        f"{t}: {n:,} rows ({report.quarantined.get(t, 0):,} quarantined)" for t, n in report.row_counts.items()
+    )
+    return "\n".join(
+        [
+            f"# Data validation — {report.dataset}: {'passed' if report.passed else 'FAILED'}",
+            counts,
+            "",
+            "| table | column | check | action | rows |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            *(f"- {note}" for note in report.notes),
+            "",
+            f"Report: `{report.report_json}`  Data Docs: {report.data_docs}",
+        ]
+    )

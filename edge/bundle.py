@@ -17,7 +17,7 @@ import io
 import json
 import os
 import tarfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -51,13 +51,15 @@ def init_keys(folder: Path, overwrite: bool = False) -> tuple[Path, Path]:
         raise FileExistsError(f"{private_path} exists; bundles signed with it would stop verifying if it were replaced")
     folder.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as f:
         f.write(private_pem)
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    public_path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return private_path, public_path
 
 
@@ -90,8 +92,12 @@ def sign_bundle(folder: Path, key: Ed25519PrivateKey, info: dict) -> dict:
     if missing:
         raise BundleError(f"{folder}: cannot sign, missing {', '.join(missing)}")
     names = [*FILES, *(name for name in OPTIONAL_FILES if (folder / name).is_file())]
-    manifest = {"format": FORMAT_VERSION, **info, "created_at": datetime.now(timezone.utc).isoformat(),
-                "files": {name: sha256(folder / name) for name in sorted(names)}}
+    manifest = {
+        "format": FORMAT_VERSION,
+        **info,
+        "created_at": datetime.now(UTC).isoformat(),
+        "files": {name: sha256(folder / name) for name in sorted(names)},
+    }
     body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
     (folder / MANIFEST).write_bytes(body)
     (folder / SIGNATURE).write_text(base64.b64encode(key.sign(body)).decode())
@@ -108,8 +114,10 @@ def verify_bundle(folder: Path, public_key: Ed25519PublicKey) -> dict:
     try:
         public_key.verify(base64.b64decode((folder / SIGNATURE).read_text(), validate=True), body)
     except (InvalidSignature, ValueError):
-        raise BundleError(f"{folder}: {SIGNATURE} does not verify {MANIFEST} against this node's public key "
-                          "(edited manifest, or signed with another key)") from None
+        raise BundleError(
+            f"{folder}: {SIGNATURE} does not verify {MANIFEST} against this node's public key "
+            "(edited manifest, or signed with another key)"
+        ) from None
     manifest = json.loads(body)
     if manifest.get("format") != FORMAT_VERSION:
         raise BundleError(f"{folder}: bundle format {manifest.get('format')!r}, this node reads {FORMAT_VERSION}")
@@ -125,8 +133,10 @@ def verify_bundle(folder: Path, public_key: Ed25519PublicKey) -> dict:
             raise BundleError(f"{folder}: {name} is missing")
         actual = sha256(path)
         if actual != listed[name]:
-            raise BundleError(f"{folder}: {name} does not match its SHA-256 in the manifest "
-                              f"(manifest {listed[name][:12]}…, file {actual[:12]}…)")
+            raise BundleError(
+                f"{folder}: {name} does not match its SHA-256 in the manifest "
+                f"(manifest {listed[name][:12]}…, file {actual[:12]}…)"
+            )
     unlisted = sorted({p.name for p in folder.iterdir()} - set(listed) - {MANIFEST, SIGNATURE})
     if unlisted:
         raise BundleError(f"{folder}: files not in the manifest: {', '.join(unlisted)}")

@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from limits import RateLimitItem, parse, storage, strategies
@@ -57,7 +57,7 @@ def _split(presented: str) -> tuple[str, str] | None:
     """(key id, secret) of a well-formed key, else None."""
     if not presented.startswith(PREFIX) or len(presented) > 200:
         return None
-    key_id, separator, secret = presented[len(PREFIX):].partition("_")
+    key_id, separator, secret = presented[len(PREFIX) :].partition("_")
     if len(key_id) != ID_LENGTH or not separator or not secret:
         return None
     return key_id, secret
@@ -91,8 +91,14 @@ class ClientKeys:
         if any(key.name == name for key in self.list()):
             raise ClientKeyError(f"a key named {name!r} exists; revoke it first or choose another name")
         key_id, secret = secrets.token_hex(ID_LENGTH // 2), secrets.token_urlsafe(32)
-        key = ClientKey(key_id, name, tuple(sorted(set(scopes))), rate, _digest(secret),
-                        datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        key = ClientKey(
+            key_id,
+            name,
+            tuple(sorted(set(scopes))),
+            rate,
+            _digest(secret),
+            datetime.now(UTC).isoformat(timespec="seconds"),
+        )
         self._write({**self._keys, key_id: key})
         return key, f"{PREFIX}{key_id}_{secret}"
 

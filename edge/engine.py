@@ -26,7 +26,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -81,12 +81,12 @@ class Shopper:
     recent: list = field(default_factory=list)  # viewed / carted item indices, newest last (≤ RECENT_ITEMS)
     version: int = 0  # events applied so far
     last_seq: int = 0  # the newest logged event applied (events up to it are in this state)
-    ranked: "Scored | None" = None  # ranked candidates at `ranked_version`
+    ranked: Scored | None = None  # ranked candidates at `ranked_version`
     ranked_version: int = -1
 
 
 def _utc_naive(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo is not None else moment
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
 
 
 class IdIndex:
@@ -124,7 +124,7 @@ class Scored:
     bought: np.ndarray
 
     @classmethod
-    def empty(cls) -> "Scored":
+    def empty(cls) -> Scored:
         nothing = np.zeros(0, np.float32)
         return cls(np.zeros(0, np.int32), nothing, nothing, nothing, np.zeros(0, np.int32))
 
@@ -135,8 +135,15 @@ ShopperSource = Callable[[str, float], list[Event]]  # (user_id, since Unix seco
 class Engine:
     """One loaded bundle. Thread-safe: events may be applied while requests are answered."""
 
-    def __init__(self, folder: Path, manifest: dict, runtime: str = "onnx", source: ShopperSource | None = None,
-                 max_shoppers: int = MAX_SHOPPERS, personal_reasons: bool = True):
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict,
+        runtime: str = "onnx",
+        source: ShopperSource | None = None,
+        max_shoppers: int = MAX_SHOPPERS,
+        personal_reasons: bool = True,
+    ):
         """runtime: "onnx" (ONNX Runtime, every node) or "torch" (a ranker bundle's optional
         model.pt in PyTorch eager: the cloud reference; needs torch installed).
         source: where a shopper's logged events come from when they are not in memory (None: events
@@ -160,7 +167,7 @@ class Engine:
             raise bundle.BundleError(str(error)) from None
         self.origin = _utc_naive(datetime.fromisoformat(self.serving["origin"]))
         self.cutoff_day = float(self.generator.cutoff_day)
-        self.cutoff_at = (self.origin.replace(tzinfo=timezone.utc) + timedelta(days=self.cutoff_day)).timestamp()
+        self.cutoff_at = (self.origin.replace(tzinfo=UTC) + timedelta(days=self.cutoff_day)).timestamp()
         self.exclude_seen = bool(self.serving["exclude_seen"])
         self.personal_reasons = personal_reasons
         self.user_index = {str(u): i for i, u in enumerate(self.catalog.user_ids)}
@@ -175,7 +182,7 @@ class Engine:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, folder: Path, public_key, runtime: str = "onnx", **options) -> "Engine":
+    def load(cls, folder: Path, public_key, runtime: str = "onnx", **options) -> Engine:
         """Verify the bundle, load it and warm its ONNX Runtime session; raises BundleError.
         `options`: source, max_shoppers, personal_reasons (see `__init__`)."""
         manifest = bundle.verify_bundle(folder, public_key)
@@ -237,7 +244,7 @@ class Engine:
             basket[1].add(item)
             shopper.cart.clear()
         else:
-            shopper.recent = [*shopper.recent[1 - RECENT_ITEMS:], item]
+            shopper.recent = [*shopper.recent[1 - RECENT_ITEMS :], item]
             if event.event_type == "add_to_cart":
                 shopper.cart.add(item)
         shopper.version += 1
@@ -254,8 +261,14 @@ class Engine:
         return shopper
 
     # ---- answers -------------------------------------------------------------------------
-    def recommend(self, user_id: str, store_id: str | None, k: int = 10, exclude: tuple[str, ...] = (),
-                  recent: tuple[str, ...] = ()) -> Answer:
+    def recommend(
+        self,
+        user_id: str,
+        store_id: str | None,
+        k: int = 10,
+        exclude: tuple[str, ...] = (),
+        recent: tuple[str, ...] = (),
+    ) -> Answer:
         """Top-`k` for `user_id` in `store_id` (None or unknown: global popularity, no stock filter)."""
         store = self.store_index.get(store_id) if store_id is not None else None
         known_store = store is not None
@@ -276,22 +289,38 @@ class Engine:
         usable = np.flatnonzero(self._allowed(store, items, blocked))[:k]
         ranked_items = set(items[usable].tolist())
         session = [i for i in map(self.item_index.get, recent) if i is not None] + session_items
-        extra = [(item, source) for item, source in self._co_purchased(session, blocked | ranked_items)
-                 if self._allowed(store, np.array([item]), blocked)[0]][:SESSION_SLOTS]
-        chosen = [Recommendation(str(self.catalog.item_ids[items[j]]), float(ranked.scores[j]),
-                                 self._repeat_reason(float(ranked.count[j]), float(ranked.every[j])))
-                  for j in usable[:k - len(extra)]]
-        chosen += [Recommendation(str(self.catalog.item_ids[item]), 0.99 - 0.01 * position,
-                                  f"often bought with {self.title(source)}" if self.personal_reasons
-                                  else "often bought together")
-                   for position, (item, source) in enumerate(extra)]
+        extra = [
+            (item, source)
+            for item, source in self._co_purchased(session, blocked | ranked_items)
+            if self._allowed(store, np.array([item]), blocked)[0]
+        ][:SESSION_SLOTS]
+        chosen = [
+            Recommendation(
+                str(self.catalog.item_ids[items[j]]),
+                float(ranked.scores[j]),
+                self._repeat_reason(float(ranked.count[j]), float(ranked.every[j])),
+            )
+            for j in usable[: k - len(extra)]
+        ]
+        chosen += [
+            Recommendation(
+                str(self.catalog.item_ids[item]),
+                0.99 - 0.01 * position,
+                f"often bought with {self.title(source)}" if self.personal_reasons else "often bought together",
+            )
+            for position, (item, source) in enumerate(extra)
+        ]
         if len(chosen) < k:
             fill, fill_reason = self._fill(store)
             taken = blocked | ranked_items | {item for item, _ in extra}
             top = max(float(self.catalog.popularity[fill[0]]), 1.0) if len(fill) else 1.0
             more = islice((item for item in fill if item not in taken), k - len(chosen))
-            chosen += [Recommendation(str(self.catalog.item_ids[item]), 0.5 * float(self.catalog.popularity[item]) / top,
-                                      fill_reason) for item in more]
+            chosen += [
+                Recommendation(
+                    str(self.catalog.item_ids[item]), 0.5 * float(self.catalog.popularity[item]) / top, fill_reason
+                )
+                for item in more
+            ]
         return Answer(chosen, user_id in self.user_index, known_store, bool(len(items)))
 
     def _repeat_reason(self, count: float, every: float) -> str:
@@ -305,7 +334,7 @@ class Engine:
         ok = np.ones(len(items), bool) if not blocked else ~np.isin(items, list(blocked))
         if store is not None and len(items):
             stock = self.catalog.in_stock
-            row = stock.indices[stock.indptr[store]:stock.indptr[store + 1]]
+            row = stock.indices[stock.indptr[store] : stock.indptr[store + 1]]
             position = np.minimum(np.searchsorted(row, items), max(len(row) - 1, 0))
             ok &= (row[position] == items) if len(row) else False
         return ok
@@ -337,7 +366,9 @@ class Engine:
         items = found_items[order].astype(np.int32)
         counts = generator.counts.data[lo:hi]
         with np.errstate(divide="ignore", invalid="ignore"):
-            every = np.where(counts >= 2, (generator.last_day[lo:hi] - generator.first_day[lo:hi]) / (counts - 1), np.nan)
+            every = np.where(
+                counts >= 2, (generator.last_day[lo:hi] - generator.first_day[lo:hi]) / (counts - 1), np.nan
+            )
         count, every_days = np.zeros(len(items), np.float32), np.full(len(items), np.nan, np.float32)
         if len(bought):
             position = np.minimum(np.searchsorted(bought, items), len(bought) - 1)  # CSR rows are sorted
@@ -383,4 +414,3 @@ def _repeat_reason(count: float, every: float) -> str:
     if count >= 1:
         return "you bought this before"
     return "popular with shoppers like you"
-

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.engine import Event
@@ -40,14 +40,18 @@ CREATE TABLE IF NOT EXISTS events (
     at REAL
 )
 """
-INDEXES = ("CREATE INDEX IF NOT EXISTS events_by_shopper ON events (user_id, at)",
-           "CREATE INDEX IF NOT EXISTS events_unusable ON events (seq) WHERE at IS NULL")
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS events_by_shopper ON events (user_id, at)",
+    "CREATE INDEX IF NOT EXISTS events_unusable ON events (seq) WHERE at IS NULL",
+)
 COLUMNS = ("seq", "event_id", "user_id", "item_id", "event_type", "timestamp", "store_id", "basket_id", "received_at")
 SHOPPER_EVENTS = 2000  # the newest events of one shopper that make up their live state
 # Both reads go through an index, so their cost does not grow with the log. Without INDEXED BY,
 # SQLite counts unusable rows through the (user_id, at) index: a scan of the whole log.
-READ_SHOPPER = ("SELECT seq, item_id, event_type, at, store_id, basket_id FROM events "
-                "WHERE user_id = ? AND at >= ? AND at <= ? ORDER BY seq DESC LIMIT ?")
+READ_SHOPPER = (
+    "SELECT seq, item_id, event_type, at, store_id, basket_id FROM events "
+    "WHERE user_id = ? AND at >= ? AND at <= ? ORDER BY seq DESC LIMIT ?"
+)
 COUNT_UNUSABLE = "SELECT COUNT(*) FROM events INDEXED BY events_unusable WHERE at IS NULL"
 
 
@@ -57,9 +61,9 @@ def unix_seconds(text: str, latest: float) -> float | None:
     try:
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         at = moment.timestamp()
-        datetime.fromtimestamp(at, timezone.utc)  # representable once read back
+        datetime.fromtimestamp(at, UTC)  # representable once read back
     except (ValueError, OverflowError, OSError, TypeError):
         return None
     return at if at <= latest else None
@@ -92,7 +96,9 @@ class EventLog:
             self._db.execute("ALTER TABLE events ADD COLUMN at REAL")
         rows = self._db.execute("SELECT seq, timestamp FROM events WHERE at IS NULL").fetchall()
         latest = time.time() + CLOCK_SKEW_S
-        self._db.executemany("UPDATE events SET at = ? WHERE seq = ?", [(unix_seconds(ts, latest), seq) for seq, ts in rows])
+        self._db.executemany(
+            "UPDATE events SET at = ? WHERE seq = ?", [(unix_seconds(ts, latest), seq) for seq, ts in rows]
+        )
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._db.execute("COMMIT")
 
@@ -105,12 +111,21 @@ class EventLog:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for e, eid in zip(events, event_ids):
-                    moment = e.timestamp.astimezone(timezone.utc)
+                    moment = e.timestamp.astimezone(UTC)
                     row = self._db.execute(
                         "INSERT OR IGNORE INTO events (event_id, user_id, item_id, event_type, timestamp, store_id, "
                         "basket_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-                        (eid, e.user_id, e.item_id, e.event_type, moment.isoformat(), e.store_id, e.basket_id,
-                         moment.timestamp())).fetchone()
+                        (
+                            eid,
+                            e.user_id,
+                            e.item_id,
+                            e.event_type,
+                            moment.isoformat(),
+                            e.store_id,
+                            e.basket_id,
+                            moment.timestamp(),
+                        ),
+                    ).fetchone()
                     seqs.append(row[0] if row else None)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -121,16 +136,19 @@ class EventLog:
     def since(self, after: int = 0, limit: int = 1000) -> list[dict]:
         """Events with seq > `after`, oldest first (the collect flow's cursor)."""
         with self._read_lock:
-            rows = self._reader.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                                        (int(after), int(limit))).fetchall()
+            rows = self._reader.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (int(after), int(limit))
+            ).fetchall()
         return [dict(zip(COLUMNS, row)) for row in rows]
 
     def for_shopper(self, user_id: str, since_at: float, limit: int = SHOPPER_EVENTS) -> list[Event]:
         """The shopper's newest `limit` events at or after `since_at` (Unix seconds), oldest first."""
         with self._read_lock:
             rows = self._reader.execute(READ_SHOPPER, (user_id, since_at, time.time() + CLOCK_SKEW_S, limit)).fetchall()
-        return [Event(user_id, item, kind, datetime.fromtimestamp(at, timezone.utc), store, basket, seq)
-                for seq, item, kind, at, store, basket in reversed(rows)]
+        return [
+            Event(user_id, item, kind, datetime.fromtimestamp(at, UTC), store, basket, seq)
+            for seq, item, kind, at, store, basket in reversed(rows)
+        ]
 
     def unusable(self) -> int:
         """Rows that are never applied because their time could not be read."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl
 
 MAX_ID = 128  # characters in any id
@@ -69,8 +69,13 @@ def parse_recommendation_query(query_string: bytes) -> RecommendationQuery | lis
     for name in ("user_id", "store_id"):
         given = values.get(name, [])
         if len(given) != 1:
-            problems.append(Problem(("query", name), "required exactly once" if given else "required", "missing"
-                                    if not given else "repeated"))
+            problems.append(
+                Problem(
+                    ("query", name),
+                    "required exactly once" if given else "required",
+                    "missing" if not given else "repeated",
+                )
+            )
         elif problem := id_problem(given[0], ("query", name)):
             problems.append(problem)
     k = values.get("k", ["10"])
@@ -83,8 +88,13 @@ def parse_recommendation_query(query_string: bytes) -> RecommendationQuery | lis
         problems += [p for j, v in enumerate(given) if (p := id_problem(v, ("query", name, j)))][:5]
     if problems:
         return problems
-    return RecommendationQuery(values["user_id"][0], values["store_id"][0], int(k[0]), tuple(values.get("exclude", ())),
-                               tuple(values.get("recent", ())))
+    return RecommendationQuery(
+        values["user_id"][0],
+        values["store_id"][0],
+        int(k[0]),
+        tuple(values.get("exclude", ())),
+        tuple(values.get("recent", ())),
+    )
 
 
 @dataclass(frozen=True)
@@ -95,22 +105,28 @@ class TimeWindow:
     earliest: datetime  # aware, UTC
 
     @classmethod
-    def for_origin(cls, origin: datetime) -> "TimeWindow":
+    def for_origin(cls, origin: datetime) -> TimeWindow:
         """origin: the bundle's day 0 (naive UTC or aware)."""
-        aware = origin if origin.tzinfo else origin.replace(tzinfo=timezone.utc)
+        aware = origin if origin.tzinfo else origin.replace(tzinfo=UTC)
         return cls(aware - EARLIEST_MARGIN)
 
     def problem(self, moment: datetime, loc: tuple) -> Problem | None:
         """None when `moment` (naive: UTC) is inside the window, else why not."""
         try:
-            moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+            moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
         except (OverflowError, ValueError):
             return Problem(loc, "not a representable time", "datetime_out_of_range")
-        latest = datetime.now(timezone.utc) + CLOCK_SKEW
+        latest = datetime.now(UTC) + CLOCK_SKEW
         if moment > latest:
-            return Problem(loc, f"after the node's clock plus {CLOCK_SKEW} ({latest.isoformat(timespec='seconds')})",
-                           "datetime_in_future")
+            return Problem(
+                loc,
+                f"after the node's clock plus {CLOCK_SKEW} ({latest.isoformat(timespec='seconds')})",
+                "datetime_in_future",
+            )
         if moment < self.earliest:
-            return Problem(loc, f"before this node's data begins ({self.earliest.isoformat(timespec='seconds')})",
-                           "datetime_too_old")
+            return Problem(
+                loc,
+                f"before this node's data begins ({self.earliest.isoformat(timespec='seconds')})",
+                "datetime_too_old",
+            )
         return None

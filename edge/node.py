@@ -47,8 +47,14 @@ UPLOAD_PREFIX, UNPACK_PREFIX, STAGING_PREFIX = ".upload-", ".unpack-", ".staging
 class Node:
     """A node's bundles, event log and the engine it serves (see the module docstring)."""
 
-    def __init__(self, folder: Path, public_key, runtime: str = "onnx", personal_reasons: bool = True,
-                 max_shoppers: int = MAX_SHOPPERS):
+    def __init__(
+        self,
+        folder: Path,
+        public_key,
+        runtime: str = "onnx",
+        personal_reasons: bool = True,
+        max_shoppers: int = MAX_SHOPPERS,
+    ):
         """personal_reasons: answers may word reasons with the shopper's purchases and cart.
         max_shoppers: shoppers whose live state is held in memory (the rest are read back from the log)."""
         self.folder, self.runtime = Path(folder), runtime
@@ -90,8 +96,11 @@ class Node:
         no lock here: a new engine reads shoppers from the log, which already holds these events."""
         with self._writes:
             seqs = self.events.append(events, event_ids)
-            logged = [Event(e.user_id, e.item_id, e.event_type, e.timestamp, e.store_id, e.basket_id, seq)
-                      for e, seq in zip(events, seqs) if seq is not None]
+            logged = [
+                Event(e.user_id, e.item_id, e.event_type, e.timestamp, e.store_id, e.basket_id, seq)
+                for e, seq in zip(events, seqs)
+                if seq is not None
+            ]
             engine = self.engine
             if engine is not None:
                 engine.apply(logged)
@@ -150,13 +159,20 @@ class Node:
     def _activate(self, bundle_id: str) -> None:
         with self._swap:
             try:
-                engine = Engine.load(self.bundles / bundle_id, self.public_key, self.runtime, source=self.events.for_shopper,
-                                     max_shoppers=self.max_shoppers, personal_reasons=self.personal_reasons)
+                engine = Engine.load(
+                    self.bundles / bundle_id,
+                    self.public_key,
+                    self.runtime,
+                    source=self.events.for_shopper,
+                    max_shoppers=self.max_shoppers,
+                    personal_reasons=self.personal_reasons,
+                )
             except bundle.BundleError:
                 raise
             except Exception as error:  # signed, but this node cannot serve it
-                raise bundle.BundleError(f"{bundle_id} verified but could not be loaded: "
-                                         f"{type(error).__name__}: {error}") from error
+                raise bundle.BundleError(
+                    f"{bundle_id} verified but could not be loaded: {type(error).__name__}: {error}"
+                ) from error
             if self.current != bundle_id:
                 self.previous = self.current
             self.engine, self.current = engine, bundle_id
@@ -172,8 +188,11 @@ class Node:
 
     def _remove_leftovers(self) -> None:
         """Uploads and staging folders of a process that was killed mid-install."""
-        for leftover in [*self.folder.glob(f"{UPLOAD_PREFIX}*"), *self.folder.glob(f"{UNPACK_PREFIX}*"),
-                         *self.bundles.glob(f"{STAGING_PREFIX}*")]:
+        for leftover in [
+            *self.folder.glob(f"{UPLOAD_PREFIX}*"),
+            *self.folder.glob(f"{UNPACK_PREFIX}*"),
+            *self.bundles.glob(f"{STAGING_PREFIX}*"),
+        ]:
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
@@ -199,9 +218,12 @@ class Node:
 
     def _prune(self) -> None:
         keep = {self.current, self.previous}
-        others = sorted((p for p in self.bundles.iterdir() if p.is_dir() and p.name not in keep and not p.name.startswith(".")),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in others[KEEP_BUNDLES - len(keep):]:
+        others = sorted(
+            (p for p in self.bundles.iterdir() if p.is_dir() and p.name not in keep and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in others[KEEP_BUNDLES - len(keep) :]:
             shutil.rmtree(old, ignore_errors=True)
 
 

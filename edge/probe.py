@@ -51,15 +51,24 @@ def main() -> None:
     requests = json.loads(args.requests.read_text())
     order = [requests[j % len(requests)] for j in range(args.warmup + args.count)]
     timings = np.empty(args.count)
-    for user_id, store_id in order[:args.warmup]:
+    for user_id, store_id in order[: args.warmup]:
         engine.recommend(user_id, store_id, args.k)
-    for j, (user_id, store_id) in enumerate(order[args.warmup:]):
+    for j, (user_id, store_id) in enumerate(order[args.warmup :]):
         start = time.perf_counter()
         engine.recommend(user_id, store_id, args.k)
         timings[j] = time.perf_counter() - start
     p50, p95, p99 = np.percentile(timings * 1000, [50, 95, 99])
-    print(json.dumps({"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "latency_p99_ms": float(p99),
-                      "peak_memory_mb": peak_rss_kib() / 1024, "requests": args.count}))
+    print(
+        json.dumps(
+            {
+                "latency_p50_ms": float(p50),
+                "latency_p95_ms": float(p95),
+                "latency_p99_ms": float(p99),
+                "peak_memory_mb": peak_rss_kib() / 1024,
+                "requests": args.count,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

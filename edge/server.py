@@ -25,7 +25,7 @@ import hmac
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -38,16 +38,36 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from edge.bundle import BundleError
 from edge.clients import ClientKeys, RateLimits
 from edge.engine import Event
-from edge.inputs import (ID_PATTERN, MAX_BATCH, MAX_EVENTS_BODY, MAX_EXCLUDE, MAX_ID, MAX_K, MAX_RECENT,
-                         MAX_SMALL_BODY, Problem, RecommendationQuery, TimeWindow, parse_recommendation_query)
+from edge.inputs import (
+    ID_PATTERN,
+    MAX_BATCH,
+    MAX_EVENTS_BODY,
+    MAX_EXCLUDE,
+    MAX_ID,
+    MAX_K,
+    MAX_RECENT,
+    MAX_SMALL_BODY,
+    Problem,
+    RecommendationQuery,
+    TimeWindow,
+    parse_recommendation_query,
+)
 from edge.node import MAX_UPLOAD_BYTES, Node
 
 log = logging.getLogger(__name__)
 
 UPLOAD_TIMEOUT_S = 600.0
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
-ROUTES = ("/v1/recommendations", "/v1/events", "/healthz", "/readyz", "/metrics", "/admin/bundle", "/admin/rollback",
-          "/admin/events")
+ROUTES = (
+    "/v1/recommendations",
+    "/v1/events",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/admin/bundle",
+    "/admin/rollback",
+    "/admin/events",
+)
 SCOPE_OF = {("GET", "/v1/recommendations"): "recommend", ("POST", "/v1/events"): "events"}
 BODY_LIMIT = {"/v1/events": MAX_EVENTS_BODY, "/admin/bundle": MAX_UPLOAD_BYTES}
 
@@ -58,9 +78,12 @@ class EventIn(BaseModel):
     user_id: Id
     item_id: Id
     event_type: Literal["view", "add_to_cart", "purchase"]
-    timestamp: datetime | None = Field(None, description="when it happened (ISO 8601; no zone: UTC); default: when "
-                                                         "received. From a day before the node's data to 10 minutes "
-                                                         "ahead of its clock")
+    timestamp: datetime | None = Field(
+        None,
+        description="when it happened (ISO 8601; no zone: UTC); default: when "
+        "received. From a day before the node's data to 10 minutes "
+        "ahead of its clock",
+    )
     store_id: Id | None = None
     basket_id: Id | None = Field(None, description="purchases with the same basket_id form one basket")
     event_id: Id | None = Field(None, description="client id of the event: a retried POST is not counted twice")
@@ -89,8 +112,9 @@ class Recommendations(BaseModel):
     model_version: str
     known_user: bool | None = Field(description="the shopper is in the bundle's data (null on an open node)")
     known_store: bool = Field(description="false: the store is unknown; global popularity, stock not checked")
-    cold_start: bool | None = Field(description="true: no purchase history for this shopper; popularity and session "
-                                                "only (null on an open node)")
+    cold_start: bool | None = Field(
+        description="true: no purchase history for this shopper; popularity and session only (null on an open node)"
+    )
     items: list[Item]
 
 
@@ -107,15 +131,31 @@ class Metrics:
     def __init__(self, node: Node):
         self.registry = CollectorRegistry()
         self.requests = Counter("lightpersml_requests", "HTTP requests", ["route", "status"], registry=self.registry)
-        self.errors = Counter("lightpersml_errors", "HTTP 4xx and 5xx answers", ["route", "kind"], registry=self.registry)
-        self.latency = Histogram("lightpersml_request_seconds", "request latency", ["route"], registry=self.registry,
-                                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5))
-        self.model = Gauge("lightpersml_model_info", "the served bundle (value 1)", ["model_version", "bundle_id"],
-                           registry=self.registry)
-        age = Gauge("lightpersml_bundle_age_seconds", "seconds since the served bundle was created", registry=self.registry)
+        self.errors = Counter(
+            "lightpersml_errors", "HTTP 4xx and 5xx answers", ["route", "kind"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "lightpersml_request_seconds",
+            "request latency",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
+        )
+        self.model = Gauge(
+            "lightpersml_model_info",
+            "the served bundle (value 1)",
+            ["model_version", "bundle_id"],
+            registry=self.registry,
+        )
+        age = Gauge(
+            "lightpersml_bundle_age_seconds", "seconds since the served bundle was created", registry=self.registry
+        )
         age.set_function(lambda: _bundle_age(node))
-        unusable = Gauge("lightpersml_unusable_events", "logged events never applied (unreadable time or type)",
-                         registry=self.registry)
+        unusable = Gauge(
+            "lightpersml_unusable_events",
+            "logged events never applied (unreadable time or type)",
+            registry=self.registry,
+        )
         unusable.set_function(node.unusable_events)
         self.events = Counter("lightpersml_events", "events logged", ["event_type"], registry=self.registry)
 
@@ -130,7 +170,7 @@ def _bundle_age(node: Node) -> float:
     if node.engine is None:
         return float("nan")
     created = datetime.fromisoformat(node.engine.manifest["created_at"])
-    return (datetime.now(timezone.utc) - created).total_seconds()
+    return (datetime.now(UTC) - created).total_seconds()
 
 
 class AsciiJSON(JSONResponse):
@@ -148,10 +188,15 @@ def recommendations_body(node: Node, query: RecommendationQuery, disclose: bool)
     """The JSON answer of GET /v1/recommendations (schema: `Recommendations`)."""
     serving = node.engine
     answer = serving.recommend(query.user_id, query.store_id, query.k, query.exclude, query.recent)
-    body = {"user_id": query.user_id, "store_id": query.store_id, "model_version": serving.version,
-            "known_user": answer.known_user if disclose else None, "known_store": answer.known_store,
-            "cold_start": (not answer.personalised) if disclose else None,
-            "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in answer.items]}
+    body = {
+        "user_id": query.user_id,
+        "store_id": query.store_id,
+        "model_version": serving.version,
+        "known_user": answer.known_user if disclose else None,
+        "known_store": answer.known_store,
+        "cold_start": (not answer.personalised) if disclose else None,
+        "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in answer.items],
+    }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -172,8 +217,16 @@ class Guard:
     body limits in size and time, request metrics, and GET /v1/recommendations answered in full
     (strict parsing, no framework hops: the node's hot path)."""
 
-    def __init__(self, app, metrics: Metrics, node: Node, admin_token: str | None, keys: ClientKeys, open_node: bool,
-                 body_timeout: float):
+    def __init__(
+        self,
+        app,
+        metrics: Metrics,
+        node: Node,
+        admin_token: str | None,
+        keys: ClientKeys,
+        open_node: bool,
+        body_timeout: float,
+    ):
         self.app, self.metrics, self.node, self.keys, self.open = app, metrics, node, keys, open_node
         self.body_timeout = body_timeout
         self.token = admin_token.encode() if admin_token else None
@@ -201,8 +254,12 @@ class Guard:
                 await self.app(scope, receive, send_status)
         except Refusal as refusal:
             # The body may be unread: close the connection rather than parse what follows as a request.
-            await respond(send_status, refusal.status, json.dumps({"detail": refusal.detail}).encode(),
-                          {**refusal.headers, "Connection": "close"})
+            await respond(
+                send_status,
+                refusal.status,
+                json.dumps({"detail": refusal.detail}).encode(),
+                {**refusal.headers, "Connection": "close"},
+            )
         except ClientGone:
             status[0] = 499
         finally:
@@ -214,12 +271,20 @@ class Guard:
         if path.startswith("/admin"):
             scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
             if self.token is None or scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.token):
-                raise Refusal(401, "missing or wrong bearer token" if self.token else
-                              "/admin is closed: this node was started without an admin token", {"WWW-Authenticate": "Bearer"})
+                raise Refusal(
+                    401,
+                    "missing or wrong bearer token"
+                    if self.token
+                    else "/admin is closed: this node was started without an admin token",
+                    {"WWW-Authenticate": "Bearer"},
+                )
         elif path.startswith("/v1/") and not self.open:
             if not self.keys:
-                raise Refusal(401, "no client keys on this node: add one with `lightpersml keys client add`",
-                              {"WWW-Authenticate": "ApiKey"})
+                raise Refusal(
+                    401,
+                    "no client keys on this node: add one with `lightpersml keys client add`",
+                    {"WWW-Authenticate": "ApiKey"},
+                )
             key = self.keys.authenticate(headers.get(b"x-api-key", b"").decode("latin-1"))
             if key is None:
                 raise Refusal(401, "missing or unknown X-API-Key", {"WWW-Authenticate": "ApiKey"})
@@ -280,18 +345,26 @@ def _replay(body: bytes, receive):
     return replayed
 
 
-def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node: bool = False,
-               body_timeout: float = 10.0) -> Guard:
+def create_app(
+    node: Node, admin_token: str | None, keys: ClientKeys, open_node: bool = False, body_timeout: float = 10.0
+) -> Guard:
     """The node's ASGI app. open_node: /v1 needs no client key; body_timeout: seconds to send a body."""
-    api = FastAPI(title="LightPersML edge node", version="1",
-                  description="Top-k recommendations for a shopper in a store, from a signed bundle. "
-                              "/v1 routes need `X-API-Key` (unless the node is open); /admin needs the admin token.")
+    api = FastAPI(
+        title="LightPersML edge node",
+        version="1",
+        description="Top-k recommendations for a shopper in a store, from a signed bundle. "
+        "/v1 routes need `X-API-Key` (unless the node is open); /admin needs the admin token.",
+    )
     metrics = Metrics(node)
 
     @api.exception_handler(RequestValidationError)
     async def refused(request: Request, error: RequestValidationError) -> AsciiJSON:
-        return problems_response([Problem(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", "")))
-                                  for e in error.errors()[:20]])
+        return problems_response(
+            [
+                Problem(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", "")))
+                for e in error.errors()[:20]
+            ]
+        )
 
     def engine():
         current = node.engine
@@ -307,7 +380,9 @@ def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node:
         store_id: Annotated[str, Query(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)],
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
         exclude: Annotated[list[str], Query(max_length=MAX_EXCLUDE, description="item ids not to recommend")] = [],
-        recent: Annotated[list[str], Query(max_length=MAX_RECENT, description="item ids the shopper just looked at")] = [],
+        recent: Annotated[
+            list[str], Query(max_length=MAX_RECENT, description="item ids the shopper just looked at")
+        ] = [],
     ) -> Response:
         query = parse_recommendation_query(request.scope["query_string"])
         if isinstance(query, list):
@@ -319,13 +394,21 @@ def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node:
     def events(body: EventIn | EventBatch) -> EventsAccepted | AsciiJSON:
         window = TimeWindow.for_origin(engine().origin)
         batch = body.events if isinstance(body, EventBatch) else [body]
-        where = (lambda j: ("body", "events", j, "timestamp")) if isinstance(body, EventBatch) else (lambda j: ("body", "timestamp"))
-        problems = [p for j, e in enumerate(batch) if e.timestamp is not None and (p := window.problem(e.timestamp, where(j)))]
+        where = (
+            (lambda j: ("body", "events", j, "timestamp"))
+            if isinstance(body, EventBatch)
+            else (lambda j: ("body", "timestamp"))
+        )
+        problems = [
+            p for j, e in enumerate(batch) if e.timestamp is not None and (p := window.problem(e.timestamp, where(j)))
+        ]
         if problems:
             return problems_response(problems[:20])  # nothing of the batch is logged
-        received = datetime.now(timezone.utc)
-        parsed = [Event(e.user_id, e.item_id, e.event_type, _aware(e.timestamp) or received, e.store_id, e.basket_id)
-                  for e in batch]
+        received = datetime.now(UTC)
+        parsed = [
+            Event(e.user_id, e.item_id, e.event_type, _aware(e.timestamp) or received, e.store_id, e.basket_id)
+            for e in batch
+        ]
         new = node.record(parsed, [e.event_id for e in batch])
         for e in batch:
             metrics.events.labels(e.event_type).inc()
@@ -340,10 +423,14 @@ def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node:
         current = node.engine
         if current is None:
             return JSONResponse(Ready(ready=False).model_dump(), status_code=503)
-        return Ready(ready=True, model_version=current.version, bundle_id=node.current,
-                     bundle_created_at=current.manifest.get("created_at"),
-                     events_from=TimeWindow.for_origin(current.origin).earliest.isoformat(),
-                     unusable_events=node.unusable_events())
+        return Ready(
+            ready=True,
+            model_version=current.version,
+            bundle_id=node.current,
+            bundle_created_at=current.manifest.get("created_at"),
+            events_from=TimeWindow.for_origin(current.origin).earliest.isoformat(),
+            unusable_events=node.unusable_events(),
+        )
 
     @api.get("/metrics")
     def prometheus() -> Response:
@@ -352,9 +439,17 @@ def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node:
             metrics.model.labels(node.engine.version, node.current).set(1)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @api.post("/admin/bundle", response_model=Ready,
-              openapi_extra={"requestBody": {"required": True, "description": "the bundle's files as a .tar.gz",
-                                             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    @api.post(
+        "/admin/bundle",
+        response_model=Ready,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "the bundle's files as a .tar.gz",
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+    )
     async def upload_bundle(request: Request) -> Ready:
         with node.upload_file() as upload:
             size = 0
@@ -364,8 +459,9 @@ def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node:
                         async for chunk in request.stream():
                             size += len(chunk)
                             if size > MAX_UPLOAD_BYTES:
-                                raise HTTPException(413, f"bundle larger than {MAX_UPLOAD_BYTES} bytes",
-                                                    headers={"Connection": "close"})
+                                raise HTTPException(
+                                    413, f"bundle larger than {MAX_UPLOAD_BYTES} bytes", headers={"Connection": "close"}
+                                )
                             f.write(chunk)
             except TimeoutError:
                 raise HTTPException(408, f"the upload took longer than {UPLOAD_TIMEOUT_S:.0f} s") from None
@@ -386,8 +482,9 @@ def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node:
         return await readyz()
 
     @api.get("/admin/events")
-    def logged_events(after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict:
+    def logged_events(
+        after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+    ) -> dict:
         rows = node.events.since(after, limit)
         return {"events": rows, "next": rows[-1]["seq"] if rows else after}
 
@@ -397,4 +494,4 @@ def create_app(node: Node, admin_token: str | None, keys: ClientKeys, open_node:
 def _aware(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
-    return moment.replace(tzinfo=timezone.utc)
+    return moment.replace(tzinfo=UTC)

@@ -12,7 +12,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from edge import bundle
 from edge.engine import Engine
 from lightpersml import config
@@ -80,13 +79,30 @@ def measure_serving(folder: Path, split: Split, count: int, k: int = 10, runtime
     """Time single requests (a target user at their basket's store, top-k, one thread) in a fresh
     process serving the bundle (`edge.probe`): latency_p50/p95/p99_ms and peak_memory_mb."""
     _, public = signing_keys()
-    requests = [[str(split.catalog.user_ids[u]), split.requests[u].store_id if u in split.requests else None]
-                for u in sorted(split.targets)]
+    requests = [
+        [str(split.catalog.user_ids[u]), split.requests[u].store_id if u in split.requests else None]
+        for u in sorted(split.targets)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "requests.json").write_text(json.dumps(requests))
-        done = subprocess.run([sys.executable, "-m", "edge.probe", str(folder), str(public),
-                               str(Path(tmp) / "requests.json"), str(count), "--k", str(k), "--runtime", runtime],
-                              capture_output=True, text=True, cwd=PROJECT_ROOT)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge.probe",
+                str(folder),
+                str(public),
+                str(Path(tmp) / "requests.json"),
+                str(count),
+                "--k",
+                str(k),
+                "--runtime",
+                runtime,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=PROJECT_ROOT,
+        )
     if done.returncode != 0:
         raise RuntimeError(f"serving probe failed on {folder}:\n{done.stderr[-2000:]}")
     measured = json.loads(done.stdout.strip().splitlines()[-1])
@@ -97,7 +113,7 @@ def seed_spread(ndcgs: list[float]) -> dict[str, float]:
     """NDCG@10 of one tier over its evaluation fits (one per seed): mean, sample std (0 for one fit), count."""
     mean = sum(ndcgs) / len(ndcgs)
     variance = sum((x - mean) ** 2 for x in ndcgs) / (len(ndcgs) - 1) if len(ndcgs) > 1 else 0.0
-    return {"ndcg_at_10_seed_mean": mean, "ndcg_at_10_seed_std": variance ** 0.5, "seeds": float(len(ndcgs))}
+    return {"ndcg_at_10_seed_mean": mean, "ndcg_at_10_seed_std": variance**0.5, "seeds": float(len(ndcgs))}
 
 
 def top_k_overlap(a: dict[int, list[int]], b: dict[int, list[int]], k: int = 10) -> float:
@@ -121,8 +137,16 @@ def bundle_ndcg(fitted: FittedTier, data: ServingData, folder: Path, split: Spli
     return serve_and_score(tier_bundle(fitted, data, folder), split).metrics["ndcg_at_10"]
 
 
-def seed_ndcgs(training: RankerData, teacher_spec: RankerSpec, seeds: range, tiers: tuple[str, ...],
-               data: ServingData, split: Split, folder: Path, exclude_seen: bool) -> dict[str, list[float]]:
+def seed_ndcgs(
+    training: RankerData,
+    teacher_spec: RankerSpec,
+    seeds: range,
+    tiers: tuple[str, ...],
+    data: ServingData,
+    split: Split,
+    folder: Path,
+    exclude_seen: bool,
+) -> dict[str, list[float]]:
     """NDCG@10 of each of `tiers` refit (teacher and distilled students) with every seed in `seeds`,
     each served through the engine: how much a tier's number moves from one training seed to the next."""
     ndcgs: dict[str, list[float]] = {tier: [] for tier in tiers}

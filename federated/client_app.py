@@ -11,10 +11,10 @@ config.apply_environment()  # a Flower entry point: the quiet environment before
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from federated.task import NodeData, new_model, node_data, private, settings
 from models.private_training import train_ranker_private
 from models.ranker import CandidateRanker
 from models.training import train_ranker
-from federated.task import NodeData, new_model, node_data, private, settings
 
 
 def local_update(msg: Message, context: Context, cfg: dict) -> tuple[CandidateRanker, NodeData, dict]:
@@ -28,10 +28,21 @@ def local_update(msg: Message, context: Context, cfg: dict) -> tuple[CandidateRa
     server_round = int(msg.metadata.group_id) if msg.metadata.group_id.isdigit() else 0  # strategies send the round
     seed = 1_000 * server_round + node  # fresh noise and order every round
     if private(cfg):
-        steps = train_ranker_private(model, data.train, epochs, float(cfg["private-lr"]), float(cfg["clipping-norm"]),
-                                     float(cfg["noise-multiplier"]), int(cfg["shoppers-per-batch"]), seed=seed)
-        metrics |= {"dp-noise-multiplier": steps.noise_multiplier, "dp-sample-rate": steps.sample_rate,
-                    "dp-steps": steps.steps}
+        steps = train_ranker_private(
+            model,
+            data.train,
+            epochs,
+            float(cfg["private-lr"]),
+            float(cfg["clipping-norm"]),
+            float(cfg["noise-multiplier"]),
+            int(cfg["shoppers-per-batch"]),
+            seed=seed,
+        )
+        metrics |= {
+            "dp-noise-multiplier": steps.noise_multiplier,
+            "dp-sample-rate": steps.sample_rate,
+            "dp-steps": steps.steps,
+        }
     else:
         train_ranker(model, data.train, None, epochs, float(cfg["lr"]), seed=seed)
     return model, data, metrics

@@ -19,15 +19,15 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
-import mlflow
 from flwr.app import ArrayRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 
-from models.private_training import PrivateSteps
+import mlflow
 from federated.privacy import PrivacyLedger
-from training.export import save_torch
 from federated.task import central_ndcg, new_model, private, server_data, settings
+from models.private_training import PrivateSteps
+from training.export import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ def audited(strategy: type, ledger: PrivacyLedger, rounds: dict, private: bool) 
             replies = list(replies)
             if ledger.spent and not replies:  # no round was sent
                 return None, None
-            failed = [f"node {reply.metadata.src_node_id}: {reply.error.reason}" for reply in replies if reply.has_error()]
+            failed = [
+                f"node {reply.metadata.src_node_id}: {reply.error.reason}" for reply in replies if reply.has_error()
+            ]
             if failed or not replies:  # a partial model must not be released
                 raise RuntimeError(f"round {server_round}: " + ("; ".join(failed) or "no node answered"))
             sizes = [upload_bytes(reply) for reply in replies]
@@ -69,9 +71,12 @@ def audited(strategy: type, ledger: PrivacyLedger, rounds: dict, private: bool) 
             if private:
                 if not all("dp-steps" in m for m in metrics):
                     raise RuntimeError(f"round {server_round}: a node reported no private steps in a private run")
-                record["epsilon"] = ledger.record([PrivateSteps(float(m["dp-noise-multiplier"]),
-                                                                float(m["dp-sample-rate"]), int(m["dp-steps"]))
-                                                   for m in metrics])
+                record["epsilon"] = ledger.record(
+                    [
+                        PrivateSteps(float(m["dp-noise-multiplier"]), float(m["dp-sample-rate"]), int(m["dp-steps"]))
+                        for m in metrics
+                    ]
+                )
                 record["delta"] = ledger.delta
             rounds[server_round] = record
             return super().aggregate_train(server_round, replies)
@@ -92,7 +97,8 @@ def make_server_app(overrides: dict | None = None, output_path: Path | None = No
         rounds: dict[int, dict] = {}
         options = {"num_malicious_nodes": int(cfg["krum-malicious-nodes"])} if cfg["aggregation"] == "krum" else {}
         strategy = audited(STRATEGIES[cfg["aggregation"]], ledger, rounds, private(cfg))(
-            fraction_evaluate=0.0, min_train_nodes=n_nodes, min_available_nodes=n_nodes, **options)
+            fraction_evaluate=0.0, min_train_nodes=n_nodes, min_available_nodes=n_nodes, **options
+        )
         model = new_model(shared.n_items, private(cfg))
 
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -104,21 +110,35 @@ def make_server_app(overrides: dict | None = None, output_path: Path | None = No
             log_round(cfg["mlflow-run-id"], cfg["split"], server_round, record)
             return MetricRecord(record)
 
-        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
-                                num_rounds=int(cfg["num-server-rounds"]), evaluate_fn=evaluate)
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(model.state_dict()),
+            num_rounds=int(cfg["num-server-rounds"]),
+            evaluate_fn=evaluate,
+        )
         model.load_state_dict(result.arrays.to_torch_state_dict())
         epsilon = ledger.epsilon()
         if ledger.target_epsilon and epsilon > ledger.target_epsilon:
-            log.error("ε = %.2f passes the target %.2f: a single round costs more; raise noise-multiplier",
-                      epsilon, ledger.target_epsilon)
+            log.error(
+                "ε = %.2f passes the target %.2f: a single round costs more; raise noise-multiplier",
+                epsilon,
+                ledger.target_epsilon,
+            )
         output = Path(cfg["model-path"]) if cfg["model-path"] else output_path
         if output is not None:
             save_torch(model, output)
-            summary = {"rounds": rounds, "epsilon": epsilon, "delta": delta, "private": private(cfg),
-                       "target_epsilon": ledger.target_epsilon, "budget_spent": ledger.spent,
-                       # what each node applied, per round: anyone can recompute ε from it
-                       "privacy_rounds": [[asdict(steps) for steps in nodes] for nodes in ledger.rounds],
-                       "rounds_trained": len([r for r in rounds if r]), "settings": cfg}
+            summary = {
+                "rounds": rounds,
+                "epsilon": epsilon,
+                "delta": delta,
+                "private": private(cfg),
+                "target_epsilon": ledger.target_epsilon,
+                "budget_spent": ledger.spent,
+                # what each node applied, per round: anyone can recompute ε from it
+                "privacy_rounds": [[asdict(steps) for steps in nodes] for nodes in ledger.rounds],
+                "rounds_trained": len([r for r in rounds if r]),
+                "settings": cfg,
+            }
             output.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
 
     return app

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from models.ranker import CandidateRanker
 
 
@@ -37,19 +36,29 @@ def run_federated(settings: dict, n_nodes: int, output: Path, client_app=None) -
     node_data(settings["data"], n_nodes, 0, int(settings["local-weeks"]), settings["split"])
     server_data(settings["data"])
     output.unlink(missing_ok=True)
-    run_simulation(make_server_app(settings, output), client_app or make_client_app(settings), num_supernodes=n_nodes,
-                   backend_config={"client_resources": {"num_cpus": 1},
-                                   "init_args": {"num_cpus": os.cpu_count(), "include_dashboard": False}})
+    run_simulation(
+        make_server_app(settings, output),
+        client_app or make_client_app(settings),
+        num_supernodes=n_nodes,
+        backend_config={
+            "client_resources": {"num_cpus": 1},
+            "init_args": {"num_cpus": os.cpu_count(), "include_dashboard": False},
+        },
+    )
     if not output.exists():  # run_simulation logs the server's exception instead of raising it
         raise RuntimeError(f"federated training saved no model to {output}: see the Flower log above")
-    return FederatedResult(CandidateRanker.load(output), json.loads(output.with_suffix(".json").read_text()), time.perf_counter() - start)
+    return FederatedResult(
+        CandidateRanker.load(output), json.loads(output.with_suffix(".json").read_text()), time.perf_counter() - start
+    )
 
 
 def check_budget(summary: dict, target_epsilon: float) -> None:
     """A private run whose first round alone passes the target must not be released."""
     if summary["private"] and summary["epsilon"] > target_epsilon:
-        raise ValueError(f"one federated round costs ε = {summary['epsilon']:.2f}, past the target {target_epsilon:g}: "
-                         "raise --noise-multiplier or the target; nothing was registered")
+        raise ValueError(
+            f"one federated round costs ε = {summary['epsilon']:.2f}, past the target {target_epsilon:g}: "
+            "raise --noise-multiplier or the target; nothing was registered"
+        )
 
 
 def train_federated(settings: dict, n_nodes: int, output: Path, target_epsilon: float) -> FederatedResult:

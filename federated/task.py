@@ -26,11 +26,11 @@ from lightpersml import config
 from models.candidates import FEATURE_NAMES, LabelledCandidates, labelled_candidates
 from models.ranker import CandidateRanker
 from models.training import ndcg_at_k, score
-from training.distill import STUDENTS
-from splits.temporal import build_splits
 from nodes.sources import load_dataset
 from splits.partition import node_splits
+from splits.temporal import build_splits
 from training.data import generator_settings, ranker_data
+from training.distill import STUDENTS
 
 DEFAULTS = {
     "data": "completejourney",  # dataset source every node partitions (simulation); see README
@@ -112,8 +112,9 @@ def _cached(path: Path, build):
     return value
 
 
-def node_data(source: str, n_nodes: int, node: int, weeks: int, split: str = "test",
-              holdout_share: float = 0.0) -> NodeData:
+def node_data(
+    source: str, n_nodes: int, node: int, weeks: int, split: str = "test", holdout_share: float = 0.0
+) -> NodeData:
     """Node `node`'s training lists before the central `split` cutoff, without held-out shoppers.
 
     The first call for a source and partition builds every node's lists (one pass over the data)
@@ -123,7 +124,12 @@ def node_data(source: str, n_nodes: int, node: int, weeks: int, split: str = "te
     if not path(node).exists():
         for n, own in enumerate(node_splits(_dataset(source), n_nodes, split)):
             data = ranker_data(own, weeks, generator_settings(TIFU_PARAMS))
-            _cached(path(n), lambda: NodeData(data.train, own.history.n_items, own.catalog.user_ids[data.train.users]))
+            _cached(
+                path(n),
+                lambda data=data, own=own: NodeData(
+                    data.train, own.history.n_items, own.catalog.user_ids[data.train.users]
+                ),
+            )
     data = _cached(path(node), None)
     if holdout_share:
         keep = np.flatnonzero(~held_out(data.list_users, holdout_share))
@@ -145,8 +151,9 @@ def server_data(source: str) -> ServerData:
     def build() -> ServerData:
         dataset = _dataset(source)
         split = build_splits(dataset, dataset.content_hash(), config.state_dir() / "features")[0]["validation"]
-        lists = labelled_candidates(split.history, split.cutoff_day, split.targets, TIFU_PARAMS,
-                                    item_groups=split.catalog.item_groups)
+        lists = labelled_candidates(
+            split.history, split.cutoff_day, split.targets, TIFU_PARAMS, item_groups=split.catalog.item_groups
+        )
         return ServerData(lists, len(dataset.items), len(dataset.users))
 
     return _cached(_cache_dir(source) / "server.pkl", build)
@@ -155,8 +162,9 @@ def server_data(source: str) -> ServerData:
 def new_model(n_items: int, private: bool = False) -> CandidateRanker:
     """The edge tier's architecture; private models compress features with a fixed log instead
     of learning a standardisation from the data."""
-    return CandidateRanker(n_features=len(FEATURE_NAMES), n_items=n_items, log_features=private,
-                           **STUDENTS["edge"]["architecture"])
+    return CandidateRanker(
+        n_features=len(FEATURE_NAMES), n_items=n_items, log_features=private, **STUDENTS["edge"]["architecture"]
+    )
 
 
 def central_ndcg(model: CandidateRanker, source: str) -> float:

@@ -14,10 +14,9 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from nodes.collect import collected_dir, failed_row
-
-from tasks.collect import collect_node_task
-from nodes.sources import load_items
 from nodes.fleet import read_nodes
+from nodes.sources import load_items
+from tasks.collect import collect_node_task
 
 
 @flow(name="collect-events", log_prints=True)
@@ -29,9 +28,13 @@ def collect_flow(nodes_file: str, data: str = "completejourney") -> list[dict]:
     rows = []
     for node in nodes:  # one unreachable node must not stop the others (its cursor stays where it was)
         state = collect_node_task(node.name, node.url, node.token, items, folder, return_state=True)
-        rows.append(state.result() if state.is_completed() else failed_row(node.name, state.result(raise_on_failure=False)))
+        rows.append(
+            state.result() if state.is_completed() else failed_row(node.name, state.result(raise_on_failure=False))
+        )
     create_table_artifact(key="collected-events", table=rows, description=f"Events collected into {folder}")
     for row in rows:
-        print(f"{row['node']}: {row['status']}, {row['pulled']} pulled, {row['appended']} appended, "
-              f"{row['quarantined']} quarantined (cursor {row['cursor_before']} → {row['cursor_after']}) {row['detail']}")
+        print(
+            f"{row['node']}: {row['status']}, {row['pulled']} pulled, {row['appended']} appended, "
+            f"{row['quarantined']} quarantined (cursor {row['cursor_before']} → {row['cursor_after']}) {row['detail']}"
+        )
     return rows

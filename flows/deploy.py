@@ -27,8 +27,8 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from edge.bundle import PRIVATE_KEY, archive_bundle
-from tasks.bundle import bundle_task
 from nodes.fleet import read_nodes
+from tasks.bundle import bundle_task
 from tasks.nodes import push_task, rollback_task
 from tasks.register import model_for_task
 
@@ -51,8 +51,11 @@ def deploy_flow(nodes_file: str, dataset: str | None = None, alias: str = "edge"
         archive = archive_bundle(Path(tmp) / "bundle")
     version = str(manifest["model_version"])
     futures = [push_task.submit(node, archive, version) for node in nodes]
-    return _report([f.result() for f in futures], "edge-deploy",
-                   f"Deploy of {manifest['registered_model']} version {version} ({manifest['tier']})")
+    return _report(
+        [f.result() for f in futures],
+        "edge-deploy",
+        f"Deploy of {manifest['registered_model']} version {version} ({manifest['tier']})",
+    )
 
 
 @flow(name="rollback-edge", log_prints=True)

@@ -9,7 +9,7 @@ pipeline's parent MLflow run. A failed run registers nothing.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -19,27 +19,40 @@ config.apply_environment()  # before prefect and mlflow load: they read it on im
 
 from prefect import flow
 
-from training.distill import STUDENTS
+from federated.task import DEFAULTS, TIFU_PARAMS
 from tasks.features import features_task
 from tasks.federated_training import federate_task
-from federated.task import DEFAULTS, TIFU_PARAMS
 from tasks.ingest import ingest_task
 from tasks.register import tag_federated_version_task
-from training.tiers import RankerFit, exclude_seen_items
 from tasks.tiers import export_rankers_task, serving_data_task
-from tasks.track import (evaluate_and_log, finish_run_task, log_json_task, log_params_task, register_deploy_fit_task,
-                         start_parent_run_task)
-from training.data import RankerSpec, generator_settings
+from tasks.track import (
+    evaluate_and_log,
+    finish_run_task,
+    log_json_task,
+    log_params_task,
+    register_deploy_fit_task,
+    start_parent_run_task,
+)
 from tasks.train import ranker_data_task
 from tasks.validate import validate_task
+from training.data import RankerSpec, generator_settings
+from training.distill import STUDENTS
+from training.tiers import RankerFit, exclude_seen_items
 
 FEDERATED_TIER = "federated"
 
 
 @flow(name="federated-training", log_prints=True)
-def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 10, target_epsilon: float = 8.0,
-                   aggregation: str = "fedavg", noise_multiplier: float = 2.0, local_epochs: int = 1,
-                   refit: bool = True) -> dict:
+def federated_flow(
+    data: str = "completejourney",
+    nodes: int = 8,
+    rounds: int = 10,
+    target_epsilon: float = 8.0,
+    aggregation: str = "fedavg",
+    noise_multiplier: float = 2.0,
+    local_epochs: int = 1,
+    refit: bool = True,
+) -> dict:
     """Train the `federated` tier on `data` split into `nodes` store groups (tasks.partition).
 
     noise_multiplier 0 trains without differential privacy (target_epsilon is then ignored).
@@ -52,15 +65,28 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
     model_name = config.registered_model(dataset.name)
     ok, version, deploy_summary = False, None, None
     try:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        clean, _ = validate_task(dataset, config.state_dir() / "reports" / dataset.name / stamp,
-                                 config.ValidationSettings(), config.protocol(settings), parent_run_id)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        clean, _ = validate_task(
+            dataset,
+            config.state_dir() / "reports" / dataset.name / stamp,
+            config.ValidationSettings(),
+            config.protocol(settings),
+            parent_run_id,
+        )
         data_hash = clean.content_hash()
-        splits = features_task(clean, data_hash, config.state_dir() / "features", settings.test_weeks,
-                               settings.validation_weeks)
-        federated = {**DEFAULTS, "data": data, "num-server-rounds": rounds, "aggregation": aggregation,
-                     "noise-multiplier": noise_multiplier, "target-epsilon": target_epsilon if noise_multiplier else 0.0,
-                     "local-epochs": local_epochs, "mlflow-run-id": parent_run_id}
+        splits = features_task(
+            clean, data_hash, config.state_dir() / "features", settings.test_weeks, settings.validation_weeks
+        )
+        federated = {
+            **DEFAULTS,
+            "data": data,
+            "num-server-rounds": rounds,
+            "aggregation": aggregation,
+            "noise-multiplier": noise_multiplier,
+            "target-epsilon": target_epsilon if noise_multiplier else 0.0,
+            "local-epochs": local_epochs,
+            "mlflow-run-id": parent_run_id,
+        }
         logged = {"nodes": nodes, **{k: v for k, v in federated.items() if k not in ("data", "mlflow-run-id")}}
         log_params_task(parent_run_id, logged)
         split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
@@ -73,36 +99,70 @@ def federated_flow(data: str = "completejourney", nodes: int = 8, rounds: int = 
             tmp = Path(tmp)
             result = federate_task({**federated, "split": "test"}, nodes, tmp / "evaluation.pt", target_epsilon)
             log_json_task(parent_run_id, result.summary, "federated/test-fit.json")
-            privacy = {"epsilon": result.summary["epsilon"], "delta": result.summary["delta"],
-                       "federated_rounds": result.summary["rounds_trained"],
-                       "bytes_per_node_per_round": max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())}
+            privacy = {
+                "epsilon": result.summary["epsilon"],
+                "delta": result.summary["delta"],
+                "federated_rounds": result.summary["rounds_trained"],
+                "bytes_per_node_per_round": max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values()),
+            }
             # Serving needs the central candidate generator fitted at the cutoff (one week of lists
             # comes with it; export reads the feature width from them).
             evaluation_data, _ = serving_data_task(splits["test"], generator, clean.items, exclude_seen, data_hash)
-            fit = RankerFit(ranker_data_task(splits["test"], 1, generator, generator=evaluation_data.generator),
-                            {FEDERATED_TIER: result.model}, {FEDERATED_TIER: spec}, {FEDERATED_TIER: result.seconds})
+            fit = RankerFit(
+                ranker_data_task(splits["test"], 1, generator, generator=evaluation_data.generator),
+                {FEDERATED_TIER: result.model},
+                {FEDERATED_TIER: spec},
+                {FEDERATED_TIER: result.seconds},
+            )
             fitted = export_rankers_task(fit, tmp / "evaluation", exclude_seen)[FEDERATED_TIER]
             fitted.params |= {"nodes": nodes}
-            row, _ = evaluate_and_log(fitted, evaluation_data, tmp / "bundles", splits["test"], settings.latency_requests,
-                                      parent_run_id, data_hash, split_info, privacy)
+            row, _ = evaluate_and_log(
+                fitted,
+                evaluation_data,
+                tmp / "bundles",
+                splits["test"],
+                settings.latency_requests,
+                parent_run_id,
+                data_hash,
+                split_info,
+                privacy,
+            )
             if refit:
                 deploy = splits["deploy"]
                 refitted = federate_task({**federated, "split": "deploy"}, nodes, tmp / "deploy.pt", target_epsilon)
                 log_json_task(parent_run_id, refitted.summary, "federated/deploy-fit.json")
                 deploy_summary = refitted.summary
                 deploy_data, _ = serving_data_task(deploy, generator, clean.items, exclude_seen, data_hash)
-                fit = RankerFit(ranker_data_task(deploy, 1, generator, generator=deploy_data.generator),
-                                {FEDERATED_TIER: refitted.model}, {FEDERATED_TIER: spec},
-                                {FEDERATED_TIER: refitted.seconds})
+                fit = RankerFit(
+                    ranker_data_task(deploy, 1, generator, generator=deploy_data.generator),
+                    {FEDERATED_TIER: refitted.model},
+                    {FEDERATED_TIER: spec},
+                    {FEDERATED_TIER: refitted.seconds},
+                )
                 deployable = export_rankers_task(fit, tmp / "deploy", exclude_seen)[FEDERATED_TIER]
-                version = register_deploy_fit_task(row["run_id"], deployable, deploy_data, tmp / "deploy-bundle", row,
-                                                   parent_run_id, teacher=False, name=model_name, data_hash=data_hash)
+                version = register_deploy_fit_task(
+                    row["run_id"],
+                    deployable,
+                    deploy_data,
+                    tmp / "deploy-bundle",
+                    row,
+                    parent_run_id,
+                    teacher=False,
+                    name=model_name,
+                    data_hash=data_hash,
+                )
                 tag_federated_version_task(model_name, version, refitted.summary, data_hash)
         ok = True
     finally:
         finish_run_task(parent_run_id, ok)
-    return {"run_id": parent_run_id, "experiment_id": experiment_id, "row": row, "version": version,
-            "summary": result.summary, "deploy_summary": deploy_summary}
+    return {
+        "run_id": parent_run_id,
+        "experiment_id": experiment_id,
+        "row": row,
+        "version": version,
+        "summary": result.summary,
+        "deploy_summary": deploy_summary,
+    }
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ then marked FAILED with the report attached, and nothing is registered.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -28,8 +28,15 @@ from tasks.features import features_task
 from tasks.ingest import ingest_task
 from tasks.register import update_candidate_task
 from tasks.tiers import export_rankers_task, fit_rankers_task, serving_data_task, tune_tifu_task
-from tasks.track import (evaluate_and_log, finish_run_task, log_latency_ratios_task, log_row_metrics_task,
-                         log_summary_task, register_deploy_fit_task, start_parent_run_task)
+from tasks.track import (
+    evaluate_and_log,
+    finish_run_task,
+    log_latency_ratios_task,
+    log_row_metrics_task,
+    log_summary_task,
+    register_deploy_fit_task,
+    start_parent_run_task,
+)
 from tasks.train import ranker_data_task
 from tasks.tune import tune_ranker_task
 from tasks.validate import validate_task
@@ -38,27 +45,55 @@ from training.data import generator_settings
 from training.tiers import CLOUD_TIER, REGISTERED_TIERS, STUDENT_TIERS, TEACHER_TIER, TunedTifu, baseline_tiers
 
 
-def baselines(evaluation_data: ServingData, tifu: TunedTifu, fit_seconds: float, folder: Path, test, settings,
-              parent_run_id: str, data_hash: str, split_info: dict) -> list[dict]:
+def baselines(
+    evaluation_data: ServingData,
+    tifu: TunedTifu,
+    fit_seconds: float,
+    folder: Path,
+    test,
+    settings,
+    parent_run_id: str,
+    data_hash: str,
+    split_info: dict,
+) -> list[dict]:
     """Serve and log every baseline tier (deterministic: one fit each)."""
     rows = []
     for fitted in baseline_tiers(evaluation_data, tifu, fit_seconds):
-        row, _ = evaluate_and_log(fitted, evaluation_data, folder / "bundles", test, settings.latency_requests,
-                                  parent_run_id, data_hash, split_info)
+        row, _ = evaluate_and_log(
+            fitted,
+            evaluation_data,
+            folder / "bundles",
+            test,
+            settings.latency_requests,
+            parent_run_id,
+            data_hash,
+            split_info,
+        )
         rows.append(log_row_metrics_task(row, seed_spread([row["ndcg_at_10"]])))
     return rows
 
 
-def neural_tiers(splits: dict, evaluation_data: ServingData, tifu: TunedTifu, settings: config.Profile, folder: Path,
-                 parent_run_id: str, data_hash: str, split_info: dict, items: pd.DataFrame, model_name: str) -> list[dict]:
+def neural_tiers(
+    splits: dict,
+    evaluation_data: ServingData,
+    tifu: TunedTifu,
+    settings: config.Profile,
+    folder: Path,
+    parent_run_id: str,
+    data_hash: str,
+    split_info: dict,
+    items: pd.DataFrame,
+    model_name: str,
+) -> list[dict]:
     """Tune the teacher, fit and distil for evaluation, serve and log every neural tier (with its
     seed spread), then refit on all data and register the refit ONNX models under `model_name`."""
     generator = generator_settings(tifu.params)
     validation, test = splits["validation"], splits["test"]
     tuning_data = ranker_data_task(validation, settings.tuning_weeks, generator, with_validation=True)
     study_name = f"ranker-{data_hash}-{validation.cutoff:%Y%m%d}-w{settings.tuning_weeks}-e{settings.max_epochs}"
-    teacher_spec, tuning = tune_ranker_task(tuning_data, settings, config.state_dir() / "optuna" / "optuna.db",
-                                            study_name, parent_run_id)
+    teacher_spec, tuning = tune_ranker_task(
+        tuning_data, settings, config.state_dir() / "optuna" / "optuna.db", study_name, parent_run_id
+    )
     del tuning_data
     training = ranker_data_task(test, settings.training_weeks, generator, generator=evaluation_data.generator)
     tiers = export_rankers_task(fit_rankers_task(training, teacher_spec), folder / "evaluation", tifu.exclude_seen)
@@ -67,28 +102,56 @@ def neural_tiers(splits: dict, evaluation_data: ServingData, tifu: TunedTifu, se
     for tier in (TEACHER_TIER, CLOUD_TIER, *STUDENT_TIERS):
         extra = {}
         if tier in STUDENT_TIERS:  # what quantization costs, measured on the same test requests
-            extra["fp32_ndcg_at_10"] = bundle_ndcg_task(tiers[f"fp32/{tier}"], evaluation_data, folder / "bundles", test)
-        rows[tier], served[tier] = evaluate_and_log(tiers[tier], evaluation_data, folder / "bundles", test,
-                                                    settings.latency_requests, parent_run_id, data_hash, split_info,
-                                                    extra)
+            extra["fp32_ndcg_at_10"] = bundle_ndcg_task(
+                tiers[f"fp32/{tier}"], evaluation_data, folder / "bundles", test
+            )
+        rows[tier], served[tier] = evaluate_and_log(
+            tiers[tier],
+            evaluation_data,
+            folder / "bundles",
+            test,
+            settings.latency_requests,
+            parent_run_id,
+            data_hash,
+            split_info,
+            extra,
+        )
     # The exported teacher must rank like the PyTorch one on the real test requests.
     overlap = top_k_overlap(served[TEACHER_TIER].recommendations, served[CLOUD_TIER].recommendations)
     rows[CLOUD_TIER] = log_row_metrics_task(rows[CLOUD_TIER], {"onnx_torch_top10_overlap": overlap})
     trained = (TEACHER_TIER, *STUDENT_TIERS)
-    ndcgs = seed_ndcgs_task(training, teacher_spec, range(1, settings.seeds), trained, evaluation_data, test,
-                            folder / "seeds", tifu.exclude_seen)
+    ndcgs = seed_ndcgs_task(
+        training,
+        teacher_spec,
+        range(1, settings.seeds),
+        trained,
+        evaluation_data,
+        test,
+        folder / "seeds",
+        tifu.exclude_seen,
+    )
     del training
     for tier in (*trained, CLOUD_TIER):  # the cloud reference serves the teacher's models
         trained_as = TEACHER_TIER if tier == CLOUD_TIER else tier
         rows[tier] = log_row_metrics_task(rows[tier], seed_spread([rows[trained_as]["ndcg_at_10"], *ndcgs[trained_as]]))
     deploy_data, _ = serving_data_task(splits["deploy"], generator, items, tifu.exclude_seen, data_hash)
-    refit = fit_rankers_task(ranker_data_task(splits["deploy"], settings.training_weeks, generator,
-                                              generator=deploy_data.generator), teacher_spec)
+    refit = fit_rankers_task(
+        ranker_data_task(splits["deploy"], settings.training_weeks, generator, generator=deploy_data.generator),
+        teacher_spec,
+    )
     deployable = export_rankers_task(refit, folder / "deploy", tifu.exclude_seen)
     for tier in REGISTERED_TIERS:
-        register_deploy_fit_task(rows[tier]["run_id"], deployable[tier], deploy_data, folder / "deploy-bundles" / tier,
-                                 rows[tier], parent_run_id, teacher=tier == TEACHER_TIER, name=model_name,
-                                 data_hash=data_hash)
+        register_deploy_fit_task(
+            rows[tier]["run_id"],
+            deployable[tier],
+            deploy_data,
+            folder / "deploy-bundles" / tier,
+            rows[tier],
+            parent_run_id,
+            teacher=tier == TEACHER_TIER,
+            name=model_name,
+            data_hash=data_hash,
+        )
     return list(rows.values())
 
 
@@ -98,12 +161,16 @@ def run_name() -> str:
 
     parameters = flow_run.parameters
     data = Path(str(parameters.get("data", "completejourney"))).name
-    return f"training {parameters.get('profile', 'quick')} on {data}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    return f"training {parameters.get('profile', 'quick')} on {data}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 @flow(name="training", log_prints=True, flow_run_name=run_name)
-def training_flow(data: str = "completejourney", profile: str = "quick", event_types: dict[str, str] | None = None,
-                  max_bad_share: float | None = None) -> dict:
+def training_flow(
+    data: str = "completejourney",
+    profile: str = "quick",
+    event_types: dict[str, str] | None = None,
+    max_bad_share: float | None = None,
+) -> dict:
     """Train and evaluate every tier on `data` ("completejourney" or a folder of contract files).
     event_types: the shop's event types → contract types (e.g. {"rating": "purchase"});
     max_bad_share: the validation threshold per check (default `ValidationSettings`).
@@ -117,39 +184,81 @@ def training_flow(data: str = "completejourney", profile: str = "quick", event_t
     model_name = config.registered_model(dataset.name)
     ok = False
     try:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         report_dir = config.state_dir() / "reports" / dataset.name / stamp
-        validation = config.ValidationSettings(event_types=tuple((event_types or {}).items()),
-                                               **({} if max_bad_share is None else {"max_bad_share": max_bad_share}))
+        validation = config.ValidationSettings(
+            event_types=tuple((event_types or {}).items()),
+            **({} if max_bad_share is None else {"max_bad_share": max_bad_share}),
+        )
         clean, report = validate_task(dataset, report_dir, validation, config.protocol(settings), parent_run_id)
         data_hash = clean.content_hash()
-        splits = features_task(clean, data_hash, config.state_dir() / "features", settings.test_weeks,
-                               settings.validation_weeks)
+        splits = features_task(
+            clean, data_hash, config.state_dir() / "features", settings.test_weeks, settings.validation_weeks
+        )
         split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
         split_info |= {"test_users": len(splits["test"].targets), "validation_users": len(splits["validation"].targets)}
         with TemporaryDirectory(dir=config.state_dir()) as tmp:
-            tifu = tune_tifu_task(splits["validation"], settings.tuning_trials, config.state_dir() / "optuna", data_hash)
-            evaluation_data, fit_seconds = serving_data_task(splits["test"], generator_settings(tifu.params),
-                                                             clean.items, tifu.exclude_seen, data_hash)
-            rows = baselines(evaluation_data, tifu, fit_seconds, Path(tmp), splits["test"], settings, parent_run_id,
-                             data_hash, split_info)
-            rows += neural_tiers(splits, evaluation_data, tifu, settings, Path(tmp), parent_run_id, data_hash,
-                                 split_info, clean.items, model_name)
+            tifu = tune_tifu_task(
+                splits["validation"], settings.tuning_trials, config.state_dir() / "optuna", data_hash
+            )
+            evaluation_data, fit_seconds = serving_data_task(
+                splits["test"], generator_settings(tifu.params), clean.items, tifu.exclude_seen, data_hash
+            )
+            rows = baselines(
+                evaluation_data,
+                tifu,
+                fit_seconds,
+                Path(tmp),
+                splits["test"],
+                settings,
+                parent_run_id,
+                data_hash,
+                split_info,
+            )
+            rows += neural_tiers(
+                splits,
+                evaluation_data,
+                tifu,
+                settings,
+                Path(tmp),
+                parent_run_id,
+                data_hash,
+                split_info,
+                clean.items,
+                model_name,
+            )
         candidate = update_candidate_task(parent_run_id, config.Gates(), model_name)
-        create_markdown_artifact(key="candidate", markdown=f"{candidate.markdown()}\n{run_link(experiment_id, parent_run_id)}",
-                                 description=f"Alias candidate after this run (MLflow run {parent_run_id})")
+        create_markdown_artifact(
+            key="candidate",
+            markdown=f"{candidate.markdown()}\n{run_link(experiment_id, parent_run_id)}",
+            description=f"Alias candidate after this run (MLflow run {parent_run_id})",
+        )
         rows = log_latency_ratios_task(rows, CLOUD_TIER)
-        log_summary_task(parent_run_id, rows, {"data_hash": data_hash, "profile": profile, "source": data, **split_info},
-                         candidate, TEACHER_TIER)
+        log_summary_task(
+            parent_run_id,
+            rows,
+            {"data_hash": data_hash, "profile": profile, "source": data, **split_info},
+            candidate,
+            TEACHER_TIER,
+        )
         table = tier_table(rows)
-        create_table_artifact(key="tiers", table=table.round(4).to_dict(orient="records"),
-                              description=f"Tiers on {dataset.name} (test split, k={K}), served through the edge "
-                                          f"engine; {run_link(experiment_id, parent_run_id)}")
+        create_table_artifact(
+            key="tiers",
+            table=table.round(4).to_dict(orient="records"),
+            description=f"Tiers on {dataset.name} (test split, k={K}), served through the edge "
+            f"engine; {run_link(experiment_id, parent_run_id)}",
+        )
         ok = True
     finally:
         finish_run_task(parent_run_id, ok)
-    return {"run_id": parent_run_id, "experiment_id": experiment_id, "data_hash": data_hash, "tiers": rows,
-            "report": report.report_json, "candidate": candidate}
+    return {
+        "run_id": parent_run_id,
+        "experiment_id": experiment_id,
+        "data_hash": data_hash,
+        "tiers": rows,
+        "report": report.report_json,
+        "candidate": candidate,
+    }
 
 
 if __name__ == "__main__":

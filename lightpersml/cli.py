@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,9 +29,20 @@ keys_app.add_typer(client_keys_app, name="client")
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-SHORT_NAMES = {"ndcg_at_10": "NDCG", "recall_at_10": "recall", "precision_at_10": "prec.", "hr_at_10": "HR",
-               "recall_repeat_at_10": "rec.repeat", "recall_explore_at_10": "rec.explore", "coverage_at_10": "coverage",
-               "latency_p99_ms": "p99 ms", "latency_p99_ratio_to_cloud": "p99/cloud", "peak_memory_mb": "mem MB", "model_size_mb": "size MB", "param_count": "params"}
+SHORT_NAMES = {
+    "ndcg_at_10": "NDCG",
+    "recall_at_10": "recall",
+    "precision_at_10": "prec.",
+    "hr_at_10": "HR",
+    "recall_repeat_at_10": "rec.repeat",
+    "recall_explore_at_10": "rec.explore",
+    "coverage_at_10": "coverage",
+    "latency_p99_ms": "p99 ms",
+    "latency_p99_ratio_to_cloud": "p99/cloud",
+    "peak_memory_mb": "mem MB",
+    "model_size_mb": "size MB",
+    "param_count": "params",
+}
 
 
 def print_tier_table(rows: list[dict]) -> None:
@@ -67,11 +79,20 @@ def _quiet_refusals() -> None:
                 handler.addFilter(_RefusalsOffTheConsole())
 
 
-EventTypes = Annotated[list[str], typer.Option(
-    "--event-type", help="TYPE=CONTRACT_TYPE: what a type of yours means (purchase, view or add_to_cart), "
-                         "e.g. rating=purchase; repeat for several. Training learns from purchases.")]
-MaxBadShare = Annotated[float, typer.Option(min=0.0, max=1.0, help="per row-level check, the share of a table's "
-                                                                    "rows quarantined before the data is refused")]
+EventTypes = Annotated[
+    list[str],
+    typer.Option(
+        "--event-type",
+        help="TYPE=CONTRACT_TYPE: what a type of yours means (purchase, view or add_to_cart), "
+        "e.g. rating=purchase; repeat for several. Training learns from purchases.",
+    ),
+]
+MaxBadShare = Annotated[
+    float,
+    typer.Option(
+        min=0.0, max=1.0, help="per row-level check, the share of a table's rows quarantined before the data is refused"
+    ),
+]
 
 
 def _event_types(pairs: list[str]) -> dict[str, str]:
@@ -81,15 +102,18 @@ def _event_types(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, _, contract = pair.partition("=")
         if not name.strip() or contract.strip() not in schema.EVENT_TYPES:
-            raise typer.BadParameter(f"{pair!r}: expected TYPE=one of {', '.join(schema.EVENT_TYPES)}",
-                                     param_hint="--event-type")
+            raise typer.BadParameter(
+                f"{pair!r}: expected TYPE=one of {', '.join(schema.EVENT_TYPES)}", param_hint="--event-type"
+            )
         mapping[name.strip()] = contract.strip()
     return mapping
 
 
 @app.command()
 def run(
-    data: Annotated[str, typer.Option(help='"completejourney" (bundled) or a folder of contract files')] = "completejourney",
+    data: Annotated[
+        str, typer.Option(help='"completejourney" (bundled) or a folder of contract files')
+    ] = "completejourney",
     profile: Annotated[str, typer.Option(help="quick (minutes) or full (nightly)")] = "quick",
     event_type: EventTypes = [],
     max_bad_share: MaxBadShare = 0.01,
@@ -106,23 +130,30 @@ def run(
         result = training_flow(data=data, profile=profile, event_types=mapping, max_bad_share=max_bad_share)
     except (DataContractError, DataValidationError) as error:
         console.print(str(error), style="red", markup=False, highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     print_tier_table(result["tiers"])
     candidate = result["candidate"]
     console.print(f"Candidate: {candidate.summary()}", style=None if candidate.version else "yellow")
-    console.print(f"MLflow run {result['run_id']} (experiment {result['experiment_id']}), store {config.mlflow_tracking_uri()}")
-    console.print(f"Open it with `lightpersml ui`, then http://127.0.0.1:5000/#/experiments/"
-                  f"{result['experiment_id']}/runs/{result['run_id']}")
+    console.print(
+        f"MLflow run {result['run_id']} (experiment {result['experiment_id']}), store {config.mlflow_tracking_uri()}"
+    )
+    console.print(
+        f"Open it with `lightpersml ui`, then http://127.0.0.1:5000/#/experiments/"
+        f"{result['experiment_id']}/runs/{result['run_id']}"
+    )
 
 
 @app.command()
-def validate(path: Annotated[str, typer.Argument(help='a folder of contract files, or "completejourney"')],
-             profile: Annotated[str, typer.Option(help="whose evaluation protocol the data must fit")] = "quick",
-             event_type: EventTypes = [], max_bad_share: MaxBadShare = 0.01) -> None:
+def validate(
+    path: Annotated[str, typer.Argument(help='a folder of contract files, or "completejourney"')],
+    profile: Annotated[str, typer.Option(help="whose evaluation protocol the data must fit")] = "quick",
+    event_type: EventTypes = [],
+    max_bad_share: MaxBadShare = 0.01,
+) -> None:
     """Validate data against the contract and the run's protocol, as `run` does; exits 1 on a blocking failure."""
     if profile not in config.PROFILES:
         raise typer.BadParameter(f"unknown profile {profile!r}; choose from {sorted(config.PROFILES)}")
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from data_contracts.completejourney import load_source
     from data_contracts.errors import DataContractError, DataValidationError
@@ -130,37 +161,49 @@ def validate(path: Annotated[str, typer.Argument(help='a folder of contract file
 
     try:
         dataset = load_source(path)
-        out = config.state_dir() / "reports" / dataset.name / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        out = config.state_dir() / "reports" / dataset.name / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         with console.status(f"validating {dataset.name}"):
-            settings = config.ValidationSettings(event_types=tuple(_event_types(event_type).items()),
-                                                 max_bad_share=max_bad_share)
-            _, report = validate_dataset(dataset, out, **vars(settings), protocol=config.protocol(config.PROFILES[profile]))
+            settings = config.ValidationSettings(
+                event_types=tuple(_event_types(event_type).items()), max_bad_share=max_bad_share
+            )
+            _, report = validate_dataset(
+                dataset, out, **vars(settings), protocol=config.protocol(config.PROFILES[profile])
+            )
     except (DataContractError, DataValidationError) as error:
         console.print(str(error), style="red", markup=False, highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     console.print(report.summary(), markup=False, highlight=False)
     console.print(f"Report: {report.report_json}\nData Docs: {report.data_docs}\nQuarantine: {report.quarantine_dir}")
 
 
 @app.command()
 def recommend(
-    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS or models:/NAME/VERSION (a registered version: what "
-                                            "a node would serve), a bundle folder, or a tier name / runs:/ID/model "
-                                            "(a tier's evaluation fit)")],
-    requests: Annotated[Path, typer.Option(help="CSV/Parquet with user_id and optional store_id, timestamp; or a "
-                                                "text file of user ids")],
-    out: Annotated[Path, typer.Option(help="output .parquet or .csv: the request's columns, item_id, rank, score, "
-                                           "reason")] = Path("recs.parquet"),
+    model: Annotated[
+        str,
+        typer.Option(
+            help="models:/NAME@ALIAS or models:/NAME/VERSION (a registered version: what "
+            "a node would serve), a bundle folder, or a tier name / runs:/ID/model "
+            "(a tier's evaluation fit)"
+        ),
+    ],
+    requests: Annotated[
+        Path, typer.Option(help="CSV/Parquet with user_id and optional store_id, timestamp; or a text file of user ids")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="output .parquet or .csv: the request's columns, item_id, rank, score, reason")
+    ] = Path("recs.parquet"),
     k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
-    store: Annotated[Optional[str], typer.Option(help="store of the rows that name none (default: no stock filter)")] = None,
+    store: Annotated[
+        Optional[str], typer.Option(help="store of the rows that name none (default: no stock filter)")
+    ] = None,
     public_key: Annotated[Optional[Path], typer.Option(help="key a bundle folder must verify with")] = None,
 ) -> None:
     """Batch top-k export: each request answered by the node's engine from the model's signed bundle."""
     import tempfile
 
     from edge.bundle import BundleError
-    from tracking.batch import BadRequests, answer_requests, open_model, read_requests
     from evaluation.served import signing_keys
+    from tracking.batch import BadRequests, answer_requests, open_model, read_requests
 
     try:
         frame = read_requests(requests, store)
@@ -177,22 +220,39 @@ def recommend(
     answers.to_csv(out, index=False) if out.suffix == ".csv" else answers.to_parquet(out, index=False)
     users = set(frame["user_id"])
     known = sum(u in opened.engine.user_index for u in users)
-    console.print(f"{len(answers):,} rows for {len(frame):,} requests ({len(users):,} shoppers, {known:,} known) "
-                  f"from {opened.source} → {out}")
+    console.print(
+        f"{len(answers):,} rows for {len(frame):,} requests ({len(users):,} shoppers, {known:,} known) "
+        f"from {opened.source} → {out}"
+    )
     stores = frame["store_id"].dropna()
     unknown = int((~stores.isin(list(opened.engine.store_index))).sum())
     if unknown:
-        console.print(f"[yellow]{unknown:,} requests at a store the bundle does not know: answered with global "
-                      "popularity and no stock filter, as a node answers them[/yellow]")
+        console.print(
+            f"[yellow]{unknown:,} requests at a store the bundle does not know: answered with global "
+            "popularity and no stock filter, as a node answers them[/yellow]"
+        )
 
 
 @app.command()
 def ui(port: Annotated[int, typer.Option()] = 5000) -> None:
     """Open the MLflow UI on the project's store at 127.0.0.1 (one worker, no job runner: ~0.5 GB)."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", config.mlflow_tracking_uri(),
-               "--default-artifact-root", config.mlflow_artifact_root()]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        config.mlflow_tracking_uri(),
+        "--default-artifact-root",
+        config.mlflow_artifact_root(),
+    ]
     console.print(f"MLflow UI on http://127.0.0.1:{port} (store {config.mlflow_tracking_uri()}); Ctrl-C to stop")
     sys.stdout.flush()
     os.execve(sys.executable, command, env)  # the server takes over this process (and its PID)
@@ -200,8 +260,11 @@ def ui(port: Annotated[int, typer.Option()] = 5000) -> None:
 
 def _gates(min_ndcg_ratio: float | None, max_p99_ms: float | None, max_size_mb: float | None) -> config.Gates:
     """`config.Gates()` with the thresholds given on the command line."""
-    overrides = {"min_ndcg_ratio_to_teacher": min_ndcg_ratio, "max_latency_p99_ms": max_p99_ms,
-                 "max_model_size_mb": max_size_mb}
+    overrides = {
+        "min_ndcg_ratio_to_teacher": min_ndcg_ratio,
+        "max_latency_p99_ms": max_p99_ms,
+        "max_model_size_mb": max_size_mb,
+    }
     return config.Gates(**{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -209,8 +272,12 @@ def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-DatasetOption = Annotated[Optional[str], typer.Option(
-    "--dataset", help="the dataset whose registered model (lightpersml-DATASET) is meant; default: the only one")]
+DatasetOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dataset", help="the dataset whose registered model (lightpersml-DATASET) is meant; default: the only one"
+    ),
+]
 
 
 def _model_for(dataset: Optional[str]) -> str:
@@ -238,10 +305,17 @@ def models(dataset: DatasetOption = None) -> None:
     for column in ("version", "tier", "aliases", "NDCG", "rec.explore", "p99 ms", "size MB", "params", "created"):
         table.add_column(column, justify="left" if column in ("tier", "aliases", "created") else "right")
     for row in rows:
-        table.add_row(row["version"], (row["tier"] or "?") + (" (teacher)" if row["teacher"] else ""),
-                      ", ".join(row["aliases"]), _fmt(row["ndcg_at_10"], ".4f"), _fmt(row["recall_explore_at_10"], ".4f"),
-                      _fmt(row["latency_p99_ms"], ".3g"), _fmt(row["model_size_mb"], ".3g"),
-                      _fmt(row["param_count"], ","), row["created"] or "")
+        table.add_row(
+            row["version"],
+            (row["tier"] or "?") + (" (teacher)" if row["teacher"] else ""),
+            ", ".join(row["aliases"]),
+            _fmt(row["ndcg_at_10"], ".4f"),
+            _fmt(row["recall_explore_at_10"], ".4f"),
+            _fmt(row["latency_p99_ms"], ".3g"),
+            _fmt(row["model_size_mb"], ".3g"),
+            _fmt(row["param_count"], ","),
+            row["created"] or "",
+        )
     console.print(table)
     also = f" --dataset {dataset}" if dataset else ""
     console.print(f"Promote one to the edge alias with `lightpersml promote VERSION{also}`.")
@@ -253,7 +327,9 @@ def promote(
     force: Annotated[bool, typer.Option("--force", help="promote even if the gates fail (needs --reason)")] = False,
     reason: Annotated[Optional[str], typer.Option(help="why a failing version is promoted anyway (recorded)")] = None,
     dataset: DatasetOption = None,
-    min_ndcg_ratio: Annotated[Optional[float], typer.Option(help="override the gate: minimum NDCG@10 / teacher's")] = None,
+    min_ndcg_ratio: Annotated[
+        Optional[float], typer.Option(help="override the gate: minimum NDCG@10 / teacher's")
+    ] = None,
     max_p99_ms: Annotated[Optional[float], typer.Option(help="override the gate: maximum p99 latency (ms)")] = None,
     max_size_mb: Annotated[Optional[float], typer.Option(help="override the gate: maximum model size (MB)")] = None,
 ) -> None:
@@ -268,15 +344,17 @@ def promote(
     try:
         failures = promote_version(version, gates, force=force, reason=reason, name=name)
     except UnknownVersion as error:
-        raise typer.BadParameter(str(error), param_hint="VERSION")
+        raise typer.BadParameter(str(error), param_hint="VERSION") from None
     except PromotionRefused as error:
         console.print(f"Refused: version {error.version} of {name} fails the gates ({gates}):")
         for failure in error.failures:
             console.print(f"  [red]✗ {failure}[/red]")
         also = f" --dataset {dataset}" if dataset else ""
-        console.print("Alias `edge` is unchanged. To promote it anyway: "
-                      f"`lightpersml promote {error.version}{also} --force --reason \"why\"`.")
-        raise typer.Exit(1)
+        console.print(
+            "Alias `edge` is unchanged. To promote it anyway: "
+            f'`lightpersml promote {error.version}{also} --force --reason "why"`.'
+        )
+        raise typer.Exit(1) from None
     from tracking.registry import list_versions
 
     row = next(r for r in list_versions(name) if r["version"] == str(int(version)))
@@ -287,20 +365,23 @@ def promote(
             console.print(f"  [yellow]! {failure}[/yellow]")
 
 
-
 def _run_or_exit(step, **parameters):
     """Run a flow or step; a bad nodes file or a missing registry version ends the command with exit 1."""
     try:
         return step(**parameters)
     except (ValueError, LookupError, FileNotFoundError) as error:
         console.print(str(error), style="red", markup=False, highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
 
 
 @keys_app.command("init")
 def keys_init(
-    folder: Annotated[Optional[Path], typer.Option(help="where the key pair goes (default $LIGHTPERSML_KEYS or .lightpersml/keys)")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing pair (old bundles stop verifying)")] = False,
+    folder: Annotated[
+        Optional[Path], typer.Option(help="where the key pair goes (default $LIGHTPERSML_KEYS or .lightpersml/keys)")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace an existing pair (old bundles stop verifying)")
+    ] = False,
 ) -> None:
     """Create the bundle signing key pair: the private key signs bundles here, the public key goes to every node."""
     from edge.bundle import init_keys
@@ -310,7 +391,7 @@ def keys_init(
         private, public = init_keys(folder, overwrite)
     except FileExistsError as error:
         console.print(f"[red]{error}[/red] (use --overwrite to replace it)")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     console.print(f"Private key (keep it here, mode 600): {private}\nPublic key (copy it to every node): {public}")
 
 
@@ -328,9 +409,12 @@ def bundle(
 
     key = key or config.keys_dir() / PRIVATE_KEY
     if not key.exists():
-        raise typer.BadParameter(f"no signing key at {key}; create one with `lightpersml keys init`", param_hint="--key")
-    manifest = _run_or_exit(registry_bundle, folder=out, key_path=key, name=_model_for(dataset), alias=alias,
-                            version=version)
+        raise typer.BadParameter(
+            f"no signing key at {key}; create one with `lightpersml keys init`", param_hint="--key"
+        )
+    manifest = _run_or_exit(
+        registry_bundle, folder=out, key_path=key, name=_model_for(dataset), alias=alias, version=version
+    )
     console.print(f"Bundle of version {manifest['model_version']} ({manifest['tier']}) signed in {out}")
 
 
@@ -338,14 +422,19 @@ def _node_dir(node_dir: Optional[Path]) -> Path:
     return node_dir or config.state_dir() / "edge-node"
 
 
-NodeDir = Annotated[Optional[Path], typer.Option(help="the node's state: bundles, event log, client keys "
-                                                      "(default .lightpersml/edge-node)")]
+NodeDir = Annotated[
+    Optional[Path],
+    typer.Option(help="the node's state: bundles, event log, client keys (default .lightpersml/edge-node)"),
+]
 
 
 @client_keys_app.command("add")
 def client_key_add(
     name: Annotated[str, typer.Argument(help="who uses it, e.g. web-shop or pos-app")],
-    scope: Annotated[list[str], typer.Option(help="recommend and/or events (repeat the option)")] = ["recommend", "events"],
+    scope: Annotated[list[str], typer.Option(help="recommend and/or events (repeat the option)")] = [
+        "recommend",
+        "events",
+    ],
     rate: Annotated[str, typer.Option(help="requests allowed, e.g. 1000/second or 50/minute")] = "1000/second",
     node_dir: NodeDir = None,
 ) -> None:
@@ -356,8 +445,10 @@ def client_key_add(
         key, secret = ClientKeys(_node_dir(node_dir)).add(name, tuple(scope), rate)
     except ClientKeyError as error:
         raise typer.BadParameter(str(error)) from None
-    console.print(f"Client key {key.name!r} ({key.key_id}; {', '.join(key.scopes)}; {key.rate}). "
-                  "Send it as the X-API-Key header; it is not shown again:")
+    console.print(
+        f"Client key {key.name!r} ({key.key_id}; {', '.join(key.scopes)}; {key.rate}). "
+        "Send it as the X-API-Key header; it is not shown again:"
+    )
     print(secret)
 
 
@@ -375,7 +466,9 @@ def client_key_list(node_dir: NodeDir = None) -> None:
 
 
 @client_keys_app.command("revoke")
-def client_key_revoke(name: Annotated[str, typer.Argument(help="the key's name or id")], node_dir: NodeDir = None) -> None:
+def client_key_revoke(
+    name: Annotated[str, typer.Argument(help="the key's name or id")], node_dir: NodeDir = None
+) -> None:
     """Revoke a client key; a running node refuses it within a second."""
     from edge.clients import ClientKeyError, ClientKeys
 
@@ -388,24 +481,51 @@ def client_key_revoke(name: Annotated[str, typer.Argument(help="the key's name o
 
 @app.command()
 def serve(
-    bundle: Annotated[Optional[Path], typer.Option(help="a bundle folder to install and serve (default: the node's active one)")] = None,
+    bundle: Annotated[
+        Optional[Path], typer.Option(help="a bundle folder to install and serve (default: the node's active one)")
+    ] = None,
     port: Annotated[int, typer.Option()] = 8000,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     node_dir: NodeDir = None,
-    public_key: Annotated[Optional[Path], typer.Option(help="verifies bundles (default: the keys folder's public key)")] = None,
-    admin_token_file: Annotated[Optional[Path], typer.Option(help="file with the /admin bearer token "
-                                                                   "(or set LIGHTPERSML_ADMIN_TOKEN; none: /admin is closed)")] = None,
-    open_node: Annotated[bool, typer.Option("--open", help="serve /v1 without client keys (only behind the shop's own "
-                                                           "gateway); answers then never word reasons with a shopper's "
-                                                           "purchases")] = False,
-    reasons: Annotated[Optional[str], typer.Option(help="personal (may mention the shopper's purchases and cart) or "
-                                                        "generic (default: personal with keys, generic when --open)")] = None,
+    public_key: Annotated[
+        Optional[Path], typer.Option(help="verifies bundles (default: the keys folder's public key)")
+    ] = None,
+    admin_token_file: Annotated[
+        Optional[Path],
+        typer.Option(help="file with the /admin bearer token (or set LIGHTPERSML_ADMIN_TOKEN; none: /admin is closed)"),
+    ] = None,
+    open_node: Annotated[
+        bool,
+        typer.Option(
+            "--open",
+            help="serve /v1 without client keys (only behind the shop's own "
+            "gateway); answers then never word reasons with a shopper's "
+            "purchases",
+        ),
+    ] = False,
+    reasons: Annotated[
+        Optional[str],
+        typer.Option(
+            help="personal (may mention the shopper's purchases and cart) or "
+            "generic (default: personal with keys, generic when --open)"
+        ),
+    ] = None,
     max_shoppers: Annotated[int, typer.Option(min=100, help="shoppers whose live state is kept in memory")] = 20_000,
-    read_timeout: Annotated[float, typer.Option(min=0.1, help="seconds a client has to send a request's headers, and "
-                                                                 "again its body (bundle uploads: 600)")] = 10.0,
-    port_file: Annotated[Optional[Path], typer.Option(help="write the port listened on here once bound "
-                                                           "(with --port 0: a free port chosen by the system)")] = None,
-    runtime: Annotated[str, typer.Option(help="onnx (nodes) or torch (the cloud reference; needs the bundle's model.pt)")] = "onnx",
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, help="seconds a client has to send a request's headers, and again its body (bundle uploads: 600)"
+        ),
+    ] = 10.0,
+    port_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="write the port listened on here once bound (with --port 0: a free port chosen by the system)"
+        ),
+    ] = None,
+    runtime: Annotated[
+        str, typer.Option(help="onnx (nodes) or torch (the cloud reference; needs the bundle's model.pt)")
+    ] = "onnx",
 ) -> None:
     """Run an edge node: recommendations, events, health and metrics over HTTP."""
     import socket
@@ -429,36 +549,49 @@ def serve(
         keys = ClientKeys(folder)
     except ClientKeyError as error:
         console.print(str(error), style="red", markup=False, highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     personal = (reasons or ("generic" if open_node else "personal")) == "personal"
     node = Node(folder, load_public_key(public_key), runtime, personal_reasons=personal, max_shoppers=max_shoppers)
     try:
         passed_over = node.start(bundle)
     except BundleError as error:
         console.print(f"[red]bundle refused: {error}[/red]")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     for problem in passed_over:
         console.print(f"[red]not serving a stored bundle: {problem}[/red]")
     if node.engine is None:
         console.print("[yellow]No bundle yet: /readyz answers 503 until one is uploaded to /admin/bundle.[/yellow]")
     if open_node:
-        logging.getLogger("lightpersml.edge").warning("open node: /v1 routes answer anyone (reasons: %s)",
-                                                      "personal" if personal else "generic")
-        console.print(f"[yellow]Open node: /v1 needs no client key; reasons are {'personal' if personal else 'generic'}. "
-                      "Put it behind a gateway that authenticates callers.[/yellow]")
+        logging.getLogger("lightpersml.edge").warning(
+            "open node: /v1 routes answer anyone (reasons: %s)", "personal" if personal else "generic"
+        )
+        console.print(
+            f"[yellow]Open node: /v1 needs no client key; reasons are {'personal' if personal else 'generic'}. "
+            "Put it behind a gateway that authenticates callers.[/yellow]"
+        )
     elif not keys:
-        console.print(f"[yellow]No client keys in {keys.path}: /v1 routes answer 401 until one is added with "
-                      f"`lightpersml keys client add NAME --node-dir {folder}` (or start with --open behind a gateway)."
-                      "[/yellow]")
+        console.print(
+            f"[yellow]No client keys in {keys.path}: /v1 routes answer 401 until one is added with "
+            f"`lightpersml keys client add NAME --node-dir {folder}` (or start with --open behind a gateway)."
+            "[/yellow]"
+        )
     if not token:
-        console.print("[yellow]No admin token: /admin is closed (set LIGHTPERSML_ADMIN_TOKEN or --admin-token-file).[/yellow]")
+        console.print(
+            "[yellow]No admin token: /admin is closed (set LIGHTPERSML_ADMIN_TOKEN or --admin-token-file).[/yellow]"
+        )
     HeaderDeadlineProtocol.header_timeout = read_timeout
     listening = socket.create_server((host, port), backlog=2048)  # bound here, so --port 0 can be reported
     if port_file:  # replaced whole, so a reader never sees half a number
         port_file.with_suffix(".tmp").write_text(str(listening.getsockname()[1]))
         os.replace(port_file.with_suffix(".tmp"), port_file)
-    server = uvicorn.Server(uvicorn.Config(create_app(node, token, keys, open_node, body_timeout=read_timeout),
-                                           log_level="warning", access_log=False, http=HeaderDeadlineProtocol))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(node, token, keys, open_node, body_timeout=read_timeout),
+            log_level="warning",
+            access_log=False,
+            http=HeaderDeadlineProtocol,
+        )
+    )
     server.run(sockets=[listening])
 
 
@@ -468,8 +601,13 @@ def _print_node_report(rows: list[dict], title: str) -> None:
         table.add_column(column.replace("_", " "))
     for row in rows:
         colour = "green" if row["status"] == "updated" else "red"
-        table.add_row(row["node"], f"[{colour}]{row['status']}[/{colour}]", str(row["version_before"]),
-                      str(row["version_after"]), row["detail"])
+        table.add_row(
+            row["node"],
+            f"[{colour}]{row['status']}[/{colour}]",
+            str(row["version_before"]),
+            str(row["version_after"]),
+            row["detail"],
+        )
     console.print(table)
     if any(row["status"] != "updated" for row in rows):
         raise typer.Exit(1)
@@ -485,8 +623,10 @@ def deploy(
     """Bundle the version behind alias `edge`, push it to every node, report per node (exit 1 if any failed)."""
     from flows.deploy import deploy_flow
 
-    _print_node_report(_run_or_exit(deploy_flow, nodes_file=str(nodes), dataset=dataset, alias=alias,
-                                    key=str(key) if key else None), f"Deploy of alias {alias}")
+    _print_node_report(
+        _run_or_exit(deploy_flow, nodes_file=str(nodes), dataset=dataset, alias=alias, key=str(key) if key else None),
+        f"Deploy of alias {alias}",
+    )
 
 
 @app.command()
@@ -495,7 +635,6 @@ def rollback(nodes: Annotated[Path, typer.Option(help="TOML nodes file (as for d
     from flows.deploy import rollback_flow
 
     _print_node_report(_run_or_exit(rollback_flow, nodes_file=str(nodes)), "Rollback")
-
 
 
 @app.command()
@@ -508,15 +647,20 @@ def collect(
 
     rows = _run_or_exit(collect_flow, nodes_file=str(nodes), data=data)
     for row in rows:
-        console.print(f"{row['node']}: {row['status']}, {row['pulled']:,} pulled, {row['appended']:,} appended, "
-                      f"{row['quarantined']:,} quarantined {row['detail']}".rstrip(), markup=False)
+        console.print(
+            f"{row['node']}: {row['status']}, {row['pulled']:,} pulled, {row['appended']:,} appended, "
+            f"{row['quarantined']:,} quarantined {row['detail']}".rstrip(),
+            markup=False,
+        )
     if any(row["status"] != "collected" for row in rows):
         raise typer.Exit(1)
 
 
 @app.command()
 def federate(
-    data: Annotated[str, typer.Option(help='"completejourney" (bundled) or a folder of contract files')] = "completejourney",
+    data: Annotated[
+        str, typer.Option(help='"completejourney" (bundled) or a folder of contract files')
+    ] = "completejourney",
     nodes: Annotated[int, typer.Option(min=2, help="store groups, one federated node each")] = 8,
     rounds: Annotated[int, typer.Option(min=1, help="server rounds (fewer if the privacy budget ends first)")] = 10,
     target_epsilon: Annotated[float, typer.Option(help="stop before a round would pass this ε (δ = 1/shoppers)")] = 8.0,
@@ -534,15 +678,24 @@ def federate(
     from flows.federated import federated_flow
 
     try:
-        result = federated_flow(data=data, nodes=nodes, rounds=rounds, target_epsilon=target_epsilon,
-                                aggregation=aggregation, noise_multiplier=noise_multiplier, refit=refit)
+        result = federated_flow(
+            data=data,
+            nodes=nodes,
+            rounds=rounds,
+            target_epsilon=target_epsilon,
+            aggregation=aggregation,
+            noise_multiplier=noise_multiplier,
+            refit=refit,
+        )
     except (DataContractError, DataValidationError, ValueError, RuntimeError) as error:
         console.print(str(error), style="red", markup=False, highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     print_tier_table([result["row"]])
     summary = result["summary"]
-    console.print(f"{summary['rounds_trained']} rounds, ε = {summary['epsilon']:.2f} at δ = {summary['delta']:.2g}"
-                  + (f"; registered as version {result['version']}" if result["version"] else ""))
+    console.print(
+        f"{summary['rounds_trained']} rounds, ε = {summary['epsilon']:.2f} at δ = {summary['delta']:.2g}"
+        + (f"; registered as version {result['version']}" if result["version"] else "")
+    )
     console.print(f"MLflow run {result['run_id']} (experiment {result['experiment_id']})")
 
 

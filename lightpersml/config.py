@@ -99,17 +99,39 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile(name="quick", tuning_trials=8, tuning_minutes=4, tuning_weeks=3, training_weeks=4, max_epochs=4,
-                     latency_requests=2000),
-    "full": Profile(name="full", tuning_trials=50, tuning_minutes=240, tuning_weeks=4, training_weeks=8,
-                    max_epochs=6, latency_requests=2000),
+    "quick": Profile(
+        name="quick",
+        tuning_trials=8,
+        tuning_minutes=4,
+        tuning_weeks=3,
+        training_weeks=4,
+        max_epochs=4,
+        latency_requests=2000,
+    ),
+    "full": Profile(
+        name="full",
+        tuning_trials=50,
+        tuning_minutes=240,
+        tuning_weeks=4,
+        training_weeks=8,
+        max_epochs=6,
+        latency_requests=2000,
+    ),
     # For tests and CI: every step runs, in seconds; the numbers mean nothing.
-    "smoke": Profile(name="smoke", tuning_trials=3, tuning_minutes=2, tuning_weeks=2, training_weeks=2, max_epochs=2,
-                     latency_requests=100, seeds=2),
+    "smoke": Profile(
+        name="smoke",
+        tuning_trials=3,
+        tuning_minutes=2,
+        tuning_weeks=2,
+        training_weeks=2,
+        max_epochs=2,
+        latency_requests=100,
+        seeds=2,
+    ),
 }
 
 
-def protocol(profile: "Profile"):
+def protocol(profile: Profile):
     """The evaluation protocol a run with `profile` uses (what validation checks the data against)."""
     from data_contracts.learnability import Protocol
 
@@ -127,7 +149,6 @@ class ValidationSettings:
     # they are at most this share of the table, per check; above it the run is refused.
     max_bad_share: float = 0.01
     event_types: tuple[tuple[str, str], ...] = ()  # (shop's type, contract type), e.g. ("rating", "purchase")
-
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,21 @@ class TIFUKNN:
 
     name = "tifu_knn"
 
-    def __init__(self, n_neighbors: int = 300, group_size: int = 7, within_decay: float = 0.9,
-                 group_decay: float = 0.7, alpha: float = 0.7):
-        self.params = dict(n_neighbors=n_neighbors, group_size=group_size, within_decay=within_decay,
-                           group_decay=group_decay, alpha=alpha)
+    def __init__(
+        self,
+        n_neighbors: int = 300,
+        group_size: int = 7,
+        within_decay: float = 0.9,
+        group_decay: float = 0.7,
+        alpha: float = 0.7,
+    ):
+        self.params = dict(
+            n_neighbors=n_neighbors,
+            group_size=group_size,
+            within_decay=within_decay,
+            group_decay=group_decay,
+            alpha=alpha,
+        )
 
     def user_vectors(self, history: BasketHistory) -> sp.csr_matrix:
         """(n_users, n_items) time-decayed basket averages."""
@@ -39,14 +50,14 @@ class TIFUKNN:
         n_groups = (n_baskets_of_user + m - 1) // m
         oldest_len = n_baskets_of_user - (n_groups - 1) * m
         group_len = np.where(group == n_groups - 1, oldest_len, m)
-        weight = rb ** (from_newest % m) / group_len * rg ** group / n_groups
+        weight = rb ** (from_newest % m) / group_len * rg**group / n_groups
         lines = history.line_baskets()
         return sp.csr_matrix(
             (weight[lines].astype(np.float32), (basket_user[lines], history.items)),
             shape=(history.n_users, history.n_items),
         )
 
-    def fit(self, history: BasketHistory) -> "TIFUKNN":
+    def fit(self, history: BasketHistory) -> TIFUKNN:
         self.vectors = self.user_vectors(history).tocsr()
         self.pool, self._unit_pool_t = self.vectors, None
         self.neighbors = self._nearest(self.vectors, np.arange(history.n_users))
@@ -73,7 +84,7 @@ class TIFUKNN:
             self._unit_pool_t = _unit_rows(self.pool).T.tocsr()
         return self._unit_pool_t
 
-    def for_vectors(self, vectors: sp.csr_matrix, own_rows: np.ndarray) -> "TIFUKNN":
+    def for_vectors(self, vectors: sp.csr_matrix, own_rows: np.ndarray) -> TIFUKNN:
         """A TIFU-KNN for new user vectors (e.g. a user's history with newer baskets), whose
         neighbours come from this fit's users; own_rows: each new row's index in this fit, or -1."""
         other = TIFUKNN(**self.params)
@@ -87,8 +98,10 @@ class TIFUKNN:
         own = self.vectors[users].toarray()
         k = self.neighbors.shape[1]
         pick = sp.csr_matrix(
-            (np.full(len(users) * k, 1.0 / k, dtype=np.float32),
-             (np.repeat(np.arange(len(users)), k), self.neighbors[users].ravel())),
+            (
+                np.full(len(users) * k, 1.0 / k, dtype=np.float32),
+                (np.repeat(np.arange(len(users)), k), self.neighbors[users].ravel()),
+            ),
             shape=(len(users), self.pool.shape[0]),
         )
         neighbours = (pick @ self.pool).toarray()
@@ -97,7 +110,7 @@ class TIFUKNN:
     def state(self) -> dict[str, np.ndarray]:
         return {**_csr_state("vectors", self.vectors), "neighbors": self.neighbors}
 
-    def load_state(self, state: dict) -> "TIFUKNN":
+    def load_state(self, state: dict) -> TIFUKNN:
         self.vectors = _csr_from_state("vectors", state)
         self.pool = self.vectors
         self.neighbors = state["neighbors"]
@@ -114,11 +127,16 @@ def _unit_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def _csr_state(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
-    return {f"{prefix}_data": matrix.data, f"{prefix}_indices": matrix.indices,
-            f"{prefix}_indptr": matrix.indptr, f"{prefix}_shape": np.array(matrix.shape)}
+    return {
+        f"{prefix}_data": matrix.data,
+        f"{prefix}_indices": matrix.indices,
+        f"{prefix}_indptr": matrix.indptr,
+        f"{prefix}_shape": np.array(matrix.shape),
+    }
 
 
 def _csr_from_state(prefix: str, state: dict) -> sp.csr_matrix:
-    return sp.csr_matrix((state[f"{prefix}_data"], state[f"{prefix}_indices"], state[f"{prefix}_indptr"]),
-                         shape=tuple(state[f"{prefix}_shape"]))
-
+    return sp.csr_matrix(
+        (state[f"{prefix}_data"], state[f"{prefix}_indices"], state[f"{prefix}_indptr"]),
+        shape=tuple(state[f"{prefix}_shape"]),
+    )

@@ -53,11 +53,17 @@ class BasketHistory:
         return float((counts.data > 1).mean()) if counts.nnz else 0.0
 
     def save(self, path) -> None:
-        np.savez_compressed(path, shape=np.array([self.n_users, self.n_items]), user_ptr=self.user_ptr,
-                            basket_ptr=self.basket_ptr, items=self.items, basket_day=self.basket_day)
+        np.savez_compressed(
+            path,
+            shape=np.array([self.n_users, self.n_items]),
+            user_ptr=self.user_ptr,
+            basket_ptr=self.basket_ptr,
+            items=self.items,
+            basket_day=self.basket_day,
+        )
 
     @classmethod
-    def load(cls, path) -> "BasketHistory":
+    def load(cls, path) -> BasketHistory:
         with np.load(path) as a:
             n_users, n_items = (int(x) for x in a["shape"])
             return cls(n_users, n_items, a["user_ptr"], a["basket_ptr"], a["items"], a["basket_day"])
@@ -65,26 +71,34 @@ class BasketHistory:
     def baskets_of(self, user: int) -> tuple[list[np.ndarray], np.ndarray]:
         """User `user`'s baskets (item arrays, oldest first) and their days."""
         rows = range(self.user_ptr[user], self.user_ptr[user + 1])
-        return [self.items[self.basket_ptr[b]:self.basket_ptr[b + 1]] for b in rows], self.basket_day[list(rows)]
+        return [self.items[self.basket_ptr[b] : self.basket_ptr[b + 1]] for b in rows], self.basket_day[list(rows)]
 
     @classmethod
-    def single_user(cls, baskets: list[np.ndarray], days: np.ndarray, n_items: int) -> "BasketHistory":
+    def single_user(cls, baskets: list[np.ndarray], days: np.ndarray, n_items: int) -> BasketHistory:
         """A one-user history from baskets in time order (items unique within a basket)."""
         sizes = [len(b) for b in baskets]
         items = np.concatenate(baskets).astype(np.int64) if baskets else np.zeros(0, np.int64)
-        return cls(1, n_items, np.array([0, len(baskets)], np.int64), np.r_[0, np.cumsum(sizes)].astype(np.int64),
-                   items, np.asarray(days, dtype=np.float64))
+        return cls(
+            1,
+            n_items,
+            np.array([0, len(baskets)], np.int64),
+            np.r_[0, np.cumsum(sizes)].astype(np.int64),
+            items,
+            np.asarray(days, dtype=np.float64),
+        )
 
-    def before(self, day: float) -> "BasketHistory":
+    def before(self, day: float) -> BasketHistory:
         """The same users and items, keeping only baskets strictly before `day`."""
         keep = self.basket_day < day
         kept_per_user = np.bincount(self.basket_users()[keep], minlength=self.n_users)
         keep_lines = np.repeat(keep, np.diff(self.basket_ptr))
         return BasketHistory(
-            n_users=self.n_users, n_items=self.n_items,
+            n_users=self.n_users,
+            n_items=self.n_items,
             user_ptr=np.r_[0, np.cumsum(kept_per_user)].astype(np.int64),
             basket_ptr=np.r_[0, np.cumsum(np.diff(self.basket_ptr)[keep])].astype(np.int64),
-            items=self.items[keep_lines], basket_day=self.basket_day[keep],
+            items=self.items[keep_lines],
+            basket_day=self.basket_day[keep],
         )
 
     def first_baskets(self, start: float, end: float) -> dict[int, set[int]]:
@@ -95,5 +109,5 @@ class BasketHistory:
         for b in np.flatnonzero((self.basket_day >= start) & (self.basket_day < end)):
             user = int(users[b])
             if user not in targets and first_day[user] < start:
-                targets[user] = set(self.items[self.basket_ptr[b]:self.basket_ptr[b + 1]].tolist())
+                targets[user] = set(self.items[self.basket_ptr[b] : self.basket_ptr[b + 1]].tolist())
         return targets

@@ -80,12 +80,13 @@ class RepeatStats:
     last_k: dict | None = None
 
     @classmethod
-    def from_history(cls, history: BasketHistory, last_k: tuple[int, ...] = (1, 3, 10)) -> "RepeatStats":
+    def from_history(cls, history: BasketHistory, last_k: tuple[int, ...] = (1, 3, 10)) -> RepeatStats:
         return cls.from_lines(history, history.items, history.n_items, last_k)
 
     @classmethod
-    def from_lines(cls, history: BasketHistory, items: np.ndarray, n_items: int,
-                   last_k: tuple[int, ...] = ()) -> "RepeatStats":
+    def from_lines(
+        cls, history: BasketHistory, items: np.ndarray, n_items: int, last_k: tuple[int, ...] = ()
+    ) -> RepeatStats:
         """Statistics of (user, `items`) pairs, `items` aligned with history.items (e.g. the
         item's category); several lines of one basket with the same value count once."""
         lines_basket = history.line_baskets()
@@ -101,7 +102,7 @@ class RepeatStats:
         days = history.basket_day[lines_basket]
         from_newest = history.user_ptr[basket_user[lines_basket] + 1] - 1 - lines_basket
         starts = np.flatnonzero(np.diff(keys, prepend=-1) != 0)  # keys are ≥ 0
-        ends = np.r_[starts[1:], len(keys)][:len(starts)]
+        ends = np.r_[starts[1:], len(keys)][: len(starts)]
         unique = keys[starts]
         pair_user, pair_item = unique // n_items, unique % n_items
         count = (ends - starts).astype(np.float32)
@@ -109,10 +110,18 @@ class RepeatStats:
         gap = np.where(count > 1, (last - first) / np.maximum(count - 1, 1), np.nan)
         indptr = np.r_[0, np.cumsum(np.bincount(pair_user, minlength=history.n_users))]
         counts = sp.csr_matrix((count, pair_item, indptr), shape=(history.n_users, n_items))
-        recent = {k: np.add.reduceat((from_newest < k).astype(np.float32), starts) if len(starts) else np.zeros(0, np.float32)
-                  for k in last_k}
-        return cls(counts, first, last, _group_median(gap, pair_item, n_items),
-                   _group_median(gap, pair_user, history.n_users), recent)
+        recent = {
+            k: np.add.reduceat((from_newest < k).astype(np.float32), starts) if len(starts) else np.zeros(0, np.float32)
+            for k in last_k
+        }
+        return cls(
+            counts,
+            first,
+            last,
+            _group_median(gap, pair_item, n_items),
+            _group_median(gap, pair_user, history.n_users),
+            recent,
+        )
 
 
 def _group_median(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
@@ -155,12 +164,18 @@ class CandidateGenerator:
     """Fitted once on the baskets before a cutoff; builds candidates + features for any users."""
 
     def __init__(self, tifu_params: dict, n_repeat: int = 150, n_explore: int = 40, recent_days: float = 28.0):
-        self.params = dict(tifu_params=dict(tifu_params), n_repeat=int(n_repeat), n_explore=int(n_explore),
-                           recent_days=float(recent_days))
+        self.params = dict(
+            tifu_params=dict(tifu_params),
+            n_repeat=int(n_repeat),
+            n_explore=int(n_explore),
+            recent_days=float(recent_days),
+        )
         self.tifu = TIFUKNN(**tifu_params)
 
     # ---- fitting -------------------------------------------------------------------------
-    def fit(self, history: BasketHistory, cutoff_day: float, item_groups: np.ndarray | None = None) -> "CandidateGenerator":
+    def fit(
+        self, history: BasketHistory, cutoff_day: float, item_groups: np.ndarray | None = None
+    ) -> CandidateGenerator:
         """`history` holds only baskets before `cutoff_day`; item_groups: (n_items,) category
         index, -1 unknown (optional)."""
         n_items = history.n_items
@@ -190,7 +205,9 @@ class CandidateGenerator:
         n_baskets = np.diff(history.user_ptr)
         has = n_baskets > 0
         last_basket = np.where(has, history.basket_day[np.maximum(history.user_ptr[1:] - 1, 0)], np.nan)
-        first_basket = np.where(has, history.basket_day[np.minimum(history.user_ptr[:-1], max(history.n_baskets - 1, 0))], np.nan)
+        first_basket = np.where(
+            has, history.basket_day[np.minimum(history.user_ptr[:-1], max(history.n_baskets - 1, 0))], np.nan
+        )
         n_lines = np.bincount(history.basket_users()[history.line_baskets()], minlength=n_users).astype(np.float64)
         pair_user = np.repeat(np.arange(n_users), np.diff(stats.counts.indptr))
         repeats = np.bincount(pair_user, weights=stats.counts.data - 1, minlength=n_users)
@@ -199,20 +216,33 @@ class CandidateGenerator:
         cat = RepeatStats.from_lines(history, groups[history.items], n_groups, last_k=(3,))
         item_group_of_pair = groups[stats.counts.indices]
         ok = item_group_of_pair >= 0
-        cat_items = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (pair_user[ok], item_group_of_pair[ok])),
-                                  shape=(n_users, n_groups))
+        cat_items = sp.csr_matrix(
+            (np.ones(int(ok.sum()), np.float32), (pair_user[ok], item_group_of_pair[ok])), shape=(n_users, n_groups)
+        )
         cat_items.sum_duplicates()
         return dict(
-            counts=stats.counts, first_day=stats.first_day, last_day=stats.last_day, last_1=stats.last_k[1],
-            last_3=stats.last_k[3], last_10=stats.last_k[10], user_gap=stats.user_gap,
-            n_baskets=n_baskets.astype(np.float64), last_basket=last_basket,
+            counts=stats.counts,
+            first_day=stats.first_day,
+            last_day=stats.last_day,
+            last_1=stats.last_k[1],
+            last_3=stats.last_k[3],
+            last_10=stats.last_k[10],
+            user_gap=stats.user_gap,
+            n_baskets=n_baskets.astype(np.float64),
+            last_basket=last_basket,
             user_interval=_ratio(last_basket - first_basket, n_baskets - 1.0),
-            user_repeat_ratio=_ratio(repeats, n_lines), user_basket_size=_ratio(n_lines, n_baskets.astype(np.float64)),
-            cat_counts=cat.counts, cat_first=cat.first_day, cat_last=cat.last_day, cat_last_3=cat.last_k[3],
-            cat_items=cat_items, _item_gap=stats.item_gap, _cat_gap=cat.item_gap,
+            user_repeat_ratio=_ratio(repeats, n_lines),
+            user_basket_size=_ratio(n_lines, n_baskets.astype(np.float64)),
+            cat_counts=cat.counts,
+            cat_first=cat.first_day,
+            cat_last=cat.last_day,
+            cat_last_3=cat.last_k[3],
+            cat_items=cat_items,
+            _item_gap=stats.item_gap,
+            _cat_gap=cat.item_gap,
         )
 
-    def for_history(self, history: BasketHistory, now_day: float, fitted_users: np.ndarray) -> "CandidateGenerator":
+    def for_history(self, history: BasketHistory, now_day: float, fitted_users: np.ndarray) -> CandidateGenerator:
         """A generator for the users of `history` (e.g. one shopper's baskets including ones newer
         than the fit) at `now_day`. It keeps this fit's item statistics and draws TIFU-KNN neighbours
         from this fit's users; fitted_users: each row's user index in this fit, or -1 if new."""
@@ -230,7 +260,7 @@ class CandidateGenerator:
         users = np.asarray(users, dtype=np.int64)
         all_items, all_features, user_ptr = [], [], [0]
         for start in range(0, len(users), chunk):
-            batch = users[start:start + chunk]
+            batch = users[start : start + chunk]
             scores = self.tifu.score(batch)
             own = self.tifu.vectors[batch].toarray()
             explore, _ = top_k(np.where(own > 0, -np.inf, scores), self.params["n_explore"])
@@ -240,7 +270,8 @@ class CandidateGenerator:
                 all_features.append(features)
                 user_ptr.append(user_ptr[-1] + len(items))
         return CandidateSet(
-            users=users, user_ptr=np.array(user_ptr, dtype=np.int64),
+            users=users,
+            user_ptr=np.array(user_ptr, dtype=np.int64),
             items=np.concatenate(all_items).astype(np.int64) if all_items else np.zeros(0, np.int64),
             features=np.concatenate(all_features) if all_features else np.zeros((0, len(FEATURE_NAMES)), np.float32),
         )
@@ -249,15 +280,18 @@ class CandidateGenerator:
         cutoff_day = float(self.cutoff_day)
         lo, hi = self.counts.indptr[user], self.counts.indptr[user + 1]
         bought = self.counts.indices[lo:hi]
-        keep = np.argsort(-scores[bought], kind="stable")[:self.params["n_repeat"]]
+        keep = np.argsort(-scores[bought], kind="stable")[: self.params["n_repeat"]]
         new = explore[explore >= 0]
         items = np.r_[bought[keep], new].astype(np.int64)
         n_rep, n_new = len(keep), len(new)
         zeros = np.zeros(n_new)
         count = np.r_[self.counts.data[lo:hi][keep], zeros]
         recency = np.r_[cutoff_day - self.last_day[lo:hi][keep], np.full(n_new, np.nan)]
-        own_gap = np.where(count > 1, np.r_[(self.last_day[lo:hi] - self.first_day[lo:hi])[keep], zeros]
-                           / np.maximum(count - 1, 1), np.nan)
+        own_gap = np.where(
+            count > 1,
+            np.r_[(self.last_day[lo:hi] - self.first_day[lo:hi])[keep], zeros] / np.maximum(count - 1, 1),
+            np.nan,
+        )
         item_gap = self.item_gap[items]
         n = len(items)
         n_b = max(self.n_baskets[user], 1)
@@ -272,7 +306,11 @@ class CandidateGenerator:
         c_count, c_last, c_first, c_last3 = (np.zeros(n_groups + 1) for _ in range(4))
         c_last[:] = np.nan
         gi = self.cat_counts.indices[clo:chi]
-        c_count[gi], c_last[gi], c_first[gi] = self.cat_counts.data[clo:chi], self.cat_last[clo:chi], self.cat_first[clo:chi]
+        c_count[gi], c_last[gi], c_first[gi] = (
+            self.cat_counts.data[clo:chi],
+            self.cat_last[clo:chi],
+            self.cat_first[clo:chi],
+        )
         c_last3[gi] = self.cat_last_3[clo:chi]
         c_items = np.zeros(n_groups + 1)
         ilo, ihi = self.cat_items.indptr[user], self.cat_items.indptr[user + 1]
@@ -306,7 +344,9 @@ class CandidateGenerator:
             "item_log_buyers": np.log1p(self.item_buyers[items]),
             "user_repeat_ratio": np.full(n, self.user_repeat_ratio[user]),
             "user_log_basket_size": np.full(n, np.log1p(self.user_basket_size[user])),
-            "since_last_over_user_interval": np.full(n, _ratio(np.array([since_last]), np.array([self.user_interval[user]]))[0]),
+            "since_last_over_user_interval": np.full(
+                n, _ratio(np.array([since_last]), np.array([self.user_interval[user]]))[0]
+            ),
             "tifu_rank": np.log1p(rank),
             "tifu_relative": _ratio(tifu, np.full(n, tifu.max() if n else 1.0)),
             "cat_log_count": np.log1p(cat_count),
@@ -321,10 +361,31 @@ class CandidateGenerator:
         return items, np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
 
     # ---- persistence ---------------------------------------------------------------------
-    _ARRAYS = ("cutoff_day", "first_day", "last_day", "last_1", "last_3", "last_10", "item_gap", "user_gap",
-               "popularity", "recent_popularity", "n_baskets", "last_basket", "user_interval", "user_repeat_ratio",
-               "user_basket_size", "item_repeat_share", "item_mean_count", "item_buyers", "item_groups",
-               "cat_first", "cat_last", "cat_last_3", "cat_gap_global")
+    _ARRAYS = (
+        "cutoff_day",
+        "first_day",
+        "last_day",
+        "last_1",
+        "last_3",
+        "last_10",
+        "item_gap",
+        "user_gap",
+        "popularity",
+        "recent_popularity",
+        "n_baskets",
+        "last_basket",
+        "user_interval",
+        "user_repeat_ratio",
+        "user_basket_size",
+        "item_repeat_share",
+        "item_mean_count",
+        "item_buyers",
+        "item_groups",
+        "cat_first",
+        "cat_last",
+        "cat_last_3",
+        "cat_gap_global",
+    )
     _MATRICES = ("counts", "cat_counts", "cat_items")
 
     def state(self) -> dict[str, np.ndarray]:
@@ -334,7 +395,7 @@ class CandidateGenerator:
             out.update(_csr_state(name, getattr(self, name)))
         return out
 
-    def load_state(self, state: dict) -> "CandidateGenerator":
+    def load_state(self, state: dict) -> CandidateGenerator:
         self.tifu.load_state({k[5:]: v for k, v in state.items() if k.startswith("tifu.")})
         for name in self._ARRAYS:
             setattr(self, name, np.asarray(state[name]))
@@ -346,8 +407,14 @@ class CandidateGenerator:
         return int(sum(np.asarray(v).size for k, v in self.state().items() if not k.endswith("_shape")))
 
 
-def build_candidates(history: BasketHistory, cutoff_day: float, users: np.ndarray, tifu_params: dict,
-                     item_groups: np.ndarray | None = None, **candidate_options) -> CandidateSet:
+def build_candidates(
+    history: BasketHistory,
+    cutoff_day: float,
+    users: np.ndarray,
+    tifu_params: dict,
+    item_groups: np.ndarray | None = None,
+    **candidate_options,
+) -> CandidateSet:
     """Candidates and features for `users` at `cutoff_day`; `history` holds only baskets before it."""
     return CandidateGenerator(tifu_params, **candidate_options).fit(history, cutoff_day, item_groups).build(users)
 
@@ -369,34 +436,58 @@ class LabelledCandidates:
     users: np.ndarray
 
     @classmethod
-    def concat(cls, parts: list["LabelledCandidates"]) -> "LabelledCandidates":
+    def concat(cls, parts: list[LabelledCandidates]) -> LabelledCandidates:
         offsets = np.cumsum([0] + [len(p.basket_sizes) for p in parts[:-1]])
-        return cls(np.concatenate([p.features for p in parts]), np.concatenate([p.items for p in parts]),
-                   np.concatenate([p.group + o for p, o in zip(parts, offsets)]),
-                   np.concatenate([p.labels for p in parts]), np.concatenate([p.basket_sizes for p in parts]),
-                   np.concatenate([p.users for p in parts]))
+        return cls(
+            np.concatenate([p.features for p in parts]),
+            np.concatenate([p.items for p in parts]),
+            np.concatenate([p.group + o for p, o in zip(parts, offsets)]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.basket_sizes for p in parts]),
+            np.concatenate([p.users for p in parts]),
+        )
 
-    def subset(self, lists: np.ndarray) -> "LabelledCandidates":
+    def subset(self, lists: np.ndarray) -> LabelledCandidates:
         """Only the lists with index in `lists` (sorted), renumbered 0..len(lists)-1."""
         bounds = np.r_[0, np.cumsum(np.bincount(self.group, minlength=len(self.basket_sizes)))]
         rows = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in lists]) if len(lists) else np.zeros(0, int)
         group = np.repeat(np.arange(len(lists)), bounds[np.asarray(lists) + 1] - bounds[lists])
-        return LabelledCandidates(self.features[rows], self.items[rows], group, self.labels[rows],
-                                  self.basket_sizes[lists], self.users[lists])
+        return LabelledCandidates(
+            self.features[rows], self.items[rows], group, self.labels[rows], self.basket_sizes[lists], self.users[lists]
+        )
 
 
 def label(candidates: CandidateSet, targets: dict[int, set[int]]) -> LabelledCandidates:
     """Label built candidates by the users' target baskets (every candidate user must be in targets)."""
     sizes = np.diff(candidates.user_ptr)
-    labels = np.concatenate([np.isin(candidates.items[candidates.user_ptr[j]:candidates.user_ptr[j + 1]], list(targets[int(u)]))
-                             for j, u in enumerate(candidates.users)]).astype(np.float32) if len(sizes) else np.zeros(0, np.float32)
-    return LabelledCandidates(candidates.features, candidates.items, np.repeat(np.arange(len(sizes)), sizes),
-                              labels, np.array([len(targets[int(u)]) for u in candidates.users]), candidates.users)
+    labels = (
+        np.concatenate(
+            [
+                np.isin(candidates.items[candidates.user_ptr[j] : candidates.user_ptr[j + 1]], list(targets[int(u)]))
+                for j, u in enumerate(candidates.users)
+            ]
+        ).astype(np.float32)
+        if len(sizes)
+        else np.zeros(0, np.float32)
+    )
+    return LabelledCandidates(
+        candidates.features,
+        candidates.items,
+        np.repeat(np.arange(len(sizes)), sizes),
+        labels,
+        np.array([len(targets[int(u)]) for u in candidates.users]),
+        candidates.users,
+    )
 
 
-def labelled_candidates(history: BasketHistory, cutoff_day: float, targets: dict[int, set[int]],
-                        tifu_params: dict, item_groups: np.ndarray | None = None,
-                        **candidate_options) -> LabelledCandidates:
+def labelled_candidates(
+    history: BasketHistory,
+    cutoff_day: float,
+    targets: dict[int, set[int]],
+    tifu_params: dict,
+    item_groups: np.ndarray | None = None,
+    **candidate_options,
+) -> LabelledCandidates:
     """Candidates at `cutoff_day` for the users in `targets`, labelled by their target basket.
 
     `history` may extend past the cutoff: only baskets before it are used for candidates,

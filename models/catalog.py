@@ -30,12 +30,24 @@ class Catalog:
 
     def state(self) -> dict[str, np.ndarray]:
         groups = {} if self.item_groups is None else {"item_groups": self.item_groups}
-        return {"item_ids": self.item_ids.astype(str), "user_ids": self.user_ids.astype(str),
-                "popularity": self.popularity, "store_ids": self.store_ids.astype(str), **groups,
-                **_csr_state("in_stock", self.in_stock), **_csr_state("store_popularity", self.store_popularity)}
+        return {
+            "item_ids": self.item_ids.astype(str),
+            "user_ids": self.user_ids.astype(str),
+            "popularity": self.popularity,
+            "store_ids": self.store_ids.astype(str),
+            **groups,
+            **_csr_state("in_stock", self.in_stock),
+            **_csr_state("store_popularity", self.store_popularity),
+        }
 
     @classmethod
-    def from_state(cls, state: dict) -> "Catalog":
-        return cls(state["item_ids"], state["user_ids"], state["popularity"], state["store_ids"],
-                   _csr_from_state("in_stock", state), _csr_from_state("store_popularity", state),
-                   state.get("item_groups"))
+    def from_state(cls, state: dict) -> Catalog:
+        return cls(
+            state["item_ids"],
+            state["user_ids"],
+            state["popularity"],
+            state["store_ids"],
+            _csr_from_state("in_stock", state),
+            _csr_from_state("store_popularity", state),
+            state.get("item_groups"),
+        )

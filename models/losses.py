@@ -10,7 +10,8 @@ def group_log_softmax(scores: torch.Tensor, group: torch.Tensor) -> torch.Tensor
     """(n_rows,) log-softmax of `scores` within each group."""
     n_groups = int(group.max()) + 1 if len(group) else 0
     top = torch.full((n_groups,), -torch.inf, dtype=scores.dtype).scatter_reduce(
-        0, group, scores.detach(), reduce="amax", include_self=True)
+        0, group, scores.detach(), reduce="amax", include_self=True
+    )
     shifted = scores - top[group]
     total = torch.zeros(n_groups, dtype=scores.dtype).index_add(0, group, shifted.exp())
     return shifted - total.log()[group]
@@ -30,8 +31,9 @@ def listwise_softmax_loss(scores: torch.Tensor, labels: torch.Tensor, group: tor
     return (per_group[has_positive] / positives[has_positive]).mean()
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, group: torch.Tensor,
-                      temperature: float = 1.0) -> torch.Tensor:
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, group: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Mean over groups of KL(teacher ‖ student) between their softmaxes within the group,
     at `temperature` (scaled by T² so gradients keep their size, as in Hinton et al. 2015)."""
     log_s = group_log_softmax(student / temperature, group)

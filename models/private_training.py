@@ -60,7 +60,11 @@ def shopper_lists(train: LabelledCandidates) -> ShopperLists:
         n, at = bounds[g + 1] - bounds[g], (slot[g], position[g])
         rows = slice(bounds[g], bounds[g + 1])
         features[at][:n], items[at][:n], labels[at][:n], mask[at][:n] = (
-            train.features[rows], train.items[rows], train.labels[rows], True)
+            train.features[rows],
+            train.items[rows],
+            train.labels[rows],
+            True,
+        )
     return ShopperLists(*(torch.from_numpy(a) for a in (features, items, labels, mask)))
 
 
@@ -88,16 +92,26 @@ def clipped_sum(grads: dict[str, torch.Tensor], clip_norm: float) -> tuple[dict[
     return {name: torch.einsum("s,s...->...", scale, g) for name, g in grads.items()}, norms
 
 
-def gaussian_noise(summed: dict[str, torch.Tensor], noise_multiplier: float, clip_norm: float,
-                   generator: torch.Generator) -> dict[str, torch.Tensor]:
+def gaussian_noise(
+    summed: dict[str, torch.Tensor], noise_multiplier: float, clip_norm: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     """`summed` + N(0, (noise_multiplier × clip_norm)²) on every coordinate: the released sum."""
-    return {name: value + torch.normal(0.0, noise_multiplier * clip_norm, value.shape, generator=generator)
-            for name, value in summed.items()}
+    return {
+        name: value + torch.normal(0.0, noise_multiplier * clip_norm, value.shape, generator=generator)
+        for name, value in summed.items()
+    }
 
 
-def train_ranker_private(model: CandidateRanker, train: LabelledCandidates, epochs: int, lr: float,
-                         clip_norm: float, noise_multiplier: float, shoppers_per_batch: int = 64,
-                         seed: int = 0) -> PrivateSteps:
+def train_ranker_private(
+    model: CandidateRanker,
+    train: LabelledCandidates,
+    epochs: int,
+    lr: float,
+    clip_norm: float,
+    noise_multiplier: float,
+    shoppers_per_batch: int = 64,
+    seed: int = 0,
+) -> PrivateSteps:
     """DP-SGD (see the module docstring) for `epochs` × ⌈n_shoppers / shoppers_per_batch⌉ steps.
 
     The model's feature standardisation is left as it is: statistics of the private data would
@@ -121,8 +135,9 @@ def train_ranker_private(model: CandidateRanker, train: LabelledCandidates, epoc
         summed = {name: torch.zeros_like(parameters[name]) for name in names}
         if len(chosen):
             detached = {name: p.detach() for name, p in parameters.items()}
-            grads = per_shopper_grad(detached, buffers, block.features[chosen], block.items[chosen],
-                                     block.labels[chosen], block.mask[chosen])
+            grads = per_shopper_grad(
+                detached, buffers, block.features[chosen], block.items[chosen], block.labels[chosen], block.mask[chosen]
+            )
             summed, _ = clipped_sum(grads, clip_norm)
         released = gaussian_noise(summed, noise_multiplier, clip_norm, generator)
         expected_batch = sample_rate * n_shoppers

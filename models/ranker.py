@@ -18,18 +18,36 @@ class CandidateRanker(nn.Module):
     training keeps mean 0 and std 1).
     """
 
-    def __init__(self, n_features: int, n_items: int, item_dim: int = 32, hidden: int = 128,
-                 item_buckets: int | None = None, dropout: float = 0.1, log_features: bool = False):
+    def __init__(
+        self,
+        n_features: int,
+        n_items: int,
+        item_dim: int = 32,
+        hidden: int = 128,
+        item_buckets: int | None = None,
+        dropout: float = 0.1,
+        log_features: bool = False,
+    ):
         super().__init__()
-        self.config = dict(n_features=n_features, n_items=n_items, item_dim=item_dim, hidden=hidden,
-                           item_buckets=item_buckets, dropout=dropout, log_features=log_features)  # re-creates the module (torch.save)
+        self.config = dict(
+            n_features=n_features,
+            n_items=n_items,
+            item_dim=item_dim,
+            hidden=hidden,
+            item_buckets=item_buckets,
+            dropout=dropout,
+            log_features=log_features,
+        )  # re-creates the module (torch.save)
         self.item_buckets = item_buckets
         self.log_features = log_features
         self.item_embedding = nn.Embedding(item_buckets or n_items, item_dim)
         nn.init.normal_(self.item_embedding.weight, std=0.01)
         self.mlp = nn.Sequential(
-            nn.Linear(n_features + item_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden // 2), nn.ReLU(),
+            nn.Linear(n_features + item_dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden // 2),
+            nn.ReLU(),
             nn.Linear(hidden // 2, 1),
         )
         self.register_buffer("feature_mean", torch.zeros(n_features))
@@ -50,7 +68,7 @@ class CandidateRanker(nn.Module):
         return self.mlp(x).squeeze(-1)
 
     @classmethod
-    def load(cls, path) -> "CandidateRanker":
+    def load(cls, path) -> CandidateRanker:
         """A ranker saved as {"config", "state_dict"} (training.export.save_torch), in eval mode."""
         saved = torch.load(path, weights_only=True)
         model = cls(**saved["config"])

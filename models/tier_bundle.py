@@ -45,13 +45,31 @@ class ServingData:
     data_hash: str  # the validated data it was fitted on
 
     @classmethod
-    def of(cls, generator: CandidateGenerator, catalog: Catalog, history: BasketHistory, items: pd.DataFrame,
-           origin, trained_until, exclude_seen: bool, data_hash: str) -> "ServingData":
+    def of(
+        cls,
+        generator: CandidateGenerator,
+        catalog: Catalog,
+        history: BasketHistory,
+        items: pd.DataFrame,
+        origin,
+        trained_until,
+        exclude_seen: bool,
+        data_hash: str,
+    ) -> ServingData:
         table = items[[c for c in ITEM_COLUMNS if c in items.columns]].reset_index(drop=True)
         if not np.array_equal(table[schema.ITEM_ID].astype(str).to_numpy(), catalog.item_ids.astype(str)):
             raise ValueError("item table and catalog disagree on the item order")
-        return cls(generator, catalog, history, table, co_purchase_table(history), str(origin), str(trained_until),
-                   bool(exclude_seen), str(data_hash))
+        return cls(
+            generator,
+            catalog,
+            history,
+            table,
+            co_purchase_table(history),
+            str(origin),
+            str(trained_until),
+            bool(exclude_seen),
+            str(data_hash),
+        )
 
 
 @dataclass
@@ -66,13 +84,15 @@ class TierScorer:
     ranker_config: dict | None = None
 
 
-def co_purchase_table(history: BasketHistory, n: int = CO_PURCHASE_ITEMS,
-                      min_baskets: int = CO_PURCHASE_MIN_BASKETS) -> np.ndarray:
+def co_purchase_table(
+    history: BasketHistory, n: int = CO_PURCHASE_ITEMS, min_baskets: int = CO_PURCHASE_MIN_BASKETS
+) -> np.ndarray:
     """(n_items, n) int32: per item the items most often in the same basket, scored by
     baskets together / sqrt(baskets with the other item) so staples do not top every list; -1 pads."""
     lines = history.line_baskets()
-    baskets = sp.csr_matrix((np.ones(len(lines), np.float32), (lines, history.items)),
-                            shape=(history.n_baskets, history.n_items))
+    baskets = sp.csr_matrix(
+        (np.ones(len(lines), np.float32), (lines, history.items)), shape=(history.n_baskets, history.n_items)
+    )
     together = (baskets.T @ baskets).tocsr()
     together.setdiag(0)
     together.data[together.data < min_baskets] = 0
@@ -84,7 +104,7 @@ def co_purchase_table(history: BasketHistory, n: int = CO_PURCHASE_ITEMS,
         others = together.indices[lo:hi]
         score = together.data[lo:hi] * weight[others]
         best = others[np.argsort(-score, kind="stable")[:n]]
-        out[item, :len(best)] = best
+        out[item, : len(best)] = best
     return out
 
 
@@ -98,19 +118,37 @@ def lay_out(data: ServingData, tier: TierScorer, folder: Path) -> Path:
     catalog = data.catalog.state()
     catalog["in_stock_data"] = catalog["in_stock_data"].astype(np.uint8)  # flags
     np.savez(folder / bundle.CATALOG, **{k: _compact(k, v) for k, v in catalog.items()})
-    history = BasketHistory(data.history.n_users, data.history.n_items, data.history.user_ptr,
-                            data.history.basket_ptr, data.history.items.astype(np.int32), data.history.basket_day)
+    history = BasketHistory(
+        data.history.n_users,
+        data.history.n_items,
+        data.history.user_ptr,
+        data.history.basket_ptr,
+        data.history.items.astype(np.int32),
+        data.history.basket_day,
+    )
     history.save(folder / bundle.HISTORIES)
-    np.savez(folder / bundle.ITEMS, **{c: data.items[c].astype("string").fillna("").str.encode("utf-8")
-                                       .to_numpy().astype(np.bytes_) for c in data.items.columns})
+    np.savez(
+        folder / bundle.ITEMS,
+        **{
+            c: data.items[c].astype("string").fillna("").str.encode("utf-8").to_numpy().astype(np.bytes_)
+            for c in data.items.columns
+        },
+    )
     np.savez(folder / bundle.CO_PURCHASE, items=data.co_purchase)
     if tier.onnx_file is not None:
         shutil.copyfile(tier.onnx_file, folder / bundle.MODEL)
     if tier.torch_file is not None:
         shutil.copyfile(tier.torch_file, folder / bundle.TORCH_MODEL)
-    serving = {"tier": tier.tier, "scorer": tier.scorer, "generator": data.generator.params,
-               "ranker": tier.ranker_config, "exclude_seen": data.exclude_seen, "origin": data.origin,
-               "trained_until": data.trained_until, "data_hash": data.data_hash}
+    serving = {
+        "tier": tier.tier,
+        "scorer": tier.scorer,
+        "generator": data.generator.params,
+        "ranker": tier.ranker_config,
+        "exclude_seen": data.exclude_seen,
+        "origin": data.origin,
+        "trained_until": data.trained_until,
+        "data_hash": data.data_hash,
+    }
     (folder / bundle.SERVING).write_text(json.dumps(serving, indent=2, default=str))
     return folder
 

@@ -26,22 +26,43 @@ def ndcg_at_k(scores: np.ndarray, data: LabelledCandidates, k: int = 10) -> floa
     for g, size in enumerate(data.basket_sizes):
         rows = slice(bounds[g], bounds[g + 1])
         top = np.argsort(-scores[rows], kind="stable")[:k]
-        values.append((data.labels[rows][top] * discounts[:len(top)]).sum() / discounts[:min(size, k)].sum())
+        values.append((data.labels[rows][top] * discounts[: len(top)]).sum() / discounts[: min(size, k)].sum())
     return float(np.mean(values)) if values else 0.0
 
 
 def score(model: CandidateRanker, data: LabelledCandidates, batch_rows: int = 65536) -> np.ndarray:
     model.eval()
     with torch.no_grad():
-        return np.concatenate([
-            model(torch.from_numpy(data.features[s:s + batch_rows]), torch.from_numpy(data.items[s:s + batch_rows])).numpy()
-            for s in range(0, len(data.items), batch_rows)]) if len(data.items) else np.zeros(0, np.float32)
+        return (
+            np.concatenate(
+                [
+                    model(
+                        torch.from_numpy(data.features[s : s + batch_rows]),
+                        torch.from_numpy(data.items[s : s + batch_rows]),
+                    ).numpy()
+                    for s in range(0, len(data.items), batch_rows)
+                ]
+            )
+            if len(data.items)
+            else np.zeros(0, np.float32)
+        )
 
 
-def train_ranker(model: CandidateRanker, train: LabelledCandidates, validation: LabelledCandidates | None,
-                 epochs: int, lr: float, weight_decay: float = 0.0, lists_per_batch: int = 256, seed: int = 0,
-                 on_epoch: Callable[[int, float], None] | None = None, teacher_scores: np.ndarray | None = None,
-                 distill_weight: float = 0.0, temperature: float = 1.0, label: str | None = None) -> list[float]:
+def train_ranker(
+    model: CandidateRanker,
+    train: LabelledCandidates,
+    validation: LabelledCandidates | None,
+    epochs: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    lists_per_batch: int = 256,
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+    teacher_scores: np.ndarray | None = None,
+    distill_weight: float = 0.0,
+    temperature: float = 1.0,
+    label: str | None = None,
+) -> list[float]:
     """Adam on the listwise softmax loss, `lists_per_batch` whole lists per step.
 
     Distillation: with `teacher_scores` (n_rows,) the loss is (1 − distill_weight) × listwise +
@@ -63,7 +84,7 @@ def train_ranker(model: CandidateRanker, train: LabelledCandidates, validation: 
         model.train()
         order = generator.permutation(len(bounds) - 1)
         for start in range(0, len(order), lists_per_batch):
-            lists = order[start:start + lists_per_batch]
+            lists = order[start : start + lists_per_batch]
             rows = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in lists])
             group = torch.from_numpy(np.repeat(np.arange(len(lists)), bounds[lists + 1] - bounds[lists]))
             scores = model(features[rows], items[rows])
@@ -76,8 +97,14 @@ def train_ranker(model: CandidateRanker, train: LabelledCandidates, validation: 
             optimiser.step()
             losses.append(float(loss))
         if label:
-            log.info("%s: epoch %d/%d, mean loss %.4f, %.1fs", label, epoch + 1, epochs, float(np.mean(losses)),
-                     time.perf_counter() - started)
+            log.info(
+                "%s: epoch %d/%d, mean loss %.4f, %.1fs",
+                label,
+                epoch + 1,
+                epochs,
+                float(np.mean(losses)),
+                time.perf_counter() - started,
+            )
         if validation is not None:
             history.append(ndcg_at_k(score(model, validation), validation))
             if on_epoch:

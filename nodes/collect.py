@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -51,8 +51,12 @@ def write_cursor(folder: Path, node: str, seq: int) -> None:
 
 
 def pull_page(url: str, token: str, after: int, limit: int = PAGE) -> list[dict]:
-    response = httpx.get(f"{url.rstrip('/')}/admin/events", params={"after": after, "limit": limit},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    response = httpx.get(
+        f"{url.rstrip('/')}/admin/events",
+        params={"after": after, "limit": limit},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
     response.raise_for_status()
     return response.json()["events"]
 
@@ -79,8 +83,9 @@ def _quarantine_reasons(frame: pd.DataFrame, known_items: set[str], earliest: pd
     outside = stamps.isna() | (stamps > latest) | ((stamps < earliest) if earliest is not None else False)
     reasons = pd.Series("", index=frame.index)
     reasons[~frame[schema.ITEM_ID].isin(known_items)] = "item_id not in the items table"
-    reasons[outside] = (f"timestamp unreadable or outside the node's window ({earliest or 'any'} to "
-                        f"{latest:%Y-%m-%d %H:%M} UTC)")
+    reasons[outside] = (
+        f"timestamp unreadable or outside the node's window ({earliest or 'any'} to {latest:%Y-%m-%d %H:%M} UTC)"
+    )
     return reasons
 
 
@@ -89,8 +94,15 @@ def collect_node(node: str, url: str, token: str, items: pd.DataFrame, folder: P
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "events").mkdir(exist_ok=True)
     cursor = read_cursors(folder).get(node, 0)
-    report = {"node": node, "status": "collected", "detail": "", "cursor_before": cursor, "pulled": 0, "appended": 0,
-              "quarantined": 0}
+    report = {
+        "node": node,
+        "status": "collected",
+        "detail": "",
+        "cursor_before": cursor,
+        "pulled": 0,
+        "appended": 0,
+        "quarantined": 0,
+    }
     known_items = set(items[schema.ITEM_ID].astype(str))
     earliest = events_from(url, token)
     while rows := pull_page(url, token, cursor):
@@ -101,15 +113,21 @@ def collect_node(node: str, url: str, token: str, items: pd.DataFrame, folder: P
         if unknown.any():
             (folder / "quarantine").mkdir(exist_ok=True)
             frame[unknown].assign(reason=reasons[unknown], **{NODE: node}).to_parquet(
-                folder / "quarantine" / f"{node}-{first}-{last}.parquet", index=False)
+                folder / "quarantine" / f"{node}-{first}-{last}.parquet", index=False
+            )
         batch = frame[~unknown].reset_index(drop=True)
         if len(batch):
-            dataset = Dataset(name=f"{node} events", events=batch[[*EVENT_COLUMNS, SEQ]].assign(**{NODE: node}), items=items,
-                              sources={"events": f"{url}/admin/events?after={cursor}"})
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            dataset = Dataset(
+                name=f"{node} events",
+                events=batch[[*EVENT_COLUMNS, SEQ]].assign(**{NODE: node}),
+                items=items,
+                sources={"events": f"{url}/admin/events?after={cursor}"},
+            )
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
             # Raises DataValidationError on a blocking failure: the cursor stays, nothing is appended.
-            clean, checked = validate_dataset(dataset, folder / "reports" / f"{node}-{first}-{last}-{stamp}",
-                                              **vars(ValidationSettings()))
+            clean, checked = validate_dataset(
+                dataset, folder / "reports" / f"{node}-{first}-{last}-{stamp}", **vars(ValidationSettings())
+            )
             report["quarantined"] += int(checked.quarantined.get("events", 0))
             clean.events.to_parquet(folder / "events" / f"{node}-{first}-{last}.parquet", index=False)
             report["appended"] += len(clean.events)
@@ -118,15 +136,30 @@ def collect_node(node: str, url: str, token: str, items: pd.DataFrame, folder: P
         write_cursor(folder, node, last)
         cursor = last
     report["cursor_after"] = cursor
-    log.info("%s: %d events pulled, %d appended, %d quarantined (cursor %d → %d)", node, report["pulled"],
-             report["appended"], report["quarantined"], report["cursor_before"], cursor)
+    log.info(
+        "%s: %d events pulled, %d appended, %d quarantined (cursor %d → %d)",
+        node,
+        report["pulled"],
+        report["appended"],
+        report["quarantined"],
+        report["cursor_before"],
+        cursor,
+    )
     return report
 
 
 def failed_row(node: str, error: BaseException) -> dict:
     """The report row of a node whose events could not be pulled (after the task's retries)."""
-    return {"node": node, "status": "failed", "detail": f"{type(error).__name__}: {error}", "cursor_before": None,
-            "pulled": 0, "appended": 0, "quarantined": 0, "cursor_after": None}
+    return {
+        "node": node,
+        "status": "failed",
+        "detail": f"{type(error).__name__}: {error}",
+        "cursor_before": None,
+        "pulled": 0,
+        "appended": 0,
+        "quarantined": 0,
+        "cursor_after": None,
+    }
 
 
 def collected_events(state: Path, dataset_name: str) -> pd.DataFrame | None:
@@ -144,10 +177,20 @@ def with_collected_events(dataset: Dataset, state: Path) -> Dataset:
     extra = collected_events(state, dataset.name)
     if extra is None:
         return dataset
-    events = pd.concat([dataset.events, extra[[c for c in extra.columns if c in dataset.events.columns or
-                                               c == schema.EVENT_TYPE]]], ignore_index=True)
+    events = pd.concat(
+        [dataset.events, extra[[c for c in extra.columns if c in dataset.events.columns or c == schema.EVENT_TYPE]]],
+        ignore_index=True,
+    )
     if schema.EVENT_TYPE in events.columns:
         events[schema.EVENT_TYPE] = events[schema.EVENT_TYPE].fillna(schema.DEFAULT_EVENT_TYPE)
     notes = [*dataset.notes, f"appended {len(extra):,} events collected from edge nodes"]
-    return Dataset(name=dataset.name, events=events, items=dataset.items, stores=dataset.stores,
-                   availability=dataset.availability, users=dataset.users, sources=dataset.sources, notes=notes)
+    return Dataset(
+        name=dataset.name,
+        events=events,
+        items=dataset.items,
+        stores=dataset.stores,
+        availability=dataset.availability,
+        users=dataset.users,
+        sources=dataset.sources,
+        notes=notes,
+    )

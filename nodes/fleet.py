@@ -34,7 +34,11 @@ def read_nodes(path: Path) -> list[EdgeNode]:
         missing = [key for key in ("name", "url") if not entry.get(key)]
         token = entry.get("token") or os.environ.get(entry.get("token_env", ""), "")
         if not token:
-            missing.append(f"token (or a set token_env; {entry.get('token_env')!r} is unset)" if entry.get("token_env") else "token")
+            missing.append(
+                f"token (or a set token_env; {entry.get('token_env')!r} is unset)"
+                if entry.get("token_env")
+                else "token"
+            )
         if missing:
             raise ValueError(f"{path}: node #{number} ({entry.get('name', '?')}): missing {', '.join(missing)}")
         nodes.append(EdgeNode(entry["name"], entry["url"].rstrip("/"), token))
@@ -55,8 +59,12 @@ def admin_call(node: EdgeNode, path: str, expected_version: str | None, content:
     with httpx.Client(headers={"Authorization": f"Bearer {node.token}"}) as client:
         row["version_before"] = _ready_version(client, node)
         try:
-            response = client.post(f"{node.url}{path}", content=content, timeout=PUSH_TIMEOUT_S,
-                                   headers={"Content-Type": "application/octet-stream"} if content else None)
+            response = client.post(
+                f"{node.url}{path}",
+                content=content,
+                timeout=PUSH_TIMEOUT_S,
+                headers={"Content-Type": "application/octet-stream"} if content else None,
+            )
             detail = response.json().get("detail", "") if response.status_code != 200 else ""
             accepted = response.status_code == 200
             if not accepted:

@@ -26,8 +26,12 @@ def store_nodes(lines: pl.DataFrame, n_nodes: int) -> dict[str, int]:
     """store_id → node in 0..n_nodes-1 by the greedy balance of basket counts (ties: store id)."""
     if n_nodes < 1:
         raise ValueError(f"n_nodes must be ≥ 1, got {n_nodes}")
-    baskets = (lines.drop_nulls(schema.STORE_ID).group_by(schema.STORE_ID).agg(pl.col(BASKET_KEY).n_unique().alias("baskets"))
-               .sort(["baskets", schema.STORE_ID], descending=[True, False]))
+    baskets = (
+        lines.drop_nulls(schema.STORE_ID)
+        .group_by(schema.STORE_ID)
+        .agg(pl.col(BASKET_KEY).n_unique().alias("baskets"))
+        .sort(["baskets", schema.STORE_ID], descending=[True, False])
+    )
     load, nodes = [0] * n_nodes, {}
     for store, count in baskets.iter_rows():
         node = min(range(n_nodes), key=lambda n: (load[n], n))
@@ -39,8 +43,10 @@ def store_nodes(lines: pl.DataFrame, n_nodes: int) -> dict[str, int]:
 def with_nodes(lines: pl.DataFrame, n_nodes: int) -> pl.DataFrame:
     """`lines` with a `node` column (see the module docstring)."""
     stores = store_nodes(lines, n_nodes)
-    by_store = pl.DataFrame({schema.STORE_ID: list(stores), NODE: list(stores.values())},
-                            schema={schema.STORE_ID: pl.String, NODE: pl.Int64})
+    by_store = pl.DataFrame(
+        {schema.STORE_ID: list(stores), NODE: list(stores.values())},
+        schema={schema.STORE_ID: pl.String, NODE: pl.Int64},
+    )
     out = lines.join(by_store, on=schema.STORE_ID, how="left", maintain_order="left")
     if out[NODE].null_count():
         by_user = out[schema.USER_ID].map_elements(lambda u: zlib.crc32(u.encode()) % n_nodes, return_dtype=pl.Int64)
@@ -48,12 +54,21 @@ def with_nodes(lines: pl.DataFrame, n_nodes: int) -> pl.DataFrame:
     return out
 
 
-def node_splits(dataset: Dataset, n_nodes: int, split: str = "test", test_weeks: int = 4,
-                validation_weeks: int = 4) -> list[Split]:
+def node_splits(
+    dataset: Dataset, n_nodes: int, split: str = "test", test_weeks: int = 4, validation_weeks: int = 4
+) -> list[Split]:
     """Each node's own split at the central `split` cutoff: its history holds only its stores'
     purchases before the cutoff (targets: its shoppers' first basket there after the cutoff)."""
     lines = purchase_lines(dataset)
     cutoff, end = cutoffs(lines, test_weeks, validation_weeks)[split]
     lines = with_nodes(lines, n_nodes)
-    return [build_split(lines.filter(pl.col(NODE) == node).drop(NODE), dataset, f"node-{node}",
-                        pd.Timestamp(cutoff), pd.Timestamp(end)) for node in range(n_nodes)]
+    return [
+        build_split(
+            lines.filter(pl.col(NODE) == node).drop(NODE),
+            dataset,
+            f"node-{node}",
+            pd.Timestamp(cutoff),
+            pd.Timestamp(end),
+        )
+        for node in range(n_nodes)
+    ]

@@ -70,7 +70,7 @@ class Split:
     def seen_items(self) -> dict[int, set[int]]:
         """Items each target user bought before the cutoff (splits repeat from explore)."""
         counts = self.history.user_item_counts()
-        return {u: set(counts.indices[counts.indptr[u]:counts.indptr[u + 1]].tolist()) for u in self.targets}
+        return {u: set(counts.indices[counts.indptr[u] : counts.indptr[u + 1]].tolist()) for u in self.targets}
 
 
 def purchase_lines(dataset: Dataset) -> pl.DataFrame:
@@ -88,8 +88,11 @@ def purchase_lines(dataset: Dataset) -> pl.DataFrame:
     store = pl.col(schema.STORE_ID) if schema.STORE_ID in events.columns else pl.lit(None, dtype=pl.String)
     origin = events[schema.TIMESTAMP].min()
     lines = events.select(
-        pl.col(schema.USER_ID), pl.col(schema.ITEM_ID), store.alias(schema.STORE_ID),
-        key.alias(BASKET_KEY), pl.col(schema.TIMESTAMP),
+        pl.col(schema.USER_ID),
+        pl.col(schema.ITEM_ID),
+        store.alias(schema.STORE_ID),
+        key.alias(BASKET_KEY),
+        pl.col(schema.TIMESTAMP),
     )
     # A basket's time is its first line's time, so all its items share one timestamp.
     lines = lines.with_columns(pl.col(schema.TIMESTAMP).min().over(BASKET_KEY))
@@ -97,24 +100,31 @@ def purchase_lines(dataset: Dataset) -> pl.DataFrame:
     return lines.with_columns(((pl.col(schema.TIMESTAMP) - origin).dt.total_seconds() / 86400.0).alias(DAY))
 
 
-def cutoffs(lines: pl.DataFrame, test_weeks: int, validation_weeks: int) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+def cutoffs(
+    lines: pl.DataFrame, test_weeks: int, validation_weeks: int
+) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
     """(cutoff, end) per split name; `end` is exclusive except for the test split (newest event)."""
     newest = pd.Timestamp(lines[schema.TIMESTAMP].max())
     test_cutoff = newest - pd.Timedelta(weeks=test_weeks)
     validation_cutoff = test_cutoff - pd.Timedelta(weeks=validation_weeks)
     after_newest = newest + pd.Timedelta(seconds=1)
-    return {"validation": (validation_cutoff, test_cutoff), "test": (test_cutoff, after_newest),
-            "deploy": (after_newest, after_newest)}
+    return {
+        "validation": (validation_cutoff, test_cutoff),
+        "test": (test_cutoff, after_newest),
+        "deploy": (after_newest, after_newest),
+    }
 
 
 def _basket_history(before: pl.DataFrame, user_index: pl.DataFrame, item_index: pl.DataFrame) -> BasketHistory:
-    lines = (before.join(user_index, on=schema.USER_ID).join(item_index, on=schema.ITEM_ID)
-             .sort(["u", DAY, BASKET_KEY, "i"]))
+    lines = (
+        before.join(user_index, on=schema.USER_ID).join(item_index, on=schema.ITEM_ID).sort(["u", DAY, BASKET_KEY, "i"])
+    )
     baskets = lines.group_by(["u", DAY, BASKET_KEY], maintain_order=True).agg(pl.len().alias("n"))
     user_ptr = np.zeros(len(user_index) + 1, dtype=np.int64)
     np.add.at(user_ptr, baskets["u"].to_numpy() + 1, 1)
     return BasketHistory(
-        n_users=len(user_index), n_items=len(item_index),
+        n_users=len(user_index),
+        n_items=len(item_index),
         user_ptr=np.cumsum(user_ptr),
         basket_ptr=np.concatenate([[0], np.cumsum(baskets["n"].to_numpy())]).astype(np.int64),
         items=lines["i"].to_numpy().astype(np.int64),
@@ -129,14 +139,19 @@ def compute_features(before: pl.DataFrame, items: pl.DataFrame) -> dict[str, pl.
     item_features: item table columns + popularity (baskets with the item) and buyers (users).
     store_popularity: per (store, item) basket count and rank within the store (1 = best).
     """
-    item_counts = before.group_by(schema.ITEM_ID).agg(pl.len().alias("popularity"),
-                                                      pl.col(schema.USER_ID).n_unique().alias("buyers"))
+    item_counts = before.group_by(schema.ITEM_ID).agg(
+        pl.len().alias("popularity"), pl.col(schema.USER_ID).n_unique().alias("buyers")
+    )
     item_features = items.join(item_counts, on=schema.ITEM_ID, how="left").with_columns(
-        pl.col("popularity").fill_null(0), pl.col("buyers").fill_null(0))
-    store_popularity = (before.filter(pl.col(schema.STORE_ID).is_not_null())
-                        .group_by([schema.STORE_ID, schema.ITEM_ID]).agg(pl.len().alias("baskets"))
-                        .with_columns(pl.col("baskets").rank("ordinal", descending=True).over(schema.STORE_ID).alias("rank"))
-                        .sort([schema.STORE_ID, "rank"]))
+        pl.col("popularity").fill_null(0), pl.col("buyers").fill_null(0)
+    )
+    store_popularity = (
+        before.filter(pl.col(schema.STORE_ID).is_not_null())
+        .group_by([schema.STORE_ID, schema.ITEM_ID])
+        .agg(pl.len().alias("baskets"))
+        .with_columns(pl.col("baskets").rank("ordinal", descending=True).over(schema.STORE_ID).alias("rank"))
+        .sort([schema.STORE_ID, "rank"])
+    )
     return {"item_features": item_features, "store_popularity": store_popularity}
 
 
@@ -150,11 +165,22 @@ def _item_groups(dataset: Dataset, item_index: pl.DataFrame) -> np.ndarray | Non
     return item_index.join(groups, on=schema.ITEM_ID, how="left").sort("i")["g"].fill_null(-1).to_numpy()
 
 
-def _catalog(before: pl.DataFrame, user_ids: np.ndarray, item_index: pl.DataFrame, features: dict,
-             dataset: Dataset, cutoff: pd.Timestamp) -> Catalog:
+def _catalog(
+    before: pl.DataFrame,
+    user_ids: np.ndarray,
+    item_index: pl.DataFrame,
+    features: dict,
+    dataset: Dataset,
+    cutoff: pd.Timestamp,
+) -> Catalog:
     n_items = len(item_index)
-    popularity = (item_index.join(features["item_features"].select(schema.ITEM_ID, "popularity"), on=schema.ITEM_ID, how="left")
-                  .sort("i")["popularity"].fill_null(0).to_numpy().astype(np.float32))
+    popularity = (
+        item_index.join(features["item_features"].select(schema.ITEM_ID, "popularity"), on=schema.ITEM_ID, how="left")
+        .sort("i")["popularity"]
+        .fill_null(0)
+        .to_numpy()
+        .astype(np.float32)
+    )
     store_ids = set(before[schema.STORE_ID].drop_nulls().unique().to_list())
     for table in (dataset.stores, dataset.availability):
         if table is not None:
@@ -164,8 +190,10 @@ def _catalog(before: pl.DataFrame, user_ids: np.ndarray, item_index: pl.DataFram
 
     def store_matrix(frame: pl.DataFrame, value: str) -> sp.csr_matrix:
         frame = frame.join(store_index, on=schema.STORE_ID).join(item_index, on=schema.ITEM_ID)
-        return sp.csr_matrix((frame[value].to_numpy().astype(np.float32), (frame["s"].to_numpy(), frame["i"].to_numpy())),
-                             shape=(len(store_ids), n_items))
+        return sp.csr_matrix(
+            (frame[value].to_numpy().astype(np.float32), (frame["s"].to_numpy(), frame["i"].to_numpy())),
+            shape=(len(store_ids), n_items),
+        )
 
     store_popularity = store_matrix(features["store_popularity"], "baskets")
     sold = (store_popularity > 0).astype(np.float32)
@@ -176,21 +204,31 @@ def _catalog(before: pl.DataFrame, user_ids: np.ndarray, item_index: pl.DataFram
         availability = pl.from_pandas(dataset.availability)
         if schema.VALID_FROM not in availability.columns:
             availability = availability.with_columns(pl.lit(None, dtype=pl.Datetime).alias(schema.VALID_FROM))
-        known = pl.col(schema.VALID_FROM).is_null() | (pl.col(schema.VALID_FROM) < _as_column_time(cutoff, availability))
+        known = pl.col(schema.VALID_FROM).is_null() | (
+            pl.col(schema.VALID_FROM) < _as_column_time(cutoff, availability)
+        )
         availability = availability.filter(known)
         if schema.IN_STOCK not in availability.columns:
             availability = availability.with_columns(pl.lit(True).alias(schema.IN_STOCK))
-        newest = (availability.sort(schema.VALID_FROM, nulls_last=False)
-                  .unique([schema.STORE_ID, schema.ITEM_ID], keep="last")
-                  .filter(pl.col(schema.IN_STOCK).fill_null(True)))
+        newest = (
+            availability.sort(schema.VALID_FROM, nulls_last=False)
+            .unique([schema.STORE_ID, schema.ITEM_ID], keep="last")
+            .filter(pl.col(schema.IN_STOCK).fill_null(True))
+        )
         in_stock = store_matrix(newest.with_columns(pl.lit(1).alias("one")), "one")
         listed = np.isin(store_ids, availability[schema.STORE_ID].unique().to_numpy())
         in_stock = sp.vstack([in_stock[s] if listed[s] else sold[s] for s in range(len(store_ids))]).tocsr()
     else:
         in_stock = sold
-    return Catalog(item_ids=item_index.sort("i")[schema.ITEM_ID].to_numpy().astype(str), user_ids=user_ids,
-                   popularity=popularity, store_ids=store_ids, in_stock=sp.csr_matrix(in_stock),
-                   store_popularity=store_popularity, item_groups=_item_groups(dataset, item_index))
+    return Catalog(
+        item_ids=item_index.sort("i")[schema.ITEM_ID].to_numpy().astype(str),
+        user_ids=user_ids,
+        popularity=popularity,
+        store_ids=store_ids,
+        in_stock=sp.csr_matrix(in_stock),
+        store_popularity=store_popularity,
+        item_groups=_item_groups(dataset, item_index),
+    )
 
 
 def build_split(lines: pl.DataFrame, dataset: Dataset, name: str, cutoff: pd.Timestamp, end: pd.Timestamp) -> Split:
@@ -204,15 +242,27 @@ def build_split(lines: pl.DataFrame, dataset: Dataset, name: str, cutoff: pd.Tim
     features = compute_features(before, items)
     user_index = pl.DataFrame({schema.USER_ID: user_ids, "u": np.arange(len(user_ids), dtype=np.int64)})
     history = _basket_history(before, user_index, item_index)
-    first = (after.join(user_index, on=schema.USER_ID).join(item_index, on=schema.ITEM_ID)
-             .filter(pl.col(schema.TIMESTAMP) == pl.col(schema.TIMESTAMP).min().over("u"))
-             .filter(pl.col(BASKET_KEY) == pl.col(BASKET_KEY).min().over("u")))
+    first = (
+        after.join(user_index, on=schema.USER_ID)
+        .join(item_index, on=schema.ITEM_ID)
+        .filter(pl.col(schema.TIMESTAMP) == pl.col(schema.TIMESTAMP).min().over("u"))
+        .filter(pl.col(BASKET_KEY) == pl.col(BASKET_KEY).min().over("u"))
+    )
     targets = {u: set(i) for u, i in first.group_by("u").agg(pl.col("i")).iter_rows()}
     context = first.group_by("u").agg(pl.col(schema.STORE_ID).first(), pl.col(schema.TIMESTAMP).min())
     requests = {u: TargetRequest(store, _unix(at)) for u, store, at in context.iter_rows()}
     catalog = _catalog(before, user_ids, item_index, features, dataset, cutoff)
-    return Split(name=name, cutoff=cutoff, end=end, cutoff_day=cutoff_day, history=history, catalog=catalog,
-                 targets=targets, features=features, requests=requests)
+    return Split(
+        name=name,
+        cutoff=cutoff,
+        end=end,
+        cutoff_day=cutoff_day,
+        history=history,
+        catalog=catalog,
+        targets=targets,
+        features=features,
+        requests=requests,
+    )
 
 
 def _as_column_time(moment: pd.Timestamp, frame: pl.DataFrame):
@@ -240,15 +290,25 @@ def _save_split(split: Split, folder: Path) -> None:
     for table, frame in split.features.items():
         frame.write_parquet(tmp / f"{table}.parquet")
     h = split.history
-    np.savez(tmp / "history.npz", user_ptr=h.user_ptr, basket_ptr=h.basket_ptr, items=h.items, basket_day=h.basket_day,
-             shape=np.array([h.n_users, h.n_items]), **{f"catalog.{k}": v for k, v in split.catalog.state().items()},
-             target_users=np.array(list(split.targets), dtype=np.int64),
-             target_ptr=np.cumsum([0] + [len(v) for v in split.targets.values()]),
-             target_items=np.array([i for v in split.targets.values() for i in sorted(v)], dtype=np.int64),
-             target_store=np.array([split.requests[u].store_id or "" for u in split.targets], dtype=str),
-             target_at=np.array([split.requests[u].at for u in split.targets], dtype=np.float64))
-    (tmp / "split.json").write_text(json.dumps({"name": split.name, "cutoff": str(split.cutoff), "end": str(split.end),
-                                                "cutoff_day": split.cutoff_day}))
+    np.savez(
+        tmp / "history.npz",
+        user_ptr=h.user_ptr,
+        basket_ptr=h.basket_ptr,
+        items=h.items,
+        basket_day=h.basket_day,
+        shape=np.array([h.n_users, h.n_items]),
+        **{f"catalog.{k}": v for k, v in split.catalog.state().items()},
+        target_users=np.array(list(split.targets), dtype=np.int64),
+        target_ptr=np.cumsum([0] + [len(v) for v in split.targets.values()]),
+        target_items=np.array([i for v in split.targets.values() for i in sorted(v)], dtype=np.int64),
+        target_store=np.array([split.requests[u].store_id or "" for u in split.targets], dtype=str),
+        target_at=np.array([split.requests[u].at for u in split.targets], dtype=np.float64),
+    )
+    (tmp / "split.json").write_text(
+        json.dumps(
+            {"name": split.name, "cutoff": str(split.cutoff), "end": str(split.end), "cutoff_day": split.cutoff_day}
+        )
+    )
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)  # a half-written cache is never mistaken for a complete one
 
@@ -261,16 +321,28 @@ def _load_split(folder: Path) -> Split:
     history = BasketHistory(int(n_users), int(n_items), a["user_ptr"], a["basket_ptr"], a["items"], a["basket_day"])
     catalog = Catalog.from_state({k.split(".", 1)[1]: v for k, v in a.items() if k.startswith("catalog.")})
     ptr = a["target_ptr"]
-    targets = {int(u): set(a["target_items"][ptr[j]:ptr[j + 1]].tolist()) for j, u in enumerate(a["target_users"])}
-    requests = {int(u): TargetRequest(str(store) or None, float(at))
-                for u, store, at in zip(a["target_users"], a["target_store"], a["target_at"])}
+    targets = {int(u): set(a["target_items"][ptr[j] : ptr[j + 1]].tolist()) for j, u in enumerate(a["target_users"])}
+    requests = {
+        int(u): TargetRequest(str(store) or None, float(at))
+        for u, store, at in zip(a["target_users"], a["target_store"], a["target_at"])
+    }
     features = {t: pl.read_parquet(folder / f"{t}.parquet") for t in FEATURE_TABLES}
-    return Split(meta["name"], pd.Timestamp(meta["cutoff"]), pd.Timestamp(meta["end"]), meta["cutoff_day"], history,
-                 catalog, targets, features, requests)
+    return Split(
+        meta["name"],
+        pd.Timestamp(meta["cutoff"]),
+        pd.Timestamp(meta["end"]),
+        meta["cutoff_day"],
+        history,
+        catalog,
+        targets,
+        features,
+        requests,
+    )
 
 
-def build_splits(dataset: Dataset, data_hash: str, cache_dir: Path, test_weeks: int = 4,
-                 validation_weeks: int = 4) -> tuple[dict[str, Split], bool]:
+def build_splits(
+    dataset: Dataset, data_hash: str, cache_dir: Path, test_weeks: int = 4, validation_weeks: int = 4
+) -> tuple[dict[str, Split], bool]:
     """The validation, test and deploy splits, read from `cache_dir/<data_hash>-<weeks>/` when present.
 
     Returns (splits, cache_hit).
@@ -289,6 +361,7 @@ def build_splits(dataset: Dataset, data_hash: str, cache_dir: Path, test_weeks: 
                 f"{dataset.name}: the {name} split is empty: no user has a purchase both before {cutoff} and in "
                 f"[{cutoff}, {end}). The purchases span {first} to {last}; the protocol needs about "
                 f"{test_weeks + validation_weeks} weeks plus history (settings: test_weeks={test_weeks}, "
-                f"validation_weeks={validation_weeks}).")
+                f"validation_weeks={validation_weeks})."
+            )
         _save_split(splits[name], folder / name)
     return splits, False

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pathlib import Path
+
 from tracking.bundles import registry_bundle
 
 

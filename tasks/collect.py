@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pathlib import Path
+
 from nodes.collect import collect_node
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+
 from data_contracts.dataset import Dataset
 from nodes.sources import load_dataset
 

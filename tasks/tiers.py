@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+
 from models.tier_bundle import ServingData
-from pathlib import Path
 from splits.temporal import Split
-from training.data import RankerData
-from training.data import RankerSpec
+from training.data import RankerData, RankerSpec
 from training.tiers import FittedTier, RankerFit, TunedTifu, export_rankers, fit_rankers, serving_data, tune_tifu
 
 
@@ -19,8 +20,9 @@ def tune_tifu_task(validation: Split, n_trials: int, study_dir: Path, data_hash:
 
 
 @task(name="serving data", cache_policy=NO_CACHE, task_run_name="serving data: {split.name}")
-def serving_data_task(split: Split, generator_settings: dict, items: pd.DataFrame, exclude_seen: bool,
-                      data_hash: str) -> tuple[ServingData, float]:
+def serving_data_task(
+    split: Split, generator_settings: dict, items: pd.DataFrame, exclude_seen: bool, data_hash: str
+) -> tuple[ServingData, float]:
     return serving_data(split, generator_settings, items, exclude_seen, data_hash)
 
 

@@ -13,19 +13,38 @@ from models.tier_bundle import ServingData
 from splits.temporal import Split
 from tasks.evaluate import evaluate_task
 from tracking.registry import CandidateChoice
-from tracking.runs import (finish_run, log_latency_ratios, log_row_metrics, log_run_json, log_run_params, log_summary,
-                           log_tier, register_deploy_fit, start_parent_run)
+from tracking.runs import (
+    finish_run,
+    log_latency_ratios,
+    log_row_metrics,
+    log_run_json,
+    log_run_params,
+    log_summary,
+    log_tier,
+    register_deploy_fit,
+    start_parent_run,
+)
 from training.tiers import FittedTier
 
 
-@task(name="start pipeline run", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
-      task_run_name="start MLflow run: {dataset_name}")
+@task(
+    name="start pipeline run",
+    retries=2,
+    retry_delay_seconds=2,
+    cache_policy=NO_CACHE,
+    task_run_name="start MLflow run: {dataset_name}",
+)
 def start_parent_run_task(dataset_name: str, profile: str, source: str) -> tuple[str, str]:
     return start_parent_run(dataset_name, profile, source)
 
 
-@task(name="finish pipeline run", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
-      task_run_name="finish MLflow run")
+@task(
+    name="finish pipeline run",
+    retries=2,
+    retry_delay_seconds=2,
+    cache_policy=NO_CACHE,
+    task_run_name="finish MLflow run",
+)
 def finish_run_task(run_id: str, ok: bool) -> None:
     finish_run(run_id, ok)
 
@@ -40,13 +59,20 @@ def log_json_task(run_id: str, value: dict, artifact_file: str) -> None:
     log_run_json(run_id, value, artifact_file)
 
 
-@task(name="log latency ratios", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
-      task_run_name="log p99 / cloud p99")
+@task(
+    name="log latency ratios",
+    retries=2,
+    retry_delay_seconds=2,
+    cache_policy=NO_CACHE,
+    task_run_name="log p99 / cloud p99",
+)
 def log_latency_ratios_task(rows: list[dict], cloud_tier: str) -> list[dict]:
     return log_latency_ratios(rows, cloud_tier)
 
 
-@task(name="log metrics", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="log {row[tier]} metrics")
+@task(
+    name="log metrics", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="log {row[tier]} metrics"
+)
 def log_row_metrics_task(row: dict, metrics: dict[str, float]) -> dict:
     """Metrics known after the tier's run was logged; returns the row with them."""
     log_row_metrics(row, metrics)
@@ -55,13 +81,23 @@ def log_row_metrics_task(row: dict, metrics: dict[str, float]) -> dict:
 
 # No retries: a retry after a partial failure would add a second child run for the same tier.
 @task(name="log tier", cache_policy=NO_CACHE, task_run_name="log {fitted.name}")
-def log_tier_task(fitted: FittedTier, folder: Path, metrics: dict[str, float], parent_run_id: str, data_hash: str,
-                  split_info: dict) -> dict:
+def log_tier_task(
+    fitted: FittedTier, folder: Path, metrics: dict[str, float], parent_run_id: str, data_hash: str, split_info: dict
+) -> dict:
     return log_tier(fitted, folder, metrics, parent_run_id, data_hash, split_info)
 
 
-def evaluate_and_log(fitted: FittedTier, data: ServingData, folder: Path, split: Split, latency_requests: int,
-                     parent_run_id: str, data_hash: str, split_info: dict, extra: dict | None = None) -> tuple[dict, Served]:
+def evaluate_and_log(
+    fitted: FittedTier,
+    data: ServingData,
+    folder: Path,
+    split: Split,
+    latency_requests: int,
+    parent_run_id: str,
+    data_hash: str,
+    split_info: dict,
+    extra: dict | None = None,
+) -> tuple[dict, Served]:
     """Sign the tier's bundle, serve the split through the engine, log its child run.
     Returns (row, what it served)."""
     target = tier_bundle(fitted, data, folder)
@@ -72,13 +108,32 @@ def evaluate_and_log(fitted: FittedTier, data: ServingData, folder: Path, split:
 
 # No retries: a retry after a partial failure would register a second version.
 @task(name="register deploy fit", cache_policy=NO_CACHE, task_run_name="register {row[tier]}")
-def register_deploy_fit_task(run_id: str, fitted: FittedTier, data: ServingData, folder: Path, row: dict,
-                             pipeline_run_id: str, teacher: bool, name: str, data_hash: str) -> str:
+def register_deploy_fit_task(
+    run_id: str,
+    fitted: FittedTier,
+    data: ServingData,
+    folder: Path,
+    row: dict,
+    pipeline_run_id: str,
+    teacher: bool,
+    name: str,
+    data_hash: str,
+) -> str:
     return register_deploy_fit(run_id, fitted, data, folder, row, pipeline_run_id, teacher, name, data_hash)
 
 
-@task(name="log pipeline summary", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
-      task_run_name="log pipeline summary")
-def log_summary_task(parent_run_id: str, rows: list[dict], params: dict, candidate: CandidateChoice | None = None,
-                     teacher: str | None = None) -> None:
+@task(
+    name="log pipeline summary",
+    retries=2,
+    retry_delay_seconds=2,
+    cache_policy=NO_CACHE,
+    task_run_name="log pipeline summary",
+)
+def log_summary_task(
+    parent_run_id: str,
+    rows: list[dict],
+    params: dict,
+    candidate: CandidateChoice | None = None,
+    teacher: str | None = None,
+) -> None:
     return log_summary(parent_run_id, rows, params, candidate, teacher)

@@ -17,8 +17,9 @@ from tracking.runs import log_validation
 
 
 @task(name="validate", cache_policy=NO_CACHE, task_run_name="validate {dataset.name}")
-def validate_task(dataset: Dataset, out_dir: Path, settings: ValidationSettings, protocol: Protocol,
-                  run_id: str | None = None) -> tuple[Dataset, ValidationReport]:
+def validate_task(
+    dataset: Dataset, out_dir: Path, settings: ValidationSettings, protocol: Protocol, run_id: str | None = None
+) -> tuple[Dataset, ValidationReport]:
     """Blocking failures raise `DataValidationError` after the report is published."""
     try:
         clean, report = validate_dataset(dataset, out_dir, **vars(settings), protocol=protocol)
@@ -27,7 +28,9 @@ def validate_task(dataset: Dataset, out_dir: Path, settings: ValidationSettings,
             log_validation(run_id, out_dir)
         create_markdown_artifact(key="data-validation", markdown=f"# Data validation FAILED\n\n```\n{error}\n```")
         raise
-    create_markdown_artifact(key="data-validation", markdown=report_markdown(report), description="Data validation report")
+    create_markdown_artifact(
+        key="data-validation", markdown=report_markdown(report), description="Data validation report"
+    )
     if run_id:
         log_validation(run_id, out_dir, sum(report.quarantined.values()))
     return clean, report

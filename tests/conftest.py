@@ -67,13 +67,22 @@ def cj_slice(completejourney, tmp_path_factory) -> Path:
     events = completejourney.events[completejourney.events[schema.USER_ID].isin(users)]
     bought = events[schema.ITEM_ID].unique()
     items = completejourney.items
-    items = pd.concat([items[items[schema.ITEM_ID].isin(bought)], items[~items[schema.ITEM_ID].isin(bought)].iloc[::300]])
+    items = pd.concat(
+        [items[items[schema.ITEM_ID].isin(bought)], items[~items[schema.ITEM_ID].isin(bought)].iloc[::300]]
+    )
     stores = completejourney.stores[completejourney.stores[schema.STORE_ID].isin(events[schema.STORE_ID])]
     availability = completejourney.availability
-    availability = availability[availability[schema.STORE_ID].isin(stores[schema.STORE_ID])
-                                & availability[schema.ITEM_ID].isin(items[schema.ITEM_ID])]
-    for name, frame in {"events": events, "items": items, "stores": stores, "availability": availability,
-                        "users": completejourney.users[completejourney.users[schema.USER_ID].isin(users)]}.items():
+    availability = availability[
+        availability[schema.STORE_ID].isin(stores[schema.STORE_ID])
+        & availability[schema.ITEM_ID].isin(items[schema.ITEM_ID])
+    ]
+    for name, frame in {
+        "events": events,
+        "items": items,
+        "stores": stores,
+        "availability": availability,
+        "users": completejourney.users[completejourney.users[schema.USER_ID].isin(users)],
+    }.items():
         frame.to_parquet(folder / f"{name}.parquet", index=False)
     return folder
 

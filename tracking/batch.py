@@ -34,8 +34,16 @@ def latest_tier_run(tier: str):
     import mlflow
 
     experiments = [e.experiment_id for e in mlflow.search_experiments() if e.name.startswith("lightpersml-")]
-    runs = mlflow.search_runs(experiments, filter_string=f"tags.tier = '{tier}' and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], output_format="list") if experiments else []
+    runs = (
+        mlflow.search_runs(
+            experiments,
+            filter_string=f"tags.tier = '{tier}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            output_format="list",
+        )
+        if experiments
+        else []
+    )
     for run in runs:
         if mlflow.get_run(run.data.tags["mlflow.parentRunId"]).info.status == "FINISHED":
             return run
@@ -57,8 +65,9 @@ def open_model(model: str, work_dir: Path, private_key: Path, public_key: Path) 
         from tracking.bundles import registry_bundle
 
         folder = Path(tempfile.mkdtemp(dir=work_dir))
-        manifest = registry_bundle(folder, private_key, registered["name"], registered["alias"] or "edge",
-                                   registered["version"])
+        manifest = registry_bundle(
+            folder, private_key, registered["name"], registered["alias"] or "edge", registered["version"]
+        )
         aliases = ", ".join(manifest["aliases"]) or "no alias"
         source = f"{manifest['registered_model']} version {manifest['model_version']} ({manifest['tier']}; {aliases})"
         return OpenedModel(Engine.load(folder, bundle.load_public_key(public_key)), source)
@@ -93,15 +102,20 @@ def read_requests(path: Path, store_id: str | None = None) -> pd.DataFrame:
     missing = requests[schema.USER_ID].isna()
     if missing.any():
         raise BadRequests(f"{path}: row {int(missing.to_numpy().argmax()) + 1} has no {schema.USER_ID}")
-    stores = normalise_ids(frame[schema.STORE_ID]) if schema.STORE_ID in frame.columns else pd.Series(pd.NA, index=frame.index)
+    stores = (
+        normalise_ids(frame[schema.STORE_ID])
+        if schema.STORE_ID in frame.columns
+        else pd.Series(pd.NA, index=frame.index)
+    )
     requests[schema.STORE_ID] = stores.fillna(store_id) if store_id is not None else stores
     if schema.TIMESTAMP in frame.columns:
         times = pd.to_datetime(frame[schema.TIMESTAMP], errors="coerce", utc=True)
         bad = times.isna() & frame[schema.TIMESTAMP].notna()
         if bad.any():
             row = int(bad.to_numpy().argmax())
-            raise BadRequests(f"{path}: row {row + 1}: {schema.TIMESTAMP} {frame[schema.TIMESTAMP].iloc[row]!r} "
-                              "is not a time")
+            raise BadRequests(
+                f"{path}: row {row + 1}: {schema.TIMESTAMP} {frame[schema.TIMESTAMP].iloc[row]!r} is not a time"
+            )
         requests[schema.TIMESTAMP] = times
     return requests
 
@@ -113,6 +127,8 @@ def answer_requests(engine: Engine, requests: pd.DataFrame, k: int = 10) -> pd.D
         request = request._asdict()
         store = request.get(schema.STORE_ID)
         answer = engine.recommend(str(request[schema.USER_ID]), None if pd.isna(store) else str(store), k)
-        rows += [{**request, "item_id": item.item_id, "rank": rank, "score": item.score, "reason": item.reason}
-                 for rank, item in enumerate(answer.items, start=1)]
+        rows += [
+            {**request, "item_id": item.item_id, "rank": rank, "score": item.score, "reason": item.reason}
+            for rank, item in enumerate(answer.items, start=1)
+        ]
     return pd.DataFrame(rows, columns=[*requests.columns, "item_id", "rank", "score", "reason"])

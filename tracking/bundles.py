@@ -12,7 +12,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-
 from edge import bundle
 from models.tier_bundle import sign
 
@@ -37,7 +36,6 @@ def registry_bundle(folder: Path, key_path: Path, name: str, alias: str = "edge"
     """Sign the bundle of the version of registered model `name` behind `alias` (or of `version`)
     into `folder`; returns its manifest."""
     import mlflow
-
     from tracking.registry import version_metrics
 
     found = resolve_version(name, alias, version)
@@ -51,8 +49,16 @@ def registry_bundle(folder: Path, key_path: Path, name: str, alias: str = "edge"
         for name_ in (*bundle.FILES, *bundle.OPTIONAL_FILES):
             if (local / name_).is_file():
                 shutil.copyfile(local / name_, Path(folder) / name_)
-    manifest = sign(folder, key, {"registered_model": name, "model_version": str(found.version),
-                                  "aliases": list(found.aliases), "run_id": found.run_id,
-                                  "metrics": version_metrics(found)})
+    manifest = sign(
+        folder,
+        key,
+        {
+            "registered_model": name,
+            "model_version": str(found.version),
+            "aliases": list(found.aliases),
+            "run_id": found.run_id,
+            "metrics": version_metrics(found),
+        },
+    )
     log.info("bundle of %s version %s (%s) in %s", name, found.version, manifest["tier"], folder)
     return manifest

@@ -10,19 +10,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature, set_model
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+import mlflow
 from edge.bundle import MANIFEST
 from edge.engine import Engine
 from tracking.batch import answer_requests
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "user_id"), ColSpec("string", "store_id", required=False)]),
-    outputs=Schema([ColSpec("string", "user_id"), ColSpec("string", "item_id"), ColSpec("long", "rank"),
-                    ColSpec("float", "score"), ColSpec("string", "reason")]),
+    outputs=Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec("string", "item_id"),
+            ColSpec("long", "rank"),
+            ColSpec("float", "score"),
+            ColSpec("string", "reason"),
+        ]
+    ),
     params=ParamSchema([ParamSpec("k", "long", 10)]),
 )
 
@@ -34,8 +41,12 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         self.engine = Engine(folder, json.loads((folder / MANIFEST).read_text()))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        requests = pd.DataFrame({"user_id": model_input["user_id"].astype(str),
-                                 "store_id": model_input.get("store_id", pd.Series(None, index=model_input.index))})
+        requests = pd.DataFrame(
+            {
+                "user_id": model_input["user_id"].astype(str),
+                "store_id": model_input.get("store_id", pd.Series(None, index=model_input.index)),
+            }
+        )
         answers = answer_requests(self.engine, requests, int((params or {}).get("k", 10)))
         return answers[["user_id", "item_id", "rank", "score", "reason"]]
 

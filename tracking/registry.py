@@ -31,20 +31,34 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import mlflow
 from mlflow.exceptions import MlflowException
 
+import mlflow
 from lightpersml.config import REGISTERED_MODEL_PREFIX, Gates
 
 log = logging.getLogger(__name__)
 
-KEY_METRICS = ("ndcg_at_10", "recall_at_10", "recall_repeat_at_10", "recall_explore_at_10", "latency_p99_ms",
-               "peak_memory_mb", "model_size_mb", "param_count")
+KEY_METRICS = (
+    "ndcg_at_10",
+    "recall_at_10",
+    "recall_repeat_at_10",
+    "recall_explore_at_10",
+    "latency_p99_ms",
+    "peak_memory_mb",
+    "model_size_mb",
+    "param_count",
+)
 CANDIDATE = "candidate"
 EDGE = "edge"
 ONNX_ARTIFACT = "onnx"  # the LoggedModel's name inside the tier's run
-PROMOTION_TAGS = ("promoted_by", "promoted_at", "promotion_forced", "promotion_reason", "promotion_gate_failures",
-                  "replaced_edge_version")
+PROMOTION_TAGS = (
+    "promoted_by",
+    "promoted_at",
+    "promotion_forced",
+    "promotion_reason",
+    "promotion_gate_failures",
+    "replaced_edge_version",
+)
 
 
 class PromotionRefused(ValueError):
@@ -90,8 +104,9 @@ def _signature(model):
         return None
 
 
-def register_tier(run_id: str, onnx_path: Path, tier: str, metrics: dict[str, float], pipeline_run_id: str,
-                  teacher: bool, name: str) -> str:
+def register_tier(
+    run_id: str, onnx_path: Path, tier: str, metrics: dict[str, float], pipeline_run_id: str, teacher: bool, name: str
+) -> str:
     """Log the ONNX model into the existing run `run_id` (as the LoggedModel `onnx`) and register it
     as a new version of `name`.
 
@@ -105,18 +120,29 @@ def register_tier(run_id: str, onnx_path: Path, tier: str, metrics: dict[str, fl
     model = onnx.load(str(onnx_path))
     onnx_size_mb = onnx_path.stat().st_size / 2**20
     metrics = {"model_size_mb": onnx_size_mb, **{k: v for k, v in metrics.items() if v is not None}}
-    tags = {"tier": tier, "pipeline_run_id": pipeline_run_id, "teacher": "true" if teacher else "false",
-            "onnx_size_mb": _tag_value(onnx_size_mb),
-            **{k: _tag_value(metrics[k]) for k in KEY_METRICS if k in metrics}}
+    tags = {
+        "tier": tier,
+        "pipeline_run_id": pipeline_run_id,
+        "teacher": "true" if teacher else "false",
+        "onnx_size_mb": _tag_value(onnx_size_mb),
+        **{k: _tag_value(metrics[k]) for k in KEY_METRICS if k in metrics},
+    }
     # Without an active run, log_model files the LoggedModel under the *active* experiment (the
     # Default one, artifacts in ./mlruns of the cwd), not the run's: point it at the run's experiment.
     mlflow.set_experiment(experiment_id=_client().get_run(run_id).info.experiment_id)
     with warnings.catch_warnings():  # the signature read from the graph makes an input example unnecessary
         warnings.filterwarnings("ignore", message=".*[Ii]nput example")
-        info = mlflow.onnx.log_model(model, name=ONNX_ARTIFACT, run_id=run_id, signature=_signature(model),
-                                     save_as_external_data=False, registered_model_name=name, tags=tags,
-                                     # explicit: else MLflow infers them in a subprocess that loads the model (~3 s)
-                                     pip_requirements=mlflow.onnx.get_default_pip_requirements())
+        info = mlflow.onnx.log_model(
+            model,
+            name=ONNX_ARTIFACT,
+            run_id=run_id,
+            signature=_signature(model),
+            save_as_external_data=False,
+            registered_model_name=name,
+            tags=tags,
+            # explicit: else MLflow infers them in a subprocess that loads the model (~3 s)
+            pip_requirements=mlflow.onnx.get_default_pip_requirements(),
+        )
     version = str(info.registered_model_version)
     log.info("registered tier %s (run %s) as version %s of %s", tier, run_id, version, name)
     return version
@@ -134,8 +160,9 @@ def _get_version(name: str, version: str):
             raise
     known = [str(v.version) for v in _versions(name)]
     if not known:
-        raise UnknownVersion(f"no registered model {name!r} in {mlflow.get_tracking_uri()}; "
-                             "run `lightpersml run` first")
+        raise UnknownVersion(
+            f"no registered model {name!r} in {mlflow.get_tracking_uri()}; run `lightpersml run` first"
+        )
     raise UnknownVersion(f"{name!r} has no version {version} (versions: {', '.join(known)})")
 
 
@@ -210,8 +237,10 @@ def _failures(version, gates: Gates, name: str, teacher=_NO_TEACHER) -> list[str
     if not pipeline_run_id:
         failures.append("no pipeline_run_id tag: cannot find the teacher to compare NDCG@10 with")
     elif teacher is None:
-        failures.append(f"no teacher version (tag teacher=true) registered for pipeline run {pipeline_run_id}: "
-                        f"cannot check the NDCG ratio (minimum {gates.min_ndcg_ratio_to_teacher:.0%})")
+        failures.append(
+            f"no teacher version (tag teacher=true) registered for pipeline run {pipeline_run_id}: "
+            f"cannot check the NDCG ratio (minimum {gates.min_ndcg_ratio_to_teacher:.0%})"
+        )
     elif ndcg is None:
         failures.append("no ndcg_at_10 recorded")
     else:
@@ -222,10 +251,14 @@ def _failures(version, gates: Gates, name: str, teacher=_NO_TEACHER) -> list[str
         else:
             ratio = ndcg / teacher_ndcg
             if not ratio >= gates.min_ndcg_ratio_to_teacher:  # `not >=` also fails NaN
-                failures.append(f"NDCG@10 {ndcg:.4f} is {ratio:.1%} of the {teacher_label}'s {teacher_ndcg:.4f}; "
-                                f"minimum {gates.min_ndcg_ratio_to_teacher:.0%}")
-    for key, limit, label, unit in [("latency_p99_ms", gates.max_latency_p99_ms, "p99 latency", "ms"),
-                                    ("model_size_mb", gates.max_model_size_mb, "model size", "MB")]:
+                failures.append(
+                    f"NDCG@10 {ndcg:.4f} is {ratio:.1%} of the {teacher_label}'s {teacher_ndcg:.4f}; "
+                    f"minimum {gates.min_ndcg_ratio_to_teacher:.0%}"
+                )
+    for key, limit, label, unit in [
+        ("latency_p99_ms", gates.max_latency_p99_ms, "p99 latency", "ms"),
+        ("model_size_mb", gates.max_model_size_mb, "model size", "MB"),
+    ]:
         value = metrics.get(key)
         if value is None:
             failures.append(f"no {key} recorded (maximum {limit:g} {unit})")
@@ -278,8 +311,11 @@ class CandidateChoice:
         """The summary and a table of every version's gate results (parent run's gates.md, Prefect artifact)."""
         lines = [f"**Candidate**: {self.summary()}", ""]
         if self.gates is not None:
-            lines += [f"Gates: NDCG@10 ≥ {self.gates.min_ndcg_ratio_to_teacher:.0%} of the run's teacher, p99 ≤ "
-                      f"{self.gates.max_latency_p99_ms:g} ms, model ≤ {self.gates.max_model_size_mb:g} MB", ""]
+            lines += [
+                f"Gates: NDCG@10 ≥ {self.gates.min_ndcg_ratio_to_teacher:.0%} of the run's teacher, p99 ≤ "
+                f"{self.gates.max_latency_p99_ms:g} ms, model ≤ {self.gates.max_model_size_mb:g} MB",
+                "",
+            ]
         lines += ["| version | tier | NDCG@10 | gates |", "|---|---|---|---|"]
         for result in self.results:
             ndcg = "–" if result.ndcg_at_10 is None else f"{result.ndcg_at_10:.4f}"
@@ -289,12 +325,15 @@ class CandidateChoice:
 
     def summary(self) -> str:
         if self.version is not None:
-            return (f"alias candidate → version {self.version} ({self.tier}) of {self.name}: the best of "
-                    f"{self.passing} of {self.versions} versions passing the gates")
-        where = (f"still version {self.unchanged_alias}, from an earlier run" if self.unchanged_alias
-                 else "not set")
-        return (f"no version of this run passes the gates ({self.versions} registered): alias candidate of "
-                f"{self.name} unchanged ({where})")
+            return (
+                f"alias candidate → version {self.version} ({self.tier}) of {self.name}: the best of "
+                f"{self.passing} of {self.versions} versions passing the gates"
+            )
+        where = f"still version {self.unchanged_alias}, from an earlier run" if self.unchanged_alias else "not set"
+        return (
+            f"no version of this run passes the gates ({self.versions} registered): alias candidate of "
+            f"{self.name} unchanged ({where})"
+        )
 
 
 def update_candidate(pipeline_run_id: str, gates: Gates, name: str) -> CandidateChoice:
@@ -306,8 +345,12 @@ def update_candidate(pipeline_run_id: str, gates: Gates, name: str) -> Candidate
     passing, results = [], []
     for version in versions:
         metrics = version_metrics(version)
-        result = GateResult(str(version.version), version.tags.get("tier", "?"), metrics.get("ndcg_at_10"),
-                            tuple(_failures(version, gates, name, teacher)))
+        result = GateResult(
+            str(version.version),
+            version.tags.get("tier", "?"),
+            metrics.get("ndcg_at_10"),
+            tuple(_failures(version, gates, name, teacher)),
+        )
         results.append(result)
         _client().set_model_version_tag(name, str(version.version), "gate_results", result.tag())
         if result.passed:
@@ -317,15 +360,17 @@ def update_candidate(pipeline_run_id: str, gates: Gates, name: str) -> Candidate
     if passing:
         best, metrics = max(passing, key=lambda p: (p[1]["ndcg_at_10"], -p[1]["model_size_mb"], int(p[0].version)))
         _client().set_registered_model_alias(name, CANDIDATE, str(best.version))
-        choice = CandidateChoice(name, str(best.version), best.tags.get("tier"), len(passing), len(versions), None,
-                                 tuple(results), gates)
+        choice = CandidateChoice(
+            name, str(best.version), best.tags.get("tier"), len(passing), len(versions), None, tuple(results), gates
+        )
     else:
         try:
             current = _client().get_registered_model(name).aliases.get(CANDIDATE)
         except MlflowException:  # no such registered model yet
             current = None
-        choice = CandidateChoice(name, None, None, 0, len(versions), None if current is None else str(current),
-                                 tuple(results), gates)
+        choice = CandidateChoice(
+            name, None, None, 0, len(versions), None if current is None else str(current), tuple(results), gates
+        )
     (log.info if choice.version else log.warning)("%s (gates %s)", choice.summary(), gates)
     try:
         _client().set_tag(pipeline_run_id, "candidate", choice.summary())
@@ -358,8 +403,11 @@ def promote(version: str, gates: Gates, force: bool = False, reason: str | None 
         raise PromotionRefused(name, version, failures)
     client = _client()
     previous = client.get_registered_model(name).aliases.get(EDGE)
-    tags = {"promoted_by": _user(), "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "promotion_forced": "true" if failures else "false"}
+    tags = {
+        "promoted_by": _user(),
+        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "promotion_forced": "true" if failures else "false",
+    }
     if failures:
         tags |= {"promotion_reason": reason.strip(), "promotion_gate_failures": "; ".join(failures)}
     if previous is not None and str(previous) != version:
@@ -370,8 +418,14 @@ def promote(version: str, gates: Gates, force: bool = False, reason: str | None 
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, EDGE, version)
-    log.info("alias %s → version %s (%s) of %s%s", EDGE, version, model_version.tags.get("tier"), name,
-             f", FORCED by {tags['promoted_by']}: {reason} (fails: {'; '.join(failures)})" if failures else "")
+    log.info(
+        "alias %s → version %s (%s) of %s%s",
+        EDGE,
+        version,
+        model_version.tags.get("tier"),
+        name,
+        f", FORCED by {tags['promoted_by']}: {reason} (fails: {'; '.join(failures)})" if failures else "",
+    )
     return failures
 
 
@@ -399,12 +453,18 @@ def list_versions(name: str) -> list[dict]:
         metrics = version_metrics(version)
         if "param_count" in metrics and not math.isnan(metrics["param_count"]):
             metrics["param_count"] = int(metrics["param_count"])
-        rows.append({"version": str(version.version), "tier": version.tags.get("tier"),
-                     "aliases": by_version.get(str(version.version), []),
-                     "teacher": version.tags.get("teacher") == "true",
-                     **{k: metrics.get(k) for k in KEY_METRICS},
-                     "pipeline_run_id": version.tags.get("pipeline_run_id"),
-                     "created": _iso(version.creation_timestamp), "run_id": version.run_id})
+        rows.append(
+            {
+                "version": str(version.version),
+                "tier": version.tags.get("tier"),
+                "aliases": by_version.get(str(version.version), []),
+                "teacher": version.tags.get("teacher") == "true",
+                **{k: metrics.get(k) for k in KEY_METRICS},
+                "pipeline_run_id": version.tags.get("pipeline_run_id"),
+                "created": _iso(version.creation_timestamp),
+                "run_id": version.run_id,
+            }
+        )
     return rows
 
 
@@ -422,10 +482,15 @@ def model_for(dataset: str | None) -> str:
     if dataset is not None:
         name = f"{REGISTERED_MODEL_PREFIX}{dataset}"
         if name not in known:
-            raise UnknownVersion(f"no registered model for dataset {dataset!r} (datasets with one: {datasets}); "
-                                 "run `lightpersml run` on it first")
+            raise UnknownVersion(
+                f"no registered model for dataset {dataset!r} (datasets with one: {datasets}); "
+                "run `lightpersml run` on it first"
+            )
         return name
     if len(known) != 1:
-        raise UnknownVersion("no registered model yet: run `lightpersml run` first" if not known else
-                             f"registered models of several datasets ({datasets}): name one with --dataset")
+        raise UnknownVersion(
+            "no registered model yet: run `lightpersml run` first"
+            if not known
+            else f"registered models of several datasets ({datasets}): name one with --dataset"
+        )
     return known[0]

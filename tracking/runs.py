@@ -8,9 +8,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 
+import mlflow
 from edge import bundle
 from lightpersml import config
 from models.metrics import METRIC_NAMES
@@ -20,20 +20,44 @@ from tracking.pyfunc_model import SIGNATURE
 from tracking.registry import register_tier
 from training.tiers import BASELINE_TIERS, FittedTier
 
-SERVING_METRICS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "peak_memory_mb", "model_size_mb", "param_count")
+SERVING_METRICS = (
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "peak_memory_mb",
+    "model_size_mb",
+    "param_count",
+)
 TIER_METRICS = METRIC_NAMES + SERVING_METRICS
-TABLE_COLUMNS = ("tier", "ndcg_at_10", "recall_at_10", "precision_at_10", "hr_at_10", "recall_repeat_at_10",
-                 "recall_explore_at_10", "coverage_at_10", "latency_p99_ms", "latency_p99_ratio_to_cloud",
-                 "peak_memory_mb", "model_size_mb", "param_count")
+TABLE_COLUMNS = (
+    "tier",
+    "ndcg_at_10",
+    "recall_at_10",
+    "precision_at_10",
+    "hr_at_10",
+    "recall_repeat_at_10",
+    "recall_explore_at_10",
+    "coverage_at_10",
+    "latency_p99_ms",
+    "latency_p99_ratio_to_cloud",
+    "peak_memory_mb",
+    "model_size_mb",
+    "param_count",
+)
 
 
 def git_sha() -> str:
     """The project's commit (with `-dirty` for uncommitted changes), or "unknown" outside git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).parent).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -44,30 +68,35 @@ EXPERIMENT_DESCRIPTION = (
     "tiers (baselines, teacher, distilled students), each measured by serving its signed edge bundle through the "
     "node's engine on the test split (every shopper's first basket after the test cutoff, asked at that basket's "
     "store). Compare tiers with the chart view or the parent run's `pareto.png`; promote a registered version with "
-    "`lightpersml promote`.")
+    "`lightpersml promote`."
+)
 
 
 TIER_DESCRIPTIONS = {
     "g_topfreq": "Baseline G-TopFreq: the store's best sellers in stock, the same for every shopper.",
-    "p_topfreq": "Baseline P-TopFreq (\"buy again\"): the shopper's own items by baskets with them, then the "
-                 "store's best sellers.",
+    "p_topfreq": 'Baseline P-TopFreq ("buy again"): the shopper\'s own items by baskets with them, then the '
+    "store's best sellers.",
     "tifu_knn": "Baseline TIFU-KNN (tuned on validation): the shopper's time-decayed basket vector mixed with their "
-                "nearest shoppers'.",
+    "nearest shoppers'.",
     "full": "Teacher: the tuned ranker over each shopper's candidates, fp32 ONNX.",
     "full_torch": "The teacher's bundle served by PyTorch eager: the cloud latency reference, not deployable.",
     "balanced": "Student distilled from the teacher, int8 ONNX (mid size).",
     "edge": "Student distilled from the teacher, int8 ONNX, sized for edge nodes.",
     "federated": "Edge-sized ranker trained across store groups with differential privacy, int8 ONNX.",
 }
-EVALUATION_NOTE = (" Metrics: its signed bundle answering every test shopper at their basket's store through the "
-                   "node's engine; latency and peak RSS from a fresh process serving the same bundle.")
+EVALUATION_NOTE = (
+    " Metrics: its signed bundle answering every test shopper at their basket's store through the "
+    "node's engine; latency and peak RSS from a fresh process serving the same bundle."
+)
 
 
 def experiment_id(dataset_name: str) -> str:
     """The experiment `lightpersml-<dataset>`, created with its artifacts under mlflow/artifacts/."""
     name = f"lightpersml-{dataset_name}"
-    tags = {"mlflow.experimentKind": "custom_model_development",  # the UI opens it as model training, not GenAI
-            "mlflow.note.content": EXPERIMENT_DESCRIPTION.format(dataset=dataset_name)}
+    tags = {
+        "mlflow.experimentKind": "custom_model_development",  # the UI opens it as model training, not GenAI
+        "mlflow.note.content": EXPERIMENT_DESCRIPTION.format(dataset=dataset_name),
+    }
     found = mlflow.get_experiment_by_name(name)
     if found:
         for key, value in tags.items():
@@ -80,9 +109,11 @@ def experiment_id(dataset_name: str) -> str:
 def start_parent_run(dataset_name: str, profile: str, source: str) -> tuple[str, str]:
     """Create the pipeline's parent run; returns (run_id, experiment_id)."""
     experiment = experiment_id(dataset_name)
-    run = mlflow.MlflowClient().create_run(experiment, run_name=f"training-{profile}",
-                                           tags={"git_sha": git_sha(), "dataset": dataset_name, "profile": profile,
-                                                 "source": source, "kind": "pipeline"})
+    run = mlflow.MlflowClient().create_run(
+        experiment,
+        run_name=f"training-{profile}",
+        tags={"git_sha": git_sha(), "dataset": dataset_name, "profile": profile, "source": source, "kind": "pipeline"},
+    )
     return run.info.run_id, experiment
 
 
@@ -91,7 +122,9 @@ UI_PORT = 5000  # `lightpersml ui`'s default
 
 def run_link(experiment: str, run_id: str) -> str:
     """Markdown link to the run in the MLflow UI that `lightpersml ui` serves."""
-    return f"[MLflow run {run_id}](http://127.0.0.1:{UI_PORT}/#/experiments/{experiment}/runs/{run_id}) (`lightpersml ui`)"
+    return (
+        f"[MLflow run {run_id}](http://127.0.0.1:{UI_PORT}/#/experiments/{experiment}/runs/{run_id}) (`lightpersml ui`)"
+    )
 
 
 def log_validation(run_id: str, report_dir: Path, quarantined_rows: int | None = None) -> None:
@@ -151,8 +184,13 @@ def pareto_frontier(rows: list[dict]) -> list[dict]:
     return frontier
 
 
-def pareto_plot(rows: list[dict], path: Path, gates: config.Gates | None = None, teacher: str | None = None,
-                candidate: str | None = None) -> Path:
+def pareto_plot(
+    rows: list[dict],
+    path: Path,
+    gates: config.Gates | None = None,
+    teacher: str | None = None,
+    candidate: str | None = None,
+) -> Path:
     """NDCG@10 against p99 latency: marker area by model file size, baselines as squares, the Pareto
     frontier, the gates (p99 maximum; NDCG minimum as a share of the `teacher` row's), and the
     `candidate` tier ringed. Labels are placed so they never overprint (adjustText)."""
@@ -171,23 +209,50 @@ def pareto_plot(rows: list[dict], path: Path, gates: config.Gates | None = None,
         x, y = row["latency_p99_ms"], row["ndcg_at_10"]
         baseline = row["tier"] in BASELINE_TIERS
         area = 60 + 900 * (sizes[j] / biggest) ** 0.5
-        ax.scatter(x, y, s=area, marker="s" if baseline else "o", color=colors(j % 10), alpha=0.7,
-                   edgecolors="black", linewidths=0.5, zorder=3)
+        ax.scatter(
+            x,
+            y,
+            s=area,
+            marker="s" if baseline else "o",
+            color=colors(j % 10),
+            alpha=0.7,
+            edgecolors="black",
+            linewidths=0.5,
+            zorder=3,
+        )
         if row["tier"] == candidate:
             ax.scatter(x, y, s=area + 400, facecolors="none", edgecolors="crimson", linewidths=2, zorder=4)
         label = f"{row['tier']}\n{y:.3f} · {x:.1f} ms · {sizes[j]:.2g} MB"
         texts.append(ax.text(x, y, label + ("  ← candidate" if row["tier"] == candidate else ""), fontsize=8))
     frontier = pareto_frontier(rows)
-    ax.step([r["latency_p99_ms"] for r in frontier], [r["ndcg_at_10"] for r in frontier], where="post",
-            color="grey", linestyle="--", linewidth=1, label="Pareto frontier", zorder=2)
+    ax.step(
+        [r["latency_p99_ms"] for r in frontier],
+        [r["ndcg_at_10"] for r in frontier],
+        where="post",
+        color="grey",
+        linestyle="--",
+        linewidth=1,
+        label="Pareto frontier",
+        zorder=2,
+    )
     if gates is not None:
-        ax.axvline(gates.max_latency_p99_ms, color="crimson", linestyle=":", linewidth=1,
-                   label=f"gate: p99 ≤ {gates.max_latency_p99_ms:g} ms")
+        ax.axvline(
+            gates.max_latency_p99_ms,
+            color="crimson",
+            linestyle=":",
+            linewidth=1,
+            label=f"gate: p99 ≤ {gates.max_latency_p99_ms:g} ms",
+        )
         reference = next((r for r in rows if r["tier"] == teacher), None)
         if reference is not None:
             floor = gates.min_ndcg_ratio_to_teacher * reference["ndcg_at_10"]
-            ax.axhline(floor, color="darkorange", linestyle=":", linewidth=1,
-                       label=f"gate: NDCG ≥ {gates.min_ndcg_ratio_to_teacher:.0%} of {teacher} ({floor:.3f})")
+            ax.axhline(
+                floor,
+                color="darkorange",
+                linestyle=":",
+                linewidth=1,
+                label=f"gate: NDCG ≥ {gates.min_ndcg_ratio_to_teacher:.0%} of {teacher} ({floor:.3f})",
+            )
     latencies = [row["latency_p99_ms"] for row in rows]
     if max(latencies) > 10 * min(latencies):
         ax.set_xscale("log")
@@ -207,37 +272,67 @@ def pareto_plot(rows: list[dict], path: Path, gates: config.Gates | None = None,
 def tier_table(rows: list[dict]) -> pd.DataFrame:
     """TABLE_COLUMNS the rows have (a federated run has no cloud reference), best NDCG@10 first."""
     frame = pd.DataFrame(rows)
-    return frame[[c for c in TABLE_COLUMNS if c in frame]].sort_values("ndcg_at_10", ascending=False).reset_index(drop=True)
+    return (
+        frame[[c for c in TABLE_COLUMNS if c in frame]]
+        .sort_values("ndcg_at_10", ascending=False)
+        .reset_index(drop=True)
+    )
 
 
-def log_tier(fitted: FittedTier, folder: Path, metrics: dict[str, float], parent_run_id: str, data_hash: str,
-                  split_info: dict) -> dict:
+def log_tier(
+    fitted: FittedTier, folder: Path, metrics: dict[str, float], parent_run_id: str, data_hash: str, split_info: dict
+) -> dict:
     """One child run: params, every metric name of DESIGN.md, tags, and the tier's signed bundle as
     the pyfunc model `model` (answered by the node's engine)."""
     parent = mlflow.get_run(parent_run_id)
-    metrics = {**metrics, "model_size_mb": model_size_mb(folder), "param_count": fitted.param_count,
-               "bundle_size_mb": folder_size_mb(folder), "fit_seconds": fitted.fit_seconds,
-               "tuning_seconds": fitted.tuning_seconds}
+    metrics = {
+        **metrics,
+        "model_size_mb": model_size_mb(folder),
+        "param_count": fitted.param_count,
+        "bundle_size_mb": folder_size_mb(folder),
+        "fit_seconds": fitted.fit_seconds,
+        "tuning_seconds": fitted.tuning_seconds,
+    }
     missing = [m for m in TIER_METRICS if m not in metrics]
     if missing:
         raise ValueError(f"tier {fitted.name} lacks metrics {missing}")
-    tags = {"tier": fitted.name, "data_hash": data_hash, "git_sha": git_sha(), "fit": "evaluation",
-            "runtime": fitted.runtime, "mlflow.note.content": TIER_DESCRIPTIONS.get(fitted.name, fitted.name) + EVALUATION_NOTE}
-    with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=fitted.name,
-                          parent_run_id=parent_run_id, tags=tags) as run:
+    tags = {
+        "tier": fitted.name,
+        "data_hash": data_hash,
+        "git_sha": git_sha(),
+        "fit": "evaluation",
+        "runtime": fitted.runtime,
+        "mlflow.note.content": TIER_DESCRIPTIONS.get(fitted.name, fitted.name) + EVALUATION_NOTE,
+    }
+    with mlflow.start_run(
+        experiment_id=parent.info.experiment_id, run_name=fitted.name, parent_run_id=parent_run_id, tags=tags
+    ) as run:
         mlflow.log_params({**fitted.params, **split_info, **{f"tuning_{k}": v for k, v in fitted.tuning.items()}})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
         if fitted.runtime == "onnx":  # the cloud reference serves the teacher's bundle, logged with the teacher
             with warnings.catch_warnings():  # the explicit signature makes an input example unnecessary
                 warnings.filterwarnings("ignore", message=".*An input example was not provided")
-                mlflow.pyfunc.log_model(name="model", python_model=str(Path(pyfunc_model.__file__)),
-                                        signature=SIGNATURE, artifacts={"bundle": str(folder)},
-                                        pip_requirements=["lightpersml"])
+                mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(Path(pyfunc_model.__file__)),
+                    signature=SIGNATURE,
+                    artifacts={"bundle": str(folder)},
+                    pip_requirements=["lightpersml"],
+                )
     return {"tier": fitted.name, "run_id": run.info.run_id, **metrics}
 
 
-def register_deploy_fit(run_id: str, fitted: FittedTier, data: ServingData, folder: Path, row: dict,
-                             pipeline_run_id: str, teacher: bool, name: str, data_hash: str) -> str:
+def register_deploy_fit(
+    run_id: str,
+    fitted: FittedTier,
+    data: ServingData,
+    folder: Path,
+    row: dict,
+    pipeline_run_id: str,
+    teacher: bool,
+    name: str,
+    data_hash: str,
+) -> str:
     """Register the tier refit on all data: its ONNX as a version of registered model `name`, and
     its bundle files (unsigned: whoever deploys signs them) as the run's `deploy/` artifacts. The
     version's metric tags are the evaluation fit's (the refit has no held-out data left); tags say so."""
@@ -245,17 +340,20 @@ def register_deploy_fit(run_id: str, fitted: FittedTier, data: ServingData, fold
     client = mlflow.MlflowClient()
     client.log_artifacts(run_id, str(folder), "deploy")
     version = register_tier(run_id, fitted.scorer.onnx_file, row["tier"], row, pipeline_run_id, teacher, name)
-    tags = {"fit": "all data", "trained_until": data.trained_until, "data_hash": data_hash,
-            "metrics_from": f"evaluation fit trained until the test cutoff (run {run_id})",
-            "serving_artifacts": f"runs:/{run_id}/deploy"}
+    tags = {
+        "fit": "all data",
+        "trained_until": data.trained_until,
+        "data_hash": data_hash,
+        "metrics_from": f"evaluation fit trained until the test cutoff (run {run_id})",
+        "serving_artifacts": f"runs:/{run_id}/deploy",
+    }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_tag(run_id, "registered_version", version)
     return version
 
 
-def log_summary(parent_run_id: str, rows: list[dict], params: dict, candidate=None,
-                     teacher: str | None = None) -> None:
+def log_summary(parent_run_id: str, rows: list[dict], params: dict, candidate=None, teacher: str | None = None) -> None:
     """Parent run: pipeline params, the tier table (JSON + Markdown), the Pareto plot, and a
     description with the best tier, the candidate and every version's gate results.
     candidate: the run's `CandidateChoice` (None: no versions, e.g. a run that registers nothing)."""
@@ -271,11 +369,17 @@ def log_summary(parent_run_id: str, rows: list[dict], params: dict, candidate=No
         pareto_plot(rows, Path(tmp) / "pareto.png", gates, teacher, candidate_tier)
         client.log_artifacts(parent_run_id, tmp)
     best = table.iloc[0]
-    description = [f"Best tier on the test split: **{best['tier']}** (NDCG@10 {best['ndcg_at_10']:.4f}, "
-                   f"p99 {best['latency_p99_ms']:.1f} ms).", ""]
+    description = [
+        f"Best tier on the test split: **{best['tier']}** (NDCG@10 {best['ndcg_at_10']:.4f}, "
+        f"p99 {best['latency_p99_ms']:.1f} ms).",
+        "",
+    ]
     if candidate is not None:
         description += [candidate.markdown(), ""]
-    columns = [c for c in ("tier", "ndcg_at_10", "recall_at_10", "latency_p99_ms", "peak_memory_mb", "model_size_mb")
-               if c in table]
+    columns = [
+        c
+        for c in ("tier", "ndcg_at_10", "recall_at_10", "latency_p99_ms", "peak_memory_mb", "model_size_mb")
+        if c in table
+    ]
     description.append(table[columns].to_markdown(index=False, floatfmt=".4f"))
     client.set_tag(parent_run_id, "mlflow.note.content", "\n".join(description))

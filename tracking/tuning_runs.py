@@ -15,17 +15,28 @@ class MlflowTrials:
         self.client = mlflow.MlflowClient()
         self.experiment = self.client.get_run(parent_run_id).info.experiment_id
         self.study_name = study_name
-        self.run_id = self.client.create_run(self.experiment, run_name="tuning full", tags={
-            "mlflow.parentRunId": parent_run_id, "kind": "tuning", "study": study_name,
-            "mlflow.note.content": f"The teacher's Optuna study {study_name}: one nested run per trial."}).info.run_id
+        self.run_id = self.client.create_run(
+            self.experiment,
+            run_name="tuning full",
+            tags={
+                "mlflow.parentRunId": parent_run_id,
+                "kind": "tuning",
+                "study": study_name,
+                "mlflow.note.content": f"The teacher's Optuna study {study_name}: one nested run per trial.",
+            },
+        ).info.run_id
 
     @contextmanager
     def trial(self, number: int, params: dict):
-        run = self.client.create_run(self.experiment, run_name=f"trial {number}", tags={
-            "mlflow.parentRunId": self.run_id, "kind": "trial", "study": self.study_name})
+        run = self.client.create_run(
+            self.experiment,
+            run_name=f"trial {number}",
+            tags={"mlflow.parentRunId": self.run_id, "kind": "trial", "study": self.study_name},
+        )
         record = _Trial(self.client, run.info.run_id)
-        self.client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v))
-                                                       for k, v in {**params, "trial": number}.items()])
+        self.client.log_batch(
+            run.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in {**params, "trial": number}.items()]
+        )
         try:
             yield record
         except BaseException:

@@ -47,8 +47,14 @@ class RankerSpec:
     temperature: float = 1.0
 
     def params(self) -> dict:
-        return {**self.architecture, "lr": self.lr, "weight_decay": self.weight_decay, "epochs": self.epochs,
-                "distill_weight": self.distill_weight, "temperature": self.temperature}
+        return {
+            **self.architecture,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "epochs": self.epochs,
+            "distill_weight": self.distill_weight,
+            "temperature": self.temperature,
+        }
 
 
 def generator_settings(tifu_params: dict) -> dict:
@@ -56,8 +62,13 @@ def generator_settings(tifu_params: dict) -> dict:
     return CandidateGenerator(tifu_params=tifu_params).params
 
 
-def ranker_data(split: Split, weeks: int, generator_settings: dict, with_validation: bool = False,
-                generator: CandidateGenerator | None = None) -> RankerData:
+def ranker_data(
+    split: Split,
+    weeks: int,
+    generator_settings: dict,
+    with_validation: bool = False,
+    generator: CandidateGenerator | None = None,
+) -> RankerData:
     """Training lists at `weeks` weekly cutoffs before `split.cutoff_day` (all from its history),
     the generator fitted at the cutoff (`generator`, when already fitted so), and with_validation:
     the split's own target lists."""
@@ -69,20 +80,32 @@ def ranker_data(split: Split, weeks: int, generator_settings: dict, with_validat
         cutoff = split.cutoff_day - j * WEEK_DAYS
         targets = history.first_baskets(cutoff, cutoff + WEEK_DAYS)
         if targets:
-            parts.append(labelled_candidates(history, cutoff, targets, generator_settings["tifu_params"],
-                                             item_groups=groups, **options))
+            parts.append(
+                labelled_candidates(
+                    history, cutoff, targets, generator_settings["tifu_params"], item_groups=groups, **options
+                )
+            )
     if not parts:
-        raise ValueError(f"{split.name} split: no user has a basket in the {weeks} weeks before {split.cutoff}; "
-                         "the rankers need at least one week of baskets after some history")
+        raise ValueError(
+            f"{split.name} split: no user has a basket in the {weeks} weeks before {split.cutoff}; "
+            "the rankers need at least one week of baskets after some history"
+        )
     if generator is None:
         generator = CandidateGenerator(**generator_settings).fit(history, split.cutoff_day, groups)
     validation = None
     if with_validation:
-        validation = labelled_candidates(history, split.cutoff_day, split.targets, generator_settings["tifu_params"],
-                                         item_groups=groups, **options)
+        validation = labelled_candidates(
+            history, split.cutoff_day, split.targets, generator_settings["tifu_params"], item_groups=groups, **options
+        )
     data = RankerData(split, LabelledCandidates.concat(parts), generator, validation, time.perf_counter() - start)
-    log.info("%s: %d training lists (%d rows) from %d weekly cutoffs in %.1fs", split.name, len(data.train.basket_sizes),
-             len(data.train.items), len(parts), data.seconds)
+    log.info(
+        "%s: %d training lists (%d rows) from %d weekly cutoffs in %.1fs",
+        split.name,
+        len(data.train.basket_sizes),
+        len(data.train.items),
+        len(parts),
+        data.seconds,
+    )
     return data
 
 
@@ -90,8 +113,14 @@ def build_ranker(architecture: dict, n_items: int) -> CandidateRanker:
     return CandidateRanker(n_features=len(FEATURE_NAMES), n_items=n_items, **architecture)
 
 
-def fit_ranker(spec: RankerSpec, data: RankerData, seed: int = 0, teacher: CandidateRanker | None = None,
-               on_epoch=None, label: str | None = None) -> tuple[CandidateRanker, list[float]]:
+def fit_ranker(
+    spec: RankerSpec,
+    data: RankerData,
+    seed: int = 0,
+    teacher: CandidateRanker | None = None,
+    on_epoch=None,
+    label: str | None = None,
+) -> tuple[CandidateRanker, list[float]]:
     """Train a fresh ranker of `spec` on `data.train` (distilling `teacher` when given).
 
     Returns the model and its per-epoch validation NDCG@10 (empty without validation lists).
@@ -99,7 +128,18 @@ def fit_ranker(spec: RankerSpec, data: RankerData, seed: int = 0, teacher: Candi
     torch.manual_seed(seed)
     model = build_ranker(spec.architecture, data.split.history.n_items)
     teacher_scores = score(teacher, data.train) if teacher is not None else None
-    history = train_ranker(model, data.train, data.validation, spec.epochs, spec.lr, spec.weight_decay, seed=seed,
-                           on_epoch=on_epoch, teacher_scores=teacher_scores, distill_weight=spec.distill_weight,
-                           temperature=spec.temperature, label=label)
+    history = train_ranker(
+        model,
+        data.train,
+        data.validation,
+        spec.epochs,
+        spec.lr,
+        spec.weight_decay,
+        seed=seed,
+        on_epoch=on_epoch,
+        teacher_scores=teacher_scores,
+        distill_weight=spec.distill_weight,
+        temperature=spec.temperature,
+        label=label,
+    )
     return model.eval(), history

@@ -23,14 +23,23 @@ TEMPERATURE = 1.0
 
 def student_spec(name: str, teacher: RankerSpec) -> RankerSpec:
     """The student `name`'s architecture with the teacher's optimiser settings and epochs."""
-    return RankerSpec(STUDENTS[name]["architecture"], lr=teacher.lr, weight_decay=teacher.weight_decay,
-                      epochs=teacher.epochs, distill_weight=DISTILL_WEIGHT, temperature=TEMPERATURE)
+    return RankerSpec(
+        STUDENTS[name]["architecture"],
+        lr=teacher.lr,
+        weight_decay=teacher.weight_decay,
+        epochs=teacher.epochs,
+        distill_weight=DISTILL_WEIGHT,
+        temperature=TEMPERATURE,
+    )
 
 
-def distill(name: str, teacher: CandidateRanker, teacher_spec: RankerSpec, data: RankerData,
-            seed: int = 0) -> tuple[CandidateRanker, RankerSpec]:
+def distill(
+    name: str, teacher: CandidateRanker, teacher_spec: RankerSpec, data: RankerData, seed: int = 0
+) -> tuple[CandidateRanker, RankerSpec]:
     """Train student `name` on `data` against the labels and `teacher`'s scores of the same lists."""
     spec = student_spec(name, teacher_spec)
-    student, _ = fit_ranker(spec, data, seed=seed, teacher=teacher, label=f"distil {name} on {data.split.name}, seed {seed}")
+    student, _ = fit_ranker(
+        spec, data, seed=seed, teacher=teacher, label=f"distil {name} on {data.split.name}, seed {seed}"
+    )
     log.info("distilled %s: %d parameters (teacher %d)", name, student.param_count(), teacher.param_count())
     return student, spec

@@ -29,9 +29,17 @@ def export_onnx(model: CandidateRanker, path: Path, n_features: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # both inputs share the `rows` dimension, which is the point
         warnings.filterwarnings("ignore", message=".*axis name: rows will not be used")
-        torch.onnx.export(model, example, str(path), dynamo=True, external_data=False, verbose=False,
-                          input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
-                          dynamic_shapes={"features": {0: rows}, "items": {0: rows}})
+        torch.onnx.export(
+            model,
+            example,
+            str(path),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"features": {0: rows}, "items": {0: rows}},
+        )
     return path
 
 

@@ -21,10 +21,10 @@ from models.candidates import CandidateGenerator
 from models.ranker import CandidateRanker
 from models.scorers import FEATURES, POPULARITY, RANKER, scorer_spec
 from models.tier_bundle import ServingData, TierScorer
-from training.distill import distill
-from training.export import export_onnx, quantize_int8, save_torch
 from splits.temporal import Split
 from training.data import RankerData, RankerSpec, fit_ranker
+from training.distill import distill
+from training.export import export_onnx, quantize_int8, save_torch
 from training.tuning import tune_tifu_knn
 
 log = logging.getLogger(__name__)
@@ -81,32 +81,49 @@ def tune_tifu(validation: Split, n_trials: int, study_dir: Path, data_hash: str)
     return TunedTifu(study.best_params, exclude_seen, time.perf_counter() - start, tuning)
 
 
-def serving_data(split: Split, generator_settings: dict, items: pd.DataFrame, exclude_seen: bool,
-                 data_hash: str) -> tuple[ServingData, float]:
+def serving_data(
+    split: Split, generator_settings: dict, items: pd.DataFrame, exclude_seen: bool, data_hash: str
+) -> tuple[ServingData, float]:
     """The state every tier of a fit on `split` serves from (candidate generator fitted at its
     cutoff, catalog, baskets, items, co-purchases); returns it and the generator's fit seconds."""
     start = time.perf_counter()
     generator = CandidateGenerator(**generator_settings).fit(split.history, split.cutoff_day, split.catalog.item_groups)
     seconds = time.perf_counter() - start
-    served = ServingData.of(generator, split.catalog, split.history, items, split.origin, split.cutoff, exclude_seen,
-                            data_hash)
+    served = ServingData.of(
+        generator, split.catalog, split.history, items, split.origin, split.cutoff, exclude_seen, data_hash
+    )
     return served, seconds
 
 
 def baseline_tiers(data: ServingData, tifu: TunedTifu, fit_seconds: float) -> list[FittedTier]:
     """The baselines as candidate scorers on `data` (fit_seconds: the candidate generator's fit)."""
     generator = data.generator
-    sizes = {"g_topfreq": generator.popularity.size, "p_topfreq": generator.counts.nnz,
-             "tifu_knn": generator.tifu.param_count()}
+    sizes = {
+        "g_topfreq": generator.popularity.size,
+        "p_topfreq": generator.counts.nnz,
+        "tifu_knn": generator.tifu.param_count(),
+    }
     tiers = []
     for name, spec in BASELINE_SCORERS.items():
-        params = {"scorer": spec["kind"], **({"scorer_by": ",".join(spec["by"])} if "by" in spec else {}),
-                  "exclude_seen": data.exclude_seen}
+        params = {
+            "scorer": spec["kind"],
+            **({"scorer_by": ",".join(spec["by"])} if "by" in spec else {}),
+            "exclude_seen": data.exclude_seen,
+        }
         tuned = name == "tifu_knn"
         if tuned:
             params |= {f"tifu_{k}": v for k, v in tifu.params.items()}
-        tiers.append(FittedTier(name, TierScorer(name, spec), params, int(sizes[name]), fit_seconds,
-                                tifu.seconds if tuned else 0.0, tifu.tuning if tuned else {}))
+        tiers.append(
+            FittedTier(
+                name,
+                TierScorer(name, spec),
+                params,
+                int(sizes[name]),
+                fit_seconds,
+                tifu.seconds if tuned else 0.0,
+                tifu.tuning if tuned else {},
+            )
+        )
     return tiers
 
 
@@ -144,7 +161,7 @@ def export_rankers(fit: RankerFit, folder: Path, exclude_seen: bool) -> dict[str
         params = {**spec.params(), "exclude_seen": exclude_seen}
         fp32 = export_onnx(model, folder / name / "model.fp32.onnx", n_features)
 
-        def tier(tier_name, onnx_file, torch_file=None, runtime="onnx"):
+        def tier(tier_name, onnx_file, torch_file=None, runtime="onnx", name=name, model=model, params=params):
             scorer = TierScorer(name, scorer_spec(RANKER), onnx_file, torch_file, model.config)
             return FittedTier(tier_name, scorer, params, model.param_count(), fit.seconds[name], runtime=runtime)
 

@@ -42,26 +42,32 @@ def tifu_validation_ndcg(tifu: TIFUKNN, validation: Split, exclude_seen: bool, c
     seen = validation.history.user_item_counts()
     recommendations = {}
     for start in range(0, len(users), chunk):
-        batch = users[start:start + chunk]
+        batch = users[start : start + chunk]
         scores = tifu.score(batch)
         scores[scores <= 0] = -np.inf
         if exclude_seen:
             scores[seen[batch].toarray() > 0] = -np.inf
         for user, row in zip(batch, top_k(scores, K)[0]):
             recommendations[int(user)] = [int(i) for i in row if i >= 0]
-    return evaluate(recommendations, validation.targets, validation.seen_items(), validation.history.n_items, K)["ndcg_at_10"]
+    return evaluate(recommendations, validation.targets, validation.seen_items(), validation.history.n_items, K)[
+        "ndcg_at_10"
+    ]
 
 
-def tune_tifu_knn(validation: Split, n_trials: int, storage_path: Path, study_name: str,
-                  exclude_seen: bool, seed: int = 0) -> optuna.Study:
+def tune_tifu_knn(
+    validation: Split, n_trials: int, storage_path: Path, study_name: str, exclude_seen: bool, seed: int = 0
+) -> optuna.Study:
     """Maximise validation NDCG@10. The study lives in SQLite and resumes: trials already
     finished count toward `n_trials`, so a rerun after an interruption only runs what is left.
     """
     storage_path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log line per trial says more
     study = optuna.create_study(
-        study_name=study_name, storage=f"sqlite:///{storage_path}", direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True,
+        study_name=study_name,
+        storage=f"sqlite:///{storage_path}",
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        load_if_exists=True,
     )
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not study.trials:
@@ -90,16 +96,24 @@ def ranker_space(trial: optuna.Trial, max_epochs: int) -> RankerSpec:
     """The teacher's search space: MLP width, an optional per-item embedding, dropout, Adam."""
     embed = trial.suggest_categorical("item_embedding", [False, True])
     item_dim = trial.suggest_categorical("item_dim", [16, 32, 64])
-    architecture = dict(hidden=trial.suggest_int("hidden", 64, 1024, log=True), item_dim=item_dim if embed else 1,
-                        item_buckets=None if embed else 1, dropout=trial.suggest_float("dropout", 0.0, 0.4))
-    return RankerSpec(architecture, lr=trial.suggest_float("lr", 1e-4, 1e-2, log=True),
-                      weight_decay=trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True), epochs=max_epochs)
+    architecture = dict(
+        hidden=trial.suggest_int("hidden", 64, 1024, log=True),
+        item_dim=item_dim if embed else 1,
+        item_buckets=None if embed else 1,
+        dropout=trial.suggest_float("dropout", 0.0, 0.4),
+    )
+    return RankerSpec(
+        architecture,
+        lr=trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+        weight_decay=trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True),
+        epochs=max_epochs,
+    )
 
 
 class TrialRecorder(Protocol):
     """Where the teacher's study records itself (`tracking.tuning_runs.MlflowTrials`: nested MLflow runs)."""
 
-    def trial(self, number: int, params: dict) -> AbstractContextManager["TrialRecord"]: ...
+    def trial(self, number: int, params: dict) -> AbstractContextManager[TrialRecord]: ...
 
     def finish(self, trials: int, best_value: float | None) -> None: ...
 
@@ -112,8 +126,16 @@ class TrialRecord(Protocol):
     def best(self, ndcg: float, epoch: int) -> None: ...
 
 
-def tune_ranker(data: RankerData, n_trials: int, minutes: float, max_epochs: int, storage_path: Path, study_name: str,
-                recorder: TrialRecorder, seed: int = 0) -> tuple[optuna.Study, RankerSpec]:
+def tune_ranker(
+    data: RankerData,
+    n_trials: int,
+    minutes: float,
+    max_epochs: int,
+    storage_path: Path,
+    study_name: str,
+    recorder: TrialRecorder,
+    seed: int = 0,
+) -> tuple[optuna.Study, RankerSpec]:
     """TPE + MedianPruner on the validation lists' NDCG@10, reported after every epoch.
 
     Every trial is recorded by `recorder` (params, per-epoch validation NDCG@10, its state:
@@ -125,7 +147,10 @@ def tune_ranker(data: RankerData, n_trials: int, minutes: float, max_epochs: int
     storage_path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=study_name, storage=f"sqlite:///{storage_path}", direction="maximize", load_if_exists=True,
+        study_name=study_name,
+        storage=f"sqlite:///{storage_path}",
+        direction="maximize",
+        load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
@@ -161,8 +186,17 @@ def tune_ranker(data: RankerData, n_trials: int, minutes: float, max_epochs: int
             trial.set_user_attr("best_epoch", best + 1)
             record.best(history[best], best + 1)
         spent = (time.monotonic() - started) / 60
-        log.info("teacher trial %d/%d (%.1f of %g min): validation ndcg@10 %.4f at epoch %d%s %s", trial.number + 1,
-                 n_trials, spent, minutes, history[best], best + 1, ", pruned" if pruned else "", trial.params)
+        log.info(
+            "teacher trial %d/%d (%.1f of %g min): validation ndcg@10 %.4f at epoch %d%s %s",
+            trial.number + 1,
+            n_trials,
+            spent,
+            minutes,
+            history[best],
+            best + 1,
+            ", pruned" if pruned else "",
+            trial.params,
+        )
         if pruned is not None:
             raise pruned
         return history[best]

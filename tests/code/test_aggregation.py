@@ -25,7 +25,8 @@ def replies(updates: list[np.ndarray]) -> list[Message]:
 def aggregate(name: str, updates: list[np.ndarray]) -> np.ndarray:
     options = {"num_malicious_nodes": 1} if name == "krum" else {}
     strategy = audited(STRATEGIES[name], PrivacyLedger(1e-5, 0.0), {}, private=False)(
-        fraction_evaluate=0.0, min_train_nodes=len(updates), min_available_nodes=len(updates), **options)
+        fraction_evaluate=0.0, min_train_nodes=len(updates), min_available_nodes=len(updates), **options
+    )
     arrays, _ = strategy.aggregate_train(1, replies(updates))
     return arrays.to_numpy_ndarrays()[0]
 
@@ -53,6 +54,7 @@ def test_a_failed_node_fails_the_round_rather_than_releasing_a_partial_model(poi
     sent = Message(RecordDict({}), dst_node_id=9, message_type="train")
     broken.append(Message(Error(code=1, reason="out of memory"), reply_to=sent))
     strategy = audited(STRATEGIES["fedmedian"], PrivacyLedger(1e-5, 0.0), {}, private=False)(
-        fraction_evaluate=0.0, min_train_nodes=5, min_available_nodes=5)
+        fraction_evaluate=0.0, min_train_nodes=5, min_available_nodes=5
+    )
     with pytest.raises(RuntimeError, match="out of memory"):
         strategy.aggregate_train(1, broken)

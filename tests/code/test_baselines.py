@@ -25,8 +25,9 @@ def history_from(baskets_per_user: list[list[list[int]]], n_items: int) -> Baske
             basket_ptr.append(len(items))
             days.append(float(day))
         user_ptr.append(len(days))
-    return BasketHistory(len(baskets_per_user), n_items, np.array(user_ptr), np.array(basket_ptr),
-                         np.array(items), np.array(days))
+    return BasketHistory(
+        len(baskets_per_user), n_items, np.array(user_ptr), np.array(basket_ptr), np.array(items), np.array(days)
+    )
 
 
 def catalog_for(history: BasketHistory, in_stock: list[list[int]] | None = None) -> Catalog:
@@ -34,9 +35,14 @@ def catalog_for(history: BasketHistory, in_stock: list[list[int]] | None = None)
     rows = [s for s, items in enumerate(stock) for _ in items]
     cols = [i for items in stock for i in items]
     matrix = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(stock), history.n_items))
-    return Catalog(np.array([f"i{i}" for i in range(history.n_items)]), np.array([f"u{u}" for u in range(history.n_users)]),
-                   history.item_basket_counts().astype(np.float32), np.array([f"s{s}" for s in range(len(stock))]),
-                   matrix, matrix.copy())
+    return Catalog(
+        np.array([f"i{i}" for i in range(history.n_items)]),
+        np.array([f"u{u}" for u in range(history.n_users)]),
+        history.item_basket_counts().astype(np.float32),
+        np.array([f"s{s}" for s in range(len(stock))]),
+        matrix,
+        matrix.copy(),
+    )
 
 
 HISTORY = history_from([[[0, 1], [0, 2], [0]], [[3], [3, 4]], [[1, 2]]], n_items=6)
@@ -55,13 +61,21 @@ def test_top_k_orders_ties_inside_the_k_by_index():
     assert top_k(scores[:, ::-1].copy(), 5)[0].tolist() == [[4, 0, 2, 3, 5]]
 
 
-def baseline_engine(folder, tier: str, exclude_seen: bool = False, in_stock=None,
-                    tifu=dict(n_neighbors=1, group_size=2)) -> Engine:
+def baseline_engine(folder, tier: str, exclude_seen: bool = False, in_stock=None, tifu: dict | None = None) -> Engine:
     """Baseline `tier` of HISTORY as a signed bundle, loaded by the engine as a node loads it."""
+    tifu = tifu or dict(n_neighbors=1, group_size=2)
     catalog = catalog_for(HISTORY, in_stock)
     generator = CandidateGenerator(tifu).fit(HISTORY, cutoff_day=3.0)
-    data = ServingData.of(generator, catalog, HISTORY, pd.DataFrame({"item_id": catalog.item_ids}),
-                          "2024-01-01 00:00:00", "2024-01-04 00:00:00", exclude_seen, data_hash="tiny")
+    data = ServingData.of(
+        generator,
+        catalog,
+        HISTORY,
+        pd.DataFrame({"item_id": catalog.item_ids}),
+        "2024-01-01 00:00:00",
+        "2024-01-04 00:00:00",
+        exclude_seen,
+        data_hash="tiny",
+    )
     private, public = init_keys(folder / "keys")
     lay_out(data, TierScorer(tier, BASELINE_SCORERS[tier]), folder / tier)
     sign(folder / tier, load_private_key(private), {})

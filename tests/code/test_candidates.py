@@ -31,7 +31,11 @@ def test_repeat_stats_by_hand():
 
 def test_category_stats_count_a_basket_once():
     stats = RepeatStats.from_lines(HISTORY, GROUPS[HISTORY.items], 2)
-    assert stats.counts.toarray().tolist() == [[3, 0], [1, 2], [0, 1]]  # user 0's basket [0, 1] is one category-0 basket
+    assert stats.counts.toarray().tolist() == [
+        [3, 0],
+        [1, 2],
+        [0, 1],
+    ]  # user 0's basket [0, 1] is one category-0 basket
     assert stats.item_gap[0] == pytest.approx(2.0) and stats.item_gap[1] == pytest.approx(4.0)
 
 
@@ -61,7 +65,9 @@ def test_candidates_hold_repeat_then_explore_items_with_features():
     assert features[first, column("user_repeat_ratio")] == pytest.approx(0.5)
     assert features[first, column("user_log_basket_size")] == pytest.approx(np.log1p(4 / 3))
     assert features[first, column("since_last_over_user_interval")] == pytest.approx(3.0)
-    assert features[first, column("tifu_rank")] == 0.0 and features[first, column("tifu_relative")] == pytest.approx(1.0)
+    assert features[first, column("tifu_rank")] == 0.0 and features[first, column("tifu_relative")] == pytest.approx(
+        1.0
+    )
     # category 0: in all 3 of user 0's baskets, last on day 4, every 2 days; items 0 and 1
     assert features[second, column("cat_log_count")] == pytest.approx(np.log1p(3))
     assert features[second, column("cat_log_recency")] == pytest.approx(np.log1p(6.0))
@@ -109,8 +115,9 @@ def test_a_shoppers_own_history_rebuilds_the_same_candidates_and_a_new_basket_mo
     assert same.items.tolist() == expected.items.tolist()
     np.testing.assert_allclose(same.features, expected.features, rtol=1e-6)
     # a purchase of item 1 on day 9: its count, recency and newest-basket flag follow at once
-    later = fitted.for_history(HISTORY.single_user(baskets + [np.array([1])], np.r_[days, 9.0], HISTORY.n_items),
-                               10.0, np.array([0])).build(np.array([0]))
+    later = fitted.for_history(
+        HISTORY.single_user(baskets + [np.array([1])], np.r_[days, 9.0], HISTORY.n_items), 10.0, np.array([0])
+    ).build(np.array([0]))
     row = later.items.tolist().index(1)
     assert later.features[row, column("log_count")] == pytest.approx(np.log1p(2))
     assert later.features[row, column("log_recency_days")] == pytest.approx(np.log1p(1.0))

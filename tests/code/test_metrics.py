@@ -68,8 +68,9 @@ def test_the_protocols_k_is_the_default():
 
 def test_evaluate_uses_its_k_for_every_user():
     # k = 2: u1's hit at rank 2 counts, u2's at rank 3 does not; precision is hits / 2.
-    result = evaluate({"u1": ["x", "a", "y"], "u2": ["x", "y", "b"]}, {"u1": {"a"}, "u2": {"b"}}, {},
-                      catalog_size=10, k=2)
+    result = evaluate(
+        {"u1": ["x", "a", "y"], "u2": ["x", "y", "b"]}, {"u1": {"a"}, "u2": {"b"}}, {}, catalog_size=10, k=2
+    )
     assert result["hr_at_10"] == pytest.approx(0.5)
     assert result["precision_at_10"] == pytest.approx((1 / 2 + 0) / 2)
     assert result["coverage_at_10"] == pytest.approx(3 / 10)  # x, a (u1's top 2) and y (u2's); not b

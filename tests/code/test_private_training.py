@@ -10,12 +10,18 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
+from federated.privacy import PrivacyLedger
 from models.candidates import LabelledCandidates
 from models.losses import listwise_softmax_loss
-from models.private_training import (PrivateSteps, _shopper_loss, clipped_sum, gaussian_noise, shopper_lists,
-                                     train_ranker_private)
+from models.private_training import (
+    PrivateSteps,
+    _shopper_loss,
+    clipped_sum,
+    gaussian_noise,
+    shopper_lists,
+    train_ranker_private,
+)
 from models.ranker import CandidateRanker
-from federated.privacy import PrivacyLedger
 
 
 def lists(n_shoppers: int = 6, seed: int = 0) -> LabelledCandidates:
@@ -29,15 +35,19 @@ def lists(n_shoppers: int = 6, seed: int = 0) -> LabelledCandidates:
             labels[rng.integers(0, n)] = 1
             features = rng.normal(size=(n, 4)).astype(np.float32)
             features[:, 0] = labels * 3
-            parts.append(LabelledCandidates(features, rng.integers(0, 50, n), np.zeros(n, np.int64), labels,
-                                            np.array([1]), np.array([shopper])))
+            parts.append(
+                LabelledCandidates(
+                    features, rng.integers(0, 50, n), np.zeros(n, np.int64), labels, np.array([1]), np.array([shopper])
+                )
+            )
     return LabelledCandidates.concat(parts)
 
 
 def model(dropout: float = 0.0) -> CandidateRanker:
     torch.manual_seed(0)
-    return CandidateRanker(n_features=4, n_items=50, item_dim=4, hidden=8, item_buckets=16, dropout=dropout,
-                           log_features=True)
+    return CandidateRanker(
+        n_features=4, n_items=50, item_dim=4, hidden=8, item_buckets=16, dropout=dropout, log_features=True
+    )
 
 
 def parameters_of(ranker: CandidateRanker) -> dict[str, torch.Tensor]:
@@ -62,14 +72,24 @@ def test_padded_blocks_hold_every_list_of_each_shopper_once():
     assert float(block.labels.sum()) == float(train.labels.sum())
     assert block.mask.any(dim=2).sum(dim=1).tolist() == np.bincount(train.users).tolist()  # lists per shopper
     assert (block.features.dtype, block.items.dtype, block.labels.dtype, block.mask.dtype) == (
-        torch.float32, torch.int64, torch.float32, torch.bool)  # as ShopperLists documents
+        torch.float32,
+        torch.int64,
+        torch.float32,
+        torch.bool,
+    )  # as ShopperLists documents
 
 
 def test_a_list_without_candidates_is_kept_empty():
     """The last shopper's second list has no candidate rows (a user nothing was proposed to)."""
     train = lists(n_shoppers=3)
-    empty = LabelledCandidates(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                               np.zeros(0, np.float32), np.array([1]), np.array([2]))
+    empty = LabelledCandidates(
+        np.zeros((0, 4), np.float32),
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        np.zeros(0, np.float32),
+        np.array([1]),
+        np.array([2]),
+    )
     block = shopper_lists(LabelledCandidates.concat([train, empty]))
     lists_per_shopper = np.bincount(train.users)
     assert block.items.shape[:2] == (3, max(lists_per_shopper.max(), lists_per_shopper[2] + 1))
@@ -105,7 +125,8 @@ def test_per_shopper_gradient_is_that_shoppers_mean_list_loss_gradient():
     params = {k: v.detach() for k, v in ranker.named_parameters()}
     buffers = dict(ranker.named_buffers())
     grads = torch.func.vmap(torch.func.grad(_shopper_loss(ranker)), in_dims=(None, None, 0, 0, 0, 0))(
-        params, buffers, block.features, block.items, block.labels, block.mask)
+        params, buffers, block.features, block.items, block.labels, block.mask
+    )
     shopper = 2  # compare with autograd on that shopper's lists alone, unpadded
     mine = train.subset(np.flatnonzero(train.users == shopper))
     ranker.zero_grad()
@@ -118,8 +139,9 @@ def test_per_shopper_gradient_is_that_shoppers_mean_list_loss_gradient():
 def test_private_training_learns_the_signal_and_reports_its_steps():
     train, ranker = lists(n_shoppers=200), model()
     before = ranker(torch.from_numpy(train.features), torch.from_numpy(train.items)).detach()
-    steps = train_ranker_private(ranker, train, epochs=5, lr=0.05, clip_norm=1.0, noise_multiplier=0.5,
-                                 shoppers_per_batch=50)
+    steps = train_ranker_private(
+        ranker, train, epochs=5, lr=0.05, clip_norm=1.0, noise_multiplier=0.5, shoppers_per_batch=50
+    )
     assert steps == PrivateSteps(0.5, 0.25, 20)
     after = ranker(torch.from_numpy(train.features), torch.from_numpy(train.items)).detach()
     positives = torch.from_numpy(train.labels) == 1
@@ -140,8 +162,15 @@ def test_a_step_releases_the_noised_sum_over_the_expected_batch():
     lr 0 (Adam leaves the weights): the gradient Adam was given is the mean of the shoppers' own
     gradients, each computed by autograd on that shopper's lists alone."""
     train, ranker = lists(), model()
-    steps = train_ranker_private(ranker, train, epochs=1, lr=0.0, clip_norm=100.0, noise_multiplier=1e-6,
-                                 shoppers_per_batch=len(np.unique(train.users)))
+    steps = train_ranker_private(
+        ranker,
+        train,
+        epochs=1,
+        lr=0.0,
+        clip_norm=100.0,
+        noise_multiplier=1e-6,
+        shoppers_per_batch=len(np.unique(train.users)),
+    )
     assert steps == PrivateSteps(1e-6, 1.0, 1)
     reference, shoppers = model(), np.unique(train.users)
     mean = {name: torch.zeros_like(p) for name, p in reference.named_parameters()}
@@ -157,18 +186,21 @@ def test_a_step_releases_the_noised_sum_over_the_expected_batch():
 
 
 def test_the_sample_rate_is_at_most_one_and_the_default_batch_is_64_shoppers():
-    assert train_ranker_private(model(), lists(), 2, 0.01, clip_norm=1.0, noise_multiplier=1.0,
-                                shoppers_per_batch=100) == PrivateSteps(1.0, 1.0, 2)  # 6 shoppers, all in
-    assert train_ranker_private(model(), lists(n_shoppers=128), 1, 0.01, clip_norm=1.0,
-                                noise_multiplier=1.0) == PrivateSteps(1.0, 0.5, 2)  # 64 of 128
+    assert train_ranker_private(
+        model(), lists(), 2, 0.01, clip_norm=1.0, noise_multiplier=1.0, shoppers_per_batch=100
+    ) == PrivateSteps(1.0, 1.0, 2)  # 6 shoppers, all in
+    assert train_ranker_private(
+        model(), lists(n_shoppers=128), 1, 0.01, clip_norm=1.0, noise_multiplier=1.0
+    ) == PrivateSteps(1.0, 0.5, 2)  # 64 of 128
 
 
 def test_steps_that_sample_nobody_still_release_noise():
     """20 shoppers at rate 1/20 for 20 steps: some steps sample nobody (P(none empty) ≈ 1e-4)."""
     ranker = model()
     before = parameters_of(ranker)
-    steps = train_ranker_private(ranker, lists(n_shoppers=20), 1, 0.01, clip_norm=1.0, noise_multiplier=1.0,
-                                 shoppers_per_batch=1)
+    steps = train_ranker_private(
+        ranker, lists(n_shoppers=20), 1, 0.01, clip_norm=1.0, noise_multiplier=1.0, shoppers_per_batch=1
+    )
     assert steps == PrivateSteps(1.0, 0.05, 20)
     after = parameters_of(ranker)
     assert all(torch.isfinite(p).all() for p in after.values())
@@ -182,8 +214,9 @@ def test_private_training_is_reproducible_from_its_seed():
     default, zero, one = model(), model(), model()
     for ranker, seed in ((default, None), (zero, 0), (one, 1)):
         kwargs = {} if seed is None else {"seed": seed}
-        train_ranker_private(ranker, train, 1, 0.05, clip_norm=1.0, noise_multiplier=0.5, shoppers_per_batch=2,
-                             **kwargs)
+        train_ranker_private(
+            ranker, train, 1, 0.05, clip_norm=1.0, noise_multiplier=0.5, shoppers_per_batch=2, **kwargs
+        )
     a, b, c = (parameters_of(r) for r in (default, zero, one))
     assert all(torch.equal(a[name], b[name]) for name in a)
     assert all(not torch.equal(a[name], c[name]) for name in a)
@@ -193,8 +226,7 @@ def test_a_ranker_with_dropout_trains_privately():
     """Dropout draws random masks inside the per-shopper vmap: each shopper gets its own."""
     ranker = model(dropout=0.2)
     before = parameters_of(ranker)
-    steps = train_ranker_private(ranker, lists(), 1, 0.05, clip_norm=1.0, noise_multiplier=0.5,
-                                 shoppers_per_batch=3)
+    steps = train_ranker_private(ranker, lists(), 1, 0.05, clip_norm=1.0, noise_multiplier=0.5, shoppers_per_batch=3)
     assert steps == PrivateSteps(0.5, 0.5, 2)
     assert all(not torch.equal(before[name], p) for name, p in parameters_of(ranker).items())
 

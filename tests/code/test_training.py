@@ -19,13 +19,20 @@ def synthetic_lists(n_lists: int, size: int, seed: int) -> LabelledCandidates:
     for g in range(n_lists):
         rows = np.arange(g * size, (g + 1) * size)
         labels[rows[np.argmin(np.abs(features[rows, due] - 1.0))]] = 1
-    return LabelledCandidates(features, rng.integers(0, 50, n_lists * size), group, labels,
-                              np.ones(n_lists, int), np.arange(n_lists))
+    return LabelledCandidates(
+        features, rng.integers(0, 50, n_lists * size), group, labels, np.ones(n_lists, int), np.arange(n_lists)
+    )
 
 
 def test_ndcg_by_hand():
-    data = LabelledCandidates(np.zeros((4, 1), np.float32), np.arange(4), np.array([0, 0, 1, 1]),
-                              np.array([0, 1, 1, 0], np.float32), np.array([2, 1]), np.array([0, 1]))
+    data = LabelledCandidates(
+        np.zeros((4, 1), np.float32),
+        np.arange(4),
+        np.array([0, 0, 1, 1]),
+        np.array([0, 1, 1, 0], np.float32),
+        np.array([2, 1]),
+        np.array([0, 1]),
+    )
     value = ndcg_at_k(np.array([0.9, 0.1, 0.9, 0.1]), data)
     assert value == pytest.approx(((1 / np.log2(3)) / (1 + 1 / np.log2(3)) + 1.0) / 2)
 
@@ -60,8 +67,8 @@ def test_a_distilled_student_follows_its_teacher_not_only_the_labels():
     from types import SimpleNamespace
 
     from models.training import score
-    from training.distill import STUDENTS
     from training.data import RankerData, RankerSpec, fit_ranker
+    from training.distill import STUDENTS
 
     train, validation = synthetic_lists(300, 20, seed=0), synthetic_lists(100, 20, seed=1)
     taste = FEATURE_NAMES.index("tifu_own")  # the teacher's own idea of the best candidate
@@ -80,8 +87,11 @@ def test_a_distilled_student_follows_its_teacher_not_only_the_labels():
     def agreement(model) -> float:
         mine, theirs = score(model, validation), score(teacher, validation)
         groups = np.unique(validation.group)
-        return float(np.mean([np.argmax(mine[validation.group == g]) == np.argmax(theirs[validation.group == g])
-                              for g in groups]))
+        return float(
+            np.mean(
+                [np.argmax(mine[validation.group == g]) == np.argmax(theirs[validation.group == g]) for g in groups]
+            )
+        )
 
     data = RankerData(SimpleNamespace(history=SimpleNamespace(n_items=50)), train, None, None, 0.0)
     spec = RankerSpec(STUDENTS["edge"]["architecture"], lr=0.01, weight_decay=0.0, epochs=10, distill_weight=0.9)

@@ -14,9 +14,14 @@ def purchase_baskets(events: pd.DataFrame) -> pd.DataFrame:
     user_id, item_id, store_id, basket, time."""
     if schema.EVENT_TYPE in events:
         events = events[events[schema.EVENT_TYPE] == "purchase"]
-    rows = pd.DataFrame({"user_id": events[schema.USER_ID], "item_id": events[schema.ITEM_ID],
-                         "store_id": events[schema.STORE_ID],
-                         "basket": events[schema.USER_ID] + "#" + events[schema.BASKET_ID].astype(str),
-                         "time": events[schema.TIMESTAMP]})
+    rows = pd.DataFrame(
+        {
+            "user_id": events[schema.USER_ID],
+            "item_id": events[schema.ITEM_ID],
+            "store_id": events[schema.STORE_ID],
+            "basket": events[schema.USER_ID] + "#" + events[schema.BASKET_ID].astype(str),
+            "time": events[schema.TIMESTAMP],
+        }
+    )
     rows["time"] = rows.groupby("basket")["time"].transform("min")
     return rows.drop_duplicates(["basket", "item_id"])

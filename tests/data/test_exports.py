@@ -4,9 +4,9 @@ quarantine count, or refused with one message naming table, column, count and sh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
@@ -22,14 +22,26 @@ from lightpersml import config
 def export(cj_slice) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A shop's export: the slice's last 14 weeks of lines (quantity ≥ 1, known items) as text."""
     events = pd.read_parquet(cj_slice / "events.parquet")
-    events = events[(events[schema.TIMESTAMP] >= events[schema.TIMESTAMP].max() - pd.Timedelta(weeks=14))
-                    & events[schema.QUANTITY].between(1, 100)]
-    events = events[[schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP, schema.QUANTITY, schema.VALUE, schema.BASKET_ID,
-                     schema.STORE_ID]].reset_index(drop=True)
+    events = events[
+        (events[schema.TIMESTAMP] >= events[schema.TIMESTAMP].max() - pd.Timedelta(weeks=14))
+        & events[schema.QUANTITY].between(1, 100)
+    ]
+    events = events[
+        [
+            schema.USER_ID,
+            schema.ITEM_ID,
+            schema.TIMESTAMP,
+            schema.QUANTITY,
+            schema.VALUE,
+            schema.BASKET_ID,
+            schema.STORE_ID,
+        ]
+    ].reset_index(drop=True)
     events[schema.TIMESTAMP] = events[schema.TIMESTAMP].dt.strftime("%Y-%m-%dT%H:%M:%S")
     items = pd.read_parquet(cj_slice / "items.parquet")
-    items = items[items[schema.ITEM_ID].isin(events[schema.ITEM_ID])][[schema.ITEM_ID, schema.CATEGORY, schema.TITLE,
-                                                                        schema.PRICE]]
+    items = items[items[schema.ITEM_ID].isin(events[schema.ITEM_ID])][
+        [schema.ITEM_ID, schema.CATEGORY, schema.TITLE, schema.PRICE]
+    ]
     return events.astype("string"), items.reset_index(drop=True).astype("string")
 
 
@@ -50,12 +62,14 @@ def _set(column: str, value, share: float | None = None, where: Callable | None 
     def change(events, items):
         rows = events.index if share is None else _rows(events, share)
         events.loc[rows, column] = value
+
     return change
 
 
 def _items(column: str, value):
     def change(events, items):
         items[column] = value
+
     return change
 
 
@@ -76,6 +90,7 @@ def _one_shopper(events, items):
 def _typed(*types: str):
     def change(events, items):
         events[schema.EVENT_TYPE] = [types[j % len(types)] for j in range(len(events))]
+
     return change
 
 
@@ -125,6 +140,7 @@ def _duplicated(events, items):
 def _unknown_items(share: float):
     def change(events, items):
         events.loc[_rows(events, share), schema.ITEM_ID] = "NOT-IN-CATALOGUE"
+
     return change
 
 
@@ -141,33 +157,45 @@ CASES = {
     "Excel date text (m/d/Y H:M)": Case(change=_excel_dates, quarantined=0),
     "Excel serial dates": Case(change=_excel_serials, quarantined=0),
     "epoch milliseconds": Case(change=_epoch_ms, quarantined=0),
-    "quantities written 2.0": Case(change=lambda e, i: e.__setitem__(schema.QUANTITY, e[schema.QUANTITY] + ".0"),
-                                   quarantined=0),
+    "quantities written 2.0": Case(
+        change=lambda e, i: e.__setitem__(schema.QUANTITY, e[schema.QUANTITY] + ".0"), quarantined=0
+    ),
     "0.5% void lines (quantity 0)": Case(change=_set(schema.QUANTITY, "0", 0.005), quarantined="voids"),
-    "5% void lines": Case(change=_set(schema.QUANTITY, "0", 0.05),
-                          refused=("table events", "column quantity", "over the limit of 1%", "5.00%")),
+    "5% void lines": Case(
+        change=_set(schema.QUANTITY, "0", 0.05),
+        refused=("table events", "column quantity", "over the limit of 1%", "5.00%"),
+    ),
     "0.3% lines of items not in the catalogue": Case(change=_unknown_items(0.003), quarantined="unknown"),
-    "10% lines of items not in the catalogue": Case(change=_unknown_items(0.1),
-                                                    refused=("column item_id", "item_id_in_items_table", "10.00%")),
+    "10% lines of items not in the catalogue": Case(
+        change=_unknown_items(0.1), refused=("column item_id", "item_id_in_items_table", "10.00%")
+    ),
     "a typo'd year 2099": Case(change=_set(schema.TIMESTAMP, "2099-01-01T10:00:00", 0.0001), quarantined="one"),
-    "a few 1970-01-01 placeholders": Case(change=_set(schema.TIMESTAMP, "1970-01-01T00:00:00", 0.0005),
-                                          quarantined="placeholders"),
+    "a few 1970-01-01 placeholders": Case(
+        change=_set(schema.TIMESTAMP, "1970-01-01T00:00:00", 0.0005), quarantined="placeholders"
+    ),
     "duplicated lines": Case(change=_duplicated, quarantined=40),
     "shop's own type names (order, click)": Case(change=_typed("order", "order", "click"), quarantined=0),
-    "ratings without a mapping": Case(change=_typed("rating"),
-                                      refused=("column event_type", "--event-type", "rating", "100.00%")),
+    "ratings without a mapping": Case(
+        change=_typed("rating"), refused=("column event_type", "--event-type", "rating", "100.00%")
+    ),
     "ratings mapped to purchases": Case(change=_typed("rating"), event_types=(("rating", "purchase"),), quarantined=0),
     "views only": Case(change=_typed("view"), refused=("no purchase events", "view (", "--event-type")),
     "one day of data": Case(change=_one_day, refused=("the protocol needs 8 weeks",)),
-    "one shopper": Case(change=_one_shopper, refused=("the validation split has 1 shopper with a purchase", "at least 50")),
-    "no timestamp column": Case(change=lambda e, i: (e.drop(columns=[schema.TIMESTAMP]), i),
-                                refused=("table events", "column timestamp", "missing")),
+    "one shopper": Case(
+        change=_one_shopper, refused=("the validation split has 1 shopper with a purchase", "at least 50")
+    ),
+    "no timestamp column": Case(
+        change=lambda e, i: (e.drop(columns=[schema.TIMESTAMP]), i),
+        refused=("table events", "column timestamp", "missing"),
+    ),
     "every price negative": Case(change=_items(schema.PRICE, "-1"), refused=("table items", "remove all")),
     "a quantity of 1e30": Case(change=_set(schema.QUANTITY, "1e30", 0.0001), quarantined="one"),
-    "5% quantities of 1e30 (shown as written)": Case(change=_set(schema.QUANTITY, "1e30", 0.05),
-                                                     refused=("values_parse_as_int", "'quantity': '1e30'", "5.00%")),
-    "a whole column of text for quantity": Case(change=_set(schema.QUANTITY, "two"),
-                                                refused=("column quantity", "values_parse_as_int", "100.00%")),
+    "5% quantities of 1e30 (shown as written)": Case(
+        change=_set(schema.QUANTITY, "1e30", 0.05), refused=("values_parse_as_int", "'quantity': '1e30'", "5.00%")
+    ),
+    "a whole column of text for quantity": Case(
+        change=_set(schema.QUANTITY, "two"), refused=("column quantity", "values_parse_as_int", "100.00%")
+    ),
 }
 
 
@@ -202,20 +230,28 @@ def test_an_export_gets_the_outcome_its_user_expects(name, export, tmp_path):
         for words in case.refused:
             assert words in message, message
         return
-    clean, report = validate_dataset(load_folder(tmp_path / "shop"), tmp_path / "report", **vars(settings),
-                                     protocol=protocol)
+    clean, report = validate_dataset(
+        load_folder(tmp_path / "shop"), tmp_path / "report", **vars(settings), protocol=protocol
+    )
     assert report.passed and report.quarantined["events"] == expected_quarantine(case, events), report.summary()
     read = len(events) + (2 if case.text is _headers_repeated else 0)
     assert len(clean.events) == read - report.quarantined["events"]
-    assert set(clean.events[schema.EVENT_TYPE]) <= {"purchase", "view", "add_to_cart"} if schema.EVENT_TYPE in clean.events else True
+    assert (
+        set(clean.events[schema.EVENT_TYPE]) <= {"purchase", "view", "add_to_cart"}
+        if schema.EVENT_TYPE in clean.events
+        else True
+    )
     stamps = clean.events[schema.TIMESTAMP]
     assert stamps.min() > pd.Timestamp("2016-01-01") and stamps.max() < pd.Timestamp("2019-01-01")
 
 
-@pytest.mark.parametrize("name, text, words", [
-    ("semicolons", lambda t: t.replace(",", ";").encode(), "separated by ';'"),
-    ("Latin-1", lambda t: t.replace("2017", "2017", 1).encode() + "café".encode("latin-1"), "not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "name, text, words",
+    [
+        ("semicolons", lambda t: t.replace(",", ";").encode(), "separated by ';'"),
+        ("Latin-1", lambda t: t.replace("2017", "2017", 1).encode() + "café".encode("latin-1"), "not valid UTF-8"),
+    ],
+)
 def test_unreadable_files_are_refused_naming_the_file(name, text, words, export, tmp_path):
     write(tmp_path / "shop", export[0], export[1], text)
     with pytest.raises(DataContractError, match=words):

@@ -51,8 +51,9 @@ def test_target_is_each_users_first_basket_after_the_cutoff(clean_slice, splits)
     baskets = purchase_baskets(clean_slice.events)
     before, after = baskets[baskets["time"] < split.cutoff], baskets[baskets["time"] >= split.cutoff]
     first = after[after["time"] == after.groupby("user_id")["time"].transform("min")]
-    expected = {user: set(items) for user, items in first.groupby("user_id")["item_id"]
-                if user in set(before["user_id"])}  # a target needs history before the cutoff
+    expected = {
+        user: set(items) for user, items in first.groupby("user_id")["item_id"] if user in set(before["user_id"])
+    }  # a target needs history before the cutoff
     got = {split.catalog.user_ids[u]: {split.catalog.item_ids[i] for i in items} for u, items in split.targets.items()}
     assert got == expected and len(got) > 50
 
@@ -90,11 +91,14 @@ def test_newest_availability_row_wins_and_unlisted_stores_stock_what_they_sold(c
     store = clean_slice.events[schema.STORE_ID].value_counts().index[0]
     other = clean_slice.events[schema.STORE_ID].value_counts().index[1]
     item_a, item_b = clean_slice.items[schema.ITEM_ID].iloc[:2]
-    availability = pd.DataFrame({
-        schema.STORE_ID: [store, store, store], schema.ITEM_ID: [item_a, item_a, item_b],
-        schema.IN_STOCK: [True, False, True],
-        schema.VALID_FROM: pd.to_datetime(["2017-01-01", "2017-02-01", None]),
-    })
+    availability = pd.DataFrame(
+        {
+            schema.STORE_ID: [store, store, store],
+            schema.ITEM_ID: [item_a, item_a, item_b],
+            schema.IN_STOCK: [True, False, True],
+            schema.VALID_FROM: pd.to_datetime(["2017-01-01", "2017-02-01", None]),
+        }
+    )
     data = Dataset(**{**clean_slice.__dict__, "availability": availability})
     splits, _ = build_splits(data, "stock", tmp_path)
     catalog = splits["test"].catalog
@@ -113,10 +117,17 @@ def test_a_split_sees_only_stock_known_before_its_cutoff(clean_slice, tmp_path):
     store = clean_slice.events[schema.STORE_ID].value_counts().index[0]
     item_a, item_b = clean_slice.items[schema.ITEM_ID].iloc[:2]
     newest = clean_slice.events[schema.TIMESTAMP].max()
-    availability = pd.DataFrame({
-        schema.STORE_ID: [store, store], schema.ITEM_ID: [item_a, item_b], schema.IN_STOCK: [True, True],
-        schema.VALID_FROM: [newest - pd.Timedelta(weeks=12), newest - pd.Timedelta(weeks=1)],  # before / after the test cutoff
-    })
+    availability = pd.DataFrame(
+        {
+            schema.STORE_ID: [store, store],
+            schema.ITEM_ID: [item_a, item_b],
+            schema.IN_STOCK: [True, True],
+            schema.VALID_FROM: [
+                newest - pd.Timedelta(weeks=12),
+                newest - pd.Timedelta(weeks=1),
+            ],  # before / after the test cutoff
+        }
+    )
     splits, _ = build_splits(Dataset(**{**clean_slice.__dict__, "availability": availability}), "known", tmp_path)
 
     def stocked(split):
@@ -140,9 +151,14 @@ def test_too_short_data_gets_a_clear_error(clean_slice, tmp_path):
 def test_basket_ids_numbered_per_user_stay_apart():
     from data_contracts.dataset import Dataset
 
-    events = pd.DataFrame({schema.USER_ID: ["a", "b", "a"], schema.ITEM_ID: ["x", "x", "y"],
-                           schema.BASKET_ID: ["1", "1", "2"],
-                           schema.TIMESTAMP: pd.to_datetime(["2020-01-01", "2020-03-01", "2020-01-05"])})
+    events = pd.DataFrame(
+        {
+            schema.USER_ID: ["a", "b", "a"],
+            schema.ITEM_ID: ["x", "x", "y"],
+            schema.BASKET_ID: ["1", "1", "2"],
+            schema.TIMESTAMP: pd.to_datetime(["2020-01-01", "2020-03-01", "2020-01-05"]),
+        }
+    )
     lines = purchase_lines(Dataset(name="tiny", events=events, items=pd.DataFrame({schema.ITEM_ID: ["x", "y"]})))
     assert lines.height == 3 and lines["basket_key"].n_unique() == 3
     assert lines.filter(pl.col(schema.USER_ID) == "b")[schema.TIMESTAMP].to_list() == [pd.Timestamp("2020-03-01")]

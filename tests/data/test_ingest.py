@@ -11,8 +11,8 @@ from data_contracts import schema
 
 
 def test_federated_nodes_read_the_collected_events_the_flow_reads(cj_slice, tmp_path, monkeypatch):
-    from nodes.collect import collected_dir
     from federated.task import _dataset
+    from nodes.collect import collected_dir
     from tasks.ingest import ingest_task
 
     monkeypatch.setenv("LIGHTPERSML_HOME", str(tmp_path / "home"))  # this test's own state folder
@@ -20,8 +20,9 @@ def test_federated_nodes_read_the_collected_events_the_flow_reads(cj_slice, tmp_
     shutil.copytree(cj_slice, data)
     events = pd.read_parquet(data / "events.parquet")
     newest = events[schema.TIMESTAMP].max()
-    collected = events.tail(30).assign(**{schema.TIMESTAMP: newest + pd.Timedelta(days=3), "node": "store-a",
-                                          "seq": range(1, 31)})
+    collected = events.tail(30).assign(
+        **{schema.TIMESTAMP: newest + pd.Timedelta(days=3), "node": "store-a", "seq": range(1, 31)}
+    )
     folder = collected_dir(tmp_path / "home" / ".lightpersml", "shop") / "events"
     folder.mkdir(parents=True)
     collected.to_parquet(folder / "store-a-1-30.parquet", index=False)

@@ -11,8 +11,8 @@ import pytest
 
 from data_contracts import schema
 from data_contracts.completejourney import load_source
-from splits.temporal import BASKET_KEY, purchase_lines
 from splits.partition import NODE, node_splits, store_nodes, with_nodes
+from splits.temporal import BASKET_KEY, purchase_lines
 from tests.data.baskets import purchase_baskets
 
 
@@ -33,14 +33,18 @@ def test_each_purchase_goes_to_one_node_and_nodes_are_balanced(slice_dataset):
 
 
 def test_the_greedy_rule_by_hand():
-    lines = pl.DataFrame({schema.STORE_ID: ["a", "a", "a", "b", "b", "c", "d"], BASKET_KEY: ["1", "2", "3", "4", "5", "6", "7"]})
+    lines = pl.DataFrame(
+        {schema.STORE_ID: ["a", "a", "a", "b", "b", "c", "d"], BASKET_KEY: ["1", "2", "3", "4", "5", "6", "7"]}
+    )
     # a (3 baskets) → node 0; b (2) → node 1; c (1) → node 1 (load 2 < 3); d (1) → node 0 (3 = 3: lower id)
     assert store_nodes(lines, 2) == {"a": 0, "b": 1, "c": 1, "d": 0}
 
 
 def test_online_orders_follow_the_shopper():
-    lines = pl.DataFrame({schema.USER_ID: ["u1", "u2"], schema.STORE_ID: [None, "s"], BASKET_KEY: ["1", "2"]},
-                         schema={schema.USER_ID: pl.String, schema.STORE_ID: pl.String, BASKET_KEY: pl.String})
+    lines = pl.DataFrame(
+        {schema.USER_ID: ["u1", "u2"], schema.STORE_ID: [None, "s"], BASKET_KEY: ["1", "2"]},
+        schema={schema.USER_ID: pl.String, schema.STORE_ID: pl.String, BASKET_KEY: pl.String},
+    )
     assert with_nodes(lines, 5)[NODE].to_list() == [zlib.crc32(b"u1") % 5, 0]
 
 
@@ -55,4 +59,4 @@ def test_a_nodes_split_holds_only_its_stores_purchases(slice_dataset):
         mine = before[before["node"] == node]
         assert split.history.n_baskets == mine["basket"].nunique() > 0
         assert split.history.n_users == mine["user_id"].nunique()
-        assert sorted(split.catalog.user_ids[:split.history.n_users]) == sorted(mine["user_id"].unique())
+        assert sorted(split.catalog.user_ids[: split.history.n_users]) == sorted(mine["user_id"].unique())

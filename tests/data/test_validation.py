@@ -51,7 +51,9 @@ def test_good_data_passes(good_folder, tmp_path):
     assert report.passed and len(clean.events) == 300 and report.quarantined["events"] == 0
     assert Path(report.report_json).exists()
     page = Path(report.data_docs)
-    assert page.name == "report.html" and "PASSED" in page.read_text() and not (tmp_path / "report" / "gx" / "gx").exists()
+    assert (
+        page.name == "report.html" and "PASSED" in page.read_text() and not (tmp_path / "report" / "gx" / "gx").exists()
+    )
     gx_pages = [link for link in page.read_text().split('"') if link.startswith("gx/") and link.endswith(".html")]
     assert gx_pages and all((page.parent / link).exists() for link in gx_pages)
 
@@ -90,7 +92,9 @@ def test_a_few_null_ids_are_quarantined_and_a_null_column_refuses_the_run(good_f
 
 
 def test_unparseable_timestamps_over_the_limit_refuse_the_run(good_folder, tmp_path):
-    edit_events(good_folder, lambda e: e.__setitem__(schema.TIMESTAMP, e[schema.TIMESTAMP].where(e.index >= 4, "not-a-date")))
+    edit_events(
+        good_folder, lambda e: e.__setitem__(schema.TIMESTAMP, e[schema.TIMESTAMP].where(e.index >= 4, "not-a-date"))
+    )
     message = blocking_error(good_folder, tmp_path)
     assert "column timestamp" in message and "4 row(s)" in message and "not-a-date" in message and "1.33%" in message
 
@@ -102,9 +106,16 @@ def test_a_void_line_is_quarantined(good_folder, tmp_path):
 
 
 def test_unknown_item_ids_over_the_limit_refuse_the_run(good_folder, tmp_path):
-    edit_events(good_folder, lambda e: e.__setitem__(schema.ITEM_ID, e[schema.ITEM_ID].where(e.index >= 4, "NO-SUCH-ITEM")))
+    edit_events(
+        good_folder, lambda e: e.__setitem__(schema.ITEM_ID, e[schema.ITEM_ID].where(e.index >= 4, "NO-SUCH-ITEM"))
+    )
     message = blocking_error(good_folder, tmp_path)
-    assert "column item_id" in message and "item_id_in_items_table" in message and "4 row(s)" in message and "NO-SUCH-ITEM" in message
+    assert (
+        "column item_id" in message
+        and "item_id_in_items_table" in message
+        and "4 row(s)" in message
+        and "NO-SUCH-ITEM" in message
+    )
     assert "over the limit of 1%" in message
 
 
@@ -134,8 +145,13 @@ def test_duplicate_rows_are_quarantined(good_folder, tmp_path):
 
 
 def test_negative_values_and_outliers_are_quarantined(good_folder, tmp_path):
-    edit_events(good_folder, lambda e: (e.__setitem__(schema.VALUE, e[schema.VALUE].where(e.index != 5, "-3.5")),
-                                        e.__setitem__(schema.QUANTITY, e[schema.QUANTITY].where(e.index != 6, "5000"))))
+    edit_events(
+        good_folder,
+        lambda e: (
+            e.__setitem__(schema.VALUE, e[schema.VALUE].where(e.index != 5, "-3.5")),
+            e.__setitem__(schema.QUANTITY, e[schema.QUANTITY].where(e.index != 6, "5000")),
+        ),
+    )
     clean, report = run_validation(good_folder, tmp_path)
     assert report.quarantined["events"] == 2 and len(clean.events) == 298
     checks = {f.check for f in report.findings}

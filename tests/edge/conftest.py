@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 import pytest
 
 from lightpersml import config
@@ -37,11 +36,11 @@ def serving_dir(cj_slice, tmp_path_factory) -> Path:
     from data_contracts.validation import validate_dataset
     from models.scorers import RANKER, scorer_spec
     from models.tier_bundle import TierScorer, lay_out
+    from splits.temporal import build_splits
+    from training.data import RankerSpec, fit_ranker, generator_settings, ranker_data
     from training.distill import STUDENTS
     from training.export import export_onnx, quantize_int8
-    from splits.temporal import build_splits
     from training.tiers import serving_data
-    from training.data import RankerSpec, fit_ranker, generator_settings, ranker_data
 
     tmp = tmp_path_factory.mktemp("serving")
     clean, _ = validate_dataset(load_source(str(cj_slice)), tmp / "report", **vars(config.ValidationSettings()))
@@ -52,7 +51,9 @@ def serving_dir(cj_slice, tmp_path_factory) -> Path:
     data = ranker_data(deploy, 2, settings, generator=shared.generator)
     spec = RankerSpec(STUDENTS["edge"]["architecture"], lr=3e-3, weight_decay=1e-5, epochs=1)
     model, _ = fit_ranker(spec, data)
-    int8 = quantize_int8(export_onnx(model, tmp / "edge.fp32.onnx", data.train.features.shape[1]), tmp / "edge.int8.onnx")
+    int8 = quantize_int8(
+        export_onnx(model, tmp / "edge.fp32.onnx", data.train.features.shape[1]), tmp / "edge.int8.onnx"
+    )
     return lay_out(shared, TierScorer("edge", scorer_spec(RANKER), int8, ranker_config=model.config), tmp / "deploy")
 
 
@@ -86,8 +87,14 @@ class NodeProcess:
     """`lightpersml serve` in its own process, on a free port, stopped by PID. Unless `open_node`,
     it has one client key with both scopes (`headers` carries it) and `rate` requests allowed."""
 
-    def __init__(self, folder: Path, public_key: Path, open_node: bool = False, rate: str = "100000/second",
-                 options: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        folder: Path,
+        public_key: Path,
+        open_node: bool = False,
+        rate: str = "100000/second",
+        options: tuple[str, ...] = (),
+    ):
         from edge.clients import ClientKeys
 
         self.folder, self.public_key, self.open_node, self.options = folder, public_key, open_node, options
@@ -102,20 +109,35 @@ class NodeProcess:
     def node_dir(self) -> Path:
         return self.folder / "node"
 
-    def start(self, bundle: Path | None = None, until: str = "/readyz") -> "NodeProcess":
+    def start(self, bundle: Path | None = None, until: str = "/readyz") -> NodeProcess:
         """Start and wait until `until` answers 200. The node binds a free port itself and reports it
         (no race between choosing a port and binding it)."""
         port_file = self.folder / "port"
         port_file.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "lightpersml.cli", "serve", "--port", "0", "--port-file", str(port_file),
-                   "--node-dir", str(self.node_dir), "--public-key", str(self.public_key),
-                   "--admin-token-file", str(self.folder / "token"), *self.options]
+        command = [
+            sys.executable,
+            "-m",
+            "lightpersml.cli",
+            "serve",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--node-dir",
+            str(self.node_dir),
+            "--public-key",
+            str(self.public_key),
+            "--admin-token-file",
+            str(self.folder / "token"),
+            *self.options,
+        ]
         if self.open_node:
             command.append("--open")
         if bundle is not None:
             command += ["--bundle", str(bundle)]
-        self.process = subprocess.Popen(command, stdout=open(self.folder / "stdout.log", "ab"),
-                                        stderr=open(self.folder / "stderr.log", "ab"))
+        self.process = subprocess.Popen(
+            command, stdout=open(self.folder / "stdout.log", "ab"), stderr=open(self.folder / "stderr.log", "ab")
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -158,8 +180,10 @@ def busy_shopper(edge_bundle) -> tuple[str, str]:
     with np.load(edge_bundle / CATALOG) as npz:
         catalog = Catalog.from_state(dict(npz))
     history = BasketHistory.load(edge_bundle / HISTORIES)
-    return (str(catalog.user_ids[int(np.argmax(np.diff(history.user_ptr)))]),
-            str(catalog.store_ids[int(np.argmax(np.diff(catalog.in_stock.indptr)))]))
+    return (
+        str(catalog.user_ids[int(np.argmax(np.diff(history.user_ptr)))]),
+        str(catalog.store_ids[int(np.argmax(np.diff(catalog.in_stock.indptr)))]),
+    )
 
 
 def raw_request(url: str, data: bytes, timeout: float = 30) -> int | None:

@@ -30,8 +30,22 @@ def test_recommend_and_a_real_node_return_identical_top_k(tmp_path, edge_bundle,
     requests = requests_for(edge_bundle)
     requests.to_csv(tmp_path / "requests.csv", index=False)
     out = tmp_path / "recs.csv"
-    result = CliRunner().invoke(app, ["recommend", "--model", str(edge_bundle), "--requests", str(tmp_path / "requests.csv"),
-                                      "--public-key", str(signing_keys[1]), "--out", str(out), "--k", "10"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "recommend",
+            "--model",
+            str(edge_bundle),
+            "--requests",
+            str(tmp_path / "requests.csv"),
+            "--public-key",
+            str(signing_keys[1]),
+            "--out",
+            str(out),
+            "--k",
+            "10",
+        ],
+    )
     assert result.exit_code == 0, result.output
     exported = pd.read_csv(out, dtype={"user_id": str, "store_id": str, "item_id": str})
     (tmp_path / "node-home").mkdir()
@@ -44,8 +58,9 @@ def test_recommend_and_a_real_node_return_identical_top_k(tmp_path, edge_bundle,
             answer = httpx.get(f"{node.url}/v1/recommendations", params=params, headers=node.headers, timeout=30)
             assert answer.status_code == 200, answer.text
             served = [(item["item_id"], item["score"]) for item in answer.json()["items"]]
-            rows = exported[(exported["user_id"] == request.user_id)
-                            & (exported["store_id"].fillna("") == (store or ""))].sort_values("rank")
+            rows = exported[
+                (exported["user_id"] == request.user_id) & (exported["store_id"].fillna("") == (store or ""))
+            ].sort_values("rank")
             assert rows["item_id"].tolist() == [item for item, _ in served], request
             assert np.allclose(rows["score"].to_numpy(), [score for _, score in served], atol=1e-6), request
             assert len(served) == 10, request

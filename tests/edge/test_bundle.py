@@ -11,8 +11,15 @@ from edge.bundle import BundleError, init_keys, load_public_key, verify_bundle
 def test_a_signed_bundle_verifies_and_lists_every_file_with_its_hash(edge_bundle, signing_keys):
     manifest = verify_bundle(edge_bundle, load_public_key(signing_keys[1]))
     assert manifest["model_version"] == "7" and manifest["tier"] == "edge"
-    assert set(manifest["files"]) == {"model.onnx", "candidates.npz", "catalog.npz", "histories.npz", "items.npz",
-                                      "co_purchase.npz", "serving.json"}
+    assert set(manifest["files"]) == {
+        "model.onnx",
+        "candidates.npz",
+        "catalog.npz",
+        "histories.npz",
+        "items.npz",
+        "co_purchase.npz",
+        "serving.json",
+    }
     assert all(len(digest) == 64 for digest in manifest["files"].values())
     assert manifest["created_at"] and manifest["data_hash"]
 

@@ -19,8 +19,9 @@ def post(node: NodeProcess, events: list[dict]) -> None:
     assert httpx.post(f"{node.url}/v1/events", json={"events": events}, headers=node.headers).status_code == 200
 
 
-def test_collect_appends_each_event_once_and_the_next_ingest_sees_them(prefect_api, cj_slice, edge_bundle, signing_keys,
-                                                                      tmp_path):
+def test_collect_appends_each_event_once_and_the_next_ingest_sees_them(
+    prefect_api, cj_slice, edge_bundle, signing_keys, tmp_path
+):
     import shutil
 
     from flows.collect import collect_flow
@@ -34,13 +35,25 @@ def test_collect_appends_each_event_once_and_the_next_ingest_sees_them(prefect_a
         nodes_file = tmp_path / "nodes.toml"
         nodes_file.write_text(f'[[nodes]]\nname = "store-a"\nurl = "{node.url}"\ntoken = "{TOKEN}"\n')
         when = "2017-12-20T10:00:00Z"  # the days after the slice's data end
-        post(node, [{"user_id": "u1", "item_id": item, "event_type": "purchase", "timestamp": when, "basket_id": "b1"}
-                        for item in items[:5]] + [{"user_id": "u1", "item_id": "no-such-item", "event_type": "view",
-                                                   "timestamp": when}])
+        post(
+            node,
+            [
+                {"user_id": "u1", "item_id": item, "event_type": "purchase", "timestamp": when, "basket_id": "b1"}
+                for item in items[:5]
+            ]
+            + [{"user_id": "u1", "item_id": "no-such-item", "event_type": "view", "timestamp": when}],
+        )
         first = collect_flow(str(nodes_file), data=str(data))
-        assert first[0] | {"cursor_before": 0} == {"node": "store-a", "status": "collected", "detail": "",
-                                                   "cursor_before": 0, "pulled": 6, "appended": 5,
-                                                   "quarantined": 1, "cursor_after": 6}
+        assert first[0] | {"cursor_before": 0} == {
+            "node": "store-a",
+            "status": "collected",
+            "detail": "",
+            "cursor_before": 0,
+            "pulled": 6,
+            "appended": 5,
+            "quarantined": 1,
+            "cursor_after": 6,
+        }
         assert collect_flow(str(nodes_file), data=str(data))[0]["pulled"] == 0  # nothing new, nothing twice
 
         post(node, [{"user_id": "u2", "item_id": items[7], "event_type": "add_to_cart", "timestamp": when}])
@@ -62,7 +75,9 @@ def test_collect_appends_each_event_once_and_the_next_ingest_sees_them(prefect_a
     assert "appended 6 events collected from edge nodes" in ingested.notes
 
 
-def test_collect_quarantines_event_times_a_node_would_refuse(prefect_api, cj_slice, edge_bundle, signing_keys, tmp_path):
+def test_collect_quarantines_event_times_a_node_would_refuse(
+    prefect_api, cj_slice, edge_bundle, signing_keys, tmp_path
+):
     """Rows an older node logged unchecked (year 9999, 2100, 1990) never reach the training data."""
     import shutil
     import sqlite3
@@ -74,14 +89,21 @@ def test_collect_quarantines_event_times_a_node_would_refuse(prefect_api, cj_sli
     item = str(pd.read_parquet(cj_slice / "items.parquet")[schema.ITEM_ID].iloc[0])
     (tmp_path / "n").mkdir()
     node = NodeProcess(tmp_path / "n", signing_keys[1]).start(edge_bundle)
-    post = httpx.post(f"{node.url}/v1/events", headers=node.headers,
-                      json={"user_id": "u1", "item_id": item, "event_type": "view", "timestamp": "2017-12-20T10:00:00Z"})
+    post = httpx.post(
+        f"{node.url}/v1/events",
+        headers=node.headers,
+        json={"user_id": "u1", "item_id": item, "event_type": "view", "timestamp": "2017-12-20T10:00:00Z"},
+    )
     assert post.status_code == 200
     node.stop()
     db = sqlite3.connect(node.node_dir / "events.db")
-    db.executemany("INSERT INTO events (user_id, item_id, event_type, timestamp) VALUES ('u1', ?, 'purchase', ?)",
-                   [(item, stamp) for stamp in ("9999-12-31T23:59:59-14:00", "2100-01-01T00:00:00+00:00",
-                                                "1990-01-01T00:00:00+00:00")])
+    db.executemany(
+        "INSERT INTO events (user_id, item_id, event_type, timestamp) VALUES ('u1', ?, 'purchase', ?)",
+        [
+            (item, stamp)
+            for stamp in ("9999-12-31T23:59:59-14:00", "2100-01-01T00:00:00+00:00", "1990-01-01T00:00:00+00:00")
+        ],
+    )
     db.commit()
     db.close()
     node.start()
@@ -98,8 +120,9 @@ def test_collect_quarantines_event_times_a_node_would_refuse(prefect_api, cj_sli
     assert collected_events(config.state_dir(), "cj_window")[schema.TIMESTAMP].dt.year.tolist() == [2017]
 
 
-def test_the_collect_command_reports_an_unreachable_node_and_exits_1(prefect_api, cj_slice, edge_bundle, signing_keys,
-                                                                      tmp_path):
+def test_the_collect_command_reports_an_unreachable_node_and_exits_1(
+    prefect_api, cj_slice, edge_bundle, signing_keys, tmp_path
+):
     """One node up, one gone: the live node's events are collected, the other is reported failed."""
     import shutil
     import socket
@@ -119,8 +142,10 @@ def test_the_collect_command_reports_an_unreachable_node_and_exits_1(prefect_api
         try:
             post(node, [{"user_id": "u1", "item_id": item, "event_type": "view", "timestamp": "2017-12-20T10:00:00Z"}])
             nodes_file = tmp_path / "nodes.toml"
-            nodes_file.write_text(f'[[nodes]]\nname = "gone"\nurl = "http://127.0.0.1:{dead}"\ntoken = "{TOKEN}"\n\n'
-                                  f'[[nodes]]\nname = "store-a"\nurl = "{node.url}"\ntoken = "{TOKEN}"\n')
+            nodes_file.write_text(
+                f'[[nodes]]\nname = "gone"\nurl = "http://127.0.0.1:{dead}"\ntoken = "{TOKEN}"\n\n'
+                f'[[nodes]]\nname = "store-a"\nurl = "{node.url}"\ntoken = "{TOKEN}"\n'
+            )
             result = CliRunner().invoke(app, ["collect", "--nodes", str(nodes_file), "--data", str(data)])
         finally:
             node.stop()

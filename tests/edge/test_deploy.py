@@ -5,9 +5,9 @@ the report says so. Then a rollback returns the updated nodes to their previous 
 from __future__ import annotations
 
 import httpx
-import mlflow
 import pytest
 
+import mlflow
 from edge.bundle import init_keys
 from lightpersml import config
 from tests.edge.conftest import TOKEN, NodeProcess, build_bundle
@@ -26,8 +26,9 @@ def promoted_version(serving_dir) -> str:
     except mlflow.exceptions.MlflowException:
         pass  # already there
     serving = f"runs:/{run.info.run_id}/deploy"
-    version = client.create_model_version(name, serving, run.info.run_id,
-                                          tags={"tier": "edge", "serving_artifacts": serving})
+    version = client.create_model_version(
+        name, serving, run.info.run_id, tags={"tier": "edge", "serving_artifacts": serving}
+    )
     client.set_registered_model_alias(name, "edge", version.version)
     return str(version.version)
 
@@ -38,8 +39,11 @@ def three_nodes(tmp_path, edge_bundle, serving_dir, signing_keys):
     other_bundle = build_bundle(serving_dir, other_private, tmp_path / "other-bundle", "7")
     nodes = []
     try:
-        for name, public, bundle in [("store-a", signing_keys[1], edge_bundle), ("store-b", signing_keys[1], edge_bundle),
-                                     ("store-c", other_public, other_bundle)]:
+        for name, public, bundle in [
+            ("store-a", signing_keys[1], edge_bundle),
+            ("store-b", signing_keys[1], edge_bundle),
+            ("store-c", other_public, other_bundle),
+        ]:
             (tmp_path / name).mkdir()
             nodes.append((name, NodeProcess(tmp_path / name, public).start(bundle)))
         yield nodes
@@ -48,14 +52,19 @@ def three_nodes(tmp_path, edge_bundle, serving_dir, signing_keys):
             node.stop()
 
 
-def test_deploy_updates_good_nodes_and_reports_the_one_that_refused(prefect_api, promoted_version, three_nodes,
-                                                                    signing_keys, tmp_path, monkeypatch):
+def test_deploy_updates_good_nodes_and_reports_the_one_that_refused(
+    prefect_api, promoted_version, three_nodes, signing_keys, tmp_path, monkeypatch
+):
     from flows.deploy import deploy_flow, rollback_flow
 
     monkeypatch.setenv("STORE_TOKEN", TOKEN)
     nodes_file = tmp_path / "nodes.toml"
-    nodes_file.write_text("".join(f'[[nodes]]\nname = "{name}"\nurl = "{node.url}"\ntoken_env = "STORE_TOKEN"\n\n'
-                                  for name, node in three_nodes))
+    nodes_file.write_text(
+        "".join(
+            f'[[nodes]]\nname = "{name}"\nurl = "{node.url}"\ntoken_env = "STORE_TOKEN"\n\n'
+            for name, node in three_nodes
+        )
+    )
     rows = {row["node"]: row for row in deploy_flow(str(nodes_file), key=str(signing_keys[0]))}
     for name in ("store-a", "store-b"):
         assert rows[name]["status"] == "updated" and rows[name]["version_after"] == promoted_version
@@ -63,8 +72,11 @@ def test_deploy_updates_good_nodes_and_reports_the_one_that_refused(prefect_api,
     assert rows["store-c"]["status"] == "failed" and "does not verify" in rows["store-c"]["detail"]
     urls = dict(three_nodes)
     assert httpx.get(f"{urls['store-c'].url}/readyz").json()["model_version"] == "7"  # still serving its old bundle
-    answer = httpx.get(f"{urls['store-a'].url}/v1/recommendations", params={"user_id": "x", "store_id": "y"},
-                       headers=urls["store-a"].headers).json()
+    answer = httpx.get(
+        f"{urls['store-a'].url}/v1/recommendations",
+        params={"user_id": "x", "store_id": "y"},
+        headers=urls["store-a"].headers,
+    ).json()
     assert answer["model_version"] == promoted_version
 
     back = {row["node"]: row for row in rollback_flow(str(nodes_file))}

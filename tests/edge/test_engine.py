@@ -1,7 +1,7 @@
 """The node's engine on a real bundle: stock, cold start, unknown stores, reasons, and events
 that change the very next answer."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -24,7 +24,7 @@ def busiest(engine: Engine) -> tuple[str, str]:
 
 
 def after_bundle(engine: Engine, days: float) -> datetime:
-    return (engine.origin + timedelta(days=engine.cutoff_day + days)).replace(tzinfo=timezone.utc)
+    return (engine.origin + timedelta(days=engine.cutoff_day + days)).replace(tzinfo=UTC)
 
 
 def stocked(engine: Engine, store_id: str) -> set[str]:
@@ -92,9 +92,12 @@ def test_a_purchase_moves_the_shoppers_own_candidates(engine):
 def test_a_cart_item_is_not_offered_again_and_brings_items_often_bought_with_it(engine):
     user, store = busiest(engine)
     in_store = stocked(engine, store)
-    item = next(str(engine.catalog.item_ids[i]) for i in np.flatnonzero(engine.co_purchase[:, 0] >= 0)
-                if str(engine.catalog.item_ids[engine.co_purchase[i, 0]]) in in_store
-                and str(engine.catalog.item_ids[i]) in in_store)
+    item = next(
+        str(engine.catalog.item_ids[i])
+        for i in np.flatnonzero(engine.co_purchase[:, 0] >= 0)
+        if str(engine.catalog.item_ids[engine.co_purchase[i, 0]]) in in_store
+        and str(engine.catalog.item_ids[i]) in in_store
+    )
     engine.apply([Event(user, item, "add_to_cart", after_bundle(engine, 2), store)])
     answer = engine.recommend(user, store, 10)
     assert item not in {r.item_id for r in answer.items}
@@ -164,8 +167,11 @@ def test_a_cart_item_comes_back_after_the_next_purchase(engine):
 def test_views_and_recent_items_bring_items_often_bought_with_them_and_stay_out_of_baskets(engine):
     user, store = busiest(engine)
     in_store = stocked(engine, store)
-    viewed = next(str(engine.catalog.item_ids[i]) for i in np.flatnonzero(engine.co_purchase[:, 0] >= 0)
-                  if str(engine.catalog.item_ids[engine.co_purchase[i, 0]]) in in_store)
+    viewed = next(
+        str(engine.catalog.item_ids[i])
+        for i in np.flatnonzero(engine.co_purchase[:, 0] >= 0)
+        if str(engine.catalog.item_ids[engine.co_purchase[i, 0]]) in in_store
+    )
     title = f"often bought with {engine.title(engine.item_index.get(viewed))}"
     assert title in {r.reason for r in engine.recommend(user, store, 10, recent=(viewed,)).items}  # ?recent=
     engine.apply([Event(user, viewed, "view", after_bundle(engine, 1), store)])

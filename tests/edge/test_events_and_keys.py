@@ -7,7 +7,7 @@ import json
 import sqlite3
 import stat
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,7 +15,7 @@ from edge.clients import ClientKeyError, ClientKeys, RateLimits
 from edge.engine import Event
 from edge.events import COUNT_UNUSABLE, READ_SHOPPER, EventLog
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def test_append_returns_each_seq_and_none_for_a_retried_event_id(tmp_path):
@@ -29,8 +29,14 @@ def test_append_returns_each_seq_and_none_for_a_retried_event_id(tmp_path):
 
 def test_for_shopper_reads_one_shoppers_events_in_the_window_oldest_first(tmp_path):
     log = EventLog(tmp_path / "events.db")
-    log.append([Event("u1", "old", "view", NOW - timedelta(days=30)), Event("u2", "other", "view", NOW),
-                Event("u1", "a", "view", NOW - timedelta(hours=2)), Event("u1", "b", "add_to_cart", NOW)])
+    log.append(
+        [
+            Event("u1", "old", "view", NOW - timedelta(days=30)),
+            Event("u2", "other", "view", NOW),
+            Event("u1", "a", "view", NOW - timedelta(hours=2)),
+            Event("u1", "b", "add_to_cart", NOW),
+        ]
+    )
     read = log.for_shopper("u1", (NOW - timedelta(days=1)).timestamp())
     assert [(e.item_id, e.seq) for e in read] == [("a", 3), ("b", 4)]
     assert read[1].timestamp == NOW and read[1].timestamp.tzinfo is not None
@@ -40,11 +46,15 @@ def test_for_shopper_reads_one_shoppers_events_in_the_window_oldest_first(tmp_pa
 def test_a_schema_1_log_is_upgraded_and_its_unreadable_rows_counted(tmp_path):
     path = tmp_path / "events.db"
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE, user_id TEXT NOT NULL, "
-               "item_id TEXT NOT NULL, event_type TEXT NOT NULL, timestamp TEXT NOT NULL, store_id TEXT, basket_id TEXT, "
-               "received_at TEXT NOT NULL DEFAULT 'x')")
-    db.executemany("INSERT INTO events (user_id, item_id, event_type, timestamp) VALUES ('u1', 'i1', 'view', ?)",
-                   [(NOW.isoformat(),), ("9999-12-31T23:59:59-14:00",), ("not a time",), ("2100-01-01T00:00:00",)])
+    db.execute(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE, user_id TEXT NOT NULL, "
+        "item_id TEXT NOT NULL, event_type TEXT NOT NULL, timestamp TEXT NOT NULL, store_id TEXT, basket_id TEXT, "
+        "received_at TEXT NOT NULL DEFAULT 'x')"
+    )
+    db.executemany(
+        "INSERT INTO events (user_id, item_id, event_type, timestamp) VALUES ('u1', 'i1', 'view', ?)",
+        [(NOW.isoformat(),), ("9999-12-31T23:59:59-14:00",), ("not a time",), ("2100-01-01T00:00:00",)],
+    )
     db.commit()
     db.close()
     log = EventLog(path)
@@ -101,8 +111,21 @@ def test_the_cli_adds_lists_and_revokes_client_keys(tmp_path):
     from lightpersml.cli import app
 
     runner = CliRunner()
-    added = runner.invoke(app, ["keys", "client", "add", "web-shop", "--scope", "recommend", "--rate", "50/second",
-                                "--node-dir", str(tmp_path)])
+    added = runner.invoke(
+        app,
+        [
+            "keys",
+            "client",
+            "add",
+            "web-shop",
+            "--scope",
+            "recommend",
+            "--rate",
+            "50/second",
+            "--node-dir",
+            str(tmp_path),
+        ],
+    )
     assert added.exit_code == 0, added.output
     text = added.output.strip().splitlines()[-1]
     assert ClientKeys(tmp_path).authenticate(text).scopes == ("recommend",)

@@ -16,11 +16,33 @@ def test_no_generated_request_gets_a_server_error(edge_bundle, signing_keys, tmp
     try:
         st = Path(sys.executable).with_name("st")
         result = subprocess.run(
-            [str(st), "run", f"{node.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "30",
-             "--seed", "1", "--header", f"Authorization: Bearer {TOKEN}",
-             "--header", f"X-API-Key: {node.headers['X-API-Key']}", "--workers", "1",
-             "--generation-database", "none", "--no-color", "--report-dir", str(tmp_path / "report")],
-            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+            [
+                str(st),
+                "run",
+                f"{node.url}/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                "30",
+                "--seed",
+                "1",
+                "--header",
+                f"Authorization: Bearer {TOKEN}",
+                "--header",
+                f"X-API-Key: {node.headers['X-API-Key']}",
+                "--workers",
+                "1",
+                "--generation-database",
+                "none",
+                "--no-color",
+                "--report-dir",
+                str(tmp_path / "report"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
     finally:
         node.stop()
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -24,10 +24,14 @@ def _get(path: str, key: str | None, extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: node\r\n{auth}{extra}Connection: close\r\n\r\n".encode()
 
 
-def _post(path: str, body: bytes, auth: str, content_type: str = "application/json", length: int | None = None) -> bytes:
+def _post(
+    path: str, body: bytes, auth: str, content_type: str = "application/json", length: int | None = None
+) -> bytes:
     length = len(body) if length is None else length
-    return (f"POST {path} HTTP/1.1\r\nHost: node\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
-            "Connection: close\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: node\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
 
 
 def _bomb() -> bytes:
@@ -78,14 +82,17 @@ def corpus(key: str, events_only_key: str, shopper: str, store: str) -> dict[str
         "events-only key": _get(rec, events_only_key),
         "path traversal to admin": _get("/v1/%2e%2e/admin/events", key),
         # POST /v1/events
-        "timestamp 9999-12-31T23:59:59-14:00": _post("/v1/events", event(timestamp="9999-12-31T23:59:59-14:00"), client),
+        "timestamp 9999-12-31T23:59:59-14:00": _post(
+            "/v1/events", event(timestamp="9999-12-31T23:59:59-14:00"), client
+        ),
         "timestamp NaN": _post("/v1/events", event()[:-1] + b', "timestamp": NaN}', client),
         "timestamp 1e400": _post("/v1/events", event()[:-1] + b', "timestamp": 1e400}', client),
         "timestamp of 30 digits": _post("/v1/events", event()[:-1] + b', "timestamp": ' + b"9" * 30 + b"}", client),
         "timestamp year 1": _post("/v1/events", event(timestamp="0001-01-01T00:00:00+14:00"), client),
         "timestamp in 2100": _post("/v1/events", event(timestamp="2100-01-01T00:00:00Z"), client),
-        "lone surrogate in user_id": _post("/v1/events", b'{"user_id": "\\ud800", "item_id": "1", "event_type": "view"}',
-                                           client),
+        "lone surrogate in user_id": _post(
+            "/v1/events", b'{"user_id": "\\ud800", "item_id": "1", "event_type": "view"}', client
+        ),
         "NUL in item_id": _post("/v1/events", event(item_id="a\x00b"), client),
         "user_id of 129 characters": _post("/v1/events", event(user_id="u" * 129), client),
         "unknown event type": _post("/v1/events", event(event_type="like"), client),
@@ -100,7 +107,9 @@ def corpus(key: str, events_only_key: str, shopper: str, store: str) -> dict[str
         "Content-Length abc": _post("/v1/events", b"", client).replace(b"Content-Length: 0", b"Content-Length: abc"),
         "Content-Length larger than the body": _post("/v1/events", event(), client, length=10_000),
         "body of 2 MB": _post("/v1/events", b" " * (2 * 2**20), client),
-        "gzip of 64 MB of zeros as JSON": _post("/v1/events", _gzip_of_zeros(64), client + "Content-Encoding: gzip\r\n"),
+        "gzip of 64 MB of zeros as JSON": _post(
+            "/v1/events", _gzip_of_zeros(64), client + "Content-Encoding: gzip\r\n"
+        ),
         # /admin
         "admin without token": _get("/admin/events", None),
         "admin with a wrong lowercase bearer": _get("/admin/events", None, "Authorization: bearer wrong\r\n"),
@@ -151,15 +160,20 @@ def test_no_hostile_request_gets_a_server_error_or_stalls_the_node(node, busy_sh
     report = {}
     for name, data in requests.items():
         answer: list[int | None] = []
-        sender = threading.Thread(target=lambda: answer.append(raw_request(node.url, data)))
+        sender = threading.Thread(target=lambda answer=answer, data=data: answer.append(raw_request(node.url, data)))
         sender.start()
         best = min(healthz_seconds(node.url) for _ in range(PROBES))
         sender.join(120)
         report[name] = (answer[0] if answer else "no answer in 120 s", round(best * 1000, 1))
-    server_errors = {name: r for name, r in report.items() if not isinstance(r[0], int) and r[0] is not None
-                     or isinstance(r[0], int) and r[0] >= 500}
+    server_errors = {
+        name: r
+        for name, r in report.items()
+        if not isinstance(r[0], int) and r[0] is not None or isinstance(r[0], int) and r[0] >= 500
+    }
     stalled = {name: r for name, r in report.items() if r[1] > HEALTHY_S * 1000}
     assert not server_errors and not stalled, f"5xx or no answer: {server_errors}; /healthz slow: {stalled}"
     assert httpx.get(f"{node.url}/readyz").json()["model_version"] == "7"
     assert httpx.get(f"{node.url}/admin/events", headers={"Authorization": f"Bearer {TOKEN}"}).json()["events"] == []
-    assert sum(1 for status, _ in report.values() if status is None) <= 3  # only the HTTP layer's refusals close silently
+    assert (
+        sum(1 for status, _ in report.values() if status is None) <= 3
+    )  # only the HTTP layer's refusals close silently

@@ -39,8 +39,12 @@ def known_ids(edge_bundle):
 
 
 def recommend(node: NodeProcess, **params) -> httpx.Response:
-    return httpx.get(f"{node.url}/v1/recommendations", params={"user_id": SHOPPER, "store_id": STORE, **params},
-                     headers=node.headers, timeout=10)
+    return httpx.get(
+        f"{node.url}/v1/recommendations",
+        params={"user_id": SHOPPER, "store_id": STORE, **params},
+        headers=node.headers,
+        timeout=10,
+    )
 
 
 def post_events(node: NodeProcess, **request) -> httpx.Response:
@@ -71,15 +75,36 @@ def test_recommendations_events_health_and_metrics(node):
     ready = httpx.get(f"{node.url}/readyz").json()
     assert ready["ready"] and ready["model_version"] == "7" and ready["bundle_id"].startswith("v7-")
     metrics = httpx.get(f"{node.url}/metrics").text
-    for name in ("lightpersml_requests_total", "lightpersml_request_seconds_bucket", "lightpersml_errors_total",
-                 'lightpersml_model_info{bundle_id="v7-', "lightpersml_bundle_age_seconds", "lightpersml_events_total"):
+    for name in (
+        "lightpersml_requests_total",
+        "lightpersml_request_seconds_bucket",
+        "lightpersml_errors_total",
+        'lightpersml_model_info{bundle_id="v7-',
+        "lightpersml_bundle_age_seconds",
+        "lightpersml_events_total",
+    ):
         assert name in metrics
     assert httpx.get(f"{node.url}/openapi.json").json()["paths"]["/v1/recommendations"]
 
 
-@pytest.mark.parametrize("params", [{"k": 0}, {"k": 101}, {"k": "ten"}, {"k": "²"}, {"k": "9" * 5000}, {"store_id": ""},
-                                    {"user_id": "x" * 200}, {"k": "5.0"}, {"k": "+10"}, {"k": ["5", "6"]},
-                                    {"user_id": ["a", "b"]}, {"exclude": "x" * 10_000}, {"recent": "a\x00b"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"k": 0},
+        {"k": 101},
+        {"k": "ten"},
+        {"k": "²"},
+        {"k": "9" * 5000},
+        {"store_id": ""},
+        {"user_id": "x" * 200},
+        {"k": "5.0"},
+        {"k": "+10"},
+        {"k": ["5", "6"]},
+        {"user_id": ["a", "b"]},
+        {"exclude": "x" * 10_000},
+        {"recent": "a\x00b"},
+    ],
+)
 def test_bad_requests_get_a_clear_4xx(node, params):
     response = recommend(node, **params)
     assert response.status_code == 422 and response.json()["detail"]
@@ -94,20 +119,29 @@ def test_bad_events_get_a_clear_4xx_and_nothing_is_logged(node):
 
 def test_admin_needs_the_bearer_token(node):
     assert httpx.post(f"{node.url}/admin/rollback").status_code == 401
-    assert httpx.post(f"{node.url}/admin/bundle", content=b"x", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        httpx.post(f"{node.url}/admin/bundle", content=b"x", headers={"Authorization": "Bearer wrong"}).status_code
+        == 401
+    )
     assert httpx.get(f"{node.url}/admin/anything-at-all").status_code == 401
     assert httpx.get(f"{node.url}/admin/events", headers=AUTH).status_code == 200
 
 
-def test_a_tampered_bundle_is_refused_and_a_good_one_swapped_in_under_load(node, serving_dir, signing_keys, bundle_copy,
-                                                                            tmp_path):
+def test_a_tampered_bundle_is_refused_and_a_good_one_swapped_in_under_load(
+    node, serving_dir, signing_keys, bundle_copy, tmp_path
+):
     statuses, stop = [], threading.Event()
 
     def shop():
         with httpx.Client(timeout=10) as client:
             while not stop.is_set():
-                statuses.append(client.get(f"{node.url}/v1/recommendations", headers=node.headers,
-                                           params={"user_id": SHOPPER, "store_id": STORE}).status_code)
+                statuses.append(
+                    client.get(
+                        f"{node.url}/v1/recommendations",
+                        headers=node.headers,
+                        params={"user_id": SHOPPER, "store_id": STORE},
+                    ).status_code
+                )
 
     shoppers = [threading.Thread(target=shop) for _ in range(4)]
     for thread in shoppers:
@@ -137,8 +171,16 @@ def test_acknowledged_events_survive_kill_9(node):
     answer = recommend(node).json()
     carted = [item["item_id"] for item in answer["items"][:2]]
     for i, item in enumerate(carted * 10):
-        response = post_events(node, json={"user_id": SHOPPER, "item_id": item, "event_type": "add_to_cart",
-                                           "store_id": STORE, "event_id": f"k{i}"})
+        response = post_events(
+            node,
+            json={
+                "user_id": SHOPPER,
+                "item_id": item,
+                "event_type": "add_to_cart",
+                "store_id": STORE,
+                "event_id": f"k{i}",
+            },
+        )
         assert response.status_code == 200
     node.stop(signal.SIGKILL)
     node.start()  # no --bundle: the node comes back with its active bundle and its event log

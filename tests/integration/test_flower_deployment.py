@@ -49,11 +49,20 @@ def _environment(home: Path) -> dict[str, str]:
     """The parent's environment, quiet, with every state folder (Flower's and the project's) in
     `home`; the venv's executables first on PATH (SuperLink and SuperNode start `flower-superexec`,
     which starts `flwr-serverapp`/`flwr-clientapp`, by name)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"PREFECT_HOME", "MPLCONFIGDIR", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PREFECT_HOME", "MPLCONFIGDIR", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"}
+    }
     env.update(QUIET_ENVIRONMENT)
-    env.update({"FLWR_HOME": str(home / "flwr"), "LIGHTPERSML_HOME": str(home),
-                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "FLWR_HOME": str(home / "flwr"),
+            "LIGHTPERSML_HOME": str(home),
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     (home / "flwr").mkdir(parents=True, exist_ok=True)
     return env
 
@@ -91,14 +100,21 @@ class Deployment:
     def start(self, name: str, args: list[str]) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("wb")
         # A session of its own: stopping the process group also stops its SuperExec and app processes.
-        process = subprocess.Popen(args, cwd=ROOT, env=_environment(self.root / name), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=_environment(self.root / name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.processes[name] = process
         return process
 
-    def start_listening(self, name: str, args: Callable[[list[int]], list[str]], n_ports: int,
-                        attempts: int = 3) -> list[int]:
+    def start_listening(
+        self, name: str, args: Callable[[list[int]], list[str]], n_ports: int, attempts: int = 3
+    ) -> list[int]:
         """Start `args(ports)` on `n_ports` free ports and wait until it listens on all of them.
         A process that exits first (a port taken between choosing and binding) is started again
         on new ports."""
@@ -118,8 +134,9 @@ class Deployment:
 
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """One `flwr` CLI command against the test's SuperLink connection; its output is logged too."""
-        result = subprocess.run([str(BIN / "flwr"), *args], cwd=ROOT, env=self.cli_env, capture_output=True,
-                                text=True, timeout=timeout)
+        result = subprocess.run(
+            [str(BIN / "flwr"), *args], cwd=ROOT, env=self.cli_env, capture_output=True, text=True, timeout=timeout
+        )
         with (self.logs / "flwr-cli.log").open("a") as log:
             log.write(f"$ flwr {' '.join(args)}  (exit {result.returncode})\n{result.stdout}{result.stderr}\n")
         return result
@@ -180,19 +197,42 @@ def deployment(tmp_path):
     deployment = Deployment(tmp_path)
     try:
         with _logs_on_failure(deployment):
-            fleet, control, _ = deployment.start_listening("superlink", lambda ports: [
-                str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-                "--fleet-api-address", f"127.0.0.1:{ports[0]}", "--control-api-address", f"127.0.0.1:{ports[1]}",
-                "--serverappio-api-address", f"127.0.0.1:{ports[2]}",
-                "--database", str(tmp_path / "superlink" / "state.db")], n_ports=3)
+            fleet, control, _ = deployment.start_listening(
+                "superlink",
+                lambda ports: [
+                    str(BIN / "flower-superlink"),
+                    "--insecure",
+                    "--disable-runtime-dependency-installation",
+                    "--fleet-api-address",
+                    f"127.0.0.1:{ports[0]}",
+                    "--control-api-address",
+                    f"127.0.0.1:{ports[1]}",
+                    "--serverappio-api-address",
+                    f"127.0.0.1:{ports[2]}",
+                    "--database",
+                    str(tmp_path / "superlink" / "state.db"),
+                ],
+                n_ports=3,
+            )
             (tmp_path / "cli" / "flwr" / "config.toml").write_text(
                 f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-                f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{control}"\ninsecure = true\n')
+                f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{control}"\ninsecure = true\n'
+            )
             for node in range(N_NODES):
-                deployment.start_listening(f"supernode-{node}", lambda ports, node=node: [
-                    str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{fleet}",
-                    "--clientappio-api-address", f"127.0.0.1:{ports[0]}",
-                    "--node-config", f"partition-id={node} num-partitions={N_NODES}"], n_ports=1)
+                deployment.start_listening(
+                    f"supernode-{node}",
+                    lambda ports, node=node: [
+                        str(BIN / "flower-supernode"),
+                        "--insecure",
+                        "--superlink",
+                        f"127.0.0.1:{fleet}",
+                        "--clientappio-api-address",
+                        f"127.0.0.1:{ports[0]}",
+                        "--node-config",
+                        f"partition-id={node} num-partitions={N_NODES}",
+                    ],
+                    n_ports=1,
+                )
             deadline = time.monotonic() + STARTUP_TIMEOUT
             while True:  # the server sizes the round by the nodes it sees at start: wait for all three
                 deployment.check_alive()
@@ -226,12 +266,23 @@ def test_the_flower_app_config_is_the_task_defaults_and_the_fab_holds_only_packa
 
 @pytest.mark.slow
 def test_three_supernodes_train_a_round_that_beats_the_initial_model_on_central_validation(
-        deployment, cj_slice, tmp_path):
+    deployment, cj_slice, tmp_path
+):
     output = tmp_path / "federated.pt"
     run_config = tmp_path / "run_config.toml"  # a file, so paths need no shell quoting
-    run_config.write_text("\n".join(f"{key} = {json.dumps(value)}" for key, value in {
-        "data": str(cj_slice), "num-server-rounds": 1, "local-weeks": 2, "aggregation": "fedavg",
-        "model-path": str(output)}.items()) + "\n")
+    run_config.write_text(
+        "\n".join(
+            f"{key} = {json.dumps(value)}"
+            for key, value in {
+                "data": str(cj_slice),
+                "num-server-rounds": 1,
+                "local-weeks": 2,
+                "aggregation": "fedavg",
+                "model-path": str(output),
+            }.items()
+        )
+        + "\n"
+    )
     with _logs_on_failure(deployment):
         started = deployment.flwr_json("run", str(ROOT), CONNECTION, "--run-config", str(run_config))
         assert started.get("success"), started

@@ -26,7 +26,9 @@ def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_
 
     ratings = tmp_path / "ratings"
     shutil.copytree(one_off_purchases, ratings)
-    pd.read_csv(ratings / "events.csv", dtype=str).assign(event_type="rating").to_csv(ratings / "events.csv", index=False)
+    pd.read_csv(ratings / "events.csv", dtype=str).assign(event_type="rating").to_csv(
+        ratings / "events.csv", index=False
+    )
     refused = runner.invoke(app, ["validate", str(ratings)])
     assert refused.exit_code == 1 and "--event-type TYPE=purchase" in refused.output
     result = training_flow(data=str(ratings), profile="smoke", event_types={"rating": "purchase"})
@@ -40,7 +42,9 @@ def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_
     out = tmp_path / "recs.parquet"
     bought = set(zip(events[schema.USER_ID], events[schema.ITEM_ID]))
     for tier in ("p_topfreq", "edge"):
-        outcome = runner.invoke(app, ["recommend", "--model", tier, "--requests", str(tmp_path / "u.txt"), "--out", str(out)])
+        outcome = runner.invoke(
+            app, ["recommend", "--model", tier, "--requests", str(tmp_path / "u.txt"), "--out", str(out)]
+        )
         assert outcome.exit_code == 0, outcome.output
         recs = pd.read_parquet(out)
         assert len(recs) == 100 and not any((u, i) in bought for u, i in zip(recs["user_id"], recs["item_id"])), tier
@@ -57,7 +61,12 @@ def test_a_raw_shop_export_trains_with_its_voids_and_unknown_items_quarantined(p
     result = training_flow(data=str(folder), profile="smoke")
     report = json.loads(open(result["report"]).read())
     checks = {f["check"]: f["unexpected_count"] for f in report["findings"] if f["table"] == "events"}
-    assert report["passed"] and checks["item_id_in_items_table"] > 0 and checks["expect_column_values_to_be_between"] > 0
-    assert report["quarantined"]["events"] >= max(checks["item_id_in_items_table"], checks["expect_column_values_to_be_between"])
+    assert (
+        report["passed"] and checks["item_id_in_items_table"] > 0 and checks["expect_column_values_to_be_between"] > 0
+    )
+    assert report["quarantined"]["events"] >= max(
+        checks["item_id_in_items_table"], checks["expect_column_values_to_be_between"]
+    )
     assert {row["tier"] for row in result["tiers"]} >= {"tifu_knn", "edge"} and all(
-        0 <= row["ndcg_at_10"] <= 1 for row in result["tiers"])
+        0 <= row["ndcg_at_10"] <= 1 for row in result["tiers"]
+    )

@@ -53,11 +53,15 @@ def test_prefect_deploy_all_creates_the_scheduled_and_manual_deployments(prefect
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules] == [("0 2 * * *", "UTC", True)]
     assert [(s.schedule.cron, s.active) for s in federated.schedules] == [("0 3 * * 0", True)]  # Sundays
     assert federated.parameters["target_epsilon"] == 8.0 and federated.parameters["nodes"] == 8
-    assert edge.schedules == [] and edge.parameters == {"nodes_file": "edge-nodes.toml", "dataset": "completejourney",
-                                                     "alias": "edge"}
+    assert edge.schedules == [] and edge.parameters == {
+        "nodes_file": "edge-nodes.toml",
+        "dataset": "completejourney",
+        "alias": "edge",
+    }
     for deployment in deployments.values():
         assert deployment.work_pool_name == "lightpersml-process"
         # The worker runs in the project folder, with the project's state (resolved at deploy time).
-        assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory":
-                                          {"directory": str(project_home)}}]
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(project_home)}}
+        ]
         assert deployment.job_variables["env"] == {"LIGHTPERSML_HOME": str(project_home)}

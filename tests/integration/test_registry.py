@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import onnx
 import pytest
@@ -16,10 +15,20 @@ from mlflow.entities import Metric
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
+import mlflow
 from lightpersml import config
 from lightpersml.cli import app
 from lightpersml.config import Gates
-from tracking.registry import KEY_METRICS, PromotionRefused, UnknownVersion, gate_failures, list_versions, promote, register_tier, update_candidate
+from tracking.registry import (
+    KEY_METRICS,
+    PromotionRefused,
+    UnknownVersion,
+    gate_failures,
+    list_versions,
+    promote,
+    register_tier,
+    update_candidate,
+)
 from tracking.runs import experiment_id
 
 runner = CliRunner()
@@ -28,25 +37,84 @@ GATES = Gates(min_ndcg_ratio_to_teacher=0.9, max_latency_p99_ms=20.0, max_model_
 # tier → (teacher?, metrics). With GATES and the default Gates() only `int8` and `small` pass
 # (NDCG 96 % and 97 % of the teacher's); `small` has the better NDCG.
 PIPELINE = {
-    "teacher": (True, {"ndcg_at_10": 0.30, "recall_at_10": 0.40, "recall_repeat_at_10": 0.5, "recall_explore_at_10": 0.10,
-                       "latency_p99_ms": 80.0, "peak_memory_mb": 300.0, "model_size_mb": 12.0, "param_count": 3_000_000}),
-    "fp32": (False, {"ndcg_at_10": 0.295, "recall_at_10": 0.39, "recall_repeat_at_10": 0.5, "recall_explore_at_10": 0.09,
-                     "latency_p99_ms": 4.0, "peak_memory_mb": 40.0, "model_size_mb": 1.5, "param_count": 390_000}),  # too big
-    "int8": (False, {"ndcg_at_10": 0.288, "recall_at_10": 0.37, "recall_repeat_at_10": 0.5, "recall_explore_at_10": 0.08,
-                     "latency_p99_ms": 3.0, "peak_memory_mb": 30.0, "model_size_mb": 0.4, "param_count": 390_000}),
-    "small": (False, {"ndcg_at_10": 0.291, "recall_at_10": 0.38, "recall_repeat_at_10": 0.5, "recall_explore_at_10": 0.07,
-                      "latency_p99_ms": 2.0, "peak_memory_mb": 20.0, "model_size_mb": 0.9, "param_count": 200_000}),
-    "tiny": (False, {"ndcg_at_10": 0.200, "recall_at_10": 0.30, "recall_repeat_at_10": 0.5, "recall_explore_at_10": 0.02,
-                     "latency_p99_ms": 1.0, "peak_memory_mb": 10.0, "model_size_mb": 0.05, "param_count": 1_000}),  # ratio 67 %
+    "teacher": (
+        True,
+        {
+            "ndcg_at_10": 0.30,
+            "recall_at_10": 0.40,
+            "recall_repeat_at_10": 0.5,
+            "recall_explore_at_10": 0.10,
+            "latency_p99_ms": 80.0,
+            "peak_memory_mb": 300.0,
+            "model_size_mb": 12.0,
+            "param_count": 3_000_000,
+        },
+    ),
+    "fp32": (
+        False,
+        {
+            "ndcg_at_10": 0.295,
+            "recall_at_10": 0.39,
+            "recall_repeat_at_10": 0.5,
+            "recall_explore_at_10": 0.09,
+            "latency_p99_ms": 4.0,
+            "peak_memory_mb": 40.0,
+            "model_size_mb": 1.5,
+            "param_count": 390_000,
+        },
+    ),  # too big
+    "int8": (
+        False,
+        {
+            "ndcg_at_10": 0.288,
+            "recall_at_10": 0.37,
+            "recall_repeat_at_10": 0.5,
+            "recall_explore_at_10": 0.08,
+            "latency_p99_ms": 3.0,
+            "peak_memory_mb": 30.0,
+            "model_size_mb": 0.4,
+            "param_count": 390_000,
+        },
+    ),
+    "small": (
+        False,
+        {
+            "ndcg_at_10": 0.291,
+            "recall_at_10": 0.38,
+            "recall_repeat_at_10": 0.5,
+            "recall_explore_at_10": 0.07,
+            "latency_p99_ms": 2.0,
+            "peak_memory_mb": 20.0,
+            "model_size_mb": 0.9,
+            "param_count": 200_000,
+        },
+    ),
+    "tiny": (
+        False,
+        {
+            "ndcg_at_10": 0.200,
+            "recall_at_10": 0.30,
+            "recall_repeat_at_10": 0.5,
+            "recall_explore_at_10": 0.02,
+            "latency_p99_ms": 1.0,
+            "peak_memory_mb": 10.0,
+            "model_size_mb": 0.05,
+            "param_count": 1_000,
+        },
+    ),  # ratio 67 %
 }
 
 
 def tiny_onnx(path: Path, scale: float = 1.0) -> Path:
     """A real ONNX model: scores (rows,) = features (rows, 4) @ w, with a dynamic number of rows."""
     weights = helper.make_tensor("w", TensorProto.FLOAT, [4], (scale * np.arange(1, 5, dtype=np.float32)).tolist())
-    graph = helper.make_graph([helper.make_node("MatMul", ["features", "w"], ["scores"])], "tiny",
-                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["rows", 4])],
-                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["rows"])], [weights])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "w"], ["scores"])],
+        "tiny",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["rows", 4])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["rows"])],
+        [weights],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.checker.check_model(model)
@@ -76,7 +144,9 @@ def pipeline_run(experiment: str, name: str, tmp_path: Path, tiers: dict = PIPEL
     parent = client.create_run(experiment, run_name="training-test", tags={"kind": "pipeline"}).info.run_id
     versions, runs = {}, {}
     for i, (tier, (teacher, metrics)) in enumerate(tiers.items()):
-        child = client.create_run(experiment, run_name=tier, tags={"tier": tier, "mlflow.parentRunId": parent}).info.run_id
+        child = client.create_run(
+            experiment, run_name=tier, tags={"tier": tier, "mlflow.parentRunId": parent}
+        ).info.run_id
         client.log_batch(child, metrics=[Metric(key, float(value), 0, 0) for key, value in metrics.items()])
         client.set_terminated(child)
         path = tiny_onnx(tmp_path / f"{parent}-{tier}.onnx", scale=i + 1)
@@ -167,10 +237,15 @@ def test_candidate_is_the_best_passing_version_of_its_own_pipeline_run(experimen
 
     # A later run whose teacher is much weaker: its student passes against its own teacher only,
     # and the first run's versions (better NDCG) must not be considered.
-    second = pipeline_run(experiment, name, tmp_path, {
-        "teacher": (True, {"ndcg_at_10": 0.10, "latency_p99_ms": 50.0, "model_size_mb": 9.0}),
-        "int8": (False, {"ndcg_at_10": 0.095, "latency_p99_ms": 3.0, "model_size_mb": 0.3}),
-    })
+    second = pipeline_run(
+        experiment,
+        name,
+        tmp_path,
+        {
+            "teacher": (True, {"ndcg_at_10": 0.10, "latency_p99_ms": 50.0, "model_size_mb": 9.0}),
+            "int8": (False, {"ndcg_at_10": 0.095, "latency_p99_ms": 3.0, "model_size_mb": 0.3}),
+        },
+    )
     assert update_candidate(second["run_id"], GATES, name=name).version == second["versions"]["int8"]
     assert update_candidate(first["run_id"], GATES, name=name).version == first["versions"]["small"]
 
@@ -186,12 +261,17 @@ def test_candidate_is_the_best_passing_version_of_its_own_pipeline_run(experimen
 
 def test_candidate_ties_go_to_the_smaller_model_and_a_run_without_teacher_has_none(experiment, name, tmp_path):
     same = {"ndcg_at_10": 0.29, "latency_p99_ms": 3.0}
-    run = pipeline_run(experiment, name, tmp_path, {
-        "teacher": (True, {"ndcg_at_10": 0.30, "latency_p99_ms": 9.0, "model_size_mb": 5.0}),  # fails: too big
-        "a": (False, {**same, "model_size_mb": 0.5}),
-        "b": (False, {**same, "model_size_mb": 0.2}),
-        "c": (False, {**same, "model_size_mb": 0.7}),
-    })
+    run = pipeline_run(
+        experiment,
+        name,
+        tmp_path,
+        {
+            "teacher": (True, {"ndcg_at_10": 0.30, "latency_p99_ms": 9.0, "model_size_mb": 5.0}),  # fails: too big
+            "a": (False, {**same, "model_size_mb": 0.5}),
+            "b": (False, {**same, "model_size_mb": 0.2}),
+            "c": (False, {**same, "model_size_mb": 0.7}),
+        },
+    )
     assert update_candidate(run["run_id"], GATES, name=name).version == run["versions"]["b"]
 
     orphan = pipeline_run(experiment, name, tmp_path, {"student": (False, {"ndcg_at_10": 0.5, "latency_p99_ms": 1.0})})
@@ -271,7 +351,11 @@ def test_promote_command_exit_codes(experiment, dataset, name, tmp_path):
 
     result = runner.invoke(app, ["promote", versions["tiny"], "--dataset", dataset])
     assert result.exit_code == 1, result.output
-    assert "Refused" in flat(result.output) and "66.7%" in flat(result.output) and "--force --reason" in flat(result.output)
+    assert (
+        "Refused" in flat(result.output)
+        and "66.7%" in flat(result.output)
+        and "--force --reason" in flat(result.output)
+    )
     assert aliases(name) == {"edge": versions["int8"]}
 
     result = runner.invoke(app, ["promote", versions["tiny"], "--force", "--dataset", dataset])
@@ -286,7 +370,9 @@ def test_promote_command_exit_codes(experiment, dataset, name, tmp_path):
     assert result.exit_code == 0, result.output
     assert aliases(name) == {"edge": versions["fp32"]}
 
-    result = runner.invoke(app, ["promote", versions["tiny"], "--force", "--reason", "A/B test arm", "--dataset", dataset])
+    result = runner.invoke(
+        app, ["promote", versions["tiny"], "--force", "--reason", "A/B test arm", "--dataset", dataset]
+    )
     assert result.exit_code == 0, result.output
     assert f"now points to version {versions['tiny']}" in flat(result.output) and "Forced" in flat(result.output)
     assert aliases(name) == {"edge": versions["tiny"]}
@@ -306,13 +392,17 @@ def test_each_dataset_has_its_own_registered_model_and_commands_name_the_one_the
     assert first in ambiguous.output and second in ambiguous.output and "--dataset" in ambiguous.output
     promoted = runner.invoke(app, ["promote", runs[first]["versions"]["int8"], "--dataset", first])
     assert promoted.exit_code == 0, promoted.output
-    assert aliases(config.registered_model(first)) == {"candidate": runs[first]["versions"]["small"],
-                                                       "edge": runs[first]["versions"]["int8"]}
+    assert aliases(config.registered_model(first)) == {
+        "candidate": runs[first]["versions"]["small"],
+        "edge": runs[first]["versions"]["int8"],
+    }
     assert aliases(config.registered_model(second)) == {"candidate": runs[second]["versions"]["small"]}
     from edge.bundle import init_keys
 
     private, _ = init_keys(tmp_path / "keys")
-    unknown = runner.invoke(app, ["bundle", "--dataset", "no-such-shop", "--key", str(private), "--out", str(tmp_path / "b")])
+    unknown = runner.invoke(
+        app, ["bundle", "--dataset", "no-such-shop", "--key", str(private), "--out", str(tmp_path / "b")]
+    )
     assert unknown.exit_code == 2 and "no registered model for dataset 'no-such-shop'" in flat(unknown.output)
     assert first in unknown.output and not (tmp_path / "b").exists()
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 import shutil
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import mlflow
 from data_contracts import schema
 from data_contracts.errors import DataValidationError
 from lightpersml import config
@@ -29,8 +29,9 @@ TIERS = ["balanced", "edge", "full", "full_torch", "g_topfreq", "p_topfreq", "ti
 def child_runs(parent_run_id: str, tiers_only: bool = True) -> list:
     """The pipeline run's children: one per tier (and, with tiers_only=False, the tuning run)."""
     parent = mlflow.get_run(parent_run_id)
-    runs = mlflow.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-                              output_format="list")
+    runs = mlflow.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", output_format="list"
+    )
     return [r for r in runs if "tier" in r.data.tags or not tiers_only]
 
 
@@ -53,8 +54,12 @@ def slice_run(prefect_api, cj_slice):
     assert "Tiers on the test split" in result.output and "tifu_knn" in result.output
     run_id = re.search(r"MLflow run ([0-9a-f]{32})", result.output).group(1)
     run = mlflow.get_run(run_id)
-    return {"run_id": run_id, "data_hash": run.data.params["data_hash"], "output": result.output,
-            "model": config.registered_model(run.data.tags["dataset"])}
+    return {
+        "run_id": run_id,
+        "data_hash": run.data.params["data_hash"],
+        "output": result.output,
+        "model": config.registered_model(run.data.tags["dataset"]),
+    }
 
 
 def test_parent_run_has_a_child_per_tier_with_every_metric(slice_run):
@@ -66,7 +71,9 @@ def test_parent_run_has_a_child_per_tier_with_every_metric(slice_run):
         assert run.data.tags["data_hash"] == slice_run["data_hash"]
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", run.data.tags["git_sha"])  # the checkout's commit
         assert 0 < metrics["latency_p50_ms"] <= metrics["latency_p95_ms"] <= metrics["latency_p99_ms"] < 1000, tier
-        assert 50 < metrics["peak_memory_mb"] < 8192 and metrics["model_size_mb"] > 0 and metrics["param_count"] > 0, tier
+        assert 50 < metrics["peak_memory_mb"] < 8192 and metrics["model_size_mb"] > 0 and metrics["param_count"] > 0, (
+            tier
+        )
         assert 0 <= metrics["ndcg_at_10"] <= 1 and 0 <= metrics["coverage_at_10"] <= 1, tier
     parent = mlflow.get_run(slice_run["run_id"])
     assert parent.info.status == "FINISHED"
@@ -74,7 +81,8 @@ def test_parent_run_has_a_child_per_tier_with_every_metric(slice_run):
     assert {"pareto.png", "tiers.md", "tiers.json", "validation"} <= artifacts
     by_tier = {r.data.tags["tier"]: r.data.metrics for r in children}
     assert by_tier["edge"]["latency_p99_ratio_to_cloud"] == pytest.approx(
-        by_tier["edge"]["latency_p99_ms"] / by_tier["full_torch"]["latency_p99_ms"], rel=1e-6)
+        by_tier["edge"]["latency_p99_ms"] / by_tier["full_torch"]["latency_p99_ms"], rel=1e-6
+    )
     assert by_tier["full_torch"]["onnx_torch_top10_overlap"] >= 0.99  # the exported teacher ranks like torch
     assert all("fp32_ndcg_at_10" in by_tier[t] for t in ("balanced", "edge"))
     assert by_tier["edge"]["param_count"] <= 250_000 and by_tier["edge"]["model_size_mb"] <= 1.0
@@ -111,8 +119,13 @@ def test_registered_versions_are_the_refit_onnx_models_with_candidate_set(slice_
     client = mlflow.MlflowClient()
     for v in versions:
         tags = client.get_model_version(slice_run["model"], v["version"]).tags
-        assert tags["fit"] == "all data" and tags["trained_until"] > mlflow.get_run(slice_run["run_id"]).data.params["test_cutoff"]
-        stored = client.get_logged_model(client.get_model_version(slice_run["model"], v["version"]).source[len("models:/"):])
+        assert (
+            tags["fit"] == "all data"
+            and tags["trained_until"] > mlflow.get_run(slice_run["run_id"]).data.params["test_cutoff"]
+        )
+        stored = client.get_logged_model(
+            client.get_model_version(slice_run["model"], v["version"]).source[len("models:/") :]
+        )
         assert stored.artifact_location.startswith(config.mlflow_artifact_root())  # in the project's store
     (candidate,) = [v for v in versions if "candidate" in v["aliases"]]
     said = f"alias candidate → version {candidate['version']} ({candidate['tier']}) of {slice_run['model']}"
@@ -154,24 +167,40 @@ def test_recommend_output_reproduces_the_logged_metrics(slice_run, cj_slice, tmp
     assert hit
     test = splits["test"]
     users = sorted(test.targets)
-    pd.DataFrame({"user_id": [test.catalog.user_ids[u] for u in users],
-                  "store_id": [test.requests[u].store_id for u in users],
-                  "timestamp": pd.to_datetime([test.requests[u].at for u in users], unit="s", utc=True)}
-                 ).to_csv(tmp_path / "requests.csv", index=False)
+    pd.DataFrame(
+        {
+            "user_id": [test.catalog.user_ids[u] for u in users],
+            "store_id": [test.requests[u].store_id for u in users],
+            "timestamp": pd.to_datetime([test.requests[u].at for u in users], unit="s", utc=True),
+        }
+    ).to_csv(tmp_path / "requests.csv", index=False)
     tier_runs = {r.data.tags["tier"]: r.info.run_id for r in child_runs(slice_run["run_id"])}
     for tier in ("g_topfreq", "p_topfreq", "tifu_knn", "edge"):
         out = tmp_path / f"{tier}.parquet"
         model = f"runs:/{tier_runs[tier]}/model"  # this pipeline run's tier, whatever ran after it
-        result = runner.invoke(app, ["recommend", "--model", model, "--requests", str(tmp_path / "requests.csv"),
-                                     "--out", str(out)])
+        result = runner.invoke(
+            app, ["recommend", "--model", model, "--requests", str(tmp_path / "requests.csv"), "--out", str(out)]
+        )
         assert result.exit_code == 0, result.output
         recs = pd.read_parquet(out).sort_values(["user_id", "rank"])
         ranked = recs.groupby("user_id")["item_id"].apply(list).to_dict()
-        baskets = {test.catalog.user_ids[u]: {test.catalog.item_ids[i] for i in items} for u, items in test.targets.items()}
-        seen = {test.catalog.user_ids[u]: {test.catalog.item_ids[i] for i in items} for u, items in test.seen_items().items()}
+        baskets = {
+            test.catalog.user_ids[u]: {test.catalog.item_ids[i] for i in items} for u, items in test.targets.items()
+        }
+        seen = {
+            test.catalog.user_ids[u]: {test.catalog.item_ids[i] for i in items}
+            for u, items in test.seen_items().items()
+        }
         scored = evaluate(ranked, baskets, seen, len(test.catalog.item_ids))
         logged = next(r for r in child_runs(slice_run["run_id"]) if r.data.tags["tier"] == tier).data.metrics
-        for name in ("precision_at_10", "recall_at_10", "ndcg_at_10", "hr_at_10", "recall_repeat_at_10", "coverage_at_10"):
+        for name in (
+            "precision_at_10",
+            "recall_at_10",
+            "ndcg_at_10",
+            "hr_at_10",
+            "recall_repeat_at_10",
+            "coverage_at_10",
+        ):
             assert scored[name] == pytest.approx(logged[name], abs=1e-9), (tier, name)
 
 
@@ -185,15 +214,26 @@ def test_recommend_respects_store_stock(slice_run, cj_slice, tmp_path):
     out = tmp_path / "recs.csv"
     # The registered refit knows the whole availability table (an evaluation fit only stock known
     # before its test cutoff).
-    ask = ["recommend", "--model", f"models:/{slice_run['model']}@candidate", "--requests", str(tmp_path / "users.txt"),
-           "--out", str(out), "--k", "5"]
+    ask = [
+        "recommend",
+        "--model",
+        f"models:/{slice_run['model']}@candidate",
+        "--requests",
+        str(tmp_path / "users.txt"),
+        "--out",
+        str(out),
+        "--k",
+        "5",
+    ]
     result = runner.invoke(app, [*ask, "--store", store])
     assert result.exit_code == 0, result.output
     recs = pd.read_csv(out, dtype={"item_id": str, "user_id": str})
     assert set(recs["item_id"]) <= stocked
     assert recs.groupby("user_id").size().max() == 5 and "new-shopper" in set(recs["user_id"])
     unknown = runner.invoke(app, [*ask, "--store", "no-such-store"])  # as a node answers it, and said
-    assert unknown.exit_code == 0 and "21 requests at a store the bundle does not know" in " ".join(unknown.output.split())
+    assert unknown.exit_code == 0 and "21 requests at a store the bundle does not know" in " ".join(
+        unknown.output.split()
+    )
 
 
 def test_recommend_exports_what_the_candidate_version_serves(slice_run, tmp_path):
@@ -201,8 +241,8 @@ def test_recommend_exports_what_the_candidate_version_serves(slice_run, tmp_path
     on all data, past the test cutoff), exactly as that version's signed bundle does on a node."""
     from edge.bundle import load_public_key
     from edge.engine import Engine
-    from tracking.bundles import registry_bundle
     from evaluation.served import signing_keys
+    from tracking.bundles import registry_bundle
 
     (candidate,) = [v for v in versions_of(slice_run).values() if "candidate" in v["aliases"]]
     private, public = signing_keys()
@@ -215,8 +255,18 @@ def test_recommend_exports_what_the_candidate_version_serves(slice_run, tmp_path
     requests = pd.DataFrame({"user_id": users, "store_id": [str(stores[j % 3]) for j in range(len(users))]})
     requests.to_csv(tmp_path / "requests.csv", index=False)
     out = tmp_path / "recs.csv"
-    result = runner.invoke(app, ["recommend", "--model", f"models:/{slice_run['model']}@candidate",
-                                 "--requests", str(tmp_path / "requests.csv"), "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "recommend",
+            "--model",
+            f"models:/{slice_run['model']}@candidate",
+            "--requests",
+            str(tmp_path / "requests.csv"),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"version {candidate['version']} ({candidate['tier']}; " in result.output and "candidate" in result.output
     exported = pd.read_csv(out, dtype=str)
@@ -237,7 +287,9 @@ def test_broken_data_stops_before_training_and_touches_nothing(prefect_api, cj_s
     features = set((config.state_dir() / "features").glob("*"))
     with pytest.raises(DataValidationError, match="item_id"):
         training_flow(data=str(broken), profile="smoke")
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.source = '%s'" % broken, output_format="list")
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.source = '{broken}'", output_format="list"
+    )
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert child_runs(runs[0].info.run_id) == []
     assert registry_versions() == versions
@@ -258,8 +310,13 @@ def test_a_refused_run_prints_one_message_and_no_traceback(cj_slice, tmp_path):
     events.loc[events.index[::10], schema.QUANTITY] = 0  # 10% void lines
     events.to_parquet(broken / "events.parquet", index=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    done = subprocess.run([sys.executable, "-m", "lightpersml.cli", "run", "--data", str(broken), "--profile", "smoke"],
-                          capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "lightpersml.cli", "run", "--data", str(broken), "--profile", "smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     terminal = done.stdout + done.stderr
     assert done.returncode == 1, terminal[-3000:]
     assert terminal.count("Data validation failed for 'voids'") == 1 and "10.00% of" in terminal
@@ -279,9 +336,13 @@ def test_ui_serves_the_runs_over_http(slice_run, project_home):
     import httpx
 
     def start(port: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "lightpersml.cli", "ui", "--port", str(port)],
-                                env={**os.environ, "LIGHTPERSML_HOME": str(project_home)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "lightpersml.cli", "ui", "--port", str(port)],
+            env={**os.environ, "LIGHTPERSML_HOME": str(project_home)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def healthy(url: str) -> bool:
         try:
@@ -302,9 +363,14 @@ def test_ui_serves_the_runs_over_http(slice_run, project_home):
     assert server.poll() is None, "MLflow UI exited at start, 3 times"
     try:
         parent = mlflow.get_run(slice_run["run_id"])
-        found = httpx.post(f"{url}/api/2.0/mlflow/runs/search", json={
-            "experiment_ids": [parent.info.experiment_id],
-            "filter": f"tags.mlflow.parentRunId = '{slice_run['run_id']}'"}, timeout=10).json()["runs"]
+        found = httpx.post(
+            f"{url}/api/2.0/mlflow/runs/search",
+            json={
+                "experiment_ids": [parent.info.experiment_id],
+                "filter": f"tags.mlflow.parentRunId = '{slice_run['run_id']}'",
+            },
+            timeout=10,
+        ).json()["runs"]
         tiers = {tag["value"] for run in found for tag in run["data"]["tags"] if tag["key"] == "tier"}
         assert tiers == set(TIERS)
     finally:
@@ -317,15 +383,28 @@ def test_the_registered_edge_version_becomes_a_signed_bundle_a_node_serves(slice
     registered (by version: no other test's promotion changes what is bundled)."""
     from edge.bundle import load_public_key, verify_bundle
     from edge.engine import Engine
+
     edge = versions_of(slice_run)["edge"]["version"]
     keys = runner.invoke(app, ["keys", "init", "--folder", str(tmp_path / "keys")])
     assert keys.exit_code == 0, keys.output
-    built = runner.invoke(app, ["bundle", "--out", str(tmp_path / "bundle"), "--version", str(edge),
-                                "--key", str(tmp_path / "keys" / "bundle-signing.key")])
+    built = runner.invoke(
+        app,
+        [
+            "bundle",
+            "--out",
+            str(tmp_path / "bundle"),
+            "--version",
+            str(edge),
+            "--key",
+            str(tmp_path / "keys" / "bundle-signing.key"),
+        ],
+    )
     assert built.exit_code == 0, built.output
     public = load_public_key(tmp_path / "keys" / "bundle-signing.pub")
     manifest = verify_bundle(tmp_path / "bundle", public)
-    assert manifest["model_version"] == str(edge) and manifest["tier"] == "edge" and manifest["metrics"]["ndcg_at_10"] > 0
+    assert (
+        manifest["model_version"] == str(edge) and manifest["tier"] == "edge" and manifest["metrics"]["ndcg_at_10"] > 0
+    )
     engine = Engine.load(tmp_path / "bundle", public)
     user = str(engine.catalog.user_ids[0])
     assert len(engine.recommend(user, str(engine.catalog.store_ids[0]), 10).items) == 10
@@ -349,12 +428,21 @@ def test_a_real_node_serving_a_tier_bundle_scores_what_mlflow_logged(slice_run, 
         with node.client() as client:
             for user in sorted(test.targets):
                 store = test.requests[user].store_id or "no-such-store"  # a node takes a store; unknown = none
-                body = client.get("/v1/recommendations", params={"user_id": str(test.catalog.user_ids[user]),
-                                                                 "store_id": store, "k": 10}).json()
+                body = client.get(
+                    "/v1/recommendations",
+                    params={"user_id": str(test.catalog.user_ids[user]), "store_id": store, "k": 10},
+                ).json()
                 answers[user] = [item_index[item["item_id"]] for item in body["items"]]
     finally:
         node.stop()
     scored = evaluate_recommendations(answers, test)
-    for name in ("ndcg_at_10", "recall_at_10", "precision_at_10", "hr_at_10", "recall_repeat_at_10",
-                 "recall_explore_at_10", "coverage_at_10"):
+    for name in (
+        "ndcg_at_10",
+        "recall_at_10",
+        "precision_at_10",
+        "hr_at_10",
+        "recall_repeat_at_10",
+        "recall_explore_at_10",
+        "coverage_at_10",
+    ):
         assert scored[name] == pytest.approx(run.data.metrics[name], abs=1e-9), name

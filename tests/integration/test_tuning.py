@@ -5,17 +5,20 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import mlflow
-
+from tests.code.test_training import synthetic_lists
 from tracking.runs import start_parent_run
 from tracking.tuning_runs import MlflowTrials
 from training.data import RankerData
 from training.tuning import RANKER_DEFAULTS, tune_ranker
-from tests.code.test_training import synthetic_lists
 
 
 def test_ranker_study_resumes_and_logs_each_trial_as_a_nested_run(tmp_path):
-    data = RankerData(split=SimpleNamespace(history=SimpleNamespace(n_items=50)), train=synthetic_lists(200, 20, 0),
-                      generator=None, validation=synthetic_lists(50, 20, 1))
+    data = RankerData(
+        split=SimpleNamespace(history=SimpleNamespace(n_items=50)),
+        train=synthetic_lists(200, 20, 0),
+        generator=None,
+        validation=synthetic_lists(50, 20, 1),
+    )
     parent_run_id, experiment = start_parent_run("tuning-test", "smoke", "synthetic lists")
     options = dict(minutes=5, max_epochs=2, storage_path=tmp_path / "optuna.db", study_name="resume")
     study, _ = tune_ranker(data, n_trials=2, recorder=MlflowTrials(parent_run_id, "resume"), **options)
@@ -26,8 +29,9 @@ def test_ranker_study_resumes_and_logs_each_trial_as_a_nested_run(tmp_path):
     study, spec = tune_ranker(data, n_trials=3, recorder=MlflowTrials(parent_run_id, "resume"), **options)
     assert len(study.trials) == 3 and 1 <= spec.epochs <= 2
 
-    trials = mlflow.search_runs([experiment], filter_string="tags.kind = 'trial' and tags.study = 'resume'",
-                                output_format="list")
+    trials = mlflow.search_runs(
+        [experiment], filter_string="tags.kind = 'trial' and tags.study = 'resume'", output_format="list"
+    )
     assert len(trials) == 3
     tuning_runs = {t.data.tags["mlflow.parentRunId"] for t in trials}
     assert all(mlflow.get_run(r).data.tags["mlflow.parentRunId"] == parent_run_id for r in tuning_runs)
