@@ -31,6 +31,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 SHORT_NAMES = {
     "ndcg_at_10": "NDCG",
+    "ndcg_at_10_seed_std": "± seeds",
     "recall_at_10": "recall",
     "precision_at_10": "prec.",
     "hr_at_10": "HR",
@@ -48,7 +49,7 @@ SHORT_NAMES = {
 def print_tier_table(rows: list[dict]) -> None:
     from tracking.runs import tier_table
 
-    table = Table(title="Tiers on the test split (metrics @10)")
+    table = Table(title="Tiers on the test split, served through the edge engine (metrics @10)")
     frame = tier_table(rows)
     for column in frame.columns:
         table.add_column(SHORT_NAMES.get(column, column), justify="left" if column == "tier" else "right")

@@ -32,6 +32,7 @@ TIER_METRICS = METRIC_NAMES + SERVING_METRICS
 TABLE_COLUMNS = (
     "tier",
     "ndcg_at_10",
+    "ndcg_at_10_seed_std",
     "recall_at_10",
     "precision_at_10",
     "hr_at_10",
@@ -279,6 +280,21 @@ def tier_table(rows: list[dict]) -> pd.DataFrame:
     )
 
 
+def tuning_params(tuning: dict) -> dict:
+    """The study's name as a param; its numbers are metrics (`tuning_metrics`), never both."""
+    return {"tuning_study": tuning["study"]} if "study" in tuning else {}
+
+
+def tuning_metrics(tuning: dict) -> dict[str, float]:
+    """Trials and the best validation NDCG@10 (seconds are `tuning_seconds` already)."""
+    names = {
+        "trials": "tuning_trials",
+        "best_validation_ndcg_at_10": "best_validation_ndcg_at_10",
+        "best_epoch": "tuning_best_epoch",
+    }
+    return {metric: float(tuning[key]) for key, metric in names.items() if key in tuning}
+
+
 def log_tier(
     fitted: FittedTier, folder: Path, metrics: dict[str, float], parent_run_id: str, data_hash: str, split_info: dict
 ) -> dict:
@@ -307,8 +323,10 @@ def log_tier(
     with mlflow.start_run(
         experiment_id=parent.info.experiment_id, run_name=fitted.name, parent_run_id=parent_run_id, tags=tags
     ) as run:
-        mlflow.log_params({**fitted.params, **split_info, **{f"tuning_{k}": v for k, v in fitted.tuning.items()}})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+        mlflow.log_params({**fitted.params, **split_info, **tuning_params(fitted.tuning)})
+        mlflow.log_metrics(
+            {k: float(v) for k, v in {**metrics, **tuning_metrics(fitted.tuning)}.items() if v is not None}
+        )
         if fitted.runtime == "onnx":  # the cloud reference serves the teacher's bundle, logged with the teacher
             with warnings.catch_warnings():  # the explicit signature makes an input example unnecessary
                 warnings.filterwarnings("ignore", message=".*An input example was not provided")

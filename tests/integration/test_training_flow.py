@@ -3,6 +3,7 @@ SQLite, Great Expectations, the `lightpersml` CLI."""
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 
@@ -68,6 +69,8 @@ def test_parent_run_has_a_child_per_tier_with_every_metric(slice_run):
     for run in children:
         tier, metrics = run.data.tags["tier"], run.data.metrics
         assert set(TIER_METRICS) <= set(metrics), tier
+        assert not set(run.data.params) & set(metrics), tier  # a number is a metric or a param, never both
+        assert all(math.isfinite(value) for value in metrics.values()), tier  # absent means absent, never NaN
         assert run.data.tags["data_hash"] == slice_run["data_hash"]
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", run.data.tags["git_sha"])  # the checkout's commit
         assert 0 < metrics["latency_p50_ms"] <= metrics["latency_p95_ms"] <= metrics["latency_p99_ms"] < 1000, tier
