@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from cachetools import LRUCache
 
+from data_contracts.schema import EVENT_TYPES
 from edge import bundle
 from models.baskets import BasketHistory
 from models.candidates import CandidateGenerator
@@ -42,7 +43,6 @@ from models.scorers import RANKER, load_scorer
 SESSION_SLOTS = 2  # at most this many "often bought with …" items per answer
 FILL_DEPTH = 300  # popularity list kept per store for filling answers
 RECENT_ITEMS = 20  # views and cart additions remembered per shopper
-EVENT_TYPES = ("view", "add_to_cart", "purchase")
 MAX_SHOPPERS = 20_000  # shoppers whose live state and ranked candidates are kept in memory
 
 

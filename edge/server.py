@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from data_contracts.schema import EVENT_TYPES
 from edge.bundle import BundleError
 from edge.clients import ClientKeys, RateLimits
 from edge.engine import Event
@@ -77,7 +78,7 @@ class EventIn(BaseModel):
 
     user_id: Id
     item_id: Id
-    event_type: Literal["view", "add_to_cart", "purchase"]
+    event_type: Literal[EVENT_TYPES]  # the data contract's event types
     timestamp: datetime | None = Field(
         None,
         description="when it happened (ISO 8601; no zone: UTC); default: when "

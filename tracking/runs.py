@@ -85,6 +85,12 @@ TIER_DESCRIPTIONS = {
     "edge": "Student distilled from the teacher, int8 ONNX, sized for edge nodes.",
     "federated": "Edge-sized ranker trained across store groups with differential privacy, int8 ONNX.",
 }
+REGISTERED_MODEL_DESCRIPTION = (
+    "Every tier of {name} that can run on an edge node: one version per tier per pipeline run (tag `tier`). The "
+    "pipeline points alias `candidate` at the best version of its run that passes the gates (tag `gate_results` on "
+    "each version says why or why not); a person promotes one to alias `edge` with `lightpersml promote VERSION`, "
+    "and `lightpersml deploy` ships the version behind `edge` to the nodes."
+)
 EVALUATION_NOTE = (
     " Metrics: its signed bundle answering every test shopper at their basket's store through the "
     "node's engine; latency and peak RSS from a fresh process serving the same bundle."
@@ -367,6 +373,17 @@ def register_deploy_fit(
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(
+        name,
+        version,
+        description=(
+            f"{TIER_DESCRIPTIONS.get(row['tier'], row['tier'])} Refit on all data until {data.trained_until}: what a "
+            f"node serves (`lightpersml bundle --version {version}`). Metrics and gate results are those of its "
+            f"evaluation fit (run {run_id}), served through the edge engine on the test split."
+        ),
+    )
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=REGISTERED_MODEL_DESCRIPTION.format(name=name))
     client.set_tag(run_id, "registered_version", version)
     return version
 

@@ -130,6 +130,8 @@ def test_registered_versions_are_the_refit_onnx_models_with_candidate_set(slice_
             client.get_model_version(slice_run["model"], v["version"]).source[len("models:/") :]
         )
         assert stored.artifact_location.startswith(config.mlflow_artifact_root())  # in the project's store
+    described = client.get_model_version(slice_run["model"], next(iter(versions))["version"]).description
+    assert "Refit on all data" in described and client.get_registered_model(slice_run["model"]).description
     (candidate,) = [v for v in versions if "candidate" in v["aliases"]]
     said = f"alias candidate → version {candidate['version']} ({candidate['tier']}) of {slice_run['model']}"
     assert mlflow.get_run(slice_run["run_id"]).data.tags["candidate"].startswith(said)  # on the parent run
