@@ -105,12 +105,13 @@ def main(
                 raise SystemExit("the MLflow UI did not start")
             time.sleep(0.5)
         compare = "%5B" + "%2C".join(f"%22{r}%22" for r in tiers) + "%5D"
+        view = "workflowType=machine_learning"  # the UI opens in its GenAI view unless a link asks
         pages = {
-            "parent-run.png": f"{base}/#/experiments/{experiment}/runs/{parent.info.run_id}",
-            "experiment-runs.png": f"{base}/#/experiments/{experiment}",
-            "compare-tiers.png": f"{base}/#/compare-runs?runs={compare}&experiments=%5B%22{experiment}%22%5D",
-            "registered-model.png": f"{base}/#/models/{model}",
-            "pareto-artifact.png": f"{base}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts/pareto.png",
+            "parent-run.png": f"{base}/#/experiments/{experiment}/runs/{parent.info.run_id}?{view}",
+            "experiment-runs.png": f"{base}/#/experiments/{experiment}?{view}",
+            "compare-tiers.png": f"{base}/#/compare-runs?runs={compare}&experiments=%5B%22{experiment}%22%5D&{view}",
+            "registered-model.png": f"{base}/#/models/{model}?{view}",
+            "pareto-artifact.png": f"{base}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts/pareto.png?{view}",
         }
         lines = ["| screenshot | page |", "|---|---|"]
         for name, url in pages.items():

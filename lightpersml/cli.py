@@ -138,10 +138,9 @@ def run(
     console.print(
         f"MLflow run {result['run_id']} (experiment {result['experiment_id']}), store {config.mlflow_tracking_uri()}"
     )
-    console.print(
-        f"Open it with `lightpersml ui`, then http://127.0.0.1:5000/#/experiments/"
-        f"{result['experiment_id']}/runs/{result['run_id']}"
-    )
+    from tracking.runs import run_url
+
+    console.print(f"Open it with `lightpersml ui`, then {run_url(result['experiment_id'], result['run_id'])}")
 
 
 @app.command()

@@ -79,7 +79,7 @@ def _client() -> mlflow.MlflowClient:
 
 def _tag_value(value: float) -> str:
     value = float(value)
-    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else f"{value:.6g}"  # readable in the UI
 
 
 def _signature(model):
@@ -138,12 +138,19 @@ def register_tier(
             run_id=run_id,
             signature=_signature(model),
             save_as_external_data=False,
-            registered_model_name=name,
             tags=tags,
             # explicit: else MLflow infers them in a subprocess that loads the model (~3 s)
             pip_requirements=mlflow.onnx.get_default_pip_requirements(),
         )
-    version = str(info.registered_model_version)
+    # Registered through the client: MLflow's fluent registration prints two lines per version.
+    client = _client()
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    created = client.create_model_version(name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id)
+    version = str(created.version)
     log.info("registered tier %s (run %s) as version %s of %s", tier, run_id, version, name)
     return version
 

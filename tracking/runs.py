@@ -127,11 +127,15 @@ def start_parent_run(dataset_name: str, profile: str, source: str) -> tuple[str,
 UI_PORT = 5000  # `lightpersml ui`'s default
 
 
+def run_url(experiment: str, run_id: str, port: int = UI_PORT) -> str:
+    """The run's page in the MLflow UI that `lightpersml ui` serves, in its model-training view (the
+    UI opens in its GenAI view unless the link asks)."""
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
+
+
 def run_link(experiment: str, run_id: str) -> str:
-    """Markdown link to the run in the MLflow UI that `lightpersml ui` serves."""
-    return (
-        f"[MLflow run {run_id}](http://127.0.0.1:{UI_PORT}/#/experiments/{experiment}/runs/{run_id}) (`lightpersml ui`)"
-    )
+    """Markdown link to the run (`run_url`)."""
+    return f"[MLflow run {run_id}]({run_url(experiment, run_id)}) (`lightpersml ui`)"
 
 
 def log_validation(run_id: str, report_dir: Path, quarantined_rows: int | None = None) -> None:

@@ -13,7 +13,7 @@ from data_contracts import schema
 def test_federated_nodes_read_the_collected_events_the_flow_reads(cj_slice, tmp_path, monkeypatch):
     from federated.task import _dataset
     from nodes.collect import collected_dir
-    from tasks.ingest import ingest_task
+    from nodes.sources import load_dataset
 
     monkeypatch.setenv("LIGHTPERSML_HOME", str(tmp_path / "home"))  # this test's own state folder
     data = tmp_path / "shop"
@@ -27,7 +27,7 @@ def test_federated_nodes_read_the_collected_events_the_flow_reads(cj_slice, tmp_
     folder.mkdir(parents=True)
     collected.to_parquet(folder / "store-a-1-30.parquet", index=False)
     _dataset.cache_clear()
-    flow_events = ingest_task.fn(str(data)).events
+    flow_events = load_dataset(str(data)).events  # what the flows' ingest task returns
     node_events = _dataset(str(data)).events
     assert flow_events[schema.TIMESTAMP].max() == node_events[schema.TIMESTAMP].max() == newest + pd.Timedelta(days=3)
     _dataset.cache_clear()
