@@ -97,7 +97,7 @@ def neural_tiers(
     del tuning_data
     training = ranker_data_task(test, settings.training_weeks, generator, generator=evaluation_data.generator)
     tiers = export_rankers_task(fit_rankers_task(training, teacher_spec), folder / "evaluation", tifu.exclude_seen)
-    tiers[TEACHER_TIER].tuning_seconds, tiers[TEACHER_TIER].tuning = tuning["seconds"], tuning
+    tiers[TEACHER_TIER].tuning_seconds, tiers[TEACHER_TIER].tuning = tuning.seconds, tuning
     rows, served = {}, {}
     for tier in (TEACHER_TIER, CLOUD_TIER, *STUDENT_TIERS):
         extra = {}

@@ -19,6 +19,7 @@ from tracking import pyfunc_model
 from tracking.pyfunc_model import SIGNATURE
 from tracking.registry import register_tier
 from training.tiers import BASELINE_TIERS, FittedTier
+from training.tuning import TuningSummary
 
 SERVING_METRICS = (
     "latency_p50_ms",
@@ -290,19 +291,21 @@ def tier_table(rows: list[dict]) -> pd.DataFrame:
     )
 
 
-def tuning_params(tuning: dict) -> dict:
+def tuning_params(tuning: TuningSummary | None) -> dict:
     """The study's name as a param; its numbers are metrics (`tuning_metrics`), never both."""
-    return {"tuning_study": tuning["study"]} if "study" in tuning else {}
+    return {} if tuning is None else {"tuning_study": tuning.study}
 
 
-def tuning_metrics(tuning: dict) -> dict[str, float]:
-    """Trials and the best validation NDCG@10 (seconds are `tuning_seconds` already)."""
-    names = {
-        "trials": "tuning_trials",
-        "best_validation_ndcg_at_10": "best_validation_ndcg_at_10",
-        "best_epoch": "tuning_best_epoch",
+def tuning_metrics(tuning: TuningSummary | None) -> dict[str, float]:
+    """Trials, the best validation NDCG@10 and the teacher's best epoch (seconds are `tuning_seconds`)."""
+    if tuning is None:
+        return {}
+    best_epoch = {} if tuning.best_epoch is None else {"tuning_best_epoch": float(tuning.best_epoch)}
+    return {
+        "tuning_trials": float(tuning.trials),
+        "best_validation_ndcg_at_10": tuning.best_validation_ndcg_at_10,
+        **best_epoch,
     }
-    return {metric: float(tuning[key]) for key, metric in names.items() if key in tuning}
 
 
 def log_tier(

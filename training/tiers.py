@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +25,7 @@ from splits.temporal import Split
 from training.data import RankerData, RankerSpec, fit_ranker
 from training.distill import distill
 from training.export import export_onnx, quantize_int8, save_torch
-from training.tuning import tune_tifu_knn
+from training.tuning import TuningSummary, tune_tifu_knn
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class FittedTier:
     param_count: int  # the scorer's parameters: ranker weights, or the baseline's statistics
     fit_seconds: float  # the final fit on the split's history
     tuning_seconds: float = 0.0  # Optuna on the validation split (0 for untuned tiers)
-    tuning: dict = field(default_factory=dict)  # trials, best validation NDCG@10, study name
+    tuning: TuningSummary | None = None  # its Optuna study (None: untuned)
     runtime: str = "onnx"  # how the engine runs a ranker: "onnx", or "torch" for the cloud reference
 
 
@@ -63,7 +63,7 @@ class TunedTifu:
     params: dict
     exclude_seen: bool
     seconds: float
-    tuning: dict
+    tuning: TuningSummary
 
 
 def exclude_seen_items(validation: Split) -> bool:
@@ -77,8 +77,13 @@ def tune_tifu(validation: Split, n_trials: int, study_dir: Path, data_hash: str)
     start = time.perf_counter()
     study_name = f"tifu_knn-{data_hash}-{validation.cutoff:%Y%m%d}-x{int(exclude_seen)}"
     study = tune_tifu_knn(validation, n_trials, study_dir / "optuna.db", study_name, exclude_seen)
-    tuning = {"study": study_name, "trials": len(study.trials), "best_validation_ndcg_at_10": study.best_value}
-    return TunedTifu(study.best_params, exclude_seen, time.perf_counter() - start, tuning)
+    seconds = time.perf_counter() - start
+    return TunedTifu(
+        study.best_params,
+        exclude_seen,
+        seconds,
+        TuningSummary(study_name, len(study.trials), study.best_value, seconds),
+    )
 
 
 def serving_data(
@@ -121,7 +126,7 @@ def baseline_tiers(data: ServingData, tifu: TunedTifu, fit_seconds: float) -> li
                 int(sizes[name]),
                 fit_seconds,
                 tifu.seconds if tuned else 0.0,
-                tifu.tuning if tuned else {},
+                tifu.tuning if tuned else None,
             )
         )
     return tiers

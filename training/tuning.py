@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -52,6 +53,17 @@ def tifu_validation_ndcg(tifu: TIFUKNN, validation: Split, exclude_seen: bool, c
     return evaluate(recommendations, validation.targets, validation.seen_items(), validation.history.n_items, K)[
         "ndcg_at_10"
     ]
+
+
+@dataclass(frozen=True)
+class TuningSummary:
+    """One Optuna study as a tier reports it."""
+
+    study: str
+    trials: int
+    best_validation_ndcg_at_10: float
+    seconds: float
+    best_epoch: int | None = None  # the teacher's: epochs its final fits train
 
 
 def tune_tifu_knn(
@@ -212,3 +224,16 @@ def tune_ranker(
     spec = ranker_space(optuna.trial.FixedTrial(best.params), max_epochs)
     spec.epochs = best.user_attrs["best_epoch"]
     return study, spec
+
+
+def tune_teacher(
+    data: RankerData, settings, storage_path: Path, study_name: str, recorder: TrialRecorder
+) -> tuple[RankerSpec, TuningSummary]:
+    """`tune_ranker` with the profile's trials, time budget and epochs; the best spec and the study's summary."""
+    start = time.perf_counter()
+    study, spec = tune_ranker(
+        data, settings.tuning_trials, settings.tuning_minutes, settings.max_epochs, storage_path, study_name, recorder
+    )
+    return spec, TuningSummary(
+        study_name, len(study.trials), study.best_value, time.perf_counter() - start, spec.epochs
+    )
