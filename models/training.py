@@ -95,7 +95,7 @@ def train_ranker(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.detach().item())
         if label:
             log.info(
                 "%s: epoch %d/%d, mean loss %.4f, %.1fs",
