@@ -172,11 +172,14 @@ class Deployment:
             except ProcessLookupError:
                 pass
             process.wait(timeout=20)
-        for pid in _own_leftovers(self.root):  # anything that left the process groups
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        deadline = time.monotonic() + 20
+        while (leftovers := _own_leftovers(self.root)) and time.monotonic() < deadline:
+            for pid in leftovers:  # anything that left the process groups; SIGKILL lands asynchronously
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
 
     def report(self) -> str:
         return "\n".join(f"----- {log.name} (tail) -----\n{_tail(log)}" for log in sorted(self.logs.glob("*.log")))
