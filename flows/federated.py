@@ -123,7 +123,6 @@ def federated_flow(
                 splits["test"],
                 settings.latency_requests,
                 parent_run_id,
-                data_hash,
                 split_info,
                 privacy,
             )
@@ -149,7 +148,6 @@ def federated_flow(
                     parent_run_id,
                     teacher=False,
                     name=model_name,
-                    data_hash=data_hash,
                 )
                 tag_federated_version_task(model_name, version, refitted.summary, data_hash)
         ok = True

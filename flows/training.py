@@ -53,7 +53,6 @@ def baselines(
     test,
     settings,
     parent_run_id: str,
-    data_hash: str,
     split_info: dict,
 ) -> list[dict]:
     """Serve and log every baseline tier (deterministic: one fit each)."""
@@ -66,7 +65,6 @@ def baselines(
             test,
             settings.latency_requests,
             parent_run_id,
-            data_hash,
             split_info,
         )
         rows.append(log_row_metrics_task(row, seed_spread([row["ndcg_at_10"]])))
@@ -80,14 +78,13 @@ def neural_tiers(
     settings: config.Profile,
     folder: Path,
     parent_run_id: str,
-    data_hash: str,
     split_info: dict,
     items: pd.DataFrame,
     model_name: str,
 ) -> list[dict]:
     """Tune the teacher, fit and distil for evaluation, serve and log every neural tier (with its
     seed spread), then refit on all data and register the refit ONNX models under `model_name`."""
-    generator = generator_settings(tifu.params)
+    generator, data_hash = generator_settings(tifu.params), evaluation_data.data_hash
     validation, test = splits["validation"], splits["test"]
     tuning_data = ranker_data_task(validation, settings.tuning_weeks, generator, with_validation=True)
     study_name = f"ranker-{data_hash}-{validation.cutoff:%Y%m%d}-w{settings.tuning_weeks}-e{settings.max_epochs}"
@@ -112,7 +109,6 @@ def neural_tiers(
             test,
             settings.latency_requests,
             parent_run_id,
-            data_hash,
             split_info,
             extra,
         )
@@ -150,7 +146,6 @@ def neural_tiers(
             parent_run_id,
             teacher=tier == TEACHER_TIER,
             name=model_name,
-            data_hash=data_hash,
         )
     return list(rows.values())
 
@@ -212,7 +207,6 @@ def training_flow(
                 splits["test"],
                 settings,
                 parent_run_id,
-                data_hash,
                 split_info,
             )
             rows += neural_tiers(
@@ -222,7 +216,6 @@ def training_flow(
                 settings,
                 Path(tmp),
                 parent_run_id,
-                data_hash,
                 split_info,
                 clean.items,
                 model_name,

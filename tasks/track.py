@@ -94,7 +94,6 @@ def evaluate_and_log(
     split: Split,
     latency_requests: int,
     parent_run_id: str,
-    data_hash: str,
     split_info: dict,
     extra: dict | None = None,
 ) -> tuple[dict, Served]:
@@ -102,7 +101,7 @@ def evaluate_and_log(
     Returns (row, what it served)."""
     target = tier_bundle(fitted, data, folder)
     served = evaluate_task(fitted.name, target, split, K, latency_requests, fitted.runtime)
-    row = log_tier_task(fitted, target, served.metrics | (extra or {}), parent_run_id, data_hash, split_info)
+    row = log_tier_task(fitted, target, served.metrics | (extra or {}), parent_run_id, data.data_hash, split_info)
     return row, served
 
 
@@ -117,9 +116,8 @@ def register_deploy_fit_task(
     pipeline_run_id: str,
     teacher: bool,
     name: str,
-    data_hash: str,
 ) -> str:
-    return register_deploy_fit(run_id, fitted, data, folder, row, pipeline_run_id, teacher, name, data_hash)
+    return register_deploy_fit(run_id, fitted, data, folder, row, pipeline_run_id, teacher, name)
 
 
 @task(

@@ -16,7 +16,6 @@ from edge import bundle
 from edge.engine import Engine
 
 REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
-REQUEST_COLUMNS = (schema.USER_ID, schema.STORE_ID, schema.TIMESTAMP)
 
 
 class BadRequests(ValueError):

@@ -362,7 +362,6 @@ def register_deploy_fit(
     pipeline_run_id: str,
     teacher: bool,
     name: str,
-    data_hash: str,
 ) -> str:
     """Register the tier refit on all data: its ONNX as a version of registered model `name`, and
     its bundle files (unsigned: whoever deploys signs them) as the run's `deploy/` artifacts. The
@@ -374,7 +373,7 @@ def register_deploy_fit(
     tags = {
         "fit": "all data",
         "trained_until": data.trained_until,
-        "data_hash": data_hash,
+        "data_hash": data.data_hash,
         "metrics_from": f"evaluation fit trained until the test cutoff (run {run_id})",
         "serving_artifacts": f"runs:/{run_id}/deploy",
     }
