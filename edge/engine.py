@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -81,8 +82,8 @@ class Shopper:
     recent: list = field(default_factory=list)  # viewed / carted item indices, newest last (≤ RECENT_ITEMS)
     version: int = 0  # events applied so far
     last_seq: int = 0  # the newest logged event applied (events up to it are in this state)
-    ranked: Scored | None = None  # ranked candidates at `ranked_version`
-    ranked_version: int = -1
+    ranked: Scored | None = None  # ranked candidates at `ranked_key`
+    ranked_key: tuple[int, int] = (-1, -1)  # (events applied, hour of the request) they were ranked at
 
 
 def _utc_naive(moment: datetime) -> datetime:
@@ -268,20 +269,28 @@ class Engine:
         k: int = 10,
         exclude: tuple[str, ...] = (),
         recent: tuple[str, ...] = (),
+        at: float | None = None,
     ) -> Answer:
-        """Top-`k` for `user_id` in `store_id` (None or unknown: global popularity, no stock filter)."""
+        """Top-`k` for `user_id` in `store_id` (None or unknown: global popularity, no stock filter)
+        at time `at` (Unix seconds; None: now). Timing features (days since the shopper last bought
+        an item, against their usual interval) are computed at that time, and a shopper's ranked
+        candidates are reused within the same hour only, so an item rises as it comes due."""
         store = self.store_index.get(store_id) if store_id is not None else None
         known_store = store is not None
+        now_day = max(
+            self.cutoff_day, ((time.time() if at is None else at) - self.cutoff_at) / 86400.0 + self.cutoff_day
+        )
         with self._lock:
             shopper = self._shopper(user_id)
-            version, cart, session_items = shopper.version, set(shopper.cart), list(shopper.recent)
-            ranked = shopper.ranked if shopper.ranked_version == version else None
+            key = (shopper.version, int(now_day * 24))
+            cart, session_items = set(shopper.cart), list(shopper.recent)
+            ranked = shopper.ranked if shopper.ranked_key == key else None
             live_baskets = sorted(tuple(b) for b in shopper.baskets.values()) if ranked is None else []
         if ranked is None:
-            ranked = self._rank(user_id, live_baskets)
+            ranked = self._rank(user_id, live_baskets, now_day)
             with self._lock:
-                if shopper.version == version:
-                    shopper.ranked, shopper.ranked_version = ranked, version
+                if shopper.version == key[0]:
+                    shopper.ranked, shopper.ranked_key = ranked, key
         items = ranked.items
         blocked = {i for i in map(self.item_index.get, exclude) if i is not None} | cart
         if self.exclude_seen:
@@ -339,8 +348,9 @@ class Engine:
             ok &= (row[position] == items) if len(row) else False
         return ok
 
-    def _rank(self, user_id: str, live_baskets: list[tuple[float, set]]) -> Scored:
-        """The shopper's ranked candidates from the bundle's history plus `live_baskets` ((day, items))."""
+    def _rank(self, user_id: str, live_baskets: list[tuple[float, set]], now_day: float) -> Scored:
+        """The shopper's ranked candidates at `now_day` from the bundle's history plus `live_baskets`
+        ((day, items))."""
         user = self.user_index.get(user_id, -1)
         if live_baskets:
             baskets, days = self.history.baskets_of(user) if user >= 0 else ([], np.zeros(0))
@@ -355,7 +365,7 @@ class Engine:
         if self.scorer is None:  # popularity alone: no candidates
             found_items, raw = np.zeros(0, np.int64), np.zeros(0, np.float32)
         else:
-            found = generator.build(np.array([row]))
+            found = generator.build(np.array([row]), np.array([now_day]))
             raw = self.scorer(found.features, found.items) if len(found.items) else np.zeros(0, np.float32)
             scored = np.isfinite(raw)
             found_items, raw = found.items[scored], raw[scored]

@@ -15,6 +15,7 @@ MAX_ID = 128  # characters in any id
 MAX_K = 100
 MAX_EXCLUDE = 100
 MAX_RECENT = 50
+MAX_TIME = 40  # characters of an ISO 8601 time
 MAX_QUERY_BYTES = 64 * 2**10
 MAX_EVENTS_BODY = 2**20  # one batch of MAX_BATCH events with long ids fits in a quarter of it
 MAX_SMALL_BODY = 64 * 2**10  # any other request's body, except a bundle upload
@@ -55,11 +56,14 @@ class RecommendationQuery:
     k: int
     exclude: tuple[str, ...]
     recent: tuple[str, ...]
+    at: float | None = None  # Unix seconds the answer is for (None: the node's clock)
 
 
 def parse_recommendation_query(query_string: bytes) -> RecommendationQuery | list[Problem]:
     """The query of GET /v1/recommendations, strictly: user_id and store_id exactly once, k at most
-    once as plain digits 1..MAX_K, every id valid. Unknown parameters are ignored."""
+    once as plain digits 1..MAX_K, every id valid, `at` (the time the answer is for: ISO 8601, naive
+    is UTC; for backtests and batch clients) at most once and not after the node's clock plus the
+    allowed skew. Unknown parameters are ignored."""
     if len(query_string) > MAX_QUERY_BYTES:
         return [Problem(("query",), f"query string longer than {MAX_QUERY_BYTES} bytes", "too_long")]
     values: dict[str, list[str]] = {}
@@ -86,6 +90,10 @@ def parse_recommendation_query(query_string: bytes) -> RecommendationQuery | lis
         if len(given) > most:
             problems.append(Problem(("query", name), f"at most {most} values", "too_long"))
         problems += [p for j, v in enumerate(given) if (p := id_problem(v, ("query", name, j)))][:5]
+    at = values.get("at", [])
+    moment, at_problem = _request_time(at)
+    if at_problem:
+        problems.append(at_problem)
     if problems:
         return problems
     return RecommendationQuery(
@@ -94,7 +102,28 @@ def parse_recommendation_query(query_string: bytes) -> RecommendationQuery | lis
         int(k[0]),
         tuple(values.get("exclude", ())),
         tuple(values.get("recent", ())),
+        moment,
     )
+
+
+def _request_time(given: list[str]) -> tuple[float | None, Problem | None]:
+    """The `at` query parameter as Unix seconds (None when absent), or why it is refused."""
+    loc = ("query", "at")
+    if not given:
+        return None, None
+    if len(given) > 1:
+        return None, Problem(loc, "at most once", "repeated")
+    try:
+        if len(given[0]) > MAX_TIME:
+            raise ValueError
+        moment = datetime.fromisoformat(given[0])
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None, Problem(loc, "an ISO 8601 time, e.g. 2017-12-01T10:30:00Z", "datetime_parsing")
+    latest = datetime.now(UTC) + CLOCK_SKEW
+    if moment > latest:
+        return None, Problem(loc, f"after the node's clock plus {CLOCK_SKEW}", "datetime_in_future")
+    return moment.timestamp(), None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
     python -m edge.probe BUNDLE PUBLIC_KEY REQUESTS.json COUNT [--k 10] [--warmup 100] [--runtime onnx]
 
-REQUESTS.json: [[user_id, store_id or null], …]. The engine keeps no answer between requests
+REQUESTS.json: [[user_id, store_id or null, Unix seconds or null (now)], …]. The engine keeps no answer between requests
 (each one is a shopper's first since the bundle loaded: candidates built and scored). Prints one
 JSON object: latency_p50/p95/p99_ms over COUNT requests (one thread, cycling through REQUESTS,
 after the warm-up) and peak_memory_mb, this process's peak resident set size: interpreter,
@@ -51,11 +51,11 @@ def main() -> None:
     requests = json.loads(args.requests.read_text())
     order = [requests[j % len(requests)] for j in range(args.warmup + args.count)]
     timings = np.empty(args.count)
-    for user_id, store_id in order[: args.warmup]:
-        engine.recommend(user_id, store_id, args.k)
-    for j, (user_id, store_id) in enumerate(order[args.warmup :]):
+    for user_id, store_id, at in order[: args.warmup]:
+        engine.recommend(user_id, store_id, args.k, at=at)
+    for j, (user_id, store_id, at) in enumerate(order[args.warmup :]):
         start = time.perf_counter()
-        engine.recommend(user_id, store_id, args.k)
+        engine.recommend(user_id, store_id, args.k, at=at)
         timings[j] = time.perf_counter() - start
     p50, p95, p99 = np.percentile(timings * 1000, [50, 95, 99])
     print(

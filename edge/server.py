@@ -48,6 +48,7 @@ from edge.inputs import (
     MAX_K,
     MAX_RECENT,
     MAX_SMALL_BODY,
+    MAX_TIME,
     Problem,
     RecommendationQuery,
     TimeWindow,
@@ -188,7 +189,7 @@ def problems_response(problems: list[Problem]) -> AsciiJSON:
 def recommendations_body(node: Node, query: RecommendationQuery, disclose: bool) -> bytes:
     """The JSON answer of GET /v1/recommendations (schema: `Recommendations`)."""
     serving = node.engine
-    answer = serving.recommend(query.user_id, query.store_id, query.k, query.exclude, query.recent)
+    answer = serving.recommend(query.user_id, query.store_id, query.k, query.exclude, query.recent, query.at)
     body = {
         "user_id": query.user_id,
         "store_id": query.store_id,
@@ -384,6 +385,10 @@ def create_app(
         recent: Annotated[
             list[str], Query(max_length=MAX_RECENT, description="item ids the shopper just looked at")
         ] = [],
+        at: Annotated[
+            str | None,
+            Query(max_length=MAX_TIME, description="ISO 8601 time the answer is for (default: the node's clock)"),
+        ] = None,
     ) -> Response:
         query = parse_recommendation_query(request.scope["query_string"])
         if isinstance(query, list):

@@ -53,11 +53,17 @@ def signed_bundle(data: ServingData, scorer: TierScorer, folder: Path, info: dic
 
 
 def serve_split(engine: Engine, split: Split, k: int = 10) -> dict[int, list[int]]:
-    """Top-k item indices for every target user of `split`, each asked at their target basket's store."""
+    """Top-k item indices for every target user of `split`, each asked at their target basket's
+    store and start time."""
     recommendations = {}
     for user in sorted(split.targets):
         request = split.requests.get(user)
-        answer = engine.recommend(str(split.catalog.user_ids[user]), request.store_id if request else None, k)
+        answer = engine.recommend(
+            str(split.catalog.user_ids[user]),
+            request.store_id if request else None,
+            k,
+            at=request.at if request else None,
+        )
         recommendations[user] = [engine.item_index.get(r.item_id) for r in answer.items]
     return recommendations
 
@@ -80,7 +86,9 @@ def measure_serving(folder: Path, split: Split, count: int, k: int = 10, runtime
     process serving the bundle (`edge.probe`): latency_p50/p95/p99_ms and peak_memory_mb."""
     _, public = signing_keys()
     requests = [
-        [str(split.catalog.user_ids[u]), split.requests[u].store_id if u in split.requests else None]
+        [str(split.catalog.user_ids[u]), split.requests[u].store_id, split.requests[u].at]
+        if u in split.requests
+        else [str(split.catalog.user_ids[u]), None, None]
         for u in sorted(split.targets)
     ]
     with tempfile.TemporaryDirectory() as tmp:

@@ -103,11 +103,16 @@ class BasketHistory:
 
     def first_baskets(self, start: float, end: float) -> dict[int, set[int]]:
         """user → items of their first basket in [start, end), for users with a basket before `start`."""
+        return {user: items for user, (_, items) in self.first_baskets_with_days(start, end).items()}
+
+    def first_baskets_with_days(self, start: float, end: float) -> dict[int, tuple[float, set[int]]]:
+        """user → (day, items) of their first basket in [start, end), for users with a basket before `start`."""
         users = self.basket_users()
         first_day = self.basket_day[np.minimum(self.user_ptr[:-1], max(self.n_baskets - 1, 0))]
-        targets: dict[int, set[int]] = {}
+        targets: dict[int, tuple[float, set[int]]] = {}
         for b in np.flatnonzero((self.basket_day >= start) & (self.basket_day < end)):
             user = int(users[b])
             if user not in targets and first_day[user] < start:
-                targets[user] = set(self.items[self.basket_ptr[b] : self.basket_ptr[b + 1]].tolist())
+                items = set(self.items[self.basket_ptr[b] : self.basket_ptr[b + 1]].tolist())
+                targets[user] = (float(self.basket_day[b]), items)
         return targets

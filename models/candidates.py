@@ -255,17 +255,21 @@ class CandidateGenerator:
         return other
 
     # ---- serving -------------------------------------------------------------------------
-    def build(self, users: np.ndarray, chunk: int = 256) -> CandidateSet:
-        """Candidates and features for `users` (indices into the fitted history), in that order."""
+    def build(self, users: np.ndarray, at: np.ndarray | None = None, chunk: int = 256) -> CandidateSet:
+        """Candidates and features for `users` (indices into the fitted history), in that order,
+        each asked at its own time `at` ((len(users),) days; None: the fit's cutoff). Times before
+        the cutoff count as the cutoff: the fit knows nothing later than it, so nothing earlier."""
         users = np.asarray(users, dtype=np.int64)
+        cutoff_day = float(self.cutoff_day)
+        at = np.full(len(users), cutoff_day) if at is None else np.maximum(np.asarray(at, np.float64), cutoff_day)
         all_items, all_features, user_ptr = [], [], [0]
         for start in range(0, len(users), chunk):
-            batch = users[start : start + chunk]
+            batch, batch_at = users[start : start + chunk], at[start : start + chunk]
             scores = self.tifu.score(batch)
             own = self.tifu.vectors[batch].toarray()
             explore, _ = top_k(np.where(own > 0, -np.inf, scores), self.params["n_explore"])
             for row, user in enumerate(batch):
-                items, features = self._user_rows(user, scores[row], own[row], explore[row])
+                items, features = self._user_rows(user, scores[row], own[row], explore[row], batch_at[row])
                 all_items.append(items)
                 all_features.append(features)
                 user_ptr.append(user_ptr[-1] + len(items))
@@ -276,8 +280,7 @@ class CandidateGenerator:
             features=np.concatenate(all_features) if all_features else np.zeros((0, len(FEATURE_NAMES)), np.float32),
         )
 
-    def _user_rows(self, user, scores, own, explore):
-        cutoff_day = float(self.cutoff_day)
+    def _user_rows(self, user, scores, own, explore, now_day: float):
         lo, hi = self.counts.indptr[user], self.counts.indptr[user + 1]
         bought = self.counts.indices[lo:hi]
         keep = np.argsort(-scores[bought], kind="stable")[: self.params["n_repeat"]]
@@ -286,7 +289,7 @@ class CandidateGenerator:
         n_rep, n_new = len(keep), len(new)
         zeros = np.zeros(n_new)
         count = np.r_[self.counts.data[lo:hi][keep], zeros]
-        recency = np.r_[cutoff_day - self.last_day[lo:hi][keep], np.full(n_new, np.nan)]
+        recency = np.r_[now_day - self.last_day[lo:hi][keep], np.full(n_new, np.nan)]
         own_gap = np.where(
             count > 1,
             np.r_[(self.last_day[lo:hi] - self.first_day[lo:hi])[keep], zeros] / np.maximum(count - 1, 1),
@@ -298,7 +301,7 @@ class CandidateGenerator:
         tifu = scores[items]
         rank = np.empty(n)
         rank[np.argsort(-tifu, kind="stable")] = np.arange(n)
-        since_last = cutoff_day - self.last_basket[user]
+        since_last = now_day - self.last_basket[user]
         # category
         groups = self.item_groups[items]
         clo, chi = self.cat_counts.indptr[user], self.cat_counts.indptr[user + 1]
@@ -317,7 +320,7 @@ class CandidateGenerator:
         c_items[self.cat_items.indices[ilo:ihi]] = self.cat_items.data[ilo:ihi]
         g = np.where(groups >= 0, groups, n_groups)  # unknown → an always-empty slot
         cat_count = c_count[g]
-        cat_recency = cutoff_day - c_last[g]
+        cat_recency = now_day - c_last[g]
         cat_gap = _ratio(c_last[g] - c_first[g], cat_count - 1)
         global_gap = np.r_[self.cat_gap_global, np.nan][g]
         columns = {
@@ -486,14 +489,18 @@ def labelled_candidates(
     targets: dict[int, set[int]],
     tifu_params: dict,
     item_groups: np.ndarray | None = None,
+    at: dict[int, float] | None = None,
     **candidate_options,
 ) -> LabelledCandidates:
-    """Candidates at `cutoff_day` for the users in `targets`, labelled by their target basket.
+    """Candidates for the users in `targets`, labelled by their target basket, with features at
+    each target basket's own time `at` (user → day; None: all at `cutoff_day`), as a node asked
+    when the basket starts computes them.
 
     `history` may extend past the cutoff: only baskets before it are used for candidates,
     features and TIFU-KNN.
     """
     before = history.before(cutoff_day)
     users = np.array(sorted(targets), dtype=np.int64)
+    times = None if at is None else np.array([at[int(u)] for u in users], dtype=np.float64)
     generator = CandidateGenerator(tifu_params, **candidate_options).fit(before, cutoff_day, item_groups)
-    return label(generator.build(users), targets)
+    return label(generator.build(users, times), targets)

@@ -67,6 +67,11 @@ class Split:
         """Day 0 of the history's day units (the first event)."""
         return self.cutoff - pd.Timedelta(days=self.cutoff_day)
 
+    def target_days(self) -> dict[int, float]:
+        """user → when their target basket starts, in the history's day units (a node's request time)."""
+        origin = _unix(self.origin)
+        return {user: (self.requests[user].at - origin) / 86400.0 for user in self.targets if user in self.requests}
+
     def seen_items(self) -> dict[int, set[int]]:
         """Items each target user bought before the cutoff (splits repeat from explore)."""
         counts = self.history.user_item_counts()

@@ -124,8 +124,13 @@ def answer_requests(engine: Engine, requests: pd.DataFrame, k: int = 10) -> pd.D
     rows = []
     for request in requests.itertuples(index=False):
         request = request._asdict()
-        store = request.get(schema.STORE_ID)
-        answer = engine.recommend(str(request[schema.USER_ID]), None if pd.isna(store) else str(store), k)
+        store, moment = request.get(schema.STORE_ID), request.get(schema.TIMESTAMP)
+        answer = engine.recommend(
+            str(request[schema.USER_ID]),
+            None if pd.isna(store) else str(store),
+            k,
+            at=None if moment is None or pd.isna(moment) else moment.timestamp(),
+        )
         rows += [
             {**request, "item_id": item.item_id, "rank": rank, "score": item.score, "reason": item.reason}
             for rank, item in enumerate(answer.items, start=1)

@@ -2,7 +2,8 @@
 
 Every fit uses only the history of its split: training lists are each user's first basket in
 the week after weekly cutoffs before the split's cutoff, with candidates and features computed
-from the baskets before that weekly cutoff. The tuning fit also scores the validation lists.
+from the baskets before that weekly cutoff, at the time that basket starts (as a node asked then
+computes them). The tuning fit also scores the validation lists, likewise at their baskets' times.
 """
 
 from __future__ import annotations
@@ -78,12 +79,12 @@ def ranker_data(
     parts = []
     for j in range(1, weeks + 1):
         cutoff = split.cutoff_day - j * WEEK_DAYS
-        targets = history.first_baskets(cutoff, cutoff + WEEK_DAYS)
-        if targets:
+        first = history.first_baskets_with_days(cutoff, cutoff + WEEK_DAYS)
+        if first:
+            targets = {user: items for user, (_, items) in first.items()}
+            at = {user: day for user, (day, _) in first.items()}
             parts.append(
-                labelled_candidates(
-                    history, cutoff, targets, generator_settings["tifu_params"], item_groups=groups, **options
-                )
+                labelled_candidates(history, cutoff, targets, generator_settings["tifu_params"], groups, at, **options)
             )
     if not parts:
         raise ValueError(
@@ -95,7 +96,13 @@ def ranker_data(
     validation = None
     if with_validation:
         validation = labelled_candidates(
-            history, split.cutoff_day, split.targets, generator_settings["tifu_params"], item_groups=groups, **options
+            history,
+            split.cutoff_day,
+            split.targets,
+            generator_settings["tifu_params"],
+            groups,
+            split.target_days(),
+            **options,
         )
     data = RankerData(split, LabelledCandidates.concat(parts), generator, validation, time.perf_counter() - start)
     log.info(

@@ -39,6 +39,22 @@ def test_category_stats_count_a_basket_once():
     assert stats.item_gap[0] == pytest.approx(2.0) and stats.item_gap[1] == pytest.approx(4.0)
 
 
+def test_timing_features_are_computed_at_each_request_time_never_before_the_cutoff():
+    generator = CandidateGenerator(TIFU, n_explore=2).fit(HISTORY, 10.0, GROUPS)
+    later = generator.build(np.array([0, 0, 0]), at=np.array([10.0, 13.5, 7.0]))
+    rows = [slice(later.user_ptr[j], later.user_ptr[j + 1]) for j in range(3)]
+    item_0 = [int(np.flatnonzero(later.items[r] == 0)[0]) for r in rows]
+    recency = [later.features[r][i, column("recency_over_own_gap")] for r, i in zip(rows, item_0)]
+    # item 0 was last bought on day 4 every 2 days: 3 gaps overdue at day 10, 4.75 at day 13.5;
+    # day 7 is before the fit's cutoff, so it is asked as at the cutoff
+    assert recency == pytest.approx([3.0, 4.75, 3.0])
+    since_last = later.features[rows[1]][0, column("log_days_since_last_basket")]
+    assert since_last == pytest.approx(np.log1p(9.5))
+    untimed = ("log_count", "tifu_score", "share_last_3")
+    for name in untimed:  # what does not depend on the clock does not move
+        assert later.features[rows[0]][:, column(name)] == pytest.approx(later.features[rows[1]][:, column(name)])
+
+
 def test_candidates_hold_repeat_then_explore_items_with_features():
     candidates = CandidateGenerator(TIFU, n_explore=2).fit(HISTORY, 10.0, GROUPS).build(np.array([0, 2]))
     assert candidates.users.tolist() == [0, 2]

@@ -78,13 +78,13 @@ def test_a_first_purchase_personalises_a_new_shopper_at_once(engine):
 
 def test_a_purchase_moves_the_shoppers_own_candidates(engine):
     user, store = busiest(engine)
-    before = engine._rank(user, [])
+    before = engine._rank(user, [], engine.cutoff_day)
     top = str(engine.catalog.item_ids[before.items[0]])
     engine.recommend(user, store)  # the shopper is in memory
     engine.apply([Event(user, top, "purchase", after_bundle(engine, 0.5), store, "trip-1")])
     with engine._lock:
         live = [tuple(b) for b in engine._shoppers[user].baskets.values()]
-    after = engine._rank(user, live)
+    after = engine._rank(user, live, engine.cutoff_day + 0.5)
     assert after.count[list(after.items).index(before.items[0])] == before.count[0] + 1
     assert not np.array_equal(before.scores, after.scores)  # recency and counts changed, so the scores did
 
@@ -177,3 +177,20 @@ def test_views_and_recent_items_bring_items_often_bought_with_them_and_stay_out_
     engine.apply([Event(user, viewed, "view", after_bundle(engine, 1), store)])
     assert title in {r.reason for r in engine.recommend(user, store, 10).items}
     assert engine._shoppers[user].baskets == {}  # a view is not a purchase
+
+
+def test_answers_follow_the_request_time_and_are_reused_within_its_hour(engine):
+    user, store = busiest(engine)
+    hour = np.floor((engine.cutoff_day + 1) * 24) + 0.1  # a tenth into an hour after the bundle's data
+
+    def at(hours: float) -> float:
+        return engine.cutoff_at + ((hour + hours) / 24 - engine.cutoff_day) * 86400
+
+    first = engine.recommend(user, store, 10, at=at(0))
+    assert engine.recommend(user, store, 10, at=at(0.5)) == first  # the same hour: the ranked candidates are reused
+    with engine._lock:
+        assert engine._shoppers[user].ranked_key[1] == int(hour)
+    month_later = engine.recommend(user, store, 10, at=at(30 * 24))
+    assert [r.score for r in month_later.items] != [r.score for r in first.items]  # timing features moved
+    with engine._lock:
+        assert engine._shoppers[user].ranked_key[1] == int(hour) + 30 * 24

@@ -66,6 +66,9 @@ def test_recommendations_events_health_and_metrics(node):
     assert post_events(node, json=batch).json() == {"accepted": 3, "new": 3}
     assert post_events(node, json=batch).json() == {"accepted": 3, "new": 0}  # a retry
 
+    timed = recommend(node, at="2017-06-01T10:00:00+02:00")  # a backtest asks at a basket's time
+    assert timed.status_code == 200 and len(timed.json()["items"]) == 10
+
     cold = recommend(node, user_id="someone-new", k=3).json()
     assert cold["cold_start"] and [i["reason"] for i in cold["items"]] == ["popular in this store"] * 3
     unknown_store = recommend(node, store_id="no-such-store").json()
@@ -103,6 +106,9 @@ def test_recommendations_events_health_and_metrics(node):
         {"user_id": ["a", "b"]},
         {"exclude": "x" * 10_000},
         {"recent": "a\x00b"},
+        {"at": "2100-01-01T00:00:00Z"},
+        {"at": "yesterday"},
+        {"at": ["2017-01-01", "2017-01-02"]},
     ],
 )
 def test_bad_requests_get_a_clear_4xx(node, params):
