@@ -282,7 +282,7 @@ def main(
             print(results["install"], flush=True)
         bundles = {
             "edge": (tmp / "edge-bundle", str(edge.version), "onnx", edge_python),
-            "cloud": (tmp / "cloud-bundle", str(cloud_version), "torch", sys.executable),
+            "cloud": (tmp / "cloud-bundle", str(cloud_version), "native", sys.executable),
         }
         for folder, version, _, _ in bundles.values():
             registry_bundle(folder, private, name, version=version)

@@ -34,8 +34,8 @@ ITEMS = "items.npz"  # item table: item_id (+ title, category, department, brand
 CO_PURCHASE = "co_purchase.npz"  # per item, the items most often bought with it
 SERVING = "serving.json"  # the tier's parameters: candidate settings, scorer (models.scorers), exclude_seen
 FILES = (CANDIDATES, CATALOG, HISTORIES, ITEMS, CO_PURCHASE, SERVING)
-TORCH_MODEL = "model.pt"  # optional: the same ranker for PyTorch eager (the cloud reference, never a node)
-OPTIONAL_FILES = (MODEL, TORCH_MODEL)
+LIGHTGBM_MODEL = "model.lgb.txt"  # optional: a boosted ranker for LightGBM itself (the cloud reference, never a node)
+OPTIONAL_FILES = (MODEL, LIGHTGBM_MODEL)
 PRIVATE_KEY, PUBLIC_KEY = "bundle-signing.key", "bundle-signing.pub"
 
 

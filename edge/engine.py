@@ -145,8 +145,8 @@ class Engine:
         max_shoppers: int = MAX_SHOPPERS,
         personal_reasons: bool = True,
     ):
-        """runtime: "onnx" (ONNX Runtime, every node) or "torch" (a ranker bundle's optional
-        model.pt in PyTorch eager: the cloud reference; needs torch installed).
+        """runtime: "onnx" (ONNX Runtime, every node) or "native" (a ranker bundle's optional
+        LightGBM or PyTorch file: the cloud reference; needs that framework installed).
         source: where a shopper's logged events come from when they are not in memory (None: events
         reach the engine only through `apply`). personal_reasons: False words every reason without
         the shopper's own purchases or cart (for nodes any caller can ask)."""

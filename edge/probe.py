@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("count", type=int)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--runtime", choices=("onnx", "torch"), default="onnx")
+    parser.add_argument("--runtime", choices=("onnx", "native"), default="onnx")
     args = parser.parse_args()
     engine = Engine.load(args.bundle, load_public_key(args.public_key), args.runtime, max_shoppers=1)
     requests = json.loads(args.requests.read_text())

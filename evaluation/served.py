@@ -18,7 +18,8 @@ from lightpersml import config
 from models.metrics import evaluate
 from models.tier_bundle import ServingData, TierScorer, lay_out, sign
 from splits.temporal import Split
-from training.data import RankerData, RankerSpec
+from training.boosted import BoostedSpec
+from training.data import RankerData
 from training.tiers import FittedTier, export_rankers, fit_rankers
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,8 @@ def bundle_ndcg(fitted: FittedTier, data: ServingData, folder: Path, split: Spli
 
 def seed_ndcgs(
     training: RankerData,
-    teacher_spec: RankerSpec,
+    teacher_spec: BoostedSpec,
+    student_epochs: int,
     seeds: range,
     tiers: tuple[str, ...],
     data: ServingData,
@@ -159,7 +161,9 @@ def seed_ndcgs(
     each served through the engine: how much a tier's number moves from one training seed to the next."""
     ndcgs: dict[str, list[float]] = {tier: [] for tier in tiers}
     for seed in seeds:
-        again = export_rankers(fit_rankers(training, teacher_spec, seed), folder / f"models-{seed}", exclude_seen)
+        again = export_rankers(
+            fit_rankers(training, teacher_spec, student_epochs, seed), folder / f"models-{seed}", exclude_seen
+        )
         for tier in tiers:
             ndcgs[tier].append(bundle_ndcg(again[tier], data, folder / f"bundles-{seed}", split))
     return ndcgs

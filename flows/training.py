@@ -87,13 +87,15 @@ def neural_tiers(
     generator, data_hash = generator_settings(tifu.params), evaluation_data.data_hash
     validation, test = splits["validation"], splits["test"]
     tuning_data = ranker_data_task(validation, settings.tuning_weeks, generator, with_validation=True)
-    study_name = f"ranker-{data_hash}-{validation.cutoff:%Y%m%d}-w{settings.tuning_weeks}-e{settings.max_epochs}"
+    study_name = f"lambdarank-{data_hash}-{validation.cutoff:%Y%m%d}-w{settings.tuning_weeks}-r{settings.max_rounds}"
     teacher_spec, tuning = tune_ranker_task(
         tuning_data, settings, config.state_dir() / "optuna" / "optuna.db", study_name, parent_run_id
     )
     del tuning_data
     training = ranker_data_task(test, settings.training_weeks, generator, generator=evaluation_data.generator)
-    tiers = export_rankers_task(fit_rankers_task(training, teacher_spec), folder / "evaluation", tifu.exclude_seen)
+    tiers = export_rankers_task(
+        fit_rankers_task(training, teacher_spec, settings.student_epochs), folder / "evaluation", tifu.exclude_seen
+    )
     tiers[TEACHER_TIER].tuning_seconds, tiers[TEACHER_TIER].tuning = tuning.seconds, tuning
     rows, served = {}, {}
     for tier in (TEACHER_TIER, CLOUD_TIER, *STUDENT_TIERS):
@@ -112,13 +114,14 @@ def neural_tiers(
             split_info,
             extra,
         )
-    # The exported teacher must rank like the PyTorch one on the real test requests.
+    # The exported teacher must rank like LightGBM itself on the real test requests.
     overlap = top_k_overlap(served[TEACHER_TIER].recommendations, served[CLOUD_TIER].recommendations)
-    rows[CLOUD_TIER] = log_row_metrics_task(rows[CLOUD_TIER], {"onnx_torch_top10_overlap": overlap})
+    rows[CLOUD_TIER] = log_row_metrics_task(rows[CLOUD_TIER], {"onnx_native_top10_overlap": overlap})
     trained = (TEACHER_TIER, *STUDENT_TIERS)
     ndcgs = seed_ndcgs_task(
         training,
         teacher_spec,
+        settings.student_epochs,
         range(1, settings.seeds),
         trained,
         evaluation_data,
@@ -134,6 +137,7 @@ def neural_tiers(
     refit = fit_rankers_task(
         ranker_data_task(splits["deploy"], settings.training_weeks, generator, generator=deploy_data.generator),
         teacher_spec,
+        settings.student_epochs,
     )
     deployable = export_rankers_task(refit, folder / "deploy", tifu.exclude_seen)
     for tier in REGISTERED_TIERS:

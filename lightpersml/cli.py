@@ -524,7 +524,8 @@ def serve(
         ),
     ] = None,
     runtime: Annotated[
-        str, typer.Option(help="onnx (nodes) or torch (the cloud reference; needs the bundle's model.pt)")
+        str,
+        typer.Option(help="onnx (nodes) or native (the cloud reference: LightGBM; needs the bundle's model.lgb.txt)"),
     ] = "onnx",
 ) -> None:
     """Run an edge node: recommendations, events, health and metrics over HTTP."""

@@ -91,7 +91,8 @@ class Profile:
     tuning_minutes: float  # wall-clock budget of the teacher's study (a trial stops when it is spent)
     tuning_weeks: int  # weekly cutoffs whose next baskets are the teacher's training lists while tuning
     training_weeks: int  # the same for the final fits (evaluation and deploy), which train once
-    max_epochs: int  # epochs per teacher trial; the best epoch is kept
+    max_rounds: int  # boosting rounds per teacher trial (early stopping on validation keeps the best)
+    student_epochs: int  # epochs of each distilled student
     latency_requests: int  # single-user requests timed per tier (after warm-up)
     seeds: int = 3  # evaluation fits of the neural tiers (seeds 0…n-1): the spread of each tier's NDCG@10
     test_weeks: int = 4
@@ -105,7 +106,8 @@ PROFILES = {
         tuning_minutes=4,
         tuning_weeks=3,
         training_weeks=4,
-        max_epochs=4,
+        max_rounds=400,
+        student_epochs=4,
         latency_requests=2000,
     ),
     "full": Profile(
@@ -114,7 +116,8 @@ PROFILES = {
         tuning_minutes=240,
         tuning_weeks=4,
         training_weeks=8,
-        max_epochs=6,
+        max_rounds=800,
+        student_epochs=6,
         latency_requests=2000,
     ),
     # For tests and CI: every step runs, in seconds; the numbers mean nothing.
@@ -124,7 +127,8 @@ PROFILES = {
         tuning_minutes=2,
         tuning_weeks=2,
         training_weeks=2,
-        max_epochs=2,
+        max_rounds=30,
+        student_epochs=2,
         latency_requests=100,
         seeds=2,
     ),

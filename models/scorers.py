@@ -4,8 +4,9 @@ Every tier is served by `edge.engine.Engine`, which builds a shopper's candidate
 bundle's scorer for one raw score per candidate (higher first; -inf drops it). The scorer is named
 in the bundle's `serving.json` (`scorer`):
 
-- `{"kind": "ranker"}`: the bundle's ONNX ranker (ONNX Runtime, every node), or its PyTorch file
-  when the engine runs with runtime "torch" (the cloud reference; needs torch installed).
+- `{"kind": "ranker"}`: the bundle's ONNX ranker (ONNX Runtime, every node: a LightGBM tree
+  ensemble or a neural ranker), or a boosted ranker in LightGBM itself when the engine runs with
+  runtime "native" (the cloud reference; needs LightGBM installed).
 - `{"kind": "features", "by": [name, …]}`: no model: candidates ordered by these
   `models.candidates.FEATURE_NAMES` columns (the first decides, the next break ties); candidates
   whose first column is 0 are dropped, so popularity fills their slots. P-TopFreq ("buy again")
@@ -22,12 +23,13 @@ import numpy as np
 from models.candidates import FEATURE_NAMES
 
 ONNX_FILE = "model.onnx"
-TORCH_FILE = "model.pt"
+LIGHTGBM_FILE = "model.lgb.txt"  # edge.bundle.LIGHTGBM_MODEL
 RANKER, FEATURES, POPULARITY = "ranker", "features", "popularity"
 
 
 class OnnxScorer:
-    """scores(features (rows, n_features) float32, items (rows,) int64) → (rows,) float32."""
+    """scores(features (rows, n_features) float32, items (rows,) int64) → (rows,) float32. A model
+    that takes no `items` input (a tree ensemble) is given the features alone."""
 
     def __init__(self, path: Path, threads: int = 1):
         import onnxruntime as ort
@@ -38,26 +40,24 @@ class OnnxScorer:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.enable_cpu_mem_arena = False  # a few hundred candidate rows need no arena; it keeps ~10 MB
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.takes_items = "items" in {given.name for given in self.session.get_inputs()}
 
     def __call__(self, features: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"features": features, "items": items})[0]
+        inputs = {"features": features, "items": items} if self.takes_items else {"features": features}
+        return self.session.run(None, inputs)[0].reshape(-1)
 
 
-class TorchScorer:
-    """The same ranker in PyTorch eager mode (file: {"config": ranker kwargs, "state_dict": …})."""
+class BoostedScorer:
+    """The same LightGBM ranker in LightGBM itself (its text model file)."""
 
     def __init__(self, path: Path, threads: int = 1):
-        import torch
+        import lightgbm
 
-        from models.ranker import CandidateRanker
-
-        torch.set_num_threads(threads)
-        self.model = CandidateRanker.load(path)
-        self.torch = torch
+        self.booster = lightgbm.Booster(model_file=str(path))
+        self.threads = threads
 
     def __call__(self, features: np.ndarray, items: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            return self.model(self.torch.from_numpy(features), self.torch.from_numpy(items)).numpy()
+        return self.booster.predict(features, num_threads=self.threads).astype(np.float32)
 
 
 class FeatureScorer:
@@ -89,14 +89,18 @@ def scorer_spec(kind: str, by: list[str] | None = None) -> dict:
 def load_scorer(spec: dict, folder: Path, runtime: str = "onnx"):
     """The scorer a bundle names (None for popularity: no candidates are scored).
 
-    runtime: "onnx" or "torch" (a ranker's PyTorch file beside the ONNX one). Raises
+    runtime: "onnx" or "native" (a boosted ranker's LightGBM file beside the ONNX one). Raises
     FileNotFoundError when the ranker file is missing, ValueError for an unknown spec."""
     kind = spec.get("kind")
     if kind == RANKER:
-        path = Path(folder) / (TORCH_FILE if runtime == "torch" else ONNX_FILE)
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder}: the ranker scorer needs {path.name}")
-        return TorchScorer(path) if runtime == "torch" else OnnxScorer(path)
+        folder = Path(folder)
+        if runtime == "native":
+            if not (folder / LIGHTGBM_FILE).is_file():
+                raise FileNotFoundError(f"{folder}: the native runtime needs {LIGHTGBM_FILE}")
+            return BoostedScorer(folder / LIGHTGBM_FILE)
+        if not (folder / ONNX_FILE).is_file():
+            raise FileNotFoundError(f"{folder}: the ranker scorer needs {ONNX_FILE}")
+        return OnnxScorer(folder / ONNX_FILE)
     if kind == FEATURES:
         return FeatureScorer(list(spec.get("by") or []))
     if kind == POPULARITY:

@@ -75,12 +75,12 @@ class ServingData:
 @dataclass
 class TierScorer:
     """How one tier scores candidates: `scorer` is models.scorers' spec; a ranker tier brings its
-    ONNX file (and optionally the same ranker as a PyTorch file, the cloud reference)."""
+    ONNX file (and a boosted one optionally LightGBM's own file, the cloud reference)."""
 
     tier: str
     scorer: dict
     onnx_file: Path | None = None
-    torch_file: Path | None = None
+    lightgbm_file: Path | None = None
     ranker_config: dict | None = None
 
 
@@ -137,8 +137,8 @@ def lay_out(data: ServingData, tier: TierScorer, folder: Path) -> Path:
     np.savez(folder / bundle.CO_PURCHASE, items=data.co_purchase)
     if tier.onnx_file is not None:
         shutil.copyfile(tier.onnx_file, folder / bundle.MODEL)
-    if tier.torch_file is not None:
-        shutil.copyfile(tier.torch_file, folder / bundle.TORCH_MODEL)
+    if tier.lightgbm_file is not None:
+        shutil.copyfile(tier.lightgbm_file, folder / bundle.LIGHTGBM_MODEL)
     serving = {
         "tier": tier.tier,
         "scorer": tier.scorer,

@@ -11,7 +11,8 @@ from prefect.cache_policies import NO_CACHE
 from evaluation.served import Served, bundle_ndcg, measure_serving, seed_ndcgs, serve_and_score
 from models.tier_bundle import ServingData
 from splits.temporal import Split
-from training.data import RankerData, RankerSpec
+from training.boosted import BoostedSpec
+from training.data import RankerData
 from training.tiers import FittedTier
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ def bundle_ndcg_task(fitted: FittedTier, data: ServingData, folder: Path, split:
 @task(name="seed spread", cache_policy=NO_CACHE, task_run_name="seed spread: seeds {seeds.start}…{seeds.stop}")
 def seed_ndcgs_task(
     training: RankerData,
-    teacher_spec: RankerSpec,
+    teacher_spec: BoostedSpec,
+    student_epochs: int,
     seeds: range,
     tiers: tuple[str, ...],
     data: ServingData,
@@ -50,4 +52,4 @@ def seed_ndcgs_task(
     folder: Path,
     exclude_seen: bool,
 ) -> dict[str, list[float]]:
-    return seed_ndcgs(training, teacher_spec, seeds, tiers, data, split, folder, exclude_seen)
+    return seed_ndcgs(training, teacher_spec, student_epochs, seeds, tiers, data, split, folder, exclude_seen)

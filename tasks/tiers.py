@@ -10,7 +10,8 @@ from prefect.cache_policies import NO_CACHE
 
 from models.tier_bundle import ServingData
 from splits.temporal import Split
-from training.data import RankerData, RankerSpec
+from training.boosted import BoostedSpec
+from training.data import RankerData
 from training.tiers import FittedTier, RankerFit, TunedTifu, export_rankers, fit_rankers, serving_data, tune_tifu
 
 
@@ -27,8 +28,8 @@ def serving_data_task(
 
 
 @task(name="train and distil", cache_policy=NO_CACHE, task_run_name="train and distil: {data.split.name}, seed {seed}")
-def fit_rankers_task(data: RankerData, teacher_spec: RankerSpec, seed: int = 0) -> RankerFit:
-    return fit_rankers(data, teacher_spec, seed)
+def fit_rankers_task(data: RankerData, teacher_spec: BoostedSpec, student_epochs: int, seed: int = 0) -> RankerFit:
+    return fit_rankers(data, teacher_spec, student_epochs, seed)
 
 
 @task(name="export and quantize", cache_policy=NO_CACHE, task_run_name="export and quantize: {folder.name}")

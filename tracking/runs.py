@@ -69,7 +69,7 @@ EXPERIMENT_DESCRIPTION = (
     "LightPersML pipeline runs on **{dataset}**. Each `training-…` run is one pipeline run; its child runs are the "
     "tiers (baselines, teacher, distilled students), each measured by serving its signed edge bundle through the "
     "node's engine on the test split (every shopper's first basket after the test cutoff, asked at that basket's "
-    "store). Compare tiers with the chart view or the parent run's `pareto.png`; promote a registered version with "
+    "store and start time). Compare tiers with the chart view or the parent run's `pareto.png`; promote a registered version with "
     "`lightpersml promote`."
 )
 
@@ -80,8 +80,8 @@ TIER_DESCRIPTIONS = {
     "store's best sellers.",
     "tifu_knn": "Baseline TIFU-KNN (tuned on validation): the shopper's time-decayed basket vector mixed with their "
     "nearest shoppers'.",
-    "full": "Teacher: the tuned ranker over each shopper's candidates, fp32 ONNX.",
-    "full_torch": "The teacher's bundle served by PyTorch eager: the cloud latency reference, not deployable.",
+    "full": "Teacher: LightGBM LambdaRank over each shopper's candidates (tuned on validation), ONNX tree ensemble.",
+    "full_native": "The teacher's bundle served by LightGBM itself: the cloud latency reference, not deployable.",
     "balanced": "Student distilled from the teacher, int8 ONNX (mid size).",
     "edge": "Student distilled from the teacher, int8 ONNX, sized for edge nodes.",
     "federated": "Edge-sized ranker trained across store groups with differential privacy, int8 ONNX.",
@@ -93,7 +93,7 @@ REGISTERED_MODEL_DESCRIPTION = (
     "and `lightpersml deploy` ships the version behind `edge` to the nodes."
 )
 EVALUATION_NOTE = (
-    " Metrics: its signed bundle answering every test shopper at their basket's store through the "
+    " Metrics: its signed bundle answering every test shopper at their basket's store and time through the "
     "node's engine; latency and peak RSS from a fresh process serving the same bundle."
 )
 
@@ -297,14 +297,14 @@ def tuning_params(tuning: TuningSummary | None) -> dict:
 
 
 def tuning_metrics(tuning: TuningSummary | None) -> dict[str, float]:
-    """Trials, the best validation NDCG@10 and the teacher's best epoch (seconds are `tuning_seconds`)."""
+    """Trials, the best validation NDCG@10 and the teacher's best round count (seconds are `tuning_seconds`)."""
     if tuning is None:
         return {}
-    best_epoch = {} if tuning.best_epoch is None else {"tuning_best_epoch": float(tuning.best_epoch)}
+    best_rounds = {} if tuning.best_rounds is None else {"tuning_best_rounds": float(tuning.best_rounds)}
     return {
         "tuning_trials": float(tuning.trials),
         "best_validation_ndcg_at_10": tuning.best_validation_ndcg_at_10,
-        **best_epoch,
+        **best_rounds,
     }
 
 

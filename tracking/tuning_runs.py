@@ -1,5 +1,5 @@
 """The teacher's Optuna study in MLflow: a "tuning full" child of the pipeline run, a nested run per
-trial with its parameters, per-epoch validation NDCG@10 and state (complete or pruned: never FAILED)."""
+trial with its parameters, validation NDCG@10 by boosting round and state (complete or pruned: never FAILED)."""
 
 from __future__ import annotations
 
@@ -55,12 +55,12 @@ class _Trial:
     def __init__(self, client: mlflow.MlflowClient, run_id: str):
         self.client, self.run_id = client, run_id
 
-    def epoch(self, epoch: int, ndcg: float) -> None:
-        self.client.log_metric(self.run_id, "validation_ndcg_at_10", ndcg, step=epoch)
+    def step(self, step: int, ndcg: float) -> None:
+        self.client.log_metric(self.run_id, "validation_ndcg_at_10", ndcg, step=step)
 
     def state(self, state: str) -> None:
         self.client.set_tag(self.run_id, "state", state)
 
-    def best(self, ndcg: float, epoch: int) -> None:
+    def best(self, ndcg: float, step: int) -> None:
         self.client.log_metric(self.run_id, "best_validation_ndcg_at_10", ndcg)
-        self.client.log_metric(self.run_id, "best_epoch", epoch)
+        self.client.log_metric(self.run_id, "best_round", step)

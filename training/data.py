@@ -1,4 +1,4 @@
-"""Training data and training of the neural tiers' rankers.
+"""Training data of every ranker, and training of the neural (student) rankers.
 
 Every fit uses only the history of its split: training lists are each user's first basket in
 the week after weekly cutoffs before the split's cutoff, with candidates and features computed
@@ -12,11 +12,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from models.candidates import FEATURE_NAMES, CandidateGenerator, LabelledCandidates, labelled_candidates
 from models.ranker import CandidateRanker
-from models.training import score, train_ranker
+from models.training import train_ranker
 from splits.temporal import Split
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class RankerData:
 
 @dataclass
 class RankerSpec:
-    """A ranker's architecture (CandidateRanker kwargs without sizes) and training settings."""
+    """A neural ranker's architecture (CandidateRanker kwargs without sizes) and training settings."""
 
     architecture: dict
     lr: float
@@ -124,17 +125,17 @@ def fit_ranker(
     spec: RankerSpec,
     data: RankerData,
     seed: int = 0,
-    teacher: CandidateRanker | None = None,
+    teacher_scores: np.ndarray | None = None,
     on_epoch=None,
     label: str | None = None,
 ) -> tuple[CandidateRanker, list[float]]:
-    """Train a fresh ranker of `spec` on `data.train` (distilling `teacher` when given).
+    """Train a fresh neural ranker of `spec` on `data.train`, distilling a teacher's
+    `teacher_scores` ((rows of data.train,)) when given.
 
     Returns the model and its per-epoch validation NDCG@10 (empty without validation lists).
     """
     torch.manual_seed(seed)
     model = build_ranker(spec.architecture, data.split.history.n_items)
-    teacher_scores = score(teacher, data.train) if teacher is not None else None
     history = train_ranker(
         model,
         data.train,

@@ -1,9 +1,12 @@
-"""Distil the teacher into the smaller tiers: the same candidates and features, a smaller ranker
-trained on the next-basket labels and on the teacher's scores (models.losses.distillation_loss)."""
+"""Distil the teacher into the smaller tiers: the same candidates and features, a small neural
+ranker trained on the next-basket labels and on the teacher's scores of the same rows
+(models.losses.distillation_loss)."""
 
 from __future__ import annotations
 
 import logging
+
+import numpy as np
 
 from models.ranker import CandidateRanker
 from training.data import RankerData, RankerSpec, fit_ranker
@@ -19,27 +22,27 @@ STUDENTS = {
 }
 DISTILL_WEIGHT = 0.5  # share of the loss on the teacher's scores; the rest is on the true next basket
 TEMPERATURE = 1.0
+LEARNING_RATE, WEIGHT_DECAY = 1e-3, 1e-5
 
 
-def student_spec(name: str, teacher: RankerSpec) -> RankerSpec:
-    """The student `name`'s architecture with the teacher's optimiser settings and epochs."""
+def student_spec(name: str, epochs: int) -> RankerSpec:
     return RankerSpec(
         STUDENTS[name]["architecture"],
-        lr=teacher.lr,
-        weight_decay=teacher.weight_decay,
-        epochs=teacher.epochs,
+        lr=LEARNING_RATE,
+        weight_decay=WEIGHT_DECAY,
+        epochs=epochs,
         distill_weight=DISTILL_WEIGHT,
         temperature=TEMPERATURE,
     )
 
 
 def distill(
-    name: str, teacher: CandidateRanker, teacher_spec: RankerSpec, data: RankerData, seed: int = 0
+    name: str, teacher_scores: np.ndarray, data: RankerData, epochs: int, seed: int = 0
 ) -> tuple[CandidateRanker, RankerSpec]:
-    """Train student `name` on `data` against the labels and `teacher`'s scores of the same lists."""
-    spec = student_spec(name, teacher_spec)
+    """Train student `name` on `data` against the labels and the teacher's scores of the same rows."""
+    spec = student_spec(name, epochs)
     student, _ = fit_ranker(
-        spec, data, seed=seed, teacher=teacher, label=f"distil {name} on {data.split.name}, seed {seed}"
+        spec, data, seed=seed, teacher_scores=teacher_scores, label=f"distil {name} on {data.split.name}, seed {seed}"
     )
-    log.info("distilled %s: %d parameters (teacher %d)", name, student.param_count(), teacher.param_count())
+    log.info("distilled %s: %d parameters", name, student.param_count())
     return student, spec

@@ -4,8 +4,9 @@ the candidate generator of its fit; tiers differ only in how they score the cand
 - baselines score with no model (`models.scorers`): G-TopFreq serves store popularity, P-TopFreq
   ("buy again") orders the shopper's own items by baskets with them, TIFU-KNN by its prediction
   (tuned with Optuna on validation);
-- neural tiers: a tuned teacher ranker and students distilled from it, exported to ONNX (int8 for
-  the students), plus the teacher in PyTorch eager as the cloud latency reference.
+- ranking tiers: the teacher, LightGBM LambdaRank tuned on validation (`training.boosted`), as an
+  ONNX tree ensemble, and neural students distilled from its scores, int8 ONNX; plus the teacher
+  served by LightGBM itself as the cloud latency reference.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightgbm as lgb
 import pandas as pd
 
+from edge import bundle
 from models.candidates import CandidateGenerator
 from models.ranker import CandidateRanker
 from models.scorers import FEATURES, POPULARITY, RANKER, scorer_spec
 from models.tier_bundle import ServingData, TierScorer
 from splits.temporal import Split
-from training.data import RankerData, RankerSpec, fit_ranker
+from training.boosted import BoostedSpec, boosted_scores, export_boosted_onnx, fit_boosted, save_native, tree_nodes
+from training.data import RankerData, RankerSpec
 from training.distill import distill
-from training.export import export_onnx, quantize_int8, save_torch
+from training.export import export_onnx, quantize_int8
 from training.tuning import TuningSummary, tune_tifu_knn
 
 log = logging.getLogger(__name__)
@@ -37,7 +41,9 @@ BASELINE_SCORERS = {
 BASELINE_TIERS = tuple(BASELINE_SCORERS)
 REPEAT_SHARE_MIN = 0.01  # below this share of repeated (user, item) pairs, nobody re-buys
 TEACHER_TIER = "full"
-CLOUD_TIER = "full_torch"  # the teacher's bundle served by PyTorch eager: the "cloud" latency reference, not deployable
+CLOUD_TIER = (
+    "full_native"  # the teacher's bundle served by LightGBM itself: the "cloud" latency reference, not deployable
+)
 STUDENT_TIERS = ("balanced", "edge")
 REGISTERED_TIERS = (TEACHER_TIER, *STUDENT_TIERS)
 
@@ -53,7 +59,7 @@ class FittedTier:
     fit_seconds: float  # the final fit on the split's history
     tuning_seconds: float = 0.0  # Optuna on the validation split (0 for untuned tiers)
     tuning: TuningSummary | None = None  # its Optuna study (None: untuned)
-    runtime: str = "onnx"  # how the engine runs a ranker: "onnx", or "torch" for the cloud reference
+    runtime: str = "onnx"  # how the engine runs a ranker: "onnx", or "native" for the cloud reference
 
 
 @dataclass
@@ -137,44 +143,61 @@ class RankerFit:
     """The rankers of one fit (evaluation or deploy) and their specs, before export."""
 
     data: RankerData
-    models: dict[str, CandidateRanker]  # tier name → trained ranker (teacher under TEACHER_TIER)
-    specs: dict[str, RankerSpec]
+    teacher: lgb.Booster
+    teacher_spec: BoostedSpec
+    students: dict[str, CandidateRanker]
+    student_specs: dict[str, RankerSpec]
     seconds: dict[str, float]  # training time per tier
 
 
-def fit_rankers(data: RankerData, teacher_spec: RankerSpec, seed: int = 0) -> RankerFit:
-    """Train the teacher with the tuned spec, then distil every student from it."""
+def fit_rankers(data: RankerData, teacher_spec: BoostedSpec, student_epochs: int, seed: int = 0) -> RankerFit:
+    """Grow the teacher with the tuned spec, then distil every student from its scores."""
     start = time.perf_counter()
-    teacher, _ = fit_ranker(teacher_spec, data, seed=seed, label=f"{TEACHER_TIER} on {data.split.name}, seed {seed}")
-    models, specs = {TEACHER_TIER: teacher}, {TEACHER_TIER: teacher_spec}
+    teacher, _ = fit_boosted(teacher_spec, data.train, seed=seed)
     seconds = {TEACHER_TIER: time.perf_counter() - start}
+    log.info(
+        "%s on %s, seed %d: %d trees in %.1fs",
+        TEACHER_TIER,
+        data.split.name,
+        seed,
+        teacher.num_trees(),
+        seconds[TEACHER_TIER],
+    )
+    teacher_scores = boosted_scores(teacher, data.train.features)
+    students, specs = {}, {}
     for name in STUDENT_TIERS:
         start = time.perf_counter()
-        models[name], specs[name] = distill(name, teacher, teacher_spec, data, seed=seed)
+        students[name], specs[name] = distill(name, teacher_scores, data, student_epochs, seed=seed)
         seconds[name] = time.perf_counter() - start
-    return RankerFit(data, models, specs, seconds)
+    return RankerFit(data, teacher, teacher_spec, students, specs, seconds)
 
 
 def export_rankers(fit: RankerFit, folder: Path, exclude_seen: bool) -> dict[str, FittedTier]:
-    """Every neural tier: the teacher as fp32 ONNX (with its PyTorch file: `CLOUD_TIER` serves the
-    same bundle in PyTorch eager), the students as int8 ONNX; `fp32/<student>` holds a student's
-    fp32 ONNX, to measure what quantization costs."""
-    tiers = {}
+    """Every ranking tier: the teacher as an ONNX tree ensemble (with LightGBM's own file:
+    `CLOUD_TIER` serves the same bundle in LightGBM), the students as int8 ONNX; `fp32/<student>`
+    holds a student's fp32 ONNX, to measure what quantization costs."""
+    ranker = scorer_spec(RANKER)
+    params = {**fit.teacher_spec.params(), "model": "lightgbm_lambdarank", "exclude_seen": exclude_seen}
+    onnx_file = export_boosted_onnx(fit.teacher, folder / TEACHER_TIER / bundle.MODEL)
+    native = save_native(fit.teacher, folder / TEACHER_TIER / bundle.LIGHTGBM_MODEL)
+    size, seconds = tree_nodes(fit.teacher), fit.seconds[TEACHER_TIER]
+    tiers = {
+        TEACHER_TIER: FittedTier(
+            TEACHER_TIER, TierScorer(TEACHER_TIER, ranker, onnx_file, native), params, size, seconds
+        ),
+        CLOUD_TIER: FittedTier(
+            CLOUD_TIER, TierScorer(TEACHER_TIER, ranker, onnx_file, native), params, size, seconds, runtime="native"
+        ),
+    }
     n_features = fit.data.train.features.shape[1]
-    for name, model in fit.models.items():
-        spec = fit.specs[name]
-        params = {**spec.params(), "exclude_seen": exclude_seen}
+    for name, model in fit.students.items():
+        params = {**fit.student_specs[name].params(), "exclude_seen": exclude_seen}
         fp32 = export_onnx(model, folder / name / "model.fp32.onnx", n_features)
 
-        def tier(tier_name, onnx_file, torch_file=None, runtime="onnx", name=name, model=model, params=params):
-            scorer = TierScorer(name, scorer_spec(RANKER), onnx_file, torch_file, model.config)
-            return FittedTier(tier_name, scorer, params, model.param_count(), fit.seconds[name], runtime=runtime)
+        def tier(onnx_file, name=name, model=model, params=params):
+            scorer = TierScorer(name, ranker, onnx_file, ranker_config=model.config)
+            return FittedTier(name, scorer, params, model.param_count(), fit.seconds[name])
 
-        if name == TEACHER_TIER:
-            torch_file = save_torch(model, folder / name / "model.pt")
-            tiers[name] = tier(name, fp32, torch_file)
-            tiers[CLOUD_TIER] = tier(CLOUD_TIER, fp32, torch_file, runtime="torch")
-        else:
-            tiers[name] = tier(name, quantize_int8(fp32, folder / name / "model.int8.onnx"))
-            tiers[f"fp32/{name}"] = tier(name, fp32)
+        tiers[name] = tier(quantize_int8(fp32, folder / name / "model.int8.onnx"))
+        tiers[f"fp32/{name}"] = tier(fp32)
     return tiers

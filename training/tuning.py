@@ -1,5 +1,5 @@
-"""Tune hyperparameters with Optuna on the validation split only: TIFU-KNN's, and the teacher
-ranker's (with pruning; each trial recorded through a `TrialRecorder`, in MLflow by the pipeline)."""
+"""Tune hyperparameters with Optuna on the validation split only: TIFU-KNN's, and the LightGBM
+teacher's (with pruning; each trial recorded through a `TrialRecorder`, in MLflow by the pipeline)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from models.baselines import TIFUKNN
 from models.metrics import K, evaluate
 from models.ranking import top_k
 from splits.temporal import Split
-from training.data import RankerData, RankerSpec, fit_ranker
+from training.boosted import BoostedSpec, fit_boosted
+from training.data import RankerData
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class TuningSummary:
     trials: int
     best_validation_ndcg_at_10: float
     seconds: float
-    best_epoch: int | None = None  # the teacher's: epochs its final fits train
+    best_rounds: int | None = None  # the teacher's: boosting rounds its final fits grow
 
 
 def tune_tifu_knn(
@@ -96,29 +97,21 @@ def tune_tifu_knn(
     return study
 
 
-# The prototype's best ranker (PR notes of issue 2): tried first so a short study starts from it.
-RANKER_DEFAULTS = dict(hidden=256, item_embedding=False, item_dim=16, dropout=0.1, lr=1e-3, weight_decay=1e-5)
-
-
 class OutOfTime(Exception):
     """The study's time budget ran out during a trial."""
 
 
-def ranker_space(trial: optuna.Trial, max_epochs: int) -> RankerSpec:
-    """The teacher's search space: MLP width, an optional per-item embedding, dropout, Adam."""
-    embed = trial.suggest_categorical("item_embedding", [False, True])
-    item_dim = trial.suggest_categorical("item_dim", [16, 32, 64])
-    architecture = dict(
-        hidden=trial.suggest_int("hidden", 64, 1024, log=True),
-        item_dim=item_dim if embed else 1,
-        item_buckets=None if embed else 1,
-        dropout=trial.suggest_float("dropout", 0.0, 0.4),
-    )
-    return RankerSpec(
-        architecture,
-        lr=trial.suggest_float("lr", 1e-4, 1e-2, log=True),
-        weight_decay=trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True),
-        epochs=max_epochs,
+def boosted_space(trial: optuna.Trial, max_rounds: int) -> BoostedSpec:
+    """The teacher's search space: tree size, learning rate, leaf size, sampling, L2, LambdaRank depth."""
+    return BoostedSpec(
+        num_leaves=trial.suggest_int("num_leaves", 15, 255, log=True),
+        learning_rate=trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
+        min_data_in_leaf=trial.suggest_int("min_data_in_leaf", 20, 1000, log=True),
+        feature_fraction=trial.suggest_float("feature_fraction", 0.4, 1.0),
+        bagging_fraction=trial.suggest_float("bagging_fraction", 0.5, 1.0),
+        lambda_l2=trial.suggest_float("lambda_l2", 1e-3, 100.0, log=True),
+        truncation_level=trial.suggest_int("truncation_level", 10, 60),
+        rounds=max_rounds,
     )
 
 
@@ -131,30 +124,33 @@ class TrialRecorder(Protocol):
 
 
 class TrialRecord(Protocol):
-    def epoch(self, epoch: int, ndcg: float) -> None: ...
+    def step(self, step: int, ndcg: float) -> None: ...
 
     def state(self, state: str) -> None: ...
 
-    def best(self, ndcg: float, epoch: int) -> None: ...
+    def best(self, ndcg: float, step: int) -> None: ...
 
 
-def tune_ranker(
+REPORT_EVERY = 10  # boosting rounds between the validation NDCG@10 a trial reports (pruner, MLflow)
+
+
+def tune_boosted(
     data: RankerData,
     n_trials: int,
     minutes: float,
-    max_epochs: int,
+    max_rounds: int,
     storage_path: Path,
     study_name: str,
     recorder: TrialRecorder,
     seed: int = 0,
-) -> tuple[optuna.Study, RankerSpec]:
-    """TPE + MedianPruner on the validation lists' NDCG@10, reported after every epoch.
+) -> tuple[optuna.Study, BoostedSpec]:
+    """TPE + MedianPruner on the validation lists' NDCG@10, reported every REPORT_EVERY rounds.
 
-    Every trial is recorded by `recorder` (params, per-epoch validation NDCG@10, its state:
+    Every trial is recorded by `recorder` (params, validation NDCG@10 by round, its state:
     complete, pruned, or stopped by the budget). The study lives in SQLite and resumes like
     `tune_tifu_knn`; it stops after `n_trials` finished (complete or pruned) trials or `minutes`
-    (a trial running when the time is up stops after its current epoch and counts with the epochs
-    it ran). Returns the study and the best spec with `epochs` set to the best trial's best epoch.
+    (a trial running when the time is up stops at its next report and counts with the rounds it
+    grew). Returns the study and the best spec with `rounds` set to the best trial's best round.
     """
     storage_path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -164,42 +160,46 @@ def tune_ranker(
         direction="maximize",
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
     )
     if not study.trials:
-        study.enqueue_trial(RANKER_DEFAULTS)
+        defaults = BoostedSpec().params()
+        del defaults["rounds"]
+        study.enqueue_trial(defaults)
     started = time.monotonic()
     deadline = started + minutes * 60
 
     def objective(trial: optuna.Trial) -> float:
-        spec = ranker_space(trial, max_epochs)
+        spec = boosted_space(trial, max_rounds)
         history: list[float] = []
         pruned = None
         with recorder.trial(trial.number, dict(trial.params)) as record:
 
-            def report(epoch: int, ndcg: float) -> None:
+            def report(rounds: int, ndcg: float) -> None:
                 history.append(ndcg)
-                record.epoch(epoch + 1, ndcg)
-                trial.report(ndcg, epoch)
+                if rounds % REPORT_EVERY:
+                    return
+                record.step(rounds, ndcg)
+                trial.report(max(history), rounds // REPORT_EVERY)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"epoch {epoch + 1}: {ndcg:.4f} below the median")
-                if time.monotonic() > deadline and epoch + 1 < max_epochs:
+                    raise optuna.TrialPruned(f"round {rounds}: {max(history):.4f} below the median")
+                if time.monotonic() > deadline and rounds < max_rounds:
                     raise OutOfTime
 
             try:
-                fit_ranker(spec, data, seed=seed, on_epoch=report)
+                fit_boosted(spec, data.train, data.validation, seed=seed, on_round=report)
                 record.state("complete")
-            except OutOfTime:  # the budget binds mid-trial too; the epochs run so far still count
-                record.state(f"complete: stopped after epoch {len(history)}, time budget spent")
+            except OutOfTime:  # the budget binds mid-trial too; the rounds grown so far still count
+                record.state(f"complete: stopped after round {len(history)}, time budget spent")
             except optuna.TrialPruned as stop:  # the trial itself finished: it is pruned, not failed
                 record.state("pruned")
                 pruned = stop
             best = int(np.argmax(history))
-            trial.set_user_attr("best_epoch", best + 1)
+            trial.set_user_attr("best_round", best + 1)
             record.best(history[best], best + 1)
         spent = (time.monotonic() - started) / 60
         log.info(
-            "teacher trial %d/%d (%.1f of %g min): validation ndcg@10 %.4f at epoch %d%s %s",
+            "teacher trial %d/%d (%.1f of %g min): validation ndcg@10 %.4f at round %d%s %s",
             trial.number + 1,
             n_trials,
             spent,
@@ -221,19 +221,19 @@ def tune_ranker(
         complete = any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
         recorder.finish(len(study.trials), study.best_value if complete else None)
     best = study.best_trial
-    spec = ranker_space(optuna.trial.FixedTrial(best.params), max_epochs)
-    spec.epochs = best.user_attrs["best_epoch"]
+    spec = boosted_space(optuna.trial.FixedTrial(best.params), max_rounds)
+    spec.rounds = best.user_attrs["best_round"]
     return study, spec
 
 
 def tune_teacher(
     data: RankerData, settings, storage_path: Path, study_name: str, recorder: TrialRecorder
-) -> tuple[RankerSpec, TuningSummary]:
-    """`tune_ranker` with the profile's trials, time budget and epochs; the best spec and the study's summary."""
+) -> tuple[BoostedSpec, TuningSummary]:
+    """`tune_boosted` with the profile's trials, time budget and rounds; the best spec and the study's summary."""
     start = time.perf_counter()
-    study, spec = tune_ranker(
-        data, settings.tuning_trials, settings.tuning_minutes, settings.max_epochs, storage_path, study_name, recorder
+    study, spec = tune_boosted(
+        data, settings.tuning_trials, settings.tuning_minutes, settings.max_rounds, storage_path, study_name, recorder
     )
     return spec, TuningSummary(
-        study_name, len(study.trials), study.best_value, time.perf_counter() - start, spec.epochs
+        study_name, len(study.trials), study.best_value, time.perf_counter() - start, spec.rounds
     )

@@ -95,6 +95,6 @@ def test_a_distilled_student_follows_its_teacher_not_only_the_labels():
 
     data = RankerData(SimpleNamespace(history=SimpleNamespace(n_items=50)), train, None, None, 0.0)
     spec = RankerSpec(STUDENTS["edge"]["architecture"], lr=0.01, weight_decay=0.0, epochs=10, distill_weight=0.9)
-    distilled, _ = fit_ranker(spec, data, teacher=teacher)
+    distilled, _ = fit_ranker(spec, data, teacher_scores=score(teacher, train))
     labels_only, _ = fit_ranker(replace(spec, distill_weight=0.0), data)
     assert agreement(distilled) > agreement(labels_only) + 0.3, (agreement(distilled), agreement(labels_only))

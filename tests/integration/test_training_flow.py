@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -19,12 +20,13 @@ from lightpersml import config
 from lightpersml.cli import app
 from models.metrics import evaluate
 from tracking.runs import TIER_METRICS
+from training.tuning import REPORT_EVERY
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
 
 
-TIERS = ["balanced", "edge", "full", "full_torch", "g_topfreq", "p_topfreq", "tifu_knn"]
+TIERS = ["balanced", "edge", "full", "full_native", "g_topfreq", "p_topfreq", "tifu_knn"]
 
 
 def child_runs(parent_run_id: str, tiers_only: bool = True) -> list:
@@ -84,9 +86,9 @@ def test_parent_run_has_a_child_per_tier_with_every_metric(slice_run):
     assert {"pareto.png", "tiers.md", "tiers.json", "validation"} <= artifacts
     by_tier = {r.data.tags["tier"]: r.data.metrics for r in children}
     assert by_tier["edge"]["latency_p99_ratio_to_cloud"] == pytest.approx(
-        by_tier["edge"]["latency_p99_ms"] / by_tier["full_torch"]["latency_p99_ms"], rel=1e-6
+        by_tier["edge"]["latency_p99_ms"] / by_tier["full_native"]["latency_p99_ms"], rel=1e-6
     )
-    assert by_tier["full_torch"]["onnx_torch_top10_overlap"] >= 0.99  # the exported teacher ranks like torch
+    assert by_tier["full_native"]["onnx_native_top10_overlap"] >= 0.99  # the exported teacher ranks like LightGBM
     assert all("fp32_ndcg_at_10" in by_tier[t] for t in ("balanced", "edge"))
     assert by_tier["edge"]["param_count"] <= 250_000 and by_tier["edge"]["model_size_mb"] <= 1.0
     smoke = config.PROFILES["smoke"]
@@ -98,7 +100,7 @@ def test_parent_run_has_a_child_per_tier_with_every_metric(slice_run):
             assert metrics["ndcg_at_10_seed_mean"] == metrics["ndcg_at_10"], tier
 
 
-def test_teacher_trials_are_nested_runs_with_a_score_per_epoch(slice_run):
+def test_teacher_trials_are_nested_runs_with_a_score_every_few_rounds(slice_run):
     tuning = [r for r in child_runs(slice_run["run_id"], tiers_only=False) if r.data.tags.get("kind") == "tuning"]
     assert len(tuning) == 1
     trials = child_runs(tuning[0].info.run_id, tiers_only=False)
@@ -108,11 +110,11 @@ def test_teacher_trials_are_nested_runs_with_a_score_per_epoch(slice_run):
     for trial in trials:
         state = trial.data.tags["state"]
         steps = [m.step for m in mlflow.MlflowClient().get_metric_history(trial.info.run_id, "validation_ndcg_at_10")]
-        if state == "complete":  # every epoch scored, in order
-            assert steps == list(range(1, smoke.max_epochs + 1)), state
-        else:  # pruned, or stopped by the budget: a prefix of the epochs
-            assert state == "pruned" or state.startswith("complete: stopped after epoch"), state
-            assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= smoke.max_epochs, state
+        # complete (every REPORT_EVERY rounds until the last or early stopping), pruned, or
+        # stopped by the budget: in order from the first report
+        assert state in ("complete", "pruned") or state.startswith("complete: stopped after round"), state
+        assert steps == list(range(REPORT_EVERY, REPORT_EVERY * len(steps) + 1, REPORT_EVERY)), state
+        assert 1 <= len(steps) <= smoke.max_rounds // REPORT_EVERY, state
 
 
 def test_registered_versions_are_the_refit_onnx_models_with_candidate_set(slice_run, cj_slice):
@@ -417,7 +419,7 @@ def test_the_registered_edge_version_becomes_a_signed_bundle_a_node_serves(slice
 
 def test_a_real_node_serving_a_tier_bundle_scores_what_mlflow_logged(slice_run, tmp_path):
     """The edge tier's logged bundle on a real node process, asked for every test shopper at their
-    basket's store: the protocol's metrics of its answers are the tier run's metrics."""
+    basket's store and start time: the protocol's metrics of its answers are the tier run's metrics."""
 
     from evaluation.served import evaluate_recommendations, signing_keys
     from splits.temporal import build_splits
@@ -432,10 +434,12 @@ def test_a_real_node_serving_a_tier_bundle_scores_what_mlflow_logged(slice_run, 
         answers = {}
         with node.client() as client:
             for user in sorted(test.targets):
-                store = test.requests[user].store_id or "no-such-store"  # a node takes a store; unknown = none
+                request = test.requests[user]
+                store = request.store_id or "no-such-store"  # a node takes a store; unknown = none
+                at = datetime.fromtimestamp(request.at, UTC).isoformat()
                 body = client.get(
                     "/v1/recommendations",
-                    params={"user_id": str(test.catalog.user_ids[user]), "store_id": store, "k": 10},
+                    params={"user_id": str(test.catalog.user_ids[user]), "store_id": store, "k": 10, "at": at},
                 ).json()
                 answers[user] = [item_index[item["item_id"]] for item in body["items"]]
     finally:
