@@ -4,6 +4,7 @@ and its ONNX export scores exactly as LightGBM does."""
 import numpy as np
 import pytest
 
+from models.candidates import FEATURE_NAMES
 from models.scorers import OnnxScorer
 from models.training import ndcg_at_k
 from tests.code.test_training import synthetic_lists
@@ -38,3 +39,16 @@ def test_the_onnx_export_scores_as_lightgbm_does(tmp_path):
     assert scores.shape == (300,)
     assert scores == pytest.approx(boosted_scores(booster, train.features[:300]), abs=1e-4)
     assert booster.num_trees() == SPEC.rounds and SPEC.rounds < tree_nodes(booster) <= SPEC.rounds * (2 * 7 - 1)
+
+
+def test_an_item_rises_as_the_shopper_comes_due_for_it():
+    """Trained where the bought item is the one most due (days since the last purchase ≈ the
+    shopper's usual interval for it), the teacher scores the same candidate higher as the clock
+    moves from a quarter of its interval to the interval."""
+    train, validation = synthetic_lists(400, 20, seed=0), synthetic_lists(100, 20, seed=1)
+    booster, _ = fit_boosted(SPEC, train, validation)
+    due = FEATURE_NAMES.index("recency_over_own_gap")
+    rows = np.repeat(validation.features[:50], 4, axis=0)
+    rows[:, due] = np.tile([0.25, 0.5, 0.75, 1.0], 50)
+    scores = boosted_scores(booster, rows).reshape(50, 4)
+    assert (np.diff(scores, axis=1) >= 0).mean() > 0.9 and (scores[:, 3] > scores[:, 0]).all()
