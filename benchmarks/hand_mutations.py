@@ -77,8 +77,8 @@ MUTATIONS = (
     Mutation(
         "Distillation: the student learns from its teacher",
         "training/data.py",
-        "teacher_scores = score(teacher, data.train) if teacher is not None else None",
-        "teacher_scores = None",
+        "        teacher_scores=teacher_scores,\n        distill_weight=spec.distill_weight,",
+        "        teacher_scores=None,\n        distill_weight=spec.distill_weight,",
         ("tests/code/test_training.py::test_a_distilled_student_follows_its_teacher_not_only_the_labels",),
     ),
     Mutation(

@@ -113,7 +113,7 @@ PROFILES = {
     "full": Profile(
         name="full",
         tuning_trials=50,
-        tuning_minutes=240,
+        tuning_minutes=30,
         tuning_weeks=4,
         training_weeks=8,
         max_rounds=800,
