@@ -82,6 +82,20 @@ MUTATIONS = (
         ("tests/code/test_training.py::test_a_distilled_student_follows_its_teacher_not_only_the_labels",),
     ),
     Mutation(
+        "Training lists: timing features at the target basket's time, not the weekly cutoff",
+        "training/data.py",
+        'generator_settings["tifu_params"], groups, at, **options',
+        'generator_settings["tifu_params"], groups, None, **options',
+        ("tests/code/test_training.py::test_training_and_validation_lists_see_their_baskets_own_time",),
+    ),
+    Mutation(
+        "The engine ranks at the request's time, not the bundle's cutoff",
+        "edge/engine.py",
+        "found = generator.build(np.array([row]), np.array([now_day]))",
+        "found = generator.build(np.array([row]))",
+        ("tests/edge/test_engine.py::test_answers_follow_the_request_time_and_are_reused_within_its_hour",),
+    ),
+    Mutation(
         "TIFU-KNN: within-group and group decays are not swapped",
         "models/baselines.py",
         'm, rb, rg = self.params["group_size"], self.params["within_decay"], self.params["group_decay"]',

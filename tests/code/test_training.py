@@ -1,5 +1,7 @@
 """The ranker learns the repurchase signal from labelled candidate lists."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -64,7 +66,6 @@ def test_a_distilled_student_follows_its_teacher_not_only_the_labels():
     picks the teacher's top candidate far more often than the same student trained on labels alone
     (a `fit_ranker` that ignored its teacher would make the two the same)."""
     from dataclasses import replace
-    from types import SimpleNamespace
 
     from models.training import score
     from training.data import RankerData, RankerSpec, fit_ranker
@@ -98,3 +99,34 @@ def test_a_distilled_student_follows_its_teacher_not_only_the_labels():
     distilled, _ = fit_ranker(spec, data, teacher_scores=score(teacher, train))
     labels_only, _ = fit_ranker(replace(spec, distill_weight=0.0), data)
     assert agreement(distilled) > agreement(labels_only) + 0.3, (agreement(distilled), agreement(labels_only))
+
+
+def test_training_and_validation_lists_see_their_baskets_own_time():
+    """Each list's timing features are those of a node asked when the target basket starts."""
+    import pandas as pd
+
+    from splits.temporal import Split, TargetRequest
+    from training.data import generator_settings, ranker_data
+
+    # user 0 buys item 0 weekly (days 0, 7, 14), then on day 27 (a training target after the weekly
+    # cutoff 23) and on day 36 (the validation target after the split's cutoff 30)
+    history = history_from([[[0], [0], [0], [0, 1]], [[1], [1]]], n_items=3)
+    history.basket_day = np.array([0.0, 7.0, 14.0, 27.0, 1.0, 2.0])
+    cutoff = pd.Timestamp("2020-01-31")
+    origin = cutoff - pd.Timedelta(days=30)
+    split = Split(
+        "validation",
+        cutoff,
+        cutoff + pd.Timedelta(days=7),
+        30.0,
+        history,
+        SimpleNamespace(item_groups=None),
+        {0: {0}},
+        {},
+        {0: TargetRequest(None, (origin + pd.Timedelta(days=36)).tz_localize("UTC").timestamp())},
+    )
+    data = ranker_data(split, 1, generator_settings({"n_neighbors": 1}), with_validation=True)
+    recency = FEATURE_NAMES.index("log_recency_days")
+    for lists, last_bought, asked in ((data.train, 14.0, 27.0), (data.validation, 27.0, 36.0)):
+        row = np.flatnonzero((lists.items == 0) & (lists.users[lists.group] == 0))[0]
+        assert lists.features[row, recency] == pytest.approx(np.log1p(asked - last_bought), rel=1e-5)
