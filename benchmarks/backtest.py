@@ -91,6 +91,7 @@ def main(
     import mlflow
     from benchmarks._measure import write_results
     from benchmarks.edge_load import Server
+    from data_contracts.validation import validate_dataset
     from edge.bundle import init_keys, load_private_key
     from evaluation.served import evaluate_recommendations
     from flows.training import training_flow
@@ -107,9 +108,10 @@ def main(
     result = training_flow(data=str(before), profile=profile)
     pipeline_minutes = (time.perf_counter() - started) / 60
     rows = {row["tier"]: row for row in result["tiers"]}
-    # What happened after T: the full data's test split has its cutoff at T (its history is what
-    # the pipeline saw) when --weeks equals the protocol's test weeks.
-    split = build_splits(full, full.content_hash(), config.state_dir() / "features", weeks, weeks)[0]["test"]
+    # What happened after T: the full data, validated as the pipeline validates (the same rows
+    # quarantined), split at T: its history is what the pipeline saw, its targets what came next.
+    clean, _ = validate_dataset(full, config.state_dir() / "reports" / "backtest", **vars(config.ValidationSettings()))
+    split = build_splits(clean, clean.content_hash(), config.state_dir() / "features", weeks, weeks)[0]["test"]
     assert abs((split.cutoff - cut).total_seconds()) < 1, (split.cutoff, cut)
     item_ids = [str(i) for i in split.catalog.item_ids]
     client = mlflow.MlflowClient()
