@@ -6,6 +6,11 @@ baseline's statistic such as "buy again" counts), drops what the store does not 
 offers up to `SESSION_SLOTS` items often bought with what the shopper is looking at now, and fills
 the rest from a short popularity list of the store. Nothing touches the whole catalog per request.
 
+Request time: every answer is for (shopper, store, time). Timing features (days since the shopper
+last bought a candidate, against their usual interval for it) are computed at the node's clock or
+the request's `at`, never frozen at the bundle's cutoff; ranked candidates are reused only within
+the hour they were computed in.
+
 Real time: events newer than the bundle's data change the shopper's state at once. A purchase
 adds to their baskets, and their candidates and features are rebuilt from all their baskets
 (`CandidateGenerator.for_history`), so recency, counts and neighbours follow the purchase; views
@@ -145,8 +150,8 @@ class Engine:
         max_shoppers: int = MAX_SHOPPERS,
         personal_reasons: bool = True,
     ):
-        """runtime: "onnx" (ONNX Runtime, every node) or "native" (a ranker bundle's optional
-        LightGBM or PyTorch file: the cloud reference; needs that framework installed).
+        """runtime: "onnx" (ONNX Runtime, every node) or "native" (a boosted ranker bundle's optional
+        LightGBM file: the cloud reference; needs LightGBM installed).
         source: where a shopper's logged events come from when they are not in memory (None: events
         reach the engine only through `apply`). personal_reasons: False words every reason without
         the shopper's own purchases or cart (for nodes any caller can ask)."""
