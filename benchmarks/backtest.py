@@ -151,7 +151,7 @@ def main(
             measured.append(
                 {
                     "tier": tier,
-                    "candidate": versions.get(tier) == result["candidate"].version,
+                    "candidate": tier == result["candidate"].tier,
                     "fit": fit,
                     **metrics,
                     "http_p99_ms": float(np.percentile(latencies, 99)),
