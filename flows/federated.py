@@ -24,7 +24,7 @@ from tasks.features import features_task
 from tasks.federated_training import federate_task
 from tasks.ingest import ingest_task
 from tasks.register import tag_federated_version_task
-from tasks.tiers import export_rankers_task, serving_data_task
+from tasks.tiers import export_neural_task, serving_data_task
 from tasks.track import (
     evaluate_and_log,
     finish_run_task,
@@ -33,11 +33,10 @@ from tasks.track import (
     register_deploy_fit_task,
     start_parent_run_task,
 )
-from tasks.train import ranker_data_task
 from tasks.validate import validate_task
 from training.data import RankerSpec, generator_settings
 from training.distill import STUDENTS
-from training.tiers import RankerFit, exclude_seen_items
+from training.tiers import exclude_seen_items
 
 FEDERATED_TIER = "federated"
 
@@ -105,16 +104,11 @@ def federated_flow(
                 "federated_rounds": result.summary["rounds_trained"],
                 "bytes_per_node_per_round": max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values()),
             }
-            # Serving needs the central candidate generator fitted at the cutoff (one week of lists
-            # comes with it; export reads the feature width from them).
+            # Serving needs the central candidate generator fitted at the cutoff.
             evaluation_data, _ = serving_data_task(splits["test"], generator, clean.items, exclude_seen, data_hash)
-            fit = RankerFit(
-                ranker_data_task(splits["test"], 1, generator, generator=evaluation_data.generator),
-                {FEDERATED_TIER: result.model},
-                {FEDERATED_TIER: spec},
-                {FEDERATED_TIER: result.seconds},
-            )
-            fitted = export_rankers_task(fit, tmp / "evaluation", exclude_seen)[FEDERATED_TIER]
+            fitted = export_neural_task(
+                FEDERATED_TIER, result.model, spec, result.seconds, tmp / "evaluation", exclude_seen
+            )[FEDERATED_TIER]
             fitted.params |= {"nodes": nodes}
             row, _ = evaluate_and_log(
                 fitted,
@@ -132,13 +126,9 @@ def federated_flow(
                 log_json_task(parent_run_id, refitted.summary, "federated/deploy-fit.json")
                 deploy_summary = refitted.summary
                 deploy_data, _ = serving_data_task(deploy, generator, clean.items, exclude_seen, data_hash)
-                fit = RankerFit(
-                    ranker_data_task(deploy, 1, generator, generator=deploy_data.generator),
-                    {FEDERATED_TIER: refitted.model},
-                    {FEDERATED_TIER: spec},
-                    {FEDERATED_TIER: refitted.seconds},
-                )
-                deployable = export_rankers_task(fit, tmp / "deploy", exclude_seen)[FEDERATED_TIER]
+                deployable = export_neural_task(
+                    FEDERATED_TIER, refitted.model, spec, refitted.seconds, tmp / "deploy", exclude_seen
+                )[FEDERATED_TIER]
                 version = register_deploy_fit_task(
                     row["run_id"],
                     deployable,

@@ -8,11 +8,21 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from models.ranker import CandidateRanker
 from models.tier_bundle import ServingData
 from splits.temporal import Split
 from training.boosted import BoostedSpec
-from training.data import RankerData
-from training.tiers import FittedTier, RankerFit, TunedTifu, export_rankers, fit_rankers, serving_data, tune_tifu
+from training.data import RankerData, RankerSpec
+from training.tiers import (
+    FittedTier,
+    RankerFit,
+    TunedTifu,
+    export_neural,
+    export_rankers,
+    fit_rankers,
+    serving_data,
+    tune_tifu,
+)
 
 
 @task(name="tune TIFU-KNN", cache_policy=NO_CACHE, task_run_name="tune TIFU-KNN on {validation.name}")
@@ -35,3 +45,10 @@ def fit_rankers_task(data: RankerData, teacher_spec: BoostedSpec, student_epochs
 @task(name="export and quantize", cache_policy=NO_CACHE, task_run_name="export and quantize: {folder.name}")
 def export_rankers_task(fit: RankerFit, folder: Path, exclude_seen: bool) -> dict[str, FittedTier]:
     return export_rankers(fit, folder, exclude_seen)
+
+
+@task(name="export neural ranker", cache_policy=NO_CACHE, task_run_name="export and quantize {name}: {folder.name}")
+def export_neural_task(
+    name: str, model: CandidateRanker, spec: RankerSpec, seconds: float, folder: Path, exclude_seen: bool
+) -> dict[str, FittedTier]:
+    return export_neural(name, model, spec, seconds, folder, exclude_seen)

@@ -20,7 +20,7 @@ import lightgbm as lgb
 import pandas as pd
 
 from edge import bundle
-from models.candidates import CandidateGenerator
+from models.candidates import FEATURE_NAMES, CandidateGenerator
 from models.ranker import CandidateRanker
 from models.scorers import FEATURES, POPULARITY, RANKER, scorer_spec
 from models.tier_bundle import ServingData, TierScorer
@@ -189,15 +189,21 @@ def export_rankers(fit: RankerFit, folder: Path, exclude_seen: bool) -> dict[str
             CLOUD_TIER, TierScorer(TEACHER_TIER, ranker, onnx_file, native), params, size, seconds, runtime="native"
         ),
     }
-    n_features = fit.data.train.features.shape[1]
     for name, model in fit.students.items():
-        params = {**fit.student_specs[name].params(), "exclude_seen": exclude_seen}
-        fp32 = export_onnx(model, folder / name / "model.fp32.onnx", n_features)
-
-        def tier(onnx_file, name=name, model=model, params=params):
-            scorer = TierScorer(name, ranker, onnx_file, ranker_config=model.config)
-            return FittedTier(name, scorer, params, model.param_count(), fit.seconds[name])
-
-        tiers[name] = tier(quantize_int8(fp32, folder / name / "model.int8.onnx"))
-        tiers[f"fp32/{name}"] = tier(fp32)
+        tiers |= export_neural(name, model, fit.student_specs[name], fit.seconds[name], folder, exclude_seen)
     return tiers
+
+
+def export_neural(
+    name: str, model: CandidateRanker, spec: RankerSpec, seconds: float, folder: Path, exclude_seen: bool
+) -> dict[str, FittedTier]:
+    """A neural ranker as tier `name`, int8 ONNX, and as `fp32/<name>`, its fp32 ONNX (to measure
+    what quantization costs); seconds: its training time."""
+    params = {**spec.params(), "exclude_seen": exclude_seen}
+    fp32 = export_onnx(model, folder / name / "model.fp32.onnx", len(FEATURE_NAMES))
+
+    def tier(onnx_file: Path) -> FittedTier:
+        scorer = TierScorer(name, scorer_spec(RANKER), onnx_file, ranker_config=model.config)
+        return FittedTier(name, scorer, params, model.param_count(), seconds)
+
+    return {name: tier(quantize_int8(fp32, folder / name / "model.int8.onnx")), f"fp32/{name}": tier(fp32)}
