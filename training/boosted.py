@@ -1,9 +1,9 @@
 """The teacher: a LightGBM LambdaRank ranker of the candidates' features.
 
-Why LightGBM: on Complete Journey's candidate lists its LambdaRank trees beat the best MLP
-ranker by 4% and TIFU-KNN's own order by 10% NDCG@10 (validation, the same lists), train in
-seconds on 2 cores, need no feature scaling, and export to one small ONNX tree ensemble
-(`onnxmltools`) that ONNX Runtime serves on every node: no new dependency on the node.
+Why LightGBM: on Complete Journey's validation candidate lists (raw export, fuel lines included)
+its LambdaRank trees beat the tuned MLP ranker by 4% and TIFU-KNN's own order by 10% NDCG@10;
+they train in seconds on 2 cores, need no feature scaling, and export to one small ONNX tree
+ensemble (`onnxmltools`) that ONNX Runtime serves on every node: no new dependency on the node.
 
 Lists are labelled candidates (`models.candidates`); only lists with at least one target item
 among their candidates are trained on (the others carry no ranking gradient). The validation
