@@ -92,10 +92,8 @@ def main(
     from benchmarks._measure import write_results
     from benchmarks.edge_load import Server
     from data_contracts.validation import validate_dataset
-    from edge.bundle import init_keys, load_private_key
-    from evaluation.served import evaluate_recommendations
+    from evaluation.served import evaluate_recommendations, signed_bundle, signing_keys
     from flows.training import training_flow
-    from models.tier_bundle import lay_out, sign
     from splits.temporal import build_splits
     from tracking.bundles import registry_bundle
     from training.data import generator_settings
@@ -125,7 +123,7 @@ def main(
     measured = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        private, public = init_keys(tmp / "keys")
+        private, public = signing_keys()
         bundles = {}
         for tier in REGISTERED_TIERS:
             if tier in versions:
@@ -135,8 +133,7 @@ def main(
         tuned = TunedTifu(tifu_params, exclude_seen, 0.0, None)
         for fitted in baseline_tiers(shared, tuned, seconds):
             if fitted.name in ("tifu_knn", "p_topfreq"):
-                folder = lay_out(shared, fitted.scorer, tmp / fitted.name)
-                sign(folder, load_private_key(private), {"model_version": fitted.name})
+                folder = signed_bundle(shared, fitted.scorer, tmp / fitted.name, {"model_version": fitted.name})
                 bundles[fitted.name] = (folder, "fitted on all data before T")
         for port, (tier, (folder, fit)) in enumerate(bundles.items(), start=18700):
             server = Server(sys.executable, folder, public, "onnx", tmp / f"node-{tier}", port)

@@ -120,10 +120,21 @@ def _request_time(given: list[str]) -> tuple[float | None, Problem | None]:
         moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     except (ValueError, OverflowError):
         return None, Problem(loc, "an ISO 8601 time, e.g. 2017-12-01T10:30:00Z", "datetime_parsing")
+    if problem := after_clock(moment, loc):
+        return None, problem
+    return moment.timestamp(), None
+
+
+def after_clock(moment: datetime, loc: tuple) -> Problem | None:
+    """Why an aware `moment` is refused for lying after the node's clock plus the allowed skew, or None."""
     latest = datetime.now(UTC) + CLOCK_SKEW
     if moment > latest:
-        return None, Problem(loc, f"after the node's clock plus {CLOCK_SKEW}", "datetime_in_future")
-    return moment.timestamp(), None
+        return Problem(
+            loc,
+            f"after the node's clock plus {CLOCK_SKEW} ({latest.isoformat(timespec='seconds')})",
+            "datetime_in_future",
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -145,13 +156,8 @@ class TimeWindow:
             moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
         except (OverflowError, ValueError):
             return Problem(loc, "not a representable time", "datetime_out_of_range")
-        latest = datetime.now(UTC) + CLOCK_SKEW
-        if moment > latest:
-            return Problem(
-                loc,
-                f"after the node's clock plus {CLOCK_SKEW} ({latest.isoformat(timespec='seconds')})",
-                "datetime_in_future",
-            )
+        if problem := after_clock(moment, loc):
+            return problem
         if moment < self.earliest:
             return Problem(
                 loc,

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import bundle
 from models.candidates import FEATURE_NAMES
 
-ONNX_FILE = "model.onnx"
-LIGHTGBM_FILE = "model.lgb.txt"  # edge.bundle.LIGHTGBM_MODEL
 RANKER, FEATURES, POPULARITY = "ranker", "features", "popularity"
 
 
@@ -95,12 +94,12 @@ def load_scorer(spec: dict, folder: Path, runtime: str = "onnx"):
     if kind == RANKER:
         folder = Path(folder)
         if runtime == "native":
-            if not (folder / LIGHTGBM_FILE).is_file():
-                raise FileNotFoundError(f"{folder}: the native runtime needs {LIGHTGBM_FILE}")
-            return BoostedScorer(folder / LIGHTGBM_FILE)
-        if not (folder / ONNX_FILE).is_file():
-            raise FileNotFoundError(f"{folder}: the ranker scorer needs {ONNX_FILE}")
-        return OnnxScorer(folder / ONNX_FILE)
+            if not (folder / bundle.LIGHTGBM_MODEL).is_file():
+                raise FileNotFoundError(f"{folder}: the native runtime needs {bundle.LIGHTGBM_MODEL}")
+            return BoostedScorer(folder / bundle.LIGHTGBM_MODEL)
+        if not (folder / bundle.MODEL).is_file():
+            raise FileNotFoundError(f"{folder}: the ranker scorer needs {bundle.MODEL}")
+        return OnnxScorer(folder / bundle.MODEL)
     if kind == FEATURES:
         return FeatureScorer(list(spec.get("by") or []))
     if kind == POPULARITY:
