@@ -90,8 +90,29 @@ class TIFUKNN:
         other = TIFUKNN(**self.params)
         other.vectors, other.pool = sp.csr_matrix(vectors, dtype=np.float32), self.pool
         other._unit_pool_t = self.similarity_index()
-        other.neighbors = self._nearest(other.vectors, np.asarray(own_rows))
+        own_rows = np.asarray(own_rows)
+        if other.vectors.shape[0] == 1:  # a serving node's shopper: no sparse matrix product to set up
+            other.neighbors = self._nearest_one(other.vectors.indices, other.vectors.data, int(own_rows[0]))[None]
+        else:
+            other.neighbors = self._nearest(other.vectors, own_rows)
         return other
+
+    def _nearest_one(self, items: np.ndarray, weights: np.ndarray, own_row: int) -> np.ndarray:
+        """`_nearest` for one user vector (its items and weights): (k,) pool rows."""
+        unit_pool_t = self.similarity_index()
+        weights = np.asarray(weights, np.float64) / max(
+            float(np.sqrt(np.square(weights, dtype=np.float64).sum())), 1e-12
+        )
+        lines = row_positions(unit_pool_t.indptr, items)
+        sim = np.bincount(
+            unit_pool_t.indices[lines],
+            np.repeat(weights, np.diff(unit_pool_t.indptr)[items]) * unit_pool_t.data[lines],
+            minlength=self.pool.shape[0],
+        )
+        if own_row >= 0:
+            sim[own_row] = -np.inf
+        k = min(self.params["n_neighbors"], max(self.pool.shape[0] - 1, 1))
+        return np.argpartition(-sim, k - 1)[:k].astype(np.int32)
 
     def score(self, users: np.ndarray) -> np.ndarray:
         alpha = self.params["alpha"]
@@ -119,6 +140,14 @@ class TIFUKNN:
 
     def param_count(self) -> int:
         return int(self.vectors.nnz + self.neighbors.size)
+
+
+def row_positions(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Positions in a CSR matrix's indices/data of every entry of `rows`, row after row."""
+    starts, ends = indptr[rows], indptr[np.asarray(rows) + 1]
+    lengths = ends - starts
+    offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    return offsets + np.arange(int(lengths.sum()))
 
 
 def _unit_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:

@@ -50,11 +50,12 @@ def test_training_beats_random_ranking_on_held_out_lists():
 
 
 def test_labelled_candidates_use_only_baskets_before_the_cutoff():
-    history = history_from([[[0], [0, 1], [2]], [[1], [1]]], n_items=4)
+    history = history_from([[[0], [0, 1], [2]], [[1], [2, 3]]], n_items=5)
     history.basket_day = np.array([0.0, 3.0, 9.0, 1.0, 2.0])
     data = labelled_candidates(history, cutoff_day=5.0, targets={0: {2, 3}}, tifu_params={"n_neighbors": 1})
     # Before day 5 shopper 0 bought items 0 and 1 (the day-9 basket with item 2 is after the
-    # cutoff); 2 and 3 are explored (40 explore slots, 2 unowned items) and are the target.
+    # cutoff); 2 and 3 are explored (their neighbour bought them) and are the target. Item 4,
+    # which nobody bought, is no candidate: explore slots hold only items neighbours bought.
     bought_before = data.features[:, FEATURE_NAMES.index("bought_before")]
     rows = sorted(zip(data.items.tolist(), data.labels.tolist(), bought_before.tolist()))
     assert rows == [(0, 0.0, 1.0), (1, 0.0, 1.0), (2, 1.0, 0.0), (3, 1.0, 0.0)]
