@@ -149,3 +149,43 @@ def test_history_before_a_day_and_first_baskets_after_it():
     assert before.items.tolist() == [0, 1, 2, 5]
     # user 1's only basket is on day 6: no history before it, so no target
     assert history.first_baskets(6.0, 10.0) == {0: {3}, 2: {1}}
+
+
+def random_history(n_users: int = 60, n_items: int = 40, seed: int = 0) -> BasketHistory:
+    rng = np.random.default_rng(seed)
+    baskets = [
+        [
+            sorted(rng.choice(n_items, size=rng.integers(1, 6), replace=False).tolist())
+            for _ in range(rng.integers(1, 8))
+        ]
+        for _ in range(n_users)
+    ]
+    history = history_from(baskets, n_items)
+    history.basket_day = np.sort(rng.uniform(0, 50, history.n_baskets))  # any order within a user is fine
+    for user in range(n_users):  # days increase within each user's baskets
+        rows = slice(history.user_ptr[user], history.user_ptr[user + 1])
+        history.basket_day[rows] = np.sort(history.basket_day[rows])
+    return history
+
+
+def test_one_shoppers_neighbours_are_the_batch_neighbours():
+    """The node's one-row search (no sparse product) finds the neighbours the fit found."""
+    history = random_history()
+    tifu = TIFUKNN(n_neighbors=5, group_size=2).fit(history)
+    for user in range(history.n_users):
+        row = tifu.vectors[user]
+        one = tifu._nearest_one(row.indices, row.data, user)
+        assert sorted(one.tolist()) == sorted(tifu.neighbors[user].tolist()) and user not in one.tolist()
+
+
+def test_explore_candidates_are_the_neighbours_best_new_items_ties_by_index():
+    history = random_history(seed=1)
+    generator = CandidateGenerator({"n_neighbors": 5, "group_size": 2}, n_explore=4).fit(history, 60.0)
+    tifu = generator.tifu
+    for user in range(history.n_users):
+        bought = generator.counts.indices[generator.counts.indptr[user] : generator.counts.indptr[user + 1]]
+        _, _, explore, _ = generator._tifu(user, bought)
+        scores = tifu.score(np.array([user]))[0]  # the dense reference: own + neighbours
+        new = [i for i in np.flatnonzero(scores > 0) if i not in set(bought.tolist())]
+        expected = sorted(new, key=lambda i: (-round(float(scores[i]), 6), i))[:4]
+        assert explore.tolist() == expected
