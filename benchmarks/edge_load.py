@@ -62,7 +62,7 @@ def request_mix(bundle: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
     usual = events.groupby(schema.USER_ID)[schema.STORE_ID].agg(lambda s: s.mode().iloc[0]).to_dict()
     rng = np.random.default_rng(seed)
     users = rng.choice(len(baskets), size=n, p=baskets / baskets.sum())
-    store_weight = np.asarray(catalog.store_popularity.sum(axis=1)).ravel()
+    store_weight = catalog.store_popularity.row_sums()
     stores = rng.choice(len(store_weight), size=n, p=store_weight / store_weight.sum())
     guest = rng.random(n) < GUESTS
     mix = []

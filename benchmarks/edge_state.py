@@ -161,7 +161,7 @@ class Shoppers:
         self.owned = history.user_item_counts().tocsr()
         popularity = np.asarray(catalog.popularity, float)
         self.item_weight = popularity / popularity.sum()
-        traffic = np.asarray(catalog.store_popularity.sum(axis=1)).ravel()
+        traffic = catalog.store_popularity.row_sums()
         self.store_weight = traffic / traffic.sum()
         self.usual = [usual_stores.get(u) for u in self.user_ids]
         serving = json.loads((bundle_dir / SERVING).read_text())

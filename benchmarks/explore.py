@@ -64,7 +64,8 @@ def explore_scorers(split: Split, tifu_params: dict, users: np.ndarray) -> dict[
         "popularity, last 28 days": np.broadcast_to(recent, (len(users), history.n_items)),
         "TIFU-KNN neighbours (the tiers' explore candidates)": tifu.score(users),
         "user's category share × popularity": user_group[:, group_of] * popularity,
-        "co-purchase with the user's items": (tifu.vectors[users] @ together).toarray() / np.sqrt(popularity + 1),
+        "co-purchase with the user's items": (tifu.vectors.to_scipy()[users] @ together).toarray()
+        / np.sqrt(popularity + 1),
     }
 
 

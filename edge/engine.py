@@ -179,7 +179,7 @@ class Engine:
         self.user_index = {str(u): i for i, u in enumerate(self.catalog.user_ids)}
         self.item_index = IdIndex(self.catalog.item_ids)
         self.store_index = {str(s): i for i, s in enumerate(self.catalog.store_ids)}
-        self.catalog.in_stock.sort_indices()
+        self.catalog.in_stock = self.catalog.in_stock.sorted()
         self.global_fill = np.argsort(-self.catalog.popularity, kind="stable")[:FILL_DEPTH].copy()
         self._store_fill: dict[int, np.ndarray] = {}
         self.source = source

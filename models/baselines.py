@@ -7,9 +7,9 @@ TIFU-KNN baseline's score (`models.scorers`: G-TopFreq and P-TopFreq need no mod
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from models.baskets import BasketHistory
+from models.rows import Rows, row_positions
 
 
 class TIFUKNN:
@@ -40,7 +40,7 @@ class TIFUKNN:
             alpha=alpha,
         )
 
-    def user_vectors(self, history: BasketHistory) -> sp.csr_matrix:
+    def user_vectors(self, history: BasketHistory) -> Rows:
         """(n_users, n_items) time-decayed basket averages."""
         m, rb, rg = self.params["group_size"], self.params["within_decay"], self.params["group_decay"]
         basket_user = history.basket_users()
@@ -52,21 +52,20 @@ class TIFUKNN:
         group_len = np.where(group == n_groups - 1, oldest_len, m)
         weight = rb ** (from_newest % m) / group_len * rg**group / n_groups
         lines = history.line_baskets()
-        return sp.csr_matrix(
-            (weight[lines].astype(np.float32), (basket_user[lines], history.items)),
-            shape=(history.n_users, history.n_items),
+        return Rows.from_entries(
+            basket_user[lines], history.items, weight[lines].astype(np.float32), (history.n_users, history.n_items)
         )
 
     def fit(self, history: BasketHistory) -> TIFUKNN:
-        self.vectors = self.user_vectors(history).tocsr()
+        self.vectors = self.user_vectors(history)
         self.pool, self._unit_pool_t = self.vectors, None
         self.neighbors = self._nearest(self.vectors, np.arange(history.n_users))
         return self
 
-    def _nearest(self, vectors: sp.csr_matrix, own_rows: np.ndarray, chunk: int = 512) -> np.ndarray:
+    def _nearest(self, vectors: Rows, own_rows: np.ndarray, chunk: int = 512) -> np.ndarray:
         """(len(vectors), k) indices into `self.pool` of the most cosine-similar users, never the
         pool row `own_rows[i]` of the user itself (-1: a user not in the pool)."""
-        unit_pool_t, unit = self.similarity_index(), _unit_rows(vectors)
+        unit_pool_t, unit = self.similarity_index().to_scipy(), _unit_rows(vectors).to_scipy()  # fitting only
         k = min(self.params["n_neighbors"], max(self.pool.shape[0] - 1, 1))
         neighbors = np.zeros((vectors.shape[0], k), dtype=np.int32)
         for start in range(0, vectors.shape[0], chunk):
@@ -77,18 +76,18 @@ class TIFUKNN:
             neighbors[rows] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         return neighbors
 
-    def similarity_index(self) -> sp.csr_matrix:
+    def similarity_index(self) -> Rows:
         """(n_items, n_pool) the pool's rows scaled to unit length, transposed: computed once per
         pool, since a serving node asks for one shopper's neighbours at a time."""
         if getattr(self, "_unit_pool_t", None) is None:
-            self._unit_pool_t = _unit_rows(self.pool).T.tocsr()
+            self._unit_pool_t = _unit_rows(self.pool).transpose()
         return self._unit_pool_t
 
-    def for_vectors(self, vectors: sp.csr_matrix, own_rows: np.ndarray) -> TIFUKNN:
+    def for_vectors(self, vectors: Rows, own_rows: np.ndarray) -> TIFUKNN:
         """A TIFU-KNN for new user vectors (e.g. a user's history with newer baskets), whose
         neighbours come from this fit's users; own_rows: each new row's index in this fit, or -1."""
         other = TIFUKNN(**self.params)
-        other.vectors, other.pool = sp.csr_matrix(vectors, dtype=np.float32), self.pool
+        other.vectors, other.pool = vectors, self.pool
         other._unit_pool_t = self.similarity_index()
         own_rows = np.asarray(own_rows)
         if other.vectors.shape[0] == 1:  # a serving node's shopper: no sparse matrix product to set up
@@ -115,8 +114,12 @@ class TIFUKNN:
         return np.argpartition(-sim, k - 1)[:k].astype(np.int32)
 
     def score(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), n_items) dense predictions (evaluation and tuning; a node scores one
+        shopper's candidates from their rows instead, `models.candidates`)."""
+        import scipy.sparse as sp
+
         alpha = self.params["alpha"]
-        own = self.vectors[users].toarray()
+        own = self.vectors.to_scipy()[users].toarray()
         k = self.neighbors.shape[1]
         pick = sp.csr_matrix(
             (
@@ -125,7 +128,7 @@ class TIFUKNN:
             ),
             shape=(len(users), self.pool.shape[0]),
         )
-        neighbours = (pick @ self.pool).toarray()
+        neighbours = (pick @ self.pool.to_scipy()).toarray()
         return alpha * own + (1 - alpha) * neighbours
 
     def state(self) -> dict[str, np.ndarray]:
@@ -142,20 +145,13 @@ class TIFUKNN:
         return int(self.vectors.nnz + self.neighbors.size)
 
 
-def row_positions(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Positions in a CSR matrix's indices/data of every entry of `rows`, row after row."""
-    starts, ends = indptr[rows], indptr[np.asarray(rows) + 1]
-    lengths = ends - starts
-    offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
-    return offsets + np.arange(int(lengths.sum()))
+def _unit_rows(matrix: Rows) -> Rows:
+    squares = Rows(matrix.indptr, matrix.indices, np.square(matrix.data, dtype=np.float64), matrix.shape)
+    norms = np.sqrt(squares.row_sums())
+    return matrix.scale_rows(1 / np.maximum(norms, 1e-12))
 
 
-def _unit_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
-    return sp.diags(1 / np.maximum(norms, 1e-12)) @ matrix
-
-
-def _csr_state(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
+def _csr_state(prefix: str, matrix) -> dict[str, np.ndarray]:
     return {
         f"{prefix}_data": matrix.data,
         f"{prefix}_indices": matrix.indices,
@@ -164,8 +160,10 @@ def _csr_state(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
     }
 
 
-def _csr_from_state(prefix: str, state: dict) -> sp.csr_matrix:
-    return sp.csr_matrix(
-        (state[f"{prefix}_data"], state[f"{prefix}_indices"], state[f"{prefix}_indptr"]),
-        shape=tuple(state[f"{prefix}_shape"]),
+def _csr_from_state(prefix: str, state: dict) -> Rows:
+    return Rows(
+        np.asarray(state[f"{prefix}_indptr"], np.int64),
+        state[f"{prefix}_indices"],
+        state[f"{prefix}_data"],
+        tuple(int(n) for n in state[f"{prefix}_shape"]),
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 
 @dataclass
@@ -37,8 +36,11 @@ class BasketHistory:
         """(n_lines,) the basket row of each line."""
         return np.repeat(np.arange(self.n_baskets), np.diff(self.basket_ptr))
 
-    def user_item_counts(self) -> sp.csr_matrix:
-        """(n_users, n_items) number of baskets of the user containing the item."""
+    def user_item_counts(self):
+        """(n_users, n_items) number of baskets of the user containing the item (SciPy CSR:
+        training and evaluation only, never on a node)."""
+        import scipy.sparse as sp
+
         users = self.basket_users()[self.line_baskets()]
         ones = np.ones(len(self.items), dtype=np.float32)
         return sp.csr_matrix((ones, (users, self.items)), shape=(self.n_users, self.n_items))

@@ -21,10 +21,10 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
-from models.baselines import TIFUKNN, _csr_from_state, _csr_state, row_positions
+from models.baselines import TIFUKNN, _csr_from_state, _csr_state
 from models.baskets import BasketHistory
+from models.rows import Rows, row_positions
 
 FEATURE_NAMES = (
     "log_count",  # log1p(baskets of the user with the item)
@@ -73,7 +73,7 @@ class RepeatStats:
     last_k: {k: counts in the user's newest k baskets}, aligned with counts.data.
     """
 
-    counts: sp.csr_matrix
+    counts: Rows
     first_day: np.ndarray
     last_day: np.ndarray
     item_gap: np.ndarray
@@ -110,7 +110,7 @@ class RepeatStats:
         first, last = days[starts], days[ends - 1]
         gap = np.where(count > 1, (last - first) / np.maximum(count - 1, 1), np.nan)
         indptr = np.r_[0, np.cumsum(np.bincount(pair_user, minlength=history.n_users))]
-        counts = sp.csr_matrix((count, pair_item, indptr), shape=(history.n_users, n_items))
+        counts = Rows(indptr.astype(np.int64), pair_item.astype(np.int32), count, (history.n_users, n_items))
         recent = {
             k: np.add.reduceat((from_newest < k).astype(np.float32), starts) if len(starts) else np.zeros(0, np.float32)
             for k in last_k
@@ -217,10 +217,9 @@ class CandidateGenerator:
         cat = RepeatStats.from_lines(history, groups[history.items], n_groups, last_k=(3,))
         item_group_of_pair = groups[stats.counts.indices]
         ok = item_group_of_pair >= 0
-        cat_items = sp.csr_matrix(
-            (np.ones(int(ok.sum()), np.float32), (pair_user[ok], item_group_of_pair[ok])), shape=(n_users, n_groups)
+        cat_items = Rows.from_entries(
+            pair_user[ok], item_group_of_pair[ok], np.ones(int(ok.sum()), np.float32), (n_users, n_groups)
         )
-        cat_items.sum_duplicates()
         return dict(
             counts=stats.counts,
             first_day=stats.first_day,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from models.baselines import _csr_from_state, _csr_state
+from models.rows import Rows
 
 
 @dataclass
@@ -24,8 +24,8 @@ class Catalog:
     user_ids: np.ndarray
     popularity: np.ndarray
     store_ids: np.ndarray
-    in_stock: sp.csr_matrix
-    store_popularity: sp.csr_matrix
+    in_stock: Rows  # a SciPy CSR matrix when built by the splits; `Rows` once loaded from state
+    store_popularity: Rows
     item_groups: np.ndarray | None = None
 
     def state(self) -> dict[str, np.ndarray]:
