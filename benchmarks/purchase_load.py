@@ -104,6 +104,16 @@ class Client:
             self.errors += answer.status != 200
         self.read_s.append(time.perf_counter() - since)
 
+    def summary(self, load: str, seconds: float) -> dict:
+        """Shoppers/s over `seconds` and the latencies of visits and of their GETs (reads, if any)."""
+        return {
+            "load": load,
+            "shoppers_per_s": round(len(self.visit_s) / seconds, 1),
+            "visit": latency_summary(self.visit_s, self.errors),
+            "get_after_purchase": latency_summary(self.get_s, 0),
+            **({"reads_of_others": latency_summary(self.read_s, 0)} if self.read_s else {}),
+        }
+
 
 async def saturation(url: str, key: str, visits: Visits, clients: int, seconds: float) -> dict:
     connector = aiohttp.TCPConnector(limit=clients)
@@ -115,13 +125,7 @@ async def saturation(url: str, key: str, visits: Visits, clients: int, seconds: 
                 await client.visit(*visits.next(), since=time.perf_counter())
 
         await asyncio.gather(*(loop() for _ in range(clients)))
-        elapsed = time.perf_counter() - start
-    return {
-        "load": f"saturation, {clients} clients",
-        "shoppers_per_s": round(len(client.visit_s) / elapsed, 1),
-        "visit": latency_summary(client.visit_s, client.errors),
-        "get_after_purchase": latency_summary(client.get_s, 0),
-    }
+        return client.summary(f"saturation, {clients} clients", time.perf_counter() - start)
 
 
 async def open_loop(
@@ -145,14 +149,7 @@ async def open_loop(
             )
             tasks.append(asyncio.create_task(job))
         await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-    return {
-        "load": f"{rate:g} shoppers/s + {read_rate:g} reads/s",
-        "shoppers_per_s": round(len(client.visit_s) / elapsed, 1),
-        "visit": latency_summary(client.visit_s, client.errors),
-        "get_after_purchase": latency_summary(client.get_s, 0),
-        "reads_of_others": latency_summary(client.read_s, 0),
-    }
+        return client.summary(f"{rate:g} shoppers/s + {read_rate:g} reads/s", time.perf_counter() - start)
 
 
 def main(

@@ -267,19 +267,6 @@ class Engine:
         return shopper
 
     # ---- answers -------------------------------------------------------------------------
-    def ranked_in_memory(self, user_id: str, at: float | None = None) -> bool:
-        """True when an answer for `user_id` at `at` reuses ranked candidates already in memory (a
-        cheap answer); False when it must rank them first (after a purchase, a new hour, or for a
-        shopper not in memory), the work a server keeps off its event loop."""
-        hour = int(self._now_day(at) * 24)
-        with self._lock:
-            shopper = self._shoppers.get(user_id)
-            return shopper is not None and shopper.ranked_key == (shopper.version, hour)
-
-    def _now_day(self, at: float | None) -> float:
-        """Days since the bundle's day 0 at `at` (Unix seconds; None: now), never before the cutoff."""
-        return max(self.cutoff_day, ((time.time() if at is None else at) - self.cutoff_at) / 86400.0 + self.cutoff_day)
-
     def recommend(
         self,
         user_id: str,
@@ -295,7 +282,9 @@ class Engine:
         candidates are reused within the same hour only, so an item rises as it comes due."""
         store = self.store_index.get(store_id) if store_id is not None else None
         known_store = store is not None
-        now_day = self._now_day(at)
+        now_day = max(
+            self.cutoff_day, ((time.time() if at is None else at) - self.cutoff_at) / 86400.0 + self.cutoff_day
+        )
         with self._lock:
             shopper = self._shopper(user_id)
             key = (shopper.version, int(now_day * 24))

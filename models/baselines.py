@@ -66,7 +66,7 @@ class TIFUKNN:
         """(len(vectors), k) indices into `self.pool` of the most cosine-similar users, never the
         pool row `own_rows[i]` of the user itself (-1: a user not in the pool)."""
         unit_pool_t, unit = self.similarity_index().to_scipy(), _unit_rows(vectors).to_scipy()  # fitting only
-        k = min(self.params["n_neighbors"], max(self.pool.shape[0] - 1, 1))
+        k = self._neighbour_count()
         neighbors = np.zeros((vectors.shape[0], k), dtype=np.int32)
         for start in range(0, vectors.shape[0], chunk):
             rows = np.arange(start, min(start + chunk, vectors.shape[0]))
@@ -75,6 +75,10 @@ class TIFUKNN:
             sim[np.flatnonzero(own >= 0), own[own >= 0]] = -np.inf  # not your own neighbour
             neighbors[rows] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         return neighbors
+
+    def _neighbour_count(self) -> int:
+        """Neighbours per user: `n_neighbors`, fewer when the pool has fewer other users."""
+        return min(self.params["n_neighbors"], max(self.pool.shape[0] - 1, 1))
 
     def similarity_index(self) -> Rows:
         """(n_items, n_pool) the pool's rows scaled to unit length, transposed: computed once per
@@ -110,7 +114,7 @@ class TIFUKNN:
         )
         if own_row >= 0:
             sim[own_row] = -np.inf
-        k = min(self.params["n_neighbors"], max(self.pool.shape[0] - 1, 1))
+        k = self._neighbour_count()
         return np.argpartition(-sim, k - 1)[:k].astype(np.int32)
 
     def score(self, users: np.ndarray) -> np.ndarray:
@@ -146,8 +150,7 @@ class TIFUKNN:
 
 
 def _unit_rows(matrix: Rows) -> Rows:
-    squares = Rows(matrix.indptr, matrix.indices, np.square(matrix.data, dtype=np.float64), matrix.shape)
-    norms = np.sqrt(squares.row_sums())
+    norms = np.sqrt(np.bincount(matrix.row_ids(), np.square(matrix.data, dtype=np.float64), matrix.shape[0]))
     return matrix.scale_rows(1 / np.maximum(norms, 1e-12))
 
 

@@ -281,8 +281,7 @@ class CandidateGenerator:
         at most `n_explore` items the user never bought that neighbours did, best first (ties by
         index), and the neighbours' share of theirs)."""
         tifu, alpha = self.tifu, self.tifu.params["alpha"]
-        lo, hi = tifu.vectors.indptr[user], tifu.vectors.indptr[user + 1]
-        own_items, own_weights = tifu.vectors.indices[lo:hi], tifu.vectors.data[lo:hi].astype(np.float64)
+        own_items, own_weights = tifu.vectors.row(user)
         own = np.zeros(len(bought))
         if len(own_items):  # the same items as `bought`, unless a history was made by hand
             at = np.minimum(np.searchsorted(own_items, bought), len(own_items) - 1)
@@ -297,7 +296,7 @@ class CandidateGenerator:
         n = self.params["n_explore"]
         if len(others) > n:  # the n best (ties at the n-th place: the lowest indices)
             threshold = np.partition(mixed[others], len(others) - n)[len(others) - n]
-            others = np.r_[others[mixed[others] > threshold], others[mixed[others] == threshold]][: max(n, 0)]
+            others = np.r_[others[mixed[others] > threshold], others[mixed[others] == threshold]][:n]
         best = others[np.lexsort((others, -mixed[others]))[:n]]
         return own, mixed_bought, best, mixed[best]
 

@@ -43,9 +43,12 @@ class Rows:
 
     def sorted(self) -> Rows:
         """The same matrix with each row's columns in ascending order (what `row` promises)."""
-        rows = np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))
-        order = np.lexsort((self.indices, rows))
+        order = np.lexsort((self.indices, self.row_ids()))
         return Rows(self.indptr, self.indices[order], self.data[order], self.shape)
+
+    def row_ids(self) -> np.ndarray:
+        """(nnz,) the row of each entry."""
+        return np.repeat(np.arange(self.shape[0], dtype=np.int32), np.diff(self.indptr))
 
     @property
     def nnz(self) -> int:
@@ -63,23 +66,22 @@ class Rows:
 
     def row_sums(self) -> np.ndarray:
         """(n_rows,) sum of each row's values."""
-        return np.bincount(np.repeat(np.arange(self.shape[0]), np.diff(self.indptr)), self.data, self.shape[0])
+        return np.bincount(self.row_ids(), self.data, self.shape[0])
 
     def scale_rows(self, factors: np.ndarray) -> Rows:
         """Each row's values times its factor ((n_rows,))."""
-        data = self.data * np.repeat(np.asarray(factors, self.data.dtype), np.diff(self.indptr))
+        data = self.data * np.asarray(factors, self.data.dtype)[self.row_ids()]
         return Rows(self.indptr, self.indices, data, self.shape)
 
     def transpose(self) -> Rows:
         """The (n_columns, n_rows) matrix, its rows sorted by column."""
-        rows = np.repeat(np.arange(self.shape[0], dtype=np.int32), np.diff(self.indptr))
         order = np.argsort(self.indices, kind="stable")  # stable: each new row keeps rows in order
         indptr = np.r_[0, np.cumsum(np.bincount(self.indices, minlength=self.shape[1]))].astype(np.int64)
-        return Rows(indptr, rows[order], self.data[order], (self.shape[1], self.shape[0]))
+        return Rows(indptr, self.row_ids()[order], self.data[order], (self.shape[1], self.shape[0]))
 
     def toarray(self) -> np.ndarray:
         dense = np.zeros(self.shape, self.data.dtype)
-        dense[np.repeat(np.arange(self.shape[0]), np.diff(self.indptr)), self.indices] = self.data
+        dense[self.row_ids(), self.indices] = self.data
         return dense
 
     def to_scipy(self):
