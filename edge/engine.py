@@ -44,6 +44,7 @@ from edge import bundle
 from models.baskets import BasketHistory
 from models.candidates import CandidateGenerator
 from models.catalog import Catalog
+from models.npz import read_arrays
 from models.scorers import RANKER, load_scorer
 
 SESSION_SLOTS = 2  # at most this many "often bought with …" items per answer
@@ -158,15 +159,15 @@ class Engine:
         folder = Path(folder)
         self.folder, self.manifest = folder, manifest
         self.serving = json.loads((folder / bundle.SERVING).read_text())
-        with np.load(folder / bundle.CATALOG) as npz:
-            self.catalog = Catalog.from_state(dict(npz))
-        with np.load(folder / bundle.CANDIDATES) as npz:
-            self.generator = CandidateGenerator(**self.serving["generator"]).load_state(dict(npz))
+        # Memory-mapped (models.npz): a request reads a few rows, and only those pages are resident.
+        self.catalog = Catalog.from_state(read_arrays(folder / bundle.CATALOG))
+        self.generator = CandidateGenerator(**self.serving["generator"]).load_state(
+            read_arrays(folder / bundle.CANDIDATES)
+        )
         self.history = BasketHistory.load(folder / bundle.HISTORIES)
-        with np.load(folder / bundle.CO_PURCHASE) as npz:
-            self.co_purchase = npz["items"]
-        with np.load(folder / bundle.ITEMS) as npz:
-            self.titles = npz["title"] if "title" in npz.files else npz["item_id"].astype(np.bytes_)  # utf-8
+        self.co_purchase = read_arrays(folder / bundle.CO_PURCHASE)["items"]
+        items = read_arrays(folder / bundle.ITEMS)
+        self.titles = items["title"] if "title" in items else items["item_id"].astype(np.bytes_)  # utf-8
         try:
             self.scorer = load_scorer(self.serving.get("scorer", {"kind": RANKER}), folder, runtime)
         except (FileNotFoundError, ValueError) as error:

@@ -136,13 +136,23 @@ class TIFUKNN:
         return alpha * own + (1 - alpha) * neighbours
 
     def state(self) -> dict[str, np.ndarray]:
+        """The fit: user vectors and neighbours. Its similarity index is derived (`serving_state`)."""
         return {**_csr_state("vectors", self.vectors), "neighbors": self.neighbors}
+
+    def serving_state(self) -> dict[str, np.ndarray]:
+        """`state` plus the similarity index, so a node maps it from its bundle instead of building
+        it in its own memory (~10 MB on Complete Journey)."""
+        index = self.similarity_index()
+        return {
+            **self.state(),
+            **_csr_state("similarity", Rows(index.indptr, index.indices, index.data.astype(np.float32), index.shape)),
+        }
 
     def load_state(self, state: dict) -> TIFUKNN:
         self.vectors = _csr_from_state("vectors", state)
         self.pool = self.vectors
         self.neighbors = state["neighbors"]
-        self._unit_pool_t = None
+        self._unit_pool_t = _csr_from_state("similarity", state) if "similarity_data" in state else None
         return self
 
     def param_count(self) -> int:

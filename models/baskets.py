@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.npz import read_arrays, write_arrays
+
 
 @dataclass
 class BasketHistory:
@@ -55,20 +57,23 @@ class BasketHistory:
         return float((counts.data > 1).mean()) if counts.nnz else 0.0
 
     def save(self, path) -> None:
-        np.savez_compressed(
+        """Uncompressed, so a node memory-maps it (`models.npz.read_arrays`)."""
+        write_arrays(
             path,
-            shape=np.array([self.n_users, self.n_items]),
-            user_ptr=self.user_ptr,
-            basket_ptr=self.basket_ptr,
-            items=self.items,
-            basket_day=self.basket_day,
+            {
+                "shape": np.array([self.n_users, self.n_items]),
+                "user_ptr": self.user_ptr,
+                "basket_ptr": self.basket_ptr,
+                "items": self.items,
+                "basket_day": self.basket_day,
+            },
         )
 
     @classmethod
     def load(cls, path) -> BasketHistory:
-        with np.load(path) as a:
-            n_users, n_items = (int(x) for x in a["shape"])
-            return cls(n_users, n_items, a["user_ptr"], a["basket_ptr"], a["items"], a["basket_day"])
+        a = read_arrays(path)
+        n_users, n_items = (int(x) for x in a["shape"])
+        return cls(n_users, n_items, a["user_ptr"], a["basket_ptr"], a["items"], a["basket_day"])
 
     def baskets_of(self, user: int) -> tuple[list[np.ndarray], np.ndarray]:
         """User `user`'s baskets (item arrays, oldest first) and their days."""

@@ -414,8 +414,11 @@ class CandidateGenerator:
     )
     _MATRICES = ("counts", "cat_counts", "cat_items")
 
-    def state(self) -> dict[str, np.ndarray]:
-        out = {f"tifu.{k}": v for k, v in self.tifu.state().items()}
+    def state(self, serving: bool = False) -> dict[str, np.ndarray]:
+        """Every fitted array; serving=True adds what a node would otherwise derive at load
+        (TIFU-KNN's similarity index)."""
+        tifu = self.tifu.serving_state() if serving else self.tifu.state()
+        out = {f"tifu.{k}": v for k, v in tifu.items()}
         out.update({name: np.asarray(getattr(self, name)) for name in self._ARRAYS})
         for name in self._MATRICES:
             out.update(_csr_state(name, getattr(self, name)))

@@ -36,8 +36,8 @@ class Catalog:
             "popularity": self.popularity,
             "store_ids": self.store_ids.astype(str),
             **groups,
-            **_csr_state("in_stock", self.in_stock),
-            **_csr_state("store_popularity", self.store_popularity),
+            **_csr_state("in_stock", _sorted_rows(self.in_stock)),
+            **_csr_state("store_popularity", _sorted_rows(self.store_popularity)),
         }
 
     @classmethod
@@ -51,3 +51,8 @@ class Catalog:
             _csr_from_state("store_popularity", state),
             state.get("item_groups"),
         )
+
+
+def _sorted_rows(matrix) -> Rows:
+    """`matrix` (Rows or SciPy CSR) as Rows with sorted columns, so a node can use it as stored."""
+    return matrix.sorted() if isinstance(matrix, Rows) else Rows.from_scipy(matrix)

@@ -21,6 +21,7 @@ from edge import bundle
 from models.baskets import BasketHistory
 from models.candidates import CandidateGenerator
 from models.catalog import Catalog
+from models.npz import write_arrays
 from models.scorers import RANKER
 
 CO_PURCHASE_ITEMS = 5  # "often bought with" items kept per item
@@ -114,10 +115,10 @@ def lay_out(data: ServingData, tier: TierScorer, folder: Path) -> Path:
     if tier.scorer["kind"] == RANKER and tier.onnx_file is None:
         raise ValueError(f"tier {tier.tier}: a ranker bundle needs its ONNX file")
     folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / bundle.CANDIDATES, **{k: _compact(k, v) for k, v in data.generator.state().items()})
+    write_arrays(folder / bundle.CANDIDATES, {k: _compact(k, v) for k, v in data.generator.state(serving=True).items()})
     catalog = data.catalog.state()
     catalog["in_stock_data"] = catalog["in_stock_data"].astype(np.uint8)  # flags
-    np.savez(folder / bundle.CATALOG, **{k: _compact(k, v) for k, v in catalog.items()})
+    write_arrays(folder / bundle.CATALOG, {k: _compact(k, v) for k, v in catalog.items()})
     history = BasketHistory(
         data.history.n_users,
         data.history.n_items,
@@ -127,14 +128,14 @@ def lay_out(data: ServingData, tier: TierScorer, folder: Path) -> Path:
         data.history.basket_day,
     )
     history.save(folder / bundle.HISTORIES)
-    np.savez(
+    write_arrays(
         folder / bundle.ITEMS,
-        **{
+        {
             c: data.items[c].astype("string").fillna("").str.encode("utf-8").to_numpy().astype(np.bytes_)
             for c in data.items.columns
         },
     )
-    np.savez(folder / bundle.CO_PURCHASE, items=data.co_purchase)
+    write_arrays(folder / bundle.CO_PURCHASE, {"items": data.co_purchase})
     if tier.onnx_file is not None:
         shutil.copyfile(tier.onnx_file, folder / bundle.MODEL)
     if tier.lightgbm_file is not None:

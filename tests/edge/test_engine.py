@@ -194,3 +194,20 @@ def test_answers_follow_the_request_time_and_are_reused_within_its_hour(engine):
     assert [r.score for r in month_later.items] != [r.score for r in first.items]  # timing features moved
     with engine._lock:
         assert engine._shoppers[user].ranked_key[1] == int(hour) + 30 * 24
+
+
+def test_the_bundles_arrays_are_mapped_from_its_files_not_copied_into_the_node(engine):
+    """What keeps a node's private memory small: the per-shopper state, the similarity index and
+    the histories are views of the bundle's files (read-only), not arrays the node allocated."""
+    generator = engine.generator
+    for array in (
+        generator.counts.indices,
+        generator.last_day,
+        generator.cat_counts.data,
+        generator.tifu.vectors.data,
+        generator.tifu.similarity_index().indices,  # from the bundle, not rebuilt at load
+        engine.history.items,
+        engine.catalog.in_stock.indices,
+        engine.co_purchase,
+    ):
+        assert not array.flags.owndata and not array.flags.writeable and array.flags.aligned
