@@ -12,10 +12,12 @@ the request's `at`, never frozen at the bundle's cutoff; ranked candidates are r
 the hour they were computed in.
 
 Real time: events newer than the bundle's data change the shopper's state at once. A purchase
-adds to their baskets, and their candidates and features are rebuilt from all their baskets
-(`CandidateGenerator.for_history`), so recency, counts and neighbours follow the purchase; views
-and cart additions steer the co-purchase slots, and cart items are not recommended again until
-the next purchase. A new shopper is personalised from their first purchase on.
+adds to their baskets and is folded into their statistics (`models.user_rows`: counts, recency,
+gaps and category rows move for the basket's items only; their TIFU-KNN vector is re-weighted
+over their own lines; neighbours are searched again as their history grows), so the next answer
+follows it without rebuilding anything from all their baskets; views and cart additions steer the
+co-purchase slots, and cart items are not recommended again until the next purchase. A new
+shopper is personalised from their first purchase on.
 
 Shoppers' live state is a bounded LRU cache (`max_shoppers`), not a store: with a `source` (the
 node's event log) a shopper missing from it is rebuilt from their own logged events newer than
@@ -46,6 +48,7 @@ from models.candidates import CandidateGenerator
 from models.catalog import Catalog
 from models.npz import read_arrays
 from models.scorers import RANKER, load_scorer
+from models.user_rows import NEWEST, UserRows
 
 SESSION_SLOTS = 2  # at most this many "often bought with …" items per answer
 FILL_DEPTH = 300  # popularity list kept per store for filling answers
@@ -90,6 +93,18 @@ class Shopper:
     last_seq: int = 0  # the newest logged event applied (events up to it are in this state)
     ranked: Scored | None = None  # ranked candidates at `ranked_key`
     ranked_key: tuple[int, int] = (-1, -1)  # (events applied, hour of the request) they were ranked at
+    folds: Folds | None = None  # their statistics with the purchases folded in so far (None: the fit's)
+    unfolded: set = field(default_factory=set)  # keys of baskets changed since `folds`
+
+
+@dataclass(frozen=True, slots=True)
+class Folds:
+    """A shopper's statistics (`rows`) with the live baskets in `baskets` (key → (day, items)
+    folded) folded in; `newest`: the key of the newest of them."""
+
+    rows: UserRows
+    baskets: dict
+    newest: str | None
 
 
 def _utc_naive(moment: datetime) -> datetime:
@@ -249,6 +264,7 @@ class Engine:
             basket = shopper.baskets.setdefault(key, [day, set()])
             basket[0] = max(basket[0], day)
             basket[1].add(item)
+            shopper.unfolded.add(key)
             shopper.cart.clear()
         else:
             shopper.recent = [*shopper.recent[1 - RECENT_ITEMS :], item]
@@ -286,17 +302,26 @@ class Engine:
         now_day = max(
             self.cutoff_day, ((time.time() if at is None else at) - self.cutoff_at) / 86400.0 + self.cutoff_day
         )
+        user = self.user_index.get(user_id, -1)
         with self._lock:
             shopper = self._shopper(user_id)
             key = (shopper.version, int(now_day * 24))
             cart, session_items = set(shopper.cart), list(shopper.recent)
             ranked = shopper.ranked if shopper.ranked_key == key else None
-            live_baskets = sorted(tuple(b) for b in shopper.baskets.values()) if ranked is None else []
+            folds, changes = shopper.folds, None
+            if ranked is None and shopper.unfolded:
+                changes = {k: (shopper.baskets[k][0], frozenset(shopper.baskets[k][1])) for k in shopper.unfolded}
+                live = {k: (day, frozenset(items)) for k, (day, items) in shopper.baskets.items()}
         if ranked is None:
-            ranked = self._rank(user_id, live_baskets, now_day)
+            if changes:
+                folds = self._fold(user, folds, changes, live)
+            rows = folds.rows if folds is not None else self.generator.user_rows(user) if user >= 0 else None
+            ranked = self._rank(rows, now_day)
             with self._lock:
                 if shopper.version == key[0]:
                     shopper.ranked, shopper.ranked_key = ranked, key
+                    if changes:
+                        shopper.folds, shopper.unfolded = folds, set()
         items = ranked.items
         blocked = {i for i in map(self.item_index.get, exclude) if i is not None} | cart
         if self.exclude_seen:
@@ -354,40 +379,63 @@ class Engine:
             ok &= (row[position] == items) if len(row) else False
         return ok
 
-    def _rank(self, user_id: str, live_baskets: list[tuple[float, set]], now_day: float) -> Scored:
-        """The shopper's ranked candidates at `now_day` from the bundle's history plus `live_baskets`
-        ((day, items))."""
-        user = self.user_index.get(user_id, -1)
-        if live_baskets:
-            baskets, days = self.history.baskets_of(user) if user >= 0 else ([], np.zeros(0))
-            baskets = list(baskets) + [np.array(sorted(items), np.int64) for _, items in live_baskets]
-            days = np.r_[days, [day for day, _ in live_baskets]]
-            one = BasketHistory.single_user(baskets, days, self.history.n_items)
-            generator, row = self.generator.for_history(one, max(self.cutoff_day, days.max()), np.array([user])), 0
-        elif user >= 0:
-            generator, row = self.generator, user
-        else:
+    def _fold(self, user: int, folds: Folds | None, changes: dict, live: dict) -> Folds:
+        """The shopper's statistics with the `changes` (basket key → (day, items)) to their live
+        baskets (`live`: all of them) folded in: a basket newer than all before it, or more items
+        in the newest one, move only what they touch; anything else (a basket dated before one
+        already folded in) refits the shopper on all their baskets. user: their row in the fit (-1: new)."""
+        if folds is None:
+            start = self.generator.user_rows(user, self.history.newest_baskets(user)) if user >= 0 else UserRows.empty()
+            folds = Folds(start, {}, None)
+        rows, folded, newest, groups = folds.rows, dict(folds.baskets), folds.newest, self.generator.item_groups
+        for key, (day, items) in sorted(changes.items(), key=lambda change: change[1][0]):
+            basket = np.fromiter(items, np.int64, len(items))
+            if key == newest and day >= rows.last_basket:
+                rows = rows.extend_newest(basket, day, groups)
+            elif key not in folded and not day < rows.last_basket:
+                rows, newest = rows.add_basket(basket, day, groups), key
+            else:
+                return self._refit(user, live)
+            folded[key] = (day, items)
+        lines, sizes = self._lines(user, folded)
+        return Folds(rows.reweigh(lines, sizes, self.generator.tifu, user), folded, newest)
+
+    def _refit(self, user: int, live: dict) -> Folds:
+        """The shopper's statistics fitted on all their baskets (bundle and `live`)."""
+        baskets, days = self.history.baskets_of(user) if user >= 0 else ([], np.zeros(0))
+        ordered = sorted(live.items(), key=lambda entry: (entry[1][0], sorted(entry[1][1])))
+        baskets = list(baskets) + [np.array(sorted(items), np.int64) for _, (_, items) in ordered]
+        days = np.r_[days, [day for _, (day, _) in ordered]]
+        one = BasketHistory.single_user(baskets, days, self.history.n_items)
+        fitted = self.generator.for_history(one, max(self.cutoff_day, days.max()), np.array([user]))
+        return Folds(fitted.user_rows(0, tuple(baskets[-NEWEST:])), dict(live), ordered[-1][0] if ordered else None)
+
+    def _lines(self, user: int, folded: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Every basket line of the shopper, oldest basket first, and the items per basket."""
+        lines, sizes = self.history.lines_of(user) if user >= 0 else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        ordered = [np.array(sorted(items), np.int64) for _, items in sorted(folded.values(), key=lambda b: b[0])]
+        return np.concatenate([lines, *ordered]), np.r_[sizes, [len(b) for b in ordered]].astype(np.int64)
+
+    def _rank(self, rows: UserRows | None, now_day: float) -> Scored:
+        """The shopper's ranked candidates at `now_day` from their statistics (None: nothing bought)."""
+        if rows is None or not len(rows.items) and not len(rows.neighbours):
             return Scored.empty()
         if self.scorer is None:  # popularity alone: no candidates
             found_items, raw = np.zeros(0, np.int64), np.zeros(0, np.float32)
         else:
-            found = generator.build(np.array([row]), np.array([now_day]))
-            raw = self.scorer(found.features, found.items) if len(found.items) else np.zeros(0, np.float32)
+            found_items, features = self.generator.candidate_rows(rows, now_day)
+            raw = self.scorer(features, found_items) if len(found_items) else np.zeros(0, np.float32)
             scored = np.isfinite(raw)
-            found_items, raw = found.items[scored], raw[scored]
+            found_items, raw = found_items[scored], raw[scored]
         order = np.argsort(-raw, kind="stable")
         spread = float(raw.max() - raw.min()) if len(raw) else 0.0
-        lo, hi = generator.counts.indptr[row], generator.counts.indptr[row + 1]
-        bought = generator.counts.indices[lo:hi]
+        bought, counts = rows.items, rows.count
         items = found_items[order].astype(np.int32)
-        counts = generator.counts.data[lo:hi]
         with np.errstate(divide="ignore", invalid="ignore"):
-            every = np.where(
-                counts >= 2, (generator.last_day[lo:hi] - generator.first_day[lo:hi]) / (counts - 1), np.nan
-            )
+            every = np.where(counts >= 2, (rows.last_day - rows.first_day) / (counts - 1), np.nan)
         count, every_days = np.zeros(len(items), np.float32), np.full(len(items), np.nan, np.float32)
         if len(bought):
-            position = np.minimum(np.searchsorted(bought, items), len(bought) - 1)  # CSR rows are sorted
+            position = np.minimum(np.searchsorted(bought, items), len(bought) - 1)  # rows are sorted
             hit = bought[position] == items
             count[hit], every_days[hit] = counts[position[hit]], every[position[hit]]
         scores = 1 + (raw[order] - (raw.min() if len(raw) else 0)) / (spread or 1.0)

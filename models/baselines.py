@@ -42,19 +42,26 @@ class TIFUKNN:
 
     def user_vectors(self, history: BasketHistory) -> Rows:
         """(n_users, n_items) time-decayed basket averages."""
-        m, rb, rg = self.params["group_size"], self.params["within_decay"], self.params["group_decay"]
         basket_user = history.basket_users()
-        n_baskets_of_user = np.diff(history.user_ptr)[basket_user]
         from_newest = history.user_ptr[basket_user + 1] - 1 - np.arange(history.n_baskets)
-        group = from_newest // m  # 0 = newest group
-        n_groups = (n_baskets_of_user + m - 1) // m
-        oldest_len = n_baskets_of_user - (n_groups - 1) * m
-        group_len = np.where(group == n_groups - 1, oldest_len, m)
-        weight = rb ** (from_newest % m) / group_len * rg**group / n_groups
+        weight = self._weights(from_newest, np.diff(history.user_ptr)[basket_user])
         lines = history.line_baskets()
         return Rows.from_entries(
             basket_user[lines], history.items, weight[lines].astype(np.float32), (history.n_users, history.n_items)
         )
+
+    def basket_weights(self, n_baskets: int) -> np.ndarray:
+        """(n_baskets,) the weight of each of one user's baskets (oldest first) in their vector."""
+        return self._weights(np.arange(n_baskets)[::-1], np.full(n_baskets, n_baskets))
+
+    def _weights(self, from_newest: np.ndarray, n_baskets_of_user: np.ndarray) -> np.ndarray:
+        """Each basket's weight from its position (0: its user's newest) and its user's basket count."""
+        m, rb, rg = self.params["group_size"], self.params["within_decay"], self.params["group_decay"]
+        group = from_newest // m  # 0 = newest group
+        n_groups = (n_baskets_of_user + m - 1) // m
+        oldest_len = n_baskets_of_user - (n_groups - 1) * m
+        group_len = np.where(group == n_groups - 1, oldest_len, m)
+        return rb ** (from_newest % m) / group_len * rg**group / n_groups
 
     def fit(self, history: BasketHistory) -> TIFUKNN:
         self.vectors = self.user_vectors(history)

@@ -80,6 +80,18 @@ class BasketHistory:
         rows = range(self.user_ptr[user], self.user_ptr[user + 1])
         return [self.items[self.basket_ptr[b] : self.basket_ptr[b + 1]] for b in rows], self.basket_day[list(rows)]
 
+    def newest_baskets(self, user: int, k: int = 10) -> tuple[np.ndarray, ...]:
+        """User `user`'s newest `k` baskets (item arrays, oldest first)."""
+        start = max(self.user_ptr[user], self.user_ptr[user + 1] - k)
+        return tuple(
+            self.items[self.basket_ptr[b] : self.basket_ptr[b + 1]] for b in range(start, self.user_ptr[user + 1])
+        )
+
+    def lines_of(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """User `user`'s basket lines (items, oldest basket first) and the number of items per basket."""
+        ptr = self.basket_ptr[self.user_ptr[user] : self.user_ptr[user + 1] + 1]
+        return self.items[ptr[0] : ptr[-1]], np.diff(ptr)
+
     @classmethod
     def single_user(cls, baskets: list[np.ndarray], days: np.ndarray, n_items: int) -> BasketHistory:
         """A one-user history from baskets in time order (items unique within a basket)."""

@@ -25,6 +25,7 @@ import numpy as np
 from models.baselines import TIFUKNN, _csr_from_state, _csr_state
 from models.baskets import BasketHistory
 from models.rows import Rows, row_positions
+from models.user_rows import UserRows
 
 FEATURE_NAMES = (
     "log_count",  # log1p(baskets of the user with the item)
@@ -123,6 +124,14 @@ class RepeatStats:
             _group_median(gap, pair_user, history.n_users),
             recent,
         )
+
+
+def _aligned(columns: np.ndarray, row_columns: np.ndarray, row_values: np.ndarray) -> np.ndarray:
+    """(len(columns),) a sparse row's values at sorted `columns` (0 where the row has none)."""
+    if not len(row_columns):
+        return np.zeros(len(columns), np.float32)
+    at = np.minimum(np.searchsorted(row_columns, columns), len(row_columns) - 1)
+    return np.where(row_columns[at] == columns, row_values[at], 0).astype(np.float32)
 
 
 def _group_median(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
@@ -263,7 +272,7 @@ class CandidateGenerator:
         users = np.asarray(users, dtype=np.int64)
         cutoff_day = float(self.cutoff_day)
         at = np.full(len(users), cutoff_day) if at is None else np.maximum(np.asarray(at, np.float64), cutoff_day)
-        rows = [self._user_rows(int(user), float(day)) for user, day in zip(users, at)]
+        rows = [self.candidate_rows(self.user_rows(int(user)), float(day)) for user, day in zip(users, at)]
         return CandidateSet(
             users=users,
             user_ptr=np.r_[0, np.cumsum([len(items) for items, _ in rows])].astype(np.int64),
@@ -275,21 +284,51 @@ class CandidateGenerator:
             ),
         )
 
-    def _tifu(self, user: int, bought: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """TIFU-KNN's parts of a user's score: (own weights of `bought` (their sorted items), the
-        neighbours' share of the score (mean vector × (1 - alpha)) of `bought`, the explore items:
-        at most `n_explore` items the user never bought that neighbours did, best first (ties by
-        index), and the neighbours' share of theirs)."""
+    def user_rows(self, user: int, newest: tuple[np.ndarray, ...] = ()) -> UserRows:
+        """User `user`'s fitted rows (views of this fit's arrays; `newest`: their newest baskets'
+        items, oldest first, for folding later purchases in)."""
+        lo, hi = self.counts.indptr[user], self.counts.indptr[user + 1]
+        items = self.counts.indices[lo:hi]
+        clo, chi = self.cat_counts.indptr[user], self.cat_counts.indptr[user + 1]
+        groups = self.cat_counts.indices[clo:chi]
+        return UserRows(
+            items=items,
+            count=self.counts.data[lo:hi],
+            first_day=self.first_day[lo:hi],
+            last_day=self.last_day[lo:hi],
+            last_1=self.last_1[lo:hi],
+            last_3=self.last_3[lo:hi],
+            last_10=self.last_10[lo:hi],
+            own=_aligned(items, *self.tifu.vectors.row(user)),
+            neighbours=self.tifu.neighbors[user],
+            neighbours_at=float(self.n_baskets[user]),
+            groups=groups,
+            cat_count=self.cat_counts.data[clo:chi],
+            cat_first=self.cat_first[clo:chi],
+            cat_last=self.cat_last[clo:chi],
+            cat_last_3=self.cat_last_3[clo:chi],
+            cat_items=_aligned(groups, *self.cat_items.row(user)),
+            n_baskets=float(self.n_baskets[user]),
+            first_basket=float(self.last_basket[user] - self.user_interval[user] * max(self.n_baskets[user] - 1, 0)),
+            last_basket=float(self.last_basket[user]),
+            user_gap=float(self.user_gap[user]),
+            user_interval=float(self.user_interval[user]),
+            user_repeat_ratio=float(self.user_repeat_ratio[user]),
+            user_basket_size=float(self.user_basket_size[user]),
+            newest=tuple(newest),
+        )
+
+    def _tifu(self, rows: UserRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """TIFU-KNN's parts of a user's score beyond their own vector: (the neighbours' share of
+        the score (mean vector × (1 - alpha)) of the items they bought, the explore items: at most
+        `n_explore` items they never bought that neighbours did, best first (ties by index), and
+        the neighbours' share of theirs)."""
         tifu, alpha = self.tifu, self.tifu.params["alpha"]
-        own_items, own_weights = tifu.vectors.row(user)
-        own = np.zeros(len(bought))
-        if len(own_items):  # the same items as `bought`, unless a history was made by hand
-            at = np.minimum(np.searchsorted(own_items, bought), len(own_items) - 1)
-            own = np.where(own_items[at] == bought, own_weights[at], 0.0)
-        neighbours = tifu.neighbors[user]
+        neighbours = rows.neighbours
         lines = row_positions(tifu.pool.indptr, neighbours[neighbours >= 0])
         mixed = np.bincount(tifu.pool.indices[lines], tifu.pool.data[lines], minlength=tifu.pool.shape[1])
         mixed *= (1 - alpha) / max(len(neighbours), 1)
+        bought = rows.items
         mixed_bought = mixed[bought]
         mixed[bought] = 0.0
         others = np.flatnonzero(mixed > 0)  # on a mask: 5x faster than on the floats
@@ -298,49 +337,46 @@ class CandidateGenerator:
             threshold = np.partition(mixed[others], len(others) - n)[len(others) - n]
             others = np.r_[others[mixed[others] > threshold], others[mixed[others] == threshold]][:n]
         best = others[np.lexsort((others, -mixed[others]))[:n]]
-        return own, mixed_bought, best, mixed[best]
+        return mixed_bought, best, mixed[best]
 
-    def _user_rows(self, user: int, now_day: float) -> tuple[np.ndarray, np.ndarray]:
-        """(items (n,), features (n, len(FEATURE_NAMES)) float32) of one user at `now_day`."""
-        lo, hi = self.counts.indptr[user], self.counts.indptr[user + 1]
-        bought = self.counts.indices[lo:hi]
-        own_of_bought, mixed_bought, new, mixed_new = self._tifu(user, bought)
+    def candidate_rows(self, rows: UserRows, now_day: float) -> tuple[np.ndarray, np.ndarray]:
+        """(items (n,), features (n, len(FEATURE_NAMES)) float32) of the user with `rows` at `now_day`."""
+        bought = rows.items
+        own_of_bought = rows.own
+        mixed_bought, new, mixed_new = self._tifu(rows)
         alpha = self.tifu.params["alpha"]
         keep = np.argsort(-(alpha * own_of_bought + mixed_bought), kind="stable")[: self.params["n_repeat"]]
         items = np.r_[bought[keep], new].astype(np.int64)
         n_rep, n_new = len(keep), len(new)
         zeros = np.zeros(n_new)
-        count = np.r_[self.counts.data[lo:hi][keep], zeros]
-        recency = np.r_[now_day - self.last_day[lo:hi][keep], np.full(n_new, np.nan)]
+        count = np.r_[rows.count[keep], zeros]
+        recency = np.r_[now_day - rows.last_day[keep], np.full(n_new, np.nan)]
         own_gap = np.where(
             count > 1,
-            np.r_[(self.last_day[lo:hi] - self.first_day[lo:hi])[keep], zeros] / np.maximum(count - 1, 1),
+            np.r_[(rows.last_day - rows.first_day)[keep], zeros] / np.maximum(count - 1, 1),
             np.nan,
         )
         item_gap = self.item_gap[items]
         n = len(items)
-        n_b = max(self.n_baskets[user], 1)
+        n_b = max(rows.n_baskets, 1)
         own = np.r_[own_of_bought[keep], np.zeros(len(new))]
         tifu = alpha * own + np.r_[mixed_bought[keep], mixed_new]
         rank = np.empty(n)
         rank[np.argsort(-tifu, kind="stable")] = np.arange(n)
-        since_last = now_day - self.last_basket[user]
+        since_last = now_day - rows.last_basket
         # category
         groups = self.item_groups[items]
-        clo, chi = self.cat_counts.indptr[user], self.cat_counts.indptr[user + 1]
         n_groups = self.cat_counts.shape[1]
-        c_count, c_last, c_first, c_last3 = (np.zeros(n_groups + 1) for _ in range(4))
+        c_count, c_last, c_first, c_last3, c_items = (np.zeros(n_groups + 1) for _ in range(5))
         c_last[:] = np.nan
-        gi = self.cat_counts.indices[clo:chi]
-        c_count[gi], c_last[gi], c_first[gi] = (
-            self.cat_counts.data[clo:chi],
-            self.cat_last[clo:chi],
-            self.cat_first[clo:chi],
+        gi = rows.groups
+        c_count[gi], c_last[gi], c_first[gi], c_last3[gi], c_items[gi] = (
+            rows.cat_count,
+            rows.cat_last,
+            rows.cat_first,
+            rows.cat_last_3,
+            rows.cat_items,
         )
-        c_last3[gi] = self.cat_last_3[clo:chi]
-        c_items = np.zeros(n_groups + 1)
-        ilo, ihi = self.cat_items.indptr[user], self.cat_items.indptr[user + 1]
-        c_items[self.cat_items.indices[ilo:ihi]] = self.cat_items.data[ilo:ihi]
         g = np.where(groups >= 0, groups, n_groups)  # unknown → an always-empty slot
         cat_count = c_count[g]
         cat_recency = now_day - c_last[g]
@@ -353,25 +389,25 @@ class CandidateGenerator:
             "recency_over_own_gap": _ratio(recency, own_gap),
             "log_item_gap_days": _safe_log(item_gap),
             "recency_over_item_gap": _ratio(recency, item_gap),
-            "log_user_gap_days": np.full(n, _safe_log(np.array([self.user_gap[user]]))[0]),
+            "log_user_gap_days": np.full(n, _safe_log(np.array([rows.user_gap]))[0]),
             "log_popularity": np.log1p(self.popularity[items]),
             "log_recent_popularity": np.log1p(self.recent_popularity[items]),
             "tifu_score": tifu * 100,
             "tifu_own": own * 100,
-            "log_user_baskets": np.full(n, np.log1p(self.n_baskets[user])),
+            "log_user_baskets": np.full(n, np.log1p(rows.n_baskets)),
             "log_days_since_last_basket": np.full(n, _safe_log(np.array([since_last]))[0]),
             "bought_before": np.r_[np.ones(n_rep), zeros],
             "basket_share": count / n_b,
-            "in_last_1": np.r_[self.last_1[lo:hi][keep], zeros],
-            "share_last_3": np.r_[self.last_3[lo:hi][keep], zeros] / min(n_b, 3),
-            "share_last_10": np.r_[self.last_10[lo:hi][keep], zeros] / min(n_b, 10),
+            "in_last_1": np.r_[rows.last_1[keep], zeros],
+            "share_last_3": np.r_[rows.last_3[keep], zeros] / min(n_b, 3),
+            "share_last_10": np.r_[rows.last_10[keep], zeros] / min(n_b, 10),
             "item_repeat_share": self.item_repeat_share[items],
             "item_log_mean_count": np.log(np.maximum(self.item_mean_count[items], 1)),
             "item_log_buyers": np.log1p(self.item_buyers[items]),
-            "user_repeat_ratio": np.full(n, self.user_repeat_ratio[user]),
-            "user_log_basket_size": np.full(n, np.log1p(self.user_basket_size[user])),
+            "user_repeat_ratio": np.full(n, rows.user_repeat_ratio),
+            "user_log_basket_size": np.full(n, np.log1p(rows.user_basket_size)),
             "since_last_over_user_interval": np.full(
-                n, _ratio(np.array([since_last]), np.array([self.user_interval[user]]))[0]
+                n, _ratio(np.array([since_last]), np.array([rows.user_interval]))[0]
             ),
             "tifu_rank": np.log1p(rank),
             "tifu_relative": _ratio(tifu, np.full(n, tifu.max() if n else 1.0)),

@@ -184,7 +184,7 @@ def test_explore_candidates_are_the_neighbours_best_new_items_ties_by_index():
     tifu = generator.tifu
     for user in range(history.n_users):
         bought = generator.counts.indices[generator.counts.indptr[user] : generator.counts.indptr[user + 1]]
-        _, _, explore, _ = generator._tifu(user, bought)
+        _, explore, _ = generator._tifu(generator.user_rows(user))
         scores = tifu.score(np.array([user]))[0]  # the dense reference: own + neighbours
         new = [i for i in np.flatnonzero(scores > 0) if i not in set(bought.tolist())]
         expected = sorted(new, key=lambda i: (-round(float(scores[i]), 6), i))[:4]

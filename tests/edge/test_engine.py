@@ -78,13 +78,14 @@ def test_a_first_purchase_personalises_a_new_shopper_at_once(engine):
 
 def test_a_purchase_moves_the_shoppers_own_candidates(engine):
     user, store = busiest(engine)
-    before = engine._rank(user, [], engine.cutoff_day)
+    at = after_bundle(engine, 0.5).timestamp()
+    engine.recommend(user, store, at=at)  # the shopper is in memory
+    before = engine._shoppers[user].ranked
     top = str(engine.catalog.item_ids[before.items[0]])
-    engine.recommend(user, store)  # the shopper is in memory
     engine.apply([Event(user, top, "purchase", after_bundle(engine, 0.5), store, "trip-1")])
-    with engine._lock:
-        live = [tuple(b) for b in engine._shoppers[user].baskets.values()]
-    after = engine._rank(user, live, engine.cutoff_day + 0.5)
+    engine.recommend(user, store, at=at)
+    after = engine._shoppers[user].ranked
+    assert engine._shoppers[user].folds.rows.n_baskets == engine.generator.n_baskets[engine.user_index[user]] + 1
     assert after.count[list(after.items).index(before.items[0])] == before.count[0] + 1
     assert not np.array_equal(before.scores, after.scores)  # recency and counts changed, so the scores did
 
@@ -211,3 +212,34 @@ def test_the_bundles_arrays_are_mapped_from_its_files_not_copied_into_the_node(e
         engine.co_purchase,
     ):
         assert not array.flags.owndata and not array.flags.writeable and array.flags.aligned
+
+
+def test_purchases_folded_in_at_the_node_equal_a_refit_on_all_the_shoppers_baskets(engine):
+    from tests.code.test_user_rows import assert_same_rows
+
+    user, store = busiest(engine)
+    row = engine.user_index[user]
+    items = [str(i) for i in engine.catalog.item_ids[engine.generator.counts.row(row)[0][:4]]]
+    trips = [("trip-1", 0.5, items[:2]), ("trip-2", 1.5, items[1:]), ("trip-2", 1.75, [items[0]])]
+    engine.apply(
+        [
+            Event(user, item, "purchase", after_bundle(engine, day), store, key)
+            for key, day, bought in trips
+            for item in bought
+        ]
+    )
+    engine.recommend(user, store, at=after_bundle(engine, 2).timestamp())
+
+    def live() -> dict:
+        baskets = engine._shoppers[user].baskets
+        return {key: (day, frozenset(items)) for key, (day, items) in baskets.items()}
+
+    folds = engine._shoppers[user].folds
+    assert sorted(folds.baskets) == ["trip-1", "trip-2"] and folds.newest == "trip-2"
+    assert_same_rows(folds.rows, engine._refit(row, live()).rows, neighbours=False)
+    # a basket dated before one already folded in cannot be folded: the shopper is refitted
+    engine.apply([Event(user, items[3], "purchase", after_bundle(engine, 0.25), store, "trip-0")])
+    engine.recommend(user, store, at=after_bundle(engine, 2).timestamp())
+    folds = engine._shoppers[user].folds
+    assert folds.rows.n_baskets == engine.generator.n_baskets[row] + 3 and not engine._shoppers[user].unfolded
+    assert_same_rows(folds.rows, engine._refit(row, live()).rows)
