@@ -105,7 +105,7 @@ def main(
     cut, full = cut_dataset(data, weeks, before)
     result = training_flow(data=str(before), profile=profile)
     pipeline_minutes = (time.perf_counter() - started) / 60
-    rows = {row["tier"]: row for row in result["tiers"]}
+    rows = {row.tier: row for row in result.tiers}
     # What happened after T: the full data, validated as the pipeline validates (the same rows
     # quarantined), split at T: its history is what the pipeline saw, its targets what came next.
     clean, _ = validate_dataset(full, config.state_dir() / "reports" / "backtest", **vars(config.ValidationSettings()))
@@ -113,13 +113,13 @@ def main(
     assert abs((split.cutoff - cut).total_seconds()) < 1, (split.cutoff, cut)
     item_ids = [str(i) for i in split.catalog.item_ids]
     client = mlflow.MlflowClient()
-    name = result["candidate"].name
+    name = result.candidate.name
     versions = {
         v.tags["tier"]: v.version
         for v in client.search_model_versions(f"name = '{name}'")
-        if v.tags.get("pipeline_run_id") == result["run_id"]
+        if v.tags.get("pipeline_run_id") == result.run_id
     }
-    tifu_params, exclude_seen = _tuned_tifu(client.get_run(rows["tifu_knn"]["run_id"]).data.params)
+    tifu_params, exclude_seen = _tuned_tifu(client.get_run(rows["tifu_knn"].run_id).data.params)
     measured = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -145,25 +145,26 @@ def main(
                 server.process.terminate()
                 server.process.wait(30)
             metrics = evaluate_recommendations(answers, split)
+            logged = rows[tier].metrics if tier in rows else {}  # the pipeline's evaluation fit
             measured.append(
                 {
                     "tier": tier,
-                    "candidate": tier == result["candidate"].tier,
+                    "candidate": tier == result.candidate.tier,
                     "fit": fit,
                     **metrics,
                     "http_p99_ms": float(np.percentile(latencies, 99)),
                     "node_rss_mb": memory["rss_mb"],
                     "node_peak_rss_mb": memory["peak_rss_mb"],
-                    "seed_std": rows.get(tier, {}).get("ndcg_at_10_seed_std", 0.0),
-                    "model_size_mb": rows.get(tier, {}).get("model_size_mb", float("nan")),
-                    "fit_seconds": rows.get(tier, {}).get("fit_seconds", float("nan")),
+                    "seed_std": logged.get("ndcg_at_10_seed_std", 0.0),
+                    "model_size_mb": logged.get("model_size_mb", float("nan")),
+                    "fit_seconds": logged.get("fit_seconds", float("nan")),
                 }
             )
             print(f"{tier}: NDCG@10 {metrics['ndcg_at_10']:.4f} through a node", flush=True)
     tifu = next(r["ndcg_at_10"] for r in measured if r["tier"] == "tifu_knn")
     for row in measured:
         row["ndcg_ratio_to_tifu_knn"] = row["ndcg_at_10"] / tifu
-    _log(measured, profile, cut, result["run_id"], full.name)
+    _log(measured, profile, cut, result.run_id, full.name)
     table = [
         {
             "tier": r["tier"] + (" (candidate)" if r["candidate"] else ""),
@@ -187,9 +188,9 @@ def main(
             "data": data,
             "T": str(cut),
             "shoppers": len(split.targets),
-            "pipeline_run_id": result["run_id"],
+            "pipeline_run_id": result.run_id,
             "pipeline_minutes": round(pipeline_minutes, 1),
-            "candidate": result["candidate"].tier,
+            "candidate": result.candidate.tier,
             "tiers": measured,
         },
         table,

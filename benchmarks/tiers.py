@@ -22,7 +22,7 @@ config.apply_environment()
 
 from benchmarks._measure import write_results  # noqa: E402
 
-COLUMNS = {  # result column → metric key in the pipeline's tier rows
+COLUMNS = {  # result column → MLflow metric name in the pipeline's tier rows
     "NDCG@10": "ndcg_at_10",
     "recall@10": "recall_at_10",
     "repeat recall": "recall_repeat_at_10",
@@ -47,21 +47,21 @@ def main(
     start = time.perf_counter()
     result = training_flow(data=data, profile=profile)
     minutes = (time.perf_counter() - start) / 60
-    rows = sorted(result["tiers"], key=lambda r: -r["ndcg_at_10"])
-    table = [{"tier": r["tier"], **{name: _round(r.get(key)) for name, key in COLUMNS.items()}} for r in rows]
+    rows = sorted(result.tiers, key=lambda r: -r.ndcg_at_10)
+    table = [{"tier": r.tier, **{name: _round(r.metrics.get(key)) for name, key in COLUMNS.items()}} for r in rows]
     path = write_results(
         f"tiers-{profile}",
         {
             "profile": profile,
             "data": data,
-            "run_id": result["run_id"],
+            "run_id": result.run_id,
             "pipeline_minutes": round(minutes, 1),
-            "tiers": rows,
+            "tiers": [r.record() for r in rows],
         },
         table,
     )
     print(path.read_text())
-    print(f"pipeline: {minutes:.1f} min, MLflow run {result['run_id']}")
+    print(f"pipeline: {minutes:.1f} min, MLflow run {result.run_id}")
 
 
 def _round(value):

@@ -8,19 +8,20 @@ from lightpersml import config
 
 config.apply_environment()  # before prefect and mlflow load: they read it on import
 
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from nodes.collect import collected_dir, failed_row
+from nodes.collect import NodeCollection, collected_dir, failed_collection
 from nodes.fleet import read_nodes
 from nodes.sources import load_items
 from tasks.collect import collect_node_task
 
 
 @flow(name="collect-events", log_prints=True)
-def collect_flow(nodes_file: str, data: str = "completejourney") -> list[dict]:
+def collect_flow(nodes_file: str, data: str = "completejourney") -> list[NodeCollection]:
     """Pull new events of every node in `nodes_file` into the training data of `data`; one report row per node."""
     nodes = read_nodes(Path(nodes_file))
     name, items = load_items(data)
@@ -29,12 +30,16 @@ def collect_flow(nodes_file: str, data: str = "completejourney") -> list[dict]:
     for node in nodes:  # one unreachable node must not stop the others (its cursor stays where it was)
         state = collect_node_task(node.name, node.url, node.token, items, folder, return_state=True)
         rows.append(
-            state.result() if state.is_completed() else failed_row(node.name, state.result(raise_on_failure=False))
+            state.result()
+            if state.is_completed()
+            else failed_collection(node.name, state.result(raise_on_failure=False))
         )
-    create_table_artifact(key="collected-events", table=rows, description=f"Events collected into {folder}")
+    create_table_artifact(
+        key="collected-events", table=[asdict(row) for row in rows], description=f"Events collected into {folder}"
+    )
     for row in rows:
         print(
-            f"{row['node']}: {row['status']}, {row['pulled']} pulled, {row['appended']} appended, "
-            f"{row['quarantined']} quarantined (cursor {row['cursor_before']} → {row['cursor_after']}) {row['detail']}"
+            f"{row.node}: {row.status}, {row.pulled} pulled, {row.appended} appended, "
+            f"{row.quarantined} quarantined (cursor {row.cursor_before} → {row.cursor_after}) {row.detail}"
         )
     return rows

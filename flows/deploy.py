@@ -17,6 +17,7 @@ Nodes file (TOML):
 from __future__ import annotations
 
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from lightpersml import config
@@ -27,21 +28,23 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from edge.bundle import PRIVATE_KEY, archive_bundle
-from nodes.fleet import read_nodes
+from nodes.fleet import NodeUpdate, read_nodes
 from tasks.bundle import bundle_task
 from tasks.nodes import push_task, rollback_task
 from tasks.register import model_for_task
 
 
-def _report(rows: list[dict], key: str, title: str) -> list[dict]:
-    create_table_artifact(key=key, table=rows, description=title)
+def _report(rows: list[NodeUpdate], key: str, title: str) -> list[NodeUpdate]:
+    create_table_artifact(key=key, table=[asdict(row) for row in rows], description=title)
     for row in rows:
-        print(f"{row['node']}: {row['status']} ({row['version_before']} → {row['version_after']}) {row['detail']}")
+        print(f"{row.node}: {row.status} ({row.version_before} → {row.version_after}) {row.detail}")
     return rows
 
 
 @flow(name="deploy-to-edge", log_prints=True)
-def deploy_flow(nodes_file: str, dataset: str | None = None, alias: str = "edge", key: str | None = None) -> list[dict]:
+def deploy_flow(
+    nodes_file: str, dataset: str | None = None, alias: str = "edge", key: str | None = None
+) -> list[NodeUpdate]:
     """Bundle the version of `dataset`'s registered model (default: the only dataset's) behind
     `alias` and push it to every node; one report row per node."""
     nodes = read_nodes(Path(nodes_file))
@@ -59,7 +62,7 @@ def deploy_flow(nodes_file: str, dataset: str | None = None, alias: str = "edge"
 
 
 @flow(name="rollback-edge", log_prints=True)
-def rollback_flow(nodes_file: str) -> list[dict]:
+def rollback_flow(nodes_file: str) -> list[NodeUpdate]:
     """Every node serves its previous bundle again; one report row per node."""
     futures = [rollback_task.submit(node) for node in read_nodes(Path(nodes_file))]
     return _report([f.result() for f in futures], "edge-rollback", "Rollback of the edge nodes")

@@ -9,6 +9,7 @@ pipeline's parent MLflow run. A failed run registers nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -34,11 +35,24 @@ from tasks.track import (
     start_parent_run_task,
 )
 from tasks.validate import validate_task
+from tracking.runs import TierRow
 from training.data import RankerSpec, generator_settings
 from training.distill import STUDENTS
 from training.tiers import exclude_seen_items
 
 FEDERATED_TIER = "federated"
+
+
+@dataclass(frozen=True)
+class FederatedRun:
+    """What one federated pipeline run produced."""
+
+    run_id: str  # the parent MLflow run
+    experiment_id: str  # the dataset's MLflow experiment
+    tier: TierRow  # the `federated` tier's child run and its metrics on the test split
+    version: str | None  # the registered version of the refit; None with refit=False
+    evaluation_summary: dict  # the evaluation fit's server summary (federated/test-fit.json): rounds, ε, δ, …
+    deploy_summary: dict | None  # the refit's (federated/deploy-fit.json); None with refit=False
 
 
 @flow(name="federated-training", log_prints=True)
@@ -51,12 +65,11 @@ def federated_flow(
     noise_multiplier: float = 2.0,
     local_epochs: int = 1,
     refit: bool = True,
-) -> dict:
+) -> FederatedRun:
     """Train the `federated` tier on `data` split into `nodes` store groups (tasks.partition).
 
     noise_multiplier 0 trains without differential privacy (target_epsilon is then ignored).
-    refit=False logs the evaluation fit and registers nothing. Returns {"run_id", "row", "version",
-    "summary" (the evaluation fit's rounds), "deploy_summary"}.
+    refit=False logs the evaluation fit and registers nothing.
     """
     settings = config.PROFILES["quick"]
     dataset = ingest_task(data)
@@ -130,7 +143,6 @@ def federated_flow(
                     FEDERATED_TIER, refitted.model, spec, refitted.seconds, tmp / "deploy", exclude_seen
                 )[FEDERATED_TIER]
                 version = register_deploy_fit_task(
-                    row["run_id"],
                     deployable,
                     deploy_data,
                     tmp / "deploy-bundle",
@@ -143,14 +155,14 @@ def federated_flow(
         ok = True
     finally:
         finish_run_task(parent_run_id, ok)
-    return {
-        "run_id": parent_run_id,
-        "experiment_id": experiment_id,
-        "row": row,
-        "version": version,
-        "summary": result.summary,
-        "deploy_summary": deploy_summary,
-    }
+    return FederatedRun(
+        run_id=parent_run_id,
+        experiment_id=experiment_id,
+        tier=row,
+        version=version,
+        evaluation_summary=result.summary,
+        deploy_summary=deploy_summary,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ then marked FAILED with the report attached, and nothing is registered.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -40,7 +41,8 @@ from tasks.track import (
 from tasks.train import ranker_data_task
 from tasks.tune import tune_ranker_task
 from tasks.validate import validate_task
-from tracking.runs import run_link, tier_table
+from tracking.registry import CandidateChoice
+from tracking.runs import TierRow, run_link, tier_table
 from training.data import generator_settings
 from training.tiers import CLOUD_TIER, REGISTERED_TIERS, STUDENT_TIERS, TEACHER_TIER, TunedTifu, baseline_tiers
 
@@ -54,7 +56,7 @@ def baselines(
     settings,
     parent_run_id: str,
     split_info: dict,
-) -> list[dict]:
+) -> list[TierRow]:
     """Serve and log every baseline tier (deterministic: one fit each)."""
     rows = []
     for fitted in baseline_tiers(evaluation_data, tifu, fit_seconds):
@@ -67,7 +69,7 @@ def baselines(
             parent_run_id,
             split_info,
         )
-        rows.append(log_row_metrics_task(row, seed_spread([row["ndcg_at_10"]])))
+        rows.append(log_row_metrics_task(row, seed_spread([row.ndcg_at_10])))
     return rows
 
 
@@ -81,7 +83,7 @@ def neural_tiers(
     split_info: dict,
     items: pd.DataFrame,
     model_name: str,
-) -> list[dict]:
+) -> list[TierRow]:
     """Tune the teacher, fit and distil for evaluation, serve and log every neural tier (with its
     seed spread), then refit on all data and register the refit ONNX models under `model_name`."""
     generator, data_hash = generator_settings(tifu.params), evaluation_data.data_hash
@@ -132,7 +134,7 @@ def neural_tiers(
     del training
     for tier in (*trained, CLOUD_TIER):  # the cloud reference serves the teacher's models
         trained_as = TEACHER_TIER if tier == CLOUD_TIER else tier
-        rows[tier] = log_row_metrics_task(rows[tier], seed_spread([rows[trained_as]["ndcg_at_10"], *ndcgs[trained_as]]))
+        rows[tier] = log_row_metrics_task(rows[tier], seed_spread([rows[trained_as].ndcg_at_10, *ndcgs[trained_as]]))
     deploy_data, _ = serving_data_task(splits["deploy"], generator, items, tifu.exclude_seen, data_hash)
     refit = fit_rankers_task(
         ranker_data_task(splits["deploy"], settings.training_weeks, generator, generator=deploy_data.generator),
@@ -142,7 +144,6 @@ def neural_tiers(
     deployable = export_rankers_task(refit, folder / "deploy", tifu.exclude_seen)
     for tier in REGISTERED_TIERS:
         register_deploy_fit_task(
-            rows[tier]["run_id"],
             deployable[tier],
             deploy_data,
             folder / "deploy-bundles" / tier,
@@ -152,6 +153,18 @@ def neural_tiers(
             name=model_name,
         )
     return list(rows.values())
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """What one training pipeline run produced."""
+
+    run_id: str  # the parent MLflow run
+    experiment_id: str  # the dataset's MLflow experiment
+    data_hash: str  # content hash of the validated data
+    tiers: list[TierRow]  # every tier's child run and its metrics on the test split
+    validation_report: str  # path of the validation report (report.json)
+    candidate: CandidateChoice  # where alias `candidate` points after the run, and why
 
 
 def run_name() -> str:
@@ -169,13 +182,10 @@ def training_flow(
     profile: str = "quick",
     event_types: dict[str, str] | None = None,
     max_bad_share: float | None = None,
-) -> dict:
+) -> PipelineRun:
     """Train and evaluate every tier on `data` ("completejourney" or a folder of contract files).
     event_types: the shop's event types → contract types (e.g. {"rating": "purchase"});
     max_bad_share: the validation threshold per check (default `ValidationSettings`).
-
-    Returns {"run_id", "experiment_id", "data_hash", "tiers": [row per tier with its metrics],
-    "report": validation report path, "candidate": the CandidateChoice}.
     """
     settings = config.PROFILES[profile]
     dataset = ingest_task(data)
@@ -248,14 +258,14 @@ def training_flow(
         ok = True
     finally:
         finish_run_task(parent_run_id, ok)
-    return {
-        "run_id": parent_run_id,
-        "experiment_id": experiment_id,
-        "data_hash": data_hash,
-        "tiers": rows,
-        "report": report.report_json,
-        "candidate": candidate,
-    }
+    return PipelineRun(
+        run_id=parent_run_id,
+        experiment_id=experiment_id,
+        data_hash=data_hash,
+        tiers=rows,
+        validation_report=report.report_json,
+        candidate=candidate,
+    )
 
 
 if __name__ == "__main__":

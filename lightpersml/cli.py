@@ -11,7 +11,7 @@ import os
 import sys
 from datetime import UTC
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -20,6 +20,10 @@ from rich.table import Table
 from lightpersml import config
 
 config.apply_environment()  # every command: before prefect, mlflow or flwr load
+
+if TYPE_CHECKING:
+    from nodes.fleet import NodeUpdate
+    from tracking.runs import TierRow
 
 app = typer.Typer(help="LightPersML: lightweight personalization for small shops.", no_args_is_help=True)
 keys_app = typer.Typer(help="Ed25519 keys that sign edge bundles, and edge nodes' client keys.", no_args_is_help=True)
@@ -46,7 +50,7 @@ SHORT_NAMES = {
 }
 
 
-def print_tier_table(rows: list[dict]) -> None:
+def print_tier_table(rows: list[TierRow]) -> None:
     from tracking.runs import tier_table
 
     table = Table(title="Tiers on the test split, served through the edge engine (metrics @10)")
@@ -132,15 +136,15 @@ def run(
     except (DataContractError, DataValidationError) as error:
         console.print(str(error), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
-    print_tier_table(result["tiers"])
-    candidate = result["candidate"]
+    print_tier_table(result.tiers)
+    candidate = result.candidate
     console.print(f"Candidate: {candidate.summary()}", style=None if candidate.version else "yellow")
     console.print(
-        f"MLflow run {result['run_id']} (experiment {result['experiment_id']}), store {config.mlflow_tracking_uri()}"
+        f"MLflow run {result.run_id} (experiment {result.experiment_id}), store {config.mlflow_tracking_uri()}"
     )
     from tracking.runs import run_url
 
-    console.print(f"Open it with `lightpersml ui`, then {run_url(result['experiment_id'], result['run_id'])}")
+    console.print(f"Open it with `lightpersml ui`, then {run_url(result.experiment_id, result.run_id)}")
 
 
 @app.command()
@@ -306,15 +310,15 @@ def models(dataset: DatasetOption = None) -> None:
         table.add_column(column, justify="left" if column in ("tier", "aliases", "created") else "right")
     for row in rows:
         table.add_row(
-            row["version"],
-            (row["tier"] or "?") + (" (teacher)" if row["teacher"] else ""),
-            ", ".join(row["aliases"]),
-            _fmt(row["ndcg_at_10"], ".4f"),
-            _fmt(row["recall_explore_at_10"], ".4f"),
-            _fmt(row["latency_p99_ms"], ".3g"),
-            _fmt(row["model_size_mb"], ".3g"),
-            _fmt(row["param_count"], ","),
-            row["created"] or "",
+            row.version,
+            (row.tier or "?") + (" (teacher)" if row.teacher else ""),
+            ", ".join(row.aliases),
+            _fmt(row.ndcg_at_10, ".4f"),
+            _fmt(row.recall_explore_at_10, ".4f"),
+            _fmt(row.latency_p99_ms, ".3g"),
+            _fmt(row.model_size_mb, ".3g"),
+            _fmt(row.param_count, ","),
+            row.created or "",
         )
     console.print(table)
     also = f" --dataset {dataset}" if dataset else ""
@@ -357,8 +361,8 @@ def promote(
         raise typer.Exit(1) from None
     from tracking.registry import list_versions
 
-    row = next(r for r in list_versions(name) if r["version"] == str(int(version)))
-    console.print(f"Alias `edge` of {name} now points to version {row['version']} (tier {row['tier']}).")
+    row = next(r for r in list_versions(name) if r.version == str(int(version)))
+    console.print(f"Alias `edge` of {name} now points to version {row.version} (tier {row.tier}).")
     if failures:
         console.print(f"[yellow]Forced past {len(failures)} gate failure(s), recorded with the reason:[/yellow]")
         for failure in failures:
@@ -596,21 +600,21 @@ def serve(
     server.run(sockets=[listening])
 
 
-def _print_node_report(rows: list[dict], title: str) -> None:
+def _print_node_report(rows: list[NodeUpdate], title: str) -> None:
     table = Table(title=title)
     for column in ("node", "status", "version_before", "version_after", "detail"):
         table.add_column(column.replace("_", " "))
     for row in rows:
-        colour = "green" if row["status"] == "updated" else "red"
+        colour = "green" if row.status == "updated" else "red"
         table.add_row(
-            row["node"],
-            f"[{colour}]{row['status']}[/{colour}]",
-            str(row["version_before"]),
-            str(row["version_after"]),
-            row["detail"],
+            row.node,
+            f"[{colour}]{row.status}[/{colour}]",
+            str(row.version_before),
+            str(row.version_after),
+            row.detail,
         )
     console.print(table)
-    if any(row["status"] != "updated" for row in rows):
+    if any(row.status != "updated" for row in rows):
         raise typer.Exit(1)
 
 
@@ -649,11 +653,11 @@ def collect(
     rows = _run_or_exit(collect_flow, nodes_file=str(nodes), data=data)
     for row in rows:
         console.print(
-            f"{row['node']}: {row['status']}, {row['pulled']:,} pulled, {row['appended']:,} appended, "
-            f"{row['quarantined']:,} quarantined {row['detail']}".rstrip(),
+            f"{row.node}: {row.status}, {row.pulled:,} pulled, {row.appended:,} appended, "
+            f"{row.quarantined:,} quarantined {row.detail}".rstrip(),
             markup=False,
         )
-    if any(row["status"] != "collected" for row in rows):
+    if any(row.status != "collected" for row in rows):
         raise typer.Exit(1)
 
 
@@ -691,13 +695,13 @@ def federate(
     except (DataContractError, DataValidationError, ValueError, RuntimeError) as error:
         console.print(str(error), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
-    print_tier_table([result["row"]])
-    summary = result["summary"]
+    print_tier_table([result.tier])
+    summary = result.evaluation_summary
     console.print(
         f"{summary['rounds_trained']} rounds, ε = {summary['epsilon']:.2f} at δ = {summary['delta']:.2g}"
-        + (f"; registered as version {result['version']}" if result["version"] else "")
+        + (f"; registered as version {result.version}" if result.version else "")
     )
-    console.print(f"MLflow run {result['run_id']} (experiment {result['experiment_id']})")
+    console.print(f"MLflow run {result.run_id} (experiment {result.experiment_id})")
 
 
 if __name__ == "__main__":

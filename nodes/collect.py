@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -89,20 +90,27 @@ def _quarantine_reasons(frame: pd.DataFrame, known_items: set[str], earliest: pd
     return reasons
 
 
-def collect_node(node: str, url: str, token: str, items: pd.DataFrame, folder: Path) -> dict:
+@dataclass(frozen=True)
+class NodeCollection:
+    """One node's outcome of a collect run. Counts are events; the cursors are the last event
+    `seq` taken before and after (None: the node could not be pulled)."""
+
+    node: str
+    status: str  # "collected" or "failed"
+    detail: str  # why it failed ("" when collected)
+    cursor_before: int | None
+    pulled: int  # events read from the node
+    appended: int  # valid events written to the training data
+    quarantined: int  # events set aside with a reason, not for training
+    cursor_after: int | None
+
+
+def collect_node(node: str, url: str, token: str, items: pd.DataFrame, folder: Path) -> NodeCollection:
     """Pull every new event of one node into `folder`; returns counts for the report."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "events").mkdir(exist_ok=True)
-    cursor = read_cursors(folder).get(node, 0)
-    report = {
-        "node": node,
-        "status": "collected",
-        "detail": "",
-        "cursor_before": cursor,
-        "pulled": 0,
-        "appended": 0,
-        "quarantined": 0,
-    }
+    cursor_before = cursor = read_cursors(folder).get(node, 0)
+    pulled = appended = quarantined = 0
     known_items = set(items[schema.ITEM_ID].astype(str))
     earliest = events_from(url, token)
     while rows := pull_page(url, token, cursor):
@@ -128,38 +136,28 @@ def collect_node(node: str, url: str, token: str, items: pd.DataFrame, folder: P
             clean, checked = validate_dataset(
                 dataset, folder / "reports" / f"{node}-{first}-{last}-{stamp}", **vars(ValidationSettings())
             )
-            report["quarantined"] += int(checked.quarantined.get("events", 0))
+            quarantined += int(checked.quarantined.get("events", 0))
             clean.events.to_parquet(folder / "events" / f"{node}-{first}-{last}.parquet", index=False)
-            report["appended"] += len(clean.events)
-        report["quarantined"] += int(unknown.sum())
-        report["pulled"] += len(frame)
+            appended += len(clean.events)
+        quarantined += int(unknown.sum())
+        pulled += len(frame)
         write_cursor(folder, node, last)
         cursor = last
-    report["cursor_after"] = cursor
     log.info(
         "%s: %d events pulled, %d appended, %d quarantined (cursor %d → %d)",
         node,
-        report["pulled"],
-        report["appended"],
-        report["quarantined"],
-        report["cursor_before"],
+        pulled,
+        appended,
+        quarantined,
+        cursor_before,
         cursor,
     )
-    return report
+    return NodeCollection(node, "collected", "", cursor_before, pulled, appended, quarantined, cursor)
 
 
-def failed_row(node: str, error: BaseException) -> dict:
-    """The report row of a node whose events could not be pulled (after the task's retries)."""
-    return {
-        "node": node,
-        "status": "failed",
-        "detail": f"{type(error).__name__}: {error}",
-        "cursor_before": None,
-        "pulled": 0,
-        "appended": 0,
-        "quarantined": 0,
-        "cursor_after": None,
-    }
+def failed_collection(node: str, error: BaseException) -> NodeCollection:
+    """The report of a node whose events could not be pulled (after the task's retries)."""
+    return NodeCollection(node, "failed", f"{type(error).__name__}: {error}", None, 0, 0, 0, None)
 
 
 def collected_events(state: Path, dataset_name: str) -> pd.DataFrame | None:

@@ -53,11 +53,23 @@ def _ready_version(client: httpx.Client, node: EdgeNode) -> str | None:
         return None
 
 
-def admin_call(node: EdgeNode, path: str, expected_version: str | None, content: bytes | None = None) -> dict:
+@dataclass(frozen=True)
+class NodeUpdate:
+    """One node's outcome of a push or a rollback: the model versions its /readyz reported before
+    and after (None: not ready or unreachable)."""
+
+    node: str
+    url: str
+    version_before: str | None
+    version_after: str | None
+    status: str  # "updated" or "failed"
+    detail: str  # why it failed ("" when updated)
+
+
+def admin_call(node: EdgeNode, path: str, expected_version: str | None, content: bytes | None = None) -> NodeUpdate:
     """POST to a node's admin `path`, then read its /readyz: one report row."""
-    row = {"node": node.name, "url": node.url}
     with httpx.Client(headers={"Authorization": f"Bearer {node.token}"}) as client:
-        row["version_before"] = _ready_version(client, node)
+        before = _ready_version(client, node)
         try:
             response = client.post(
                 f"{node.url}{path}",
@@ -71,8 +83,7 @@ def admin_call(node: EdgeNode, path: str, expected_version: str | None, content:
                 detail = f"HTTP {response.status_code}: {detail}"
         except httpx.HTTPError as error:
             accepted, detail = False, f"unreachable: {type(error).__name__}: {error}"
-        row["version_after"] = _ready_version(client, node)
-    if accepted and expected_version is not None and row["version_after"] != expected_version:
-        accepted, detail = False, f"/readyz reports version {row['version_after']}, expected {expected_version}"
-    row["status"], row["detail"] = ("updated" if accepted else "failed"), detail
-    return row
+        after = _ready_version(client, node)
+    if accepted and expected_version is not None and after != expected_version:
+        accepted, detail = False, f"/readyz reports version {after}, expected {expected_version}"
+    return NodeUpdate(node.name, node.url, before, after, "updated" if accepted else "failed", detail)

@@ -14,6 +14,7 @@ from splits.temporal import Split
 from tasks.evaluate import evaluate_task
 from tracking.registry import CandidateChoice
 from tracking.runs import (
+    TierRow,
     finish_run,
     log_latency_ratios,
     log_row_metrics,
@@ -66,14 +67,14 @@ def log_json_task(run_id: str, value: dict, artifact_file: str) -> None:
     cache_policy=NO_CACHE,
     task_run_name="log p99 / cloud p99",
 )
-def log_latency_ratios_task(rows: list[dict], cloud_tier: str) -> list[dict]:
+def log_latency_ratios_task(rows: list[TierRow], cloud_tier: str) -> list[TierRow]:
     return log_latency_ratios(rows, cloud_tier)
 
 
 @task(
-    name="log metrics", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="log {row[tier]} metrics"
+    name="log metrics", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="log {row.tier} metrics"
 )
-def log_row_metrics_task(row: dict, metrics: dict[str, float]) -> dict:
+def log_row_metrics_task(row: TierRow, metrics: dict[str, float]) -> TierRow:
     """Metrics known after the tier's run was logged; returns the row with them."""
     log_row_metrics(row, metrics)
     return row
@@ -83,7 +84,7 @@ def log_row_metrics_task(row: dict, metrics: dict[str, float]) -> dict:
 @task(name="log tier", cache_policy=NO_CACHE, task_run_name="log {fitted.name}")
 def log_tier_task(
     fitted: FittedTier, folder: Path, metrics: dict[str, float], parent_run_id: str, data_hash: str, split_info: dict
-) -> dict:
+) -> TierRow:
     return log_tier(fitted, folder, metrics, parent_run_id, data_hash, split_info)
 
 
@@ -96,7 +97,7 @@ def evaluate_and_log(
     parent_run_id: str,
     split_info: dict,
     extra: dict | None = None,
-) -> tuple[dict, Served]:
+) -> tuple[TierRow, Served]:
     """Sign the tier's bundle, serve the split through the engine, log its child run.
     Returns (row, what it served)."""
     target = tier_bundle(fitted, data, folder)
@@ -106,18 +107,17 @@ def evaluate_and_log(
 
 
 # No retries: a retry after a partial failure would register a second version.
-@task(name="register deploy fit", cache_policy=NO_CACHE, task_run_name="register {row[tier]}")
+@task(name="register deploy fit", cache_policy=NO_CACHE, task_run_name="register {row.tier}")
 def register_deploy_fit_task(
-    run_id: str,
     fitted: FittedTier,
     data: ServingData,
     folder: Path,
-    row: dict,
+    row: TierRow,
     pipeline_run_id: str,
     teacher: bool,
     name: str,
 ) -> str:
-    return register_deploy_fit(run_id, fitted, data, folder, row, pipeline_run_id, teacher, name)
+    return register_deploy_fit(fitted, data, folder, row, pipeline_run_id, teacher, name)
 
 
 @task(
@@ -129,7 +129,7 @@ def register_deploy_fit_task(
 )
 def log_summary_task(
     parent_run_id: str,
-    rows: list[dict],
+    rows: list[TierRow],
     params: dict,
     candidate: CandidateChoice | None = None,
     teacher: str | None = None,

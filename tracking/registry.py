@@ -442,9 +442,31 @@ def _iso(timestamp_ms: int | None) -> str | None:
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
 
 
-def list_versions(name: str) -> list[dict]:
-    """One dict per version, oldest first: version, tier, aliases (list), teacher (bool), each of
-    KEY_METRICS (None when unrecorded), pipeline_run_id, created (UTC ISO), run_id. [] if no such model."""
+@dataclass(frozen=True)
+class VersionRow:
+    """One registered version as `lightpersml models` lists it. Metrics are KEY_METRICS of its
+    evaluation fit on the test split (@10, 0–1; latency in ms; memory and size in MiB), None when
+    unrecorded."""
+
+    version: str
+    tier: str | None
+    aliases: tuple[str, ...]  # the registered model's aliases pointing at it, sorted
+    teacher: bool  # tagged teacher=true: the NDCG gate's reference for its pipeline run
+    ndcg_at_10: float | None
+    recall_at_10: float | None
+    recall_repeat_at_10: float | None
+    recall_explore_at_10: float | None
+    latency_p99_ms: float | None
+    peak_memory_mb: float | None
+    model_size_mb: float | None
+    param_count: int | float | None  # an int, unless recorded as NaN
+    pipeline_run_id: str | None
+    created: str | None  # UTC, ISO 8601
+    run_id: str | None  # the evaluation fit's run
+
+
+def list_versions(name: str) -> list[VersionRow]:
+    """Every version of `name`, oldest first; [] if no such model."""
     client = _client()
     try:
         aliases = client.get_registered_model(name).aliases
@@ -461,16 +483,16 @@ def list_versions(name: str) -> list[dict]:
         if "param_count" in metrics and not math.isnan(metrics["param_count"]):
             metrics["param_count"] = int(metrics["param_count"])
         rows.append(
-            {
-                "version": str(version.version),
-                "tier": version.tags.get("tier"),
-                "aliases": by_version.get(str(version.version), []),
-                "teacher": version.tags.get("teacher") == "true",
+            VersionRow(
+                version=str(version.version),
+                tier=version.tags.get("tier"),
+                aliases=tuple(by_version.get(str(version.version), [])),
+                teacher=version.tags.get("teacher") == "true",
                 **{k: metrics.get(k) for k in KEY_METRICS},
-                "pipeline_run_id": version.tags.get("pipeline_run_id"),
-                "created": _iso(version.creation_timestamp),
-                "run_id": version.run_id,
-            }
+                pipeline_run_id=version.tags.get("pipeline_run_id"),
+                created=_iso(version.creation_timestamp),
+                run_id=version.run_id,
+            )
         )
     return rows
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +47,42 @@ TABLE_COLUMNS = (
     "model_size_mb",
     "param_count",
 )
+
+
+@dataclass
+class TierRow:
+    """One tier's child run of a pipeline run and the metrics logged on it.
+
+    metrics: MLflow metric name → value, as logged on the run: quality @10 on the test split (0–1),
+    latencies in ms, memory and sizes in MiB, seconds, counts.
+    """
+
+    tier: str
+    run_id: str
+    metrics: dict[str, float]
+
+    @property
+    def ndcg_at_10(self) -> float:
+        """NDCG@10 on the test split, served through the edge engine (0–1)."""
+        return self.metrics["ndcg_at_10"]
+
+    @property
+    def latency_p99_ms(self) -> float:
+        """p99 latency of one request through the edge engine (ms)."""
+        return self.metrics["latency_p99_ms"]
+
+    @property
+    def model_size_mb(self) -> float:
+        """The tier's ranker file, or a baseline's candidate state (MiB; `model_size_mb`)."""
+        return self.metrics["model_size_mb"]
+
+    def add_metrics(self, metrics: dict[str, float]) -> None:
+        """Metrics known only after the run was logged (the caller logs them on the run)."""
+        self.metrics |= metrics
+
+    def record(self) -> dict:
+        """tier, run_id and every metric as one flat dict: a row of a table or of tiers.json."""
+        return {"tier": self.tier, "run_id": self.run_id, **self.metrics}
 
 
 def git_sha() -> str:
@@ -170,34 +207,34 @@ def folder_size_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 2**20
 
 
-def log_row_metrics(row: dict, metrics: dict[str, float]) -> None:
+def log_row_metrics(row: TierRow, metrics: dict[str, float]) -> None:
     """Add metrics known only after a tier's run was logged to its row and its run."""
-    row |= metrics
+    row.add_metrics(metrics)
     client = mlflow.MlflowClient()
     for key, value in metrics.items():
-        client.log_metric(row["run_id"], key, float(value))
+        client.log_metric(row.run_id, key, float(value))
 
 
-def log_latency_ratios(rows: list[dict], cloud_tier: str) -> list[dict]:
+def log_latency_ratios(rows: list[TierRow], cloud_tier: str) -> list[TierRow]:
     """Add latency_p99_ratio_to_cloud (tier p99 / the cloud reference's p99) to each row and its run."""
-    cloud = next(row for row in rows if row["tier"] == cloud_tier)["latency_p99_ms"]
+    cloud = next(row for row in rows if row.tier == cloud_tier).latency_p99_ms
     for row in rows:
-        log_row_metrics(row, {"latency_p99_ratio_to_cloud": row["latency_p99_ms"] / cloud})
+        log_row_metrics(row, {"latency_p99_ratio_to_cloud": row.latency_p99_ms / cloud})
     return rows
 
 
-def pareto_frontier(rows: list[dict]) -> list[dict]:
+def pareto_frontier(rows: list[TierRow]) -> list[TierRow]:
     """The rows no other row beats on both NDCG@10 (higher) and p99 latency (lower), fastest first."""
     frontier, best = [], -1.0
-    for row in sorted(rows, key=lambda r: (r["latency_p99_ms"], -r["ndcg_at_10"])):
-        if row["ndcg_at_10"] > best:
+    for row in sorted(rows, key=lambda r: (r.latency_p99_ms, -r.ndcg_at_10)):
+        if row.ndcg_at_10 > best:
             frontier.append(row)
-            best = row["ndcg_at_10"]
+            best = row.ndcg_at_10
     return frontier
 
 
 def pareto_plot(
-    rows: list[dict],
+    rows: list[TierRow],
     path: Path,
     gates: config.Gates | None = None,
     teacher: str | None = None,
@@ -214,12 +251,12 @@ def pareto_plot(
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     colors = plt.get_cmap("tab10")
-    sizes = [row.get("model_size_mb", 0.0) for row in rows]
+    sizes = [row.model_size_mb for row in rows]
     biggest = max(max(sizes), 1e-6)
     texts = []
     for j, row in enumerate(rows):
-        x, y = row["latency_p99_ms"], row["ndcg_at_10"]
-        baseline = row["tier"] in BASELINE_TIERS
+        x, y = row.latency_p99_ms, row.ndcg_at_10
+        baseline = row.tier in BASELINE_TIERS
         area = 60 + 900 * (sizes[j] / biggest) ** 0.5
         ax.scatter(
             x,
@@ -232,14 +269,14 @@ def pareto_plot(
             linewidths=0.5,
             zorder=3,
         )
-        if row["tier"] == candidate:
+        if row.tier == candidate:
             ax.scatter(x, y, s=area + 400, facecolors="none", edgecolors="crimson", linewidths=2, zorder=4)
-        label = f"{row['tier']}\n{y:.3f} · {x:.1f} ms · {sizes[j]:.2g} MB"
-        texts.append(ax.text(x, y, label + ("  ← candidate" if row["tier"] == candidate else ""), fontsize=8))
+        label = f"{row.tier}\n{y:.3f} · {x:.1f} ms · {sizes[j]:.2g} MB"
+        texts.append(ax.text(x, y, label + ("  ← candidate" if row.tier == candidate else ""), fontsize=8))
     frontier = pareto_frontier(rows)
     ax.step(
-        [r["latency_p99_ms"] for r in frontier],
-        [r["ndcg_at_10"] for r in frontier],
+        [r.latency_p99_ms for r in frontier],
+        [r.ndcg_at_10 for r in frontier],
         where="post",
         color="grey",
         linestyle="--",
@@ -255,9 +292,9 @@ def pareto_plot(
             linewidth=1,
             label=f"gate: p99 ≤ {gates.max_latency_p99_ms:g} ms",
         )
-        reference = next((r for r in rows if r["tier"] == teacher), None)
+        reference = next((r for r in rows if r.tier == teacher), None)
         if reference is not None:
-            floor = gates.min_ndcg_ratio_to_teacher * reference["ndcg_at_10"]
+            floor = gates.min_ndcg_ratio_to_teacher * reference.ndcg_at_10
             ax.axhline(
                 floor,
                 color="darkorange",
@@ -265,7 +302,7 @@ def pareto_plot(
                 linewidth=1,
                 label=f"gate: NDCG ≥ {gates.min_ndcg_ratio_to_teacher:.0%} of {teacher} ({floor:.3f})",
             )
-    latencies = [row["latency_p99_ms"] for row in rows]
+    latencies = [row.latency_p99_ms for row in rows]
     if max(latencies) > 10 * min(latencies):
         ax.set_xscale("log")
     ax.margins(x=0.25, y=0.2)
@@ -281,9 +318,9 @@ def pareto_plot(
     return path
 
 
-def tier_table(rows: list[dict]) -> pd.DataFrame:
+def tier_table(rows: list[TierRow]) -> pd.DataFrame:
     """TABLE_COLUMNS the rows have (a federated run has no cloud reference), best NDCG@10 first."""
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame([row.record() for row in rows])
     return (
         frame[[c for c in TABLE_COLUMNS if c in frame]]
         .sort_values("ndcg_at_10", ascending=False)
@@ -310,7 +347,7 @@ def tuning_metrics(tuning: TuningSummary | None) -> dict[str, float]:
 
 def log_tier(
     fitted: FittedTier, folder: Path, metrics: dict[str, float], parent_run_id: str, data_hash: str, split_info: dict
-) -> dict:
+) -> TierRow:
     """One child run: params, every metric name of DESIGN.md, tags, and the tier's signed bundle as
     the pyfunc model `model` (answered by the node's engine)."""
     parent = mlflow.get_run(parent_run_id)
@@ -350,26 +387,27 @@ def log_tier(
                     artifacts={"bundle": str(folder)},
                     pip_requirements=["lightpersml"],
                 )
-    return {"tier": fitted.name, "run_id": run.info.run_id, **metrics}
+    return TierRow(fitted.name, run.info.run_id, metrics)
 
 
 def register_deploy_fit(
-    run_id: str,
     fitted: FittedTier,
     data: ServingData,
     folder: Path,
-    row: dict,
+    row: TierRow,
     pipeline_run_id: str,
     teacher: bool,
     name: str,
 ) -> str:
     """Register the tier refit on all data: its ONNX as a version of registered model `name`, and
-    its bundle files (unsigned: whoever deploys signs them) as the run's `deploy/` artifacts. The
-    version's metric tags are the evaluation fit's (the refit has no held-out data left); tags say so."""
+    its bundle files (unsigned: whoever deploys signs them) as the artifacts `deploy/` of the
+    evaluation fit's run `row.run_id`. The version's metric tags are the evaluation fit's (the
+    refit has no held-out data left); tags say so."""
+    run_id = row.run_id
     lay_out(data, fitted.scorer, folder)
     client = mlflow.MlflowClient()
     client.log_artifacts(run_id, str(folder), "deploy")
-    version = register_tier(run_id, fitted.scorer.onnx_file, row["tier"], row, pipeline_run_id, teacher, name)
+    version = register_tier(run_id, fitted.scorer.onnx_file, row.tier, row.metrics, pipeline_run_id, teacher, name)
     tags = {
         "fit": "all data",
         "trained_until": data.trained_until,
@@ -383,7 +421,7 @@ def register_deploy_fit(
         name,
         version,
         description=(
-            f"{TIER_DESCRIPTIONS.get(row['tier'], row['tier'])} Refit on all data until {data.trained_until}: what a "
+            f"{TIER_DESCRIPTIONS.get(row.tier, row.tier)} Refit on all data until {data.trained_until}: what a "
             f"node serves (`lightpersml bundle --version {version}`). Metrics and gate results are those of its "
             f"evaluation fit (run {run_id}), served through the edge engine on the test split."
         ),
@@ -394,7 +432,9 @@ def register_deploy_fit(
     return version
 
 
-def log_summary(parent_run_id: str, rows: list[dict], params: dict, candidate=None, teacher: str | None = None) -> None:
+def log_summary(
+    parent_run_id: str, rows: list[TierRow], params: dict, candidate=None, teacher: str | None = None
+) -> None:
     """Parent run: pipeline params, the tier table (JSON + Markdown), the Pareto plot, and a
     description with the best tier, the candidate and every version's gate results.
     candidate: the run's `CandidateChoice` (None: no versions, e.g. a run that registers nothing)."""
@@ -405,7 +445,7 @@ def log_summary(parent_run_id: str, rows: list[dict], params: dict, candidate=No
     gates = candidate.gates if candidate is not None else None
     candidate_tier = candidate.tier if candidate is not None else None
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "tiers.json").write_text(json.dumps(rows, indent=2, default=str))
+        (Path(tmp) / "tiers.json").write_text(json.dumps([row.record() for row in rows], indent=2, default=str))
         (Path(tmp) / "tiers.md").write_text(table.to_markdown(index=False, floatfmt=".4f"))
         pareto_plot(rows, Path(tmp) / "pareto.png", gates, teacher, candidate_tier)
         client.log_artifacts(parent_run_id, tmp)

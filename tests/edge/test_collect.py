@@ -4,6 +4,7 @@ interrupted runs, unknown items quarantined, and the next ingest sees them."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import httpx
 import pandas as pd
@@ -11,7 +12,7 @@ import pandas as pd
 from data_contracts import schema
 from data_contracts.completejourney import load_source
 from lightpersml import config
-from nodes.collect import collected_dir, collected_events
+from nodes.collect import NodeCollection, collected_dir, collected_events
 from tests.edge.conftest import TOKEN, NodeProcess
 
 
@@ -44,23 +45,23 @@ def test_collect_appends_each_event_once_and_the_next_ingest_sees_them(
             + [{"user_id": "u1", "item_id": "no-such-item", "event_type": "view", "timestamp": when}],
         )
         first = collect_flow(str(nodes_file), data=str(data))
-        assert first[0] | {"cursor_before": 0} == {
-            "node": "store-a",
-            "status": "collected",
-            "detail": "",
-            "cursor_before": 0,
-            "pulled": 6,
-            "appended": 5,
-            "quarantined": 1,
-            "cursor_after": 6,
-        }
-        assert collect_flow(str(nodes_file), data=str(data))[0]["pulled"] == 0  # nothing new, nothing twice
+        assert replace(first[0], cursor_before=0) == NodeCollection(
+            node="store-a",
+            status="collected",
+            detail="",
+            cursor_before=0,
+            pulled=6,
+            appended=5,
+            quarantined=1,
+            cursor_after=6,
+        )
+        assert collect_flow(str(nodes_file), data=str(data))[0].pulled == 0  # nothing new, nothing twice
 
         post(node, [{"user_id": "u2", "item_id": items[7], "event_type": "add_to_cart", "timestamp": when}])
         folder = collected_dir(config.state_dir(), data.name)
         (folder / "cursors.json").write_text(json.dumps({"store-a": 3}))  # a run that died before moving its cursor
         again = collect_flow(str(nodes_file), data=str(data))[0]
-        assert again["pulled"] == 4 and again["cursor_after"] == 7
+        assert again.pulled == 4 and again.cursor_after == 7
     finally:
         node.stop()
 
@@ -113,7 +114,7 @@ def test_collect_quarantines_event_times_a_node_would_refuse(
         report = collect_flow(str(nodes_file), data=str(data))[0]
     finally:
         node.stop()
-    assert (report["pulled"], report["appended"], report["quarantined"]) == (4, 1, 3)
+    assert (report.pulled, report.appended, report.quarantined) == (4, 1, 3)
     folder = collected_dir(config.state_dir(), "cj_window")
     quarantined = pd.concat(pd.read_parquet(p) for p in (folder / "quarantine").glob("*.parquet"))
     assert len(quarantined) == 3 and quarantined["reason"].str.contains("outside the node's window").all()

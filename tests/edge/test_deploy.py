@@ -65,11 +65,11 @@ def test_deploy_updates_good_nodes_and_reports_the_one_that_refused(
             for name, node in three_nodes
         )
     )
-    rows = {row["node"]: row for row in deploy_flow(str(nodes_file), key=str(signing_keys[0]))}
+    rows = {row.node: row for row in deploy_flow(str(nodes_file), key=str(signing_keys[0]))}
     for name in ("store-a", "store-b"):
-        assert rows[name]["status"] == "updated" and rows[name]["version_after"] == promoted_version
-        assert rows[name]["version_before"] == "7"
-    assert rows["store-c"]["status"] == "failed" and "does not verify" in rows["store-c"]["detail"]
+        assert rows[name].status == "updated" and rows[name].version_after == promoted_version
+        assert rows[name].version_before == "7"
+    assert rows["store-c"].status == "failed" and "does not verify" in rows["store-c"].detail
     urls = dict(three_nodes)
     assert httpx.get(f"{urls['store-c'].url}/readyz").json()["model_version"] == "7"  # still serving its old bundle
     answer = httpx.get(
@@ -79,10 +79,10 @@ def test_deploy_updates_good_nodes_and_reports_the_one_that_refused(
     ).json()
     assert answer["model_version"] == promoted_version
 
-    back = {row["node"]: row for row in rollback_flow(str(nodes_file))}
-    assert back["store-a"]["status"] == "updated" and back["store-a"]["version_after"] == "7"
-    assert back["store-b"]["version_after"] == "7"
-    assert back["store-c"]["status"] == "failed" and "no previous bundle" in back["store-c"]["detail"]
+    back = {row.node: row for row in rollback_flow(str(nodes_file))}
+    assert back["store-a"].status == "updated" and back["store-a"].version_after == "7"
+    assert back["store-b"].version_after == "7"
+    assert back["store-c"].status == "failed" and "no previous bundle" in back["store-c"].detail
 
 
 def test_deploy_and_rollback_commands_exit_1_on_a_bad_nodes_file_or_a_dead_node(prefect_api, tmp_path):

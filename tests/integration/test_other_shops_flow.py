@@ -32,7 +32,7 @@ def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_
     refused = runner.invoke(app, ["validate", str(ratings)])
     assert refused.exit_code == 1 and "--event-type TYPE=purchase" in refused.output
     result = training_flow(data=str(ratings), profile="smoke", event_types={"rating": "purchase"})
-    children = child_runs(result["run_id"])
+    children = child_runs(result.run_id)
     assert len(children) == len(TIERS) and all(r.data.params["exclude_seen"] == "True" for r in children)
     events = pd.read_csv(ratings / "events.csv", dtype=str, parse_dates=[schema.TIMESTAMP])
     # The logged model is the evaluation fit: it knows the purchases before the test cutoff.
@@ -59,7 +59,7 @@ def test_a_raw_shop_export_trains_with_its_voids_and_unknown_items_quarantined(p
 
     folder = write_raw_export(tmp_path / "raw-export", every_nth_household=15)
     result = training_flow(data=str(folder), profile="smoke")
-    report = json.loads(open(result["report"]).read())
+    report = json.loads(open(result.validation_report).read())
     checks = {f["check"]: f["unexpected_count"] for f in report["findings"] if f["table"] == "events"}
     assert (
         report["passed"] and checks["item_id_in_items_table"] > 0 and checks["expect_column_values_to_be_between"] > 0
@@ -67,6 +67,6 @@ def test_a_raw_shop_export_trains_with_its_voids_and_unknown_items_quarantined(p
     assert report["quarantined"]["events"] >= max(
         checks["item_id_in_items_table"], checks["expect_column_values_to_be_between"]
     )
-    assert {row["tier"] for row in result["tiers"]} >= {"tifu_knn", "edge"} and all(
-        0 <= row["ndcg_at_10"] <= 1 for row in result["tiers"]
+    assert {row.tier for row in result.tiers} >= {"tifu_knn", "edge"} and all(
+        0 <= row.ndcg_at_10 <= 1 for row in result.tiers
     )

@@ -188,18 +188,18 @@ def test_each_tier_is_a_version_with_tier_and_metric_tags(experiment, name, tmp_
         assert stored.experiment_id == experiment
         assert stored.artifact_location.startswith(config.mlflow_artifact_root())
     rows = list_versions(name)
-    assert [r["tier"] for r in rows] == list(PIPELINE)
-    assert rows[0]["teacher"] and rows[0]["param_count"] == 3_000_000 and rows[0]["run_id"] == run["runs"]["teacher"]
-    assert rows[1]["model_size_mb"] == pytest.approx(1.5) and rows[1]["created"].endswith("+00:00")
-    assert all(r["aliases"] == [] and r["pipeline_run_id"] == run["run_id"] for r in rows)
+    assert [r.tier for r in rows] == list(PIPELINE)
+    assert rows[0].teacher and rows[0].param_count == 3_000_000 and rows[0].run_id == run["runs"]["teacher"]
+    assert rows[1].model_size_mb == pytest.approx(1.5) and rows[1].created.endswith("+00:00")
+    assert all(r.aliases == () and r.pipeline_run_id == run["run_id"] for r in rows)
 
 
 def test_model_size_defaults_to_the_onnx_file(experiment, name, tmp_path):
     run = pipeline_run(experiment, name, tmp_path, {"teacher": (True, {"ndcg_at_10": 0.3, "latency_p99_ms": 1.0})})
     path = tmp_path / f"{run['run_id']}-teacher.onnx"
     (row,) = list_versions(name)
-    assert row["model_size_mb"] == pytest.approx(path.stat().st_size / 2**20)
-    assert row["recall_at_10"] is None
+    assert row.model_size_mb == pytest.approx(path.stat().st_size / 2**20)
+    assert row.recall_at_10 is None
     assert gate_failures(run["versions"]["teacher"], GATES, name=name) == []  # the teacher is its own reference
 
 

@@ -46,7 +46,7 @@ def versions_of(slice_run) -> dict:
     """tier → list_versions row of the versions this pipeline run registered."""
     from tracking.registry import list_versions
 
-    return {v["tier"]: v for v in list_versions(slice_run["model"]) if v["pipeline_run_id"] == slice_run["run_id"]}
+    return {v.tier: v for v in list_versions(slice_run["model"]) if v.pipeline_run_id == slice_run["run_id"]}
 
 
 @pytest.fixture(scope="module")
@@ -120,22 +120,22 @@ def test_teacher_trials_are_nested_runs_with_a_score_every_few_rounds(slice_run)
 def test_registered_versions_are_the_refit_onnx_models_with_candidate_set(slice_run, cj_slice):
     versions = versions_of(slice_run).values()
     assert slice_run["model"] == config.registered_model(cj_slice.name)  # the dataset's own registered model
-    assert sorted(v["tier"] for v in versions) == ["balanced", "edge", "full"]
+    assert sorted(v.tier for v in versions) == ["balanced", "edge", "full"]
     client = mlflow.MlflowClient()
     for v in versions:
-        tags = client.get_model_version(slice_run["model"], v["version"]).tags
+        tags = client.get_model_version(slice_run["model"], v.version).tags
         assert (
             tags["fit"] == "all data"
             and tags["trained_until"] > mlflow.get_run(slice_run["run_id"]).data.params["test_cutoff"]
         )
         stored = client.get_logged_model(
-            client.get_model_version(slice_run["model"], v["version"]).source[len("models:/") :]
+            client.get_model_version(slice_run["model"], v.version).source[len("models:/") :]
         )
         assert stored.artifact_location.startswith(config.mlflow_artifact_root())  # in the project's store
-    described = client.get_model_version(slice_run["model"], next(iter(versions))["version"]).description
+    described = client.get_model_version(slice_run["model"], next(iter(versions)).version).description
     assert "Refit on all data" in described and client.get_registered_model(slice_run["model"]).description
-    (candidate,) = [v for v in versions if "candidate" in v["aliases"]]
-    said = f"alias candidate → version {candidate['version']} ({candidate['tier']}) of {slice_run['model']}"
+    (candidate,) = [v for v in versions if "candidate" in v.aliases]
+    said = f"alias candidate → version {candidate.version} ({candidate.tier}) of {slice_run['model']}"
     assert mlflow.get_run(slice_run["run_id"]).data.tags["candidate"].startswith(said)  # on the parent run
     assert said in " ".join(slice_run["output"].split())  # and in the terminal
     listed = runner.invoke(app, ["models"])
@@ -148,12 +148,12 @@ def test_the_candidate_passes_the_default_gates_and_promotion_is_refused_or_forc
     version, and only --force with a reason moves the alias past it."""
     client, model = mlflow.MlflowClient(), slice_run["model"]
     versions = versions_of(slice_run)
-    (candidate,) = [v["version"] for v in versions.values() if "candidate" in v["aliases"]]
+    (candidate,) = [v.version for v in versions.values() if "candidate" in v.aliases]
     result = runner.invoke(app, ["promote", str(candidate)])
     assert result.exit_code == 0, result.output
     assert str(client.get_model_version_by_alias(model, "edge").version) == str(candidate)
     assert client.get_model_version(model, str(candidate)).tags["promotion_forced"] == "false"
-    full = str(versions["full"]["version"])
+    full = str(versions["full"].version)
     refused = runner.invoke(app, ["promote", full, "--max-size-mb", "0.001"])
     assert refused.exit_code == 1 and "size" in refused.output
     assert str(client.get_model_version_by_alias(model, "edge").version) == str(candidate)
@@ -251,9 +251,9 @@ def test_recommend_exports_what_the_candidate_version_serves(slice_run, tmp_path
     from evaluation.served import signing_keys
     from tracking.bundles import registry_bundle
 
-    (candidate,) = [v for v in versions_of(slice_run).values() if "candidate" in v["aliases"]]
+    (candidate,) = [v for v in versions_of(slice_run).values() if "candidate" in v.aliases]
     private, public = signing_keys()
-    registry_bundle(tmp_path / "bundle", private, slice_run["model"], version=candidate["version"])
+    registry_bundle(tmp_path / "bundle", private, slice_run["model"], version=candidate.version)
     engine = Engine.load(tmp_path / "bundle", load_public_key(public))
     test_cutoff = pd.Timestamp(mlflow.get_run(slice_run["run_id"]).data.params["test_cutoff"])
     assert pd.Timestamp(engine.serving["trained_until"]) > test_cutoff  # the refit, not the evaluation fit
@@ -275,7 +275,7 @@ def test_recommend_exports_what_the_candidate_version_serves(slice_run, tmp_path
         ],
     )
     assert result.exit_code == 0, result.output
-    assert f"version {candidate['version']} ({candidate['tier']}; " in result.output and "candidate" in result.output
+    assert f"version {candidate.version} ({candidate.tier}; " in result.output and "candidate" in result.output
     exported = pd.read_csv(out, dtype=str)
     for request in requests.itertuples(index=False):
         expected = [r.item_id for r in engine.recommend(request.user_id, request.store_id, 10).items]
@@ -391,7 +391,7 @@ def test_the_registered_edge_version_becomes_a_signed_bundle_a_node_serves(slice
     from edge.bundle import load_public_key, verify_bundle
     from edge.engine import Engine
 
-    edge = versions_of(slice_run)["edge"]["version"]
+    edge = versions_of(slice_run)["edge"].version
     keys = runner.invoke(app, ["keys", "init", "--folder", str(tmp_path / "keys")])
     assert keys.exit_code == 0, keys.output
     built = runner.invoke(
