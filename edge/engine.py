@@ -389,7 +389,7 @@ class Engine:
             folds = Folds(start, {}, None)
         rows, folded, newest, groups = folds.rows, dict(folds.baskets), folds.newest, self.generator.item_groups
         for key, (day, items) in sorted(changes.items(), key=lambda change: change[1][0]):
-            basket = np.fromiter(items, np.int64, len(items))
+            basket = np.fromiter(items, np.int32, len(items))
             if key == newest and day >= rows.last_basket:
                 rows = rows.extend_newest(basket, day, groups)
             elif key not in folded and not day < rows.last_basket:
@@ -439,7 +439,7 @@ class Engine:
             hit = bought[position] == items
             count[hit], every_days[hit] = counts[position[hit]], every[position[hit]]
         scores = 1 + (raw[order] - (raw.min() if len(raw) else 0)) / (spread or 1.0)
-        return Scored(items, scores.astype(np.float32), count, every_days, bought.astype(np.int32))
+        return Scored(items, scores.astype(np.float32), count, every_days, bought)
 
     def _co_purchased(self, session: list[int], blocked: set[int]) -> list[tuple[int, int]]:
         """(item, the session item it is often bought with), newest session items first."""

@@ -101,8 +101,8 @@ class UserRows:
     def add_basket(self, basket: np.ndarray, day: float, item_groups: np.ndarray) -> UserRows:
         """These rows after a new newest basket (`basket`: its distinct items) at `day` (≥ every
         basket so far). The TIFU-KNN vector is left to `reweigh`."""
-        basket = np.unique(np.asarray(basket, np.int64))
-        items = np.union1d(self.items, basket)
+        basket = np.unique(np.asarray(basket, np.int32))
+        items = np.union1d(self.items, basket).astype(np.int32)
         old, new = np.searchsorted(items, self.items), np.searchsorted(items, basket)
         count, first_day, last_day, own = (
             _spread(a, old, len(items)) for a in (self.count, self.first_day, self.last_day, self.own)
@@ -111,7 +111,7 @@ class UserRows:
         count[new] += 1
         last_day[new] = day
         cats = _groups_of(basket, item_groups)
-        groups = np.union1d(self.groups, cats)
+        groups = np.union1d(self.groups, cats).astype(np.int32)
         g_old, g_new = np.searchsorted(groups, self.groups), np.searchsorted(groups, cats)
         cat_count, cat_first, cat_last = (
             _spread(a, g_old, len(groups)) for a in (self.cat_count, self.cat_first, self.cat_last)
@@ -140,7 +140,7 @@ class UserRows:
     def extend_newest(self, more: np.ndarray, day: float, item_groups: np.ndarray) -> UserRows:
         """These rows after items `more` joined the newest basket, now at `day` (≥ its day)."""
         newest = self.newest[-1]
-        more = np.setdiff1d(np.asarray(more, np.int64), newest)
+        more = np.setdiff1d(np.asarray(more, np.int32), newest)
         merged = np.union1d(newest, more)
         rows = self
         if len(more):  # count the new items as one more basket of theirs, then take that basket back
@@ -181,16 +181,19 @@ class UserRows:
         ages = np.repeat(np.arange(len(self.newest))[::-1], [len(b) for b in self.newest])
         lines = np.concatenate(self.newest) if self.newest else np.zeros(0, np.int64)
         at = np.searchsorted(self.items, lines)
-        last = {k: np.bincount(at[ages < k], minlength=len(self.items)).astype(np.float64) for k in (1, 3, 10)}
-        recent_cats = [np.unique(_groups_of(b, item_groups)) for b in self.newest[-3:]]
-        cat_lines = np.concatenate(recent_cats) if recent_cats else np.zeros(0, np.int64)
-        cat_last_3 = np.bincount(np.searchsorted(self.groups, cat_lines), minlength=len(self.groups)).astype(np.float64)
+        last = {k: np.bincount(at[ages < k], minlength=len(self.items)).astype(np.uint8) for k in (1, 3, 10)}
+        recent = self.newest[-3:]  # each basket's distinct categories, all three in one pass
+        basket_of = np.repeat(np.arange(len(recent)), [len(b) for b in recent])
+        cats = item_groups[np.concatenate(recent)] if recent else np.zeros(0, np.int64)
+        known = cats >= 0
+        cat_lines = np.unique((basket_of[known].astype(np.int64) << 32) + cats[known]) & 0xFFFFFFFF
+        cat_last_3 = np.bincount(np.searchsorted(self.groups, cat_lines), minlength=len(self.groups)).astype(np.uint8)
         bought = item_groups[self.items]
         bought = bought[bought >= 0]
-        cat_items = np.bincount(np.searchsorted(self.groups, bought), minlength=len(self.groups)).astype(np.float64)
+        cat_items = np.bincount(np.searchsorted(self.groups, bought), minlength=len(self.groups)).astype(np.float32)
         n_lines = float(self.count.sum())
         twice = self.count > 1
-        gaps = (self.last_day[twice] - self.first_day[twice]) / (self.count[twice] - 1)
+        gaps = np.sort((self.last_day[twice] - self.first_day[twice]) / (self.count[twice] - 1))
         return replace(
             self,
             last_1=last[1],
@@ -198,7 +201,7 @@ class UserRows:
             last_10=last[10],
             cat_last_3=cat_last_3,
             cat_items=cat_items,
-            user_gap=float(np.median(gaps)) if len(gaps) else np.nan,
+            user_gap=float(gaps[(len(gaps) - 1) // 2] + gaps[len(gaps) // 2]) / 2 if len(gaps) else np.nan,
             user_interval=(self.last_basket - self.first_basket) / (self.n_baskets - 1) if self.n_baskets > 1 else 0.0,
             user_repeat_ratio=(n_lines - len(self.items)) / n_lines if n_lines else 0.0,
             user_basket_size=n_lines / self.n_baskets if self.n_baskets else 0.0,
@@ -218,8 +221,8 @@ class UserRows:
 
 
 def _spread(values: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
-    """(n,) float64 zeros with `values` at `positions`."""
-    out = np.zeros(n, np.float64)
+    """(n,) float32 zeros with `values` at `positions` (float32: a node keeps thousands of these)."""
+    out = np.zeros(n, np.float32)
     out[positions] = values
     return out
 
