@@ -20,6 +20,23 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * PAGE / 2**20
 
 
+def process_memory_mb(pid: int) -> dict[str, float]:
+    """A process's memory in MiB: rss_mb (VmRSS) and peak_rss_mb (VmHWM), and RSS split into
+    private_mb (RssAnon: its own allocations) and file_mb (RssFile: pages of files it maps, such as
+    libraries and a bundle's memory-mapped arrays: shared, and dropped by the kernel when short)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            fields[name] = round(int(value.split()[0]) / 1024, 1)
+    return {
+        "rss_mb": fields["VmRSS"],
+        "peak_rss_mb": fields["VmHWM"],
+        "private_mb": fields["RssAnon"],
+        "file_mb": fields["RssFile"],
+    }
+
+
 class Stages:
     """Times named stages and samples RSS every 20 ms to report each stage's peak."""
 

@@ -155,6 +155,7 @@ def main(
                     "http_p99_ms": float(np.percentile(latencies, 99)),
                     "node_rss_mb": memory["rss_mb"],
                     "node_peak_rss_mb": memory["peak_rss_mb"],
+                    "node_private_mb": memory["private_mb"],
                     "seed_std": logged.get("ndcg_at_10_seed_std", 0.0),
                     "model_size_mb": logged.get("model_size_mb", float("nan")),
                     "fit_seconds": logged.get("fit_seconds", float("nan")),
@@ -175,7 +176,7 @@ def main(
             "repeat recall": round(r["recall_repeat_at_10"], 4),
             "explore recall": round(r["recall_explore_at_10"], 4),
             "HTTP p99 ms": round(r["http_p99_ms"], 2),
-            "node RSS MB": round(r["node_rss_mb"], 1),
+            "node RSS MB (private)": f"{r['node_rss_mb']:.0f} ({r['node_private_mb']:.0f})",
             "model MB": round(r["model_size_mb"], 3),
             "train s": round(r["fit_seconds"], 1),
         }

@@ -39,7 +39,7 @@ from lightpersml import config  # noqa: E402
 
 config.apply_environment()
 
-from benchmarks._measure import write_results  # noqa: E402
+from benchmarks._measure import process_memory_mb, write_results  # noqa: E402
 
 GUESTS = 0.10  # share of requests from shoppers the node has never seen
 CONNECTIONS = 64  # client connection pool (open loop); saturation uses SATURATION_CLIENTS in flight
@@ -120,13 +120,8 @@ class Server:
         raise TimeoutError("server not ready")
 
     def memory_mb(self) -> dict:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        fields = {
-            line.split(":")[0]: int(line.split()[1]) / 1024
-            for line in status.splitlines()
-            if line.startswith(("VmRSS", "VmHWM"))
-        }
-        return {"rss_mb": round(fields["VmRSS"], 1), "peak_rss_mb": round(fields["VmHWM"], 1)}
+        """The server process's memory (`process_memory_mb`)."""
+        return process_memory_mb(self.process.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process has used so far."""

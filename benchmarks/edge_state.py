@@ -52,7 +52,7 @@ from lightpersml import config  # noqa: E402
 
 config.apply_environment()
 
-from benchmarks._measure import write_results  # noqa: E402
+from benchmarks._measure import process_memory_mb, write_results  # noqa: E402
 
 CACHE = config.state_dir() / "bench" / "edge_state"
 TOKEN = "bench-admin-token"
@@ -304,12 +304,8 @@ class NodeProcess:
             connection.close()
 
     def memory_mb(self) -> dict:
-        """VmRSS and VmHWM of the server process, in MiB."""
-        lines = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
-        values = {
-            line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.startswith(("VmRSS", "VmHWM"))
-        }
-        return {"rss_mb": round(values["VmRSS"], 1), "peak_rss_mb": round(values["VmHWM"], 1)}
+        """The server process's memory (`process_memory_mb`)."""
+        return process_memory_mb(self.process.pid)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -500,8 +496,10 @@ def table_row(result: dict) -> dict:
         "events in log": f"{result['log_events']:,}",
         "events.db MB": result["events_db_mb"],
         "restart to ready s (each)": f"{restart['median_ready_s']} ({' / '.join(str(r['ready_s']) for r in restart['runs'])})",
-        "RSS ready MB": last["ready"]["rss_mb"],
-        "RSS after 2k req MB": last["after_requests"]["rss_mb"],
+        "RSS ready MB (private)": f"{last['ready']['rss_mb']:.0f} ({last['ready']['private_mb']:.0f})",
+        "RSS after 2k req MB (private)": (
+            f"{last['after_requests']['rss_mb']:.0f} ({last['after_requests']['private_mb']:.0f})"
+        ),
         "peak RSS MB": last["after_requests"]["peak_rss_mb"],
         "first-request p50 / p99 ms": f"{last['requests']['p50_ms']} / {last['requests']['p99_ms']}",
         "swap s median (max)": f"{swap['median_swap_s']} ({swap['max_swap_s']})",

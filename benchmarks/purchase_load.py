@@ -207,7 +207,7 @@ def main(
                 else "–"
             ),
             "errors": r["visit"]["errors"],
-            "RSS MB": r["rss_mb"],
+            "RSS MB (private)": f"{r['rss_mb']:.0f} ({r['private_mb']:.0f})",
         }
         for r in results["runs"]
     ]
