@@ -311,10 +311,13 @@ class Engine:
             folds, changes = shopper.folds, None
             if ranked is None and shopper.unfolded:
                 changes = {k: (shopper.baskets[k][0], frozenset(shopper.baskets[k][1])) for k in shopper.unfolded}
-                live = {k: (day, frozenset(items)) for k, (day, items) in shopper.baskets.items()}
         if ranked is None:
             if changes:
-                folds = self._fold(user, folds, changes, live)
+                folds = self._fold(user, folds, changes)
+            if folds is None and changes:  # a basket dated before one already folded in
+                with self._lock:
+                    live = {k: (day, frozenset(items)) for k, (day, items) in shopper.baskets.items()}
+                folds = self._refit(user, live)
             rows = folds.rows if folds is not None else self.generator.user_rows(user) if user >= 0 else None
             ranked = self._rank(rows, now_day)
             with self._lock:
@@ -379,11 +382,11 @@ class Engine:
             ok &= (row[position] == items) if len(row) else False
         return ok
 
-    def _fold(self, user: int, folds: Folds | None, changes: dict, live: dict) -> Folds:
+    def _fold(self, user: int, folds: Folds | None, changes: dict) -> Folds | None:
         """The shopper's statistics with the `changes` (basket key → (day, items)) to their live
-        baskets (`live`: all of them) folded in: a basket newer than all before it, or more items
-        in the newest one, move only what they touch; anything else (a basket dated before one
-        already folded in) refits the shopper on all their baskets. user: their row in the fit (-1: new)."""
+        baskets folded in: a basket newer than all before it, or more items in the newest one, move
+        only what they touch. None for anything else (a basket dated before one already folded in:
+        the caller refits the shopper, `_refit`). user: their row in the fit (-1: new)."""
         if folds is None:
             start = self.generator.user_rows(user, self.history.newest_baskets(user)) if user >= 0 else UserRows.empty()
             folds = Folds(start, {}, None)
@@ -395,7 +398,7 @@ class Engine:
             elif key not in folded and not day < rows.last_basket:
                 rows, newest = rows.add_basket(basket, day, groups), key
             else:
-                return self._refit(user, live)
+                return None
             folded[key] = (day, items)
         lines, sizes = self._lines(user, folded)
         return Folds(rows.reweigh(lines, sizes, self.generator.tifu, user), folded, newest)
