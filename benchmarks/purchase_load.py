@@ -3,7 +3,7 @@
 A visit is what a shop's checkout then home page does: POST /v1/events with the shopper's basket
 (`BASKET` purchases of their own past items and popular ones, one basket id), then GET
 /v1/recommendations for that shopper at the basket's time, whose answer must follow the purchase
-(the node rebuilds that shopper's state). Measured, each `--repeats` times (median-p99 run shown):
+(the node folds the purchase into that shopper's statistics). Measured, each `--repeats` times (median-p99 run shown):
 
 1. saturation: `--clients` visits always in flight for `--seconds`: visits (shoppers) per second;
 2. open loop at `--rate` visits/s (latency from the scheduled time, so queueing counts): the GET's

@@ -67,7 +67,6 @@ class Node:
         self.current: str | None = None
         self.previous: str | None = None
         self._swap = threading.Lock()  # one install or rollback at a time
-        self._writes = threading.Lock()  # events are applied in log order
 
     # ---- start-up ------------------------------------------------------------------------
     def start(self, initial_bundle: Path | None = None) -> list[str]:
@@ -94,17 +93,20 @@ class Node:
     def record(self, events: list[Event], event_ids: list[str | None]) -> int:
         """Log durably, then apply to the serving engine; returns how many were new. A swap needs
         no lock here: a new engine reads shoppers from the log, which already holds these events."""
-        with self._writes:
-            seqs = self.events.append(events, event_ids)
-            logged = [
+        logged: list[Event] = []
+
+        def apply(seqs: list[int | None]) -> None:  # in log order, once synced (EventLog.append)
+            logged.extend(
                 Event(e.user_id, e.item_id, e.event_type, e.timestamp, e.store_id, e.basket_id, seq)
                 for e, seq in zip(events, seqs)
                 if seq is not None
-            ]
+            )
             engine = self.engine
             if engine is not None:
                 engine.apply(logged)
-            return len(logged)
+
+        self.events.append(events, event_ids, then=apply)
+        return len(logged)
 
     def unusable_events(self) -> int:
         """Logged events that are never applied (see `EventLog.unusable`, `Engine.unusable`)."""

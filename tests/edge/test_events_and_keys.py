@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,6 +27,54 @@ def test_append_returns_each_seq_and_none_for_a_retried_event_id(tmp_path):
     retried = log.append(events, ["e1", None])
     assert retried[0] is None and retried[1] > 2  # (seqs may skip numbers; they only ever grow)
     assert [(row["seq"], row["event_id"]) for row in log.since(0)] == [(1, "e1"), (2, "e2"), (retried[1], None)]
+
+
+def test_concurrent_appends_share_commits_and_run_their_callbacks_in_log_order(tmp_path):
+    """Group commit: appends that wait while a commit syncs are written together, each caller gets
+    its own seqs back, and their callbacks (the node applying them) run in seq order."""
+    log = EventLog(tmp_path / "events.db")
+    batches, applied = [], []
+    transaction = log._transaction
+
+    def slow_sync(batch):  # a disk whose sync takes 20 ms, so appends pile up behind it
+        batches.append(len(batch))
+        transaction(batch)
+        time.sleep(0.02)
+
+    log._transaction = slow_sync
+
+    def post(n: int) -> list[int | None]:
+        events = [Event(f"u{n}", f"i{j}", "purchase", NOW, "s1", f"b{n}") for j in range(3)]
+        return log.append(events, [f"e{n}-{j}" for j in range(3)], then=applied.extend)
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(post, range(64)))
+    rows = {row["event_id"]: row["seq"] for row in log.since(0, limit=1000)}
+    assert all(seqs == [rows[f"e{n}-{j}"] for j in range(3)] for n, seqs in enumerate(results))
+    assert applied == sorted(applied) and len(applied) == 192  # every event applied once, in log order
+    assert len(batches) < 64 and max(batches) > 1  # commits were shared
+
+
+def test_an_append_that_fails_fails_alone_even_in_a_shared_commit(tmp_path):
+    log = EventLog(tmp_path / "events.db")
+    transaction, gate = log._transaction, threading.Event()
+
+    def held(batch):  # the first commit waits until both appends below are queued behind it
+        gate.wait(5)
+        transaction(batch)
+
+    log._transaction = held
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(log.append, [Event("u0", "i0", "view", NOW)])
+        time.sleep(0.05)
+        good = pool.submit(log.append, [Event("u1", "i1", "view", NOW)])
+        bad = pool.submit(log.append, [Event(object(), "i2", "view", NOW)])  # SQLite cannot store it
+        time.sleep(0.05)
+        gate.set()
+        assert first.result() == [1] and good.result()[0] > 1
+        with pytest.raises(sqlite3.Error):
+            bad.result()
+    assert [row["user_id"] for row in log.since(0)] == ["u0", "u1"]
 
 
 def test_for_shopper_reads_one_shoppers_events_in_the_window_oldest_first(tmp_path):
