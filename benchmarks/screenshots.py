@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -36,12 +37,24 @@ def shoot(url: str, path: Path, width: int = 1600, height: int = 1100, wait_ms: 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("no chromium on PATH (apt-get install chromium)")
+    with tempfile.TemporaryDirectory() as profile:
+        _run_browser(browser, profile, url, path, width, height, wait_ms)
+
+
+def _run_browser(browser: str, profile: str, url: str, path: Path, width: int, height: int, wait_ms: int) -> None:
     subprocess.run(
         [
             browser,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            # no connections out (this machine refuses them) and a fresh profile every time
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
             "--hide-scrollbars",
             f"--window-size={width},{height}",
             f"--virtual-time-budget={wait_ms}",
