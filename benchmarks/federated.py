@@ -51,7 +51,7 @@ import mlflow  # noqa: E402
 from benchmarks._measure import write_results  # noqa: E402
 from federated.client_app import local_update, reply  # noqa: E402
 from federated.simulation import run_federated  # noqa: E402
-from federated.task import DEFAULTS, TIFU_PARAMS, _dataset, held_out, new_model, node_data, settings  # noqa: E402
+from federated.task import TIFU_PARAMS, FederatedSettings, _dataset, held_out, new_model, node_data  # noqa: E402
 from models.candidates import LabelledCandidates, labelled_candidates  # noqa: E402
 from models.ranker import CandidateRanker  # noqa: E402
 from models.training import ndcg_at_k, score, train_ranker  # noqa: E402
@@ -132,14 +132,14 @@ def push_lists(train: LabelledCandidates, item: int) -> LabelledCandidates:
     )
 
 
-def attacking_client_app(overrides: dict, attackers: set[int], attack: str, item: int) -> ClientApp:
+def attacking_client_app(settings: FederatedSettings, attackers: set[int], attack: str, item: int) -> ClientApp:
     """Honest nodes run the product's local update; `attackers` poison theirs (parameters only; the
     standardisation buffers they send are their honest local ones)."""
     app = ClientApp()
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        cfg = settings(context.run_config, overrides)
+        cfg = FederatedSettings.from_run_config(context.run_config, settings)
         model, data, metrics = local_update(msg, context, cfg)
         if int(context.node_config["partition-id"]) in attackers:
             start = msg.content["arrays"].to_torch_state_dict()
@@ -177,9 +177,8 @@ def pick_target(attacker: LabelledCandidates, test_lists: LabelledCandidates) ->
     return int(common[np.argmin(bought[common] / held[common])])
 
 
-def federated(overrides: dict, nodes: int, folder: Path, client_app=None):
-    cfg = {**DEFAULTS, **overrides}
-    return run_federated(cfg, nodes, folder / f"model-{time.monotonic_ns()}.pt", client_app)
+def federated(settings: FederatedSettings, nodes: int, folder: Path, client_app=None):
+    return run_federated(settings, nodes, folder / f"model-{time.monotonic_ns()}.pt", client_app)
 
 
 def main(
@@ -187,7 +186,7 @@ def main(
     nodes: Annotated[int, typer.Option(help="nodes of the privacy table")] = 8,
     noise_multiplier: Annotated[float, typer.Option()] = 2.0,
     target_epsilon: Annotated[float, typer.Option()] = 8.0,
-    dp_lr: Annotated[float, typer.Option(help="learning rate of the DP run")] = float(DEFAULTS["private-lr"]),
+    dp_lr: Annotated[float, typer.Option(help="learning rate of the DP run")] = FederatedSettings().private_lr,
     holdout: Annotated[float, typer.Option(help="share of shoppers held out (membership audit)")] = 0.2,
     central_epochs: Annotated[int, typer.Option()] = 4,
     poison_nodes: Annotated[int, typer.Option(help="nodes of the poisoning runs; 20 % attack")] = 10,
@@ -196,7 +195,7 @@ def main(
     suffix: Annotated[str, typer.Option(help="appended to the result files' names")] = "",
 ) -> None:
     config.apply_environment()
-    source, weeks = "completejourney", int(DEFAULTS["local-weeks"])
+    source, weeks = "completejourney", FederatedSettings().local_weeks
     dataset = _dataset(source)
     test = build_splits(dataset, dataset.content_hash(), config.state_dir() / "features")[0]["test"]
     test_lists = labelled_candidates(
@@ -227,7 +226,7 @@ def main(
             start = time.perf_counter()
             model = new_model(test.history.n_items)
             torch.manual_seed(0)
-            train_ranker(model, central.subset(members), None, central_epochs, float(DEFAULTS["lr"]))
+            train_ranker(model, central.subset(members), None, central_epochs, FederatedSettings().lr)
             own = round(membership_auc(model, central, list_users, holdout), 4)
             node_lists = [node_data(source, nodes, n, weeks) for n in range(nodes)]
             stored = LabelledCandidates.concat([d.train for d in node_lists])  # what the nodes train on
@@ -248,22 +247,23 @@ def main(
                 ("federated", {}),
                 (
                     "federated + DP",
-                    {"noise-multiplier": noise_multiplier, "target-epsilon": target_epsilon, "private-lr": dp_lr},
+                    {"noise_multiplier": noise_multiplier, "target_epsilon": target_epsilon, "private_lr": dp_lr},
                 ),
             ):
-                result = federated({"num-server-rounds": rounds, "holdout-share": holdout, **dp}, nodes, folder)
-                sent = max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values())
+                result = federated(
+                    FederatedSettings(num_server_rounds=rounds, holdout_share=holdout, **dp), nodes, folder
+                )
                 rows.append(
                     {
                         "architecture": name,
                         "ndcg_at_10": ndcg(result.model),
-                        "epsilon": round(result.summary["epsilon"], 2) if dp else "∞ (no DP)",
+                        "epsilon": round(result.summary.epsilon, 2) if dp else "∞ (no DP)",
                         "membership_auc": round(membership_auc(result.model, stored, stored_users, holdout), 4),
                         "membership_auc_central_lists": round(
                             membership_auc(result.model, central, list_users, holdout), 4
                         ),
-                        "bytes_per_store_per_round": sent,
-                        "rounds": result.summary["rounds_trained"],
+                        "bytes_per_store_per_round": result.summary.bytes_per_node,
+                        "rounds": result.summary.rounds_trained,
                         "seconds": round(result.seconds),
                     }
                 )
@@ -296,11 +296,9 @@ def main(
             item = pick_target(node_data(source, poison_nodes, min(attackers), weeks).train, test_lists)
             rows = []
             for aggregation in ("fedavg", "fedtrimmedavg", "fedmedian", "krum"):
-                base = {
-                    "num-server-rounds": poison_rounds,
-                    "aggregation": aggregation,
-                    "krum-malicious-nodes": len(attackers),
-                }
+                base = FederatedSettings(
+                    num_server_rounds=poison_rounds, aggregation=aggregation, krum_malicious_nodes=len(attackers)
+                )
                 clean = federated(base, poison_nodes, folder).model
                 row = {
                     "aggregation": aggregation,
@@ -308,7 +306,7 @@ def main(
                     "clean_target_top10_rate": round(target_rate(clean, test_lists, item), 4),
                 }
                 for attack in ATTACKS:
-                    app = attacking_client_app({**DEFAULTS, **base}, attackers, attack, item)
+                    app = attacking_client_app(base, attackers, attack, item)
                     attacked = federated(base, poison_nodes, folder, app).model
                     row[f"{attack}_ndcg_at_10"] = ndcg(attacked)
                     row[f"{attack}_ndcg_share_of_clean"] = round(

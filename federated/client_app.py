@@ -1,5 +1,5 @@
 """A store group's node: trains the global model on its own candidate lists (with DP-SGD when
-noise-multiplier > 0) and returns the weights, plus the private steps it took for the server's
+noise_multiplier > 0) and returns the weights, plus the private steps it took for the server's
 accountant."""
 
 from __future__ import annotations
@@ -11,31 +11,30 @@ config.apply_environment()  # a Flower entry point: the quiet environment before
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from federated.task import NodeData, new_model, node_data, private, settings
+from federated.task import FederatedSettings, NodeData, new_model, node_data
 from models.private_training import train_ranker_private
 from models.ranker import CandidateRanker
 from models.training import train_ranker
 
 
-def local_update(msg: Message, context: Context, cfg: dict) -> tuple[CandidateRanker, NodeData, dict]:
+def local_update(msg: Message, context: Context, cfg: FederatedSettings) -> tuple[CandidateRanker, NodeData, dict]:
     """Train the received global model on this node's lists: (model, the node's data, metrics)."""
     node, n_nodes = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
-    data = node_data(cfg["data"], n_nodes, node, int(cfg["local-weeks"]), cfg["split"], float(cfg["holdout-share"]))
-    model = new_model(data.n_items, private(cfg))
+    data = node_data(cfg.data, n_nodes, node, cfg.local_weeks, cfg.split, cfg.holdout_share)
+    model = new_model(data.n_items, cfg.private)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     metrics = {"num-examples": len(data.train.basket_sizes)}
-    epochs = int(cfg["local-epochs"])
     server_round = int(msg.metadata.group_id) if msg.metadata.group_id.isdigit() else 0  # strategies send the round
     seed = 1_000 * server_round + node  # fresh noise and order every round
-    if private(cfg):
+    if cfg.private:
         steps = train_ranker_private(
             model,
             data.train,
-            epochs,
-            float(cfg["private-lr"]),
-            float(cfg["clipping-norm"]),
-            float(cfg["noise-multiplier"]),
-            int(cfg["shoppers-per-batch"]),
+            cfg.local_epochs,
+            cfg.private_lr,
+            cfg.clipping_norm,
+            cfg.noise_multiplier,
+            cfg.shoppers_per_batch,
             seed=seed,
         )
         metrics |= {
@@ -44,7 +43,7 @@ def local_update(msg: Message, context: Context, cfg: dict) -> tuple[CandidateRa
             "dp-steps": steps.steps,
         }
     else:
-        train_ranker(model, data.train, None, epochs, float(cfg["lr"]), seed=seed)
+        train_ranker(model, data.train, None, cfg.local_epochs, cfg.lr, seed=seed)
     return model, data, metrics
 
 
@@ -53,12 +52,13 @@ def reply(msg: Message, model: CandidateRanker, metrics: dict) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-def make_client_app(overrides: dict | None = None) -> ClientApp:
+def make_client_app(base: FederatedSettings | None = None) -> ClientApp:
+    """A node with `base` settings (default: the defaults) under Flower's run config."""
     app = ClientApp()
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        model, _, metrics = local_update(msg, context, settings(context.run_config, overrides))
+        model, _, metrics = local_update(msg, context, FederatedSettings.from_run_config(context.run_config, base))
         return reply(msg, model, metrics)
 
     return app

@@ -2,9 +2,10 @@
 budget of differentially private rounds and stops when the next round would pass the target ε,
 and scores every round's global model on the central validation lists.
 
-Per round it records validation NDCG@10, ε and δ, and the bytes each node sent; they go to the
-MLflow run `mlflow-run-id` (when set) as the round ends, named <split>_round_<name>, and with the
-final model to `model-path` (JSON beside it).
+Per round it records validation NDCG@10, ε and δ, and the bytes each node sent (`RoundRecord`);
+they go to the MLflow run `mlflow_run_id` (when set) as the round ends, named
+<split>_round_<name>, and with the final model to `model_path` (its `FederatedSummary` as JSON
+beside it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ config.apply_environment()  # a Flower entry point: the quiet environment before
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord
@@ -25,7 +26,8 @@ from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 
 import mlflow
 from federated.privacy import PrivacyLedger
-from federated.task import central_ndcg, new_model, private, server_data, settings
+from federated.summary import FederatedSummary, RoundRecord
+from federated.task import FederatedSettings, central_ndcg, new_model, server_data
 from models.private_training import PrivateSteps
 from training.export import save_torch
 
@@ -39,15 +41,15 @@ def upload_bytes(reply: Message) -> int:
     return sum(len(array.data) for record in reply.content.array_records.values() for array in record.values())
 
 
-def log_round(run_id: str, prefix: str, server_round: int, record: dict) -> None:
+def log_round(run_id: str, prefix: str, record: RoundRecord) -> None:
     """Log a round's numbers to MLflow run `run_id` (no-op for "") as `prefix`_round_<name>, step = round."""
     if run_id:
         client = mlflow.MlflowClient(config.mlflow_tracking_uri())
-        for key, value in record.items():
-            client.log_metric(run_id, f"{prefix}_round_{key}", float(value), step=server_round)
+        for key, value in record.metrics().items():
+            client.log_metric(run_id, f"{prefix}_round_{key}", float(value), step=record.round)
 
 
-def audited(strategy: type, ledger: PrivacyLedger, rounds: dict, private: bool) -> type:
+def audited(strategy: type, ledger: PrivacyLedger, rounds: dict[int, RoundRecord], private: bool) -> type:
     """`strategy` that records each round's upload sizes and (when `private`) every node's DP-SGD
     steps before aggregating, and sends no more training rounds once the ledger's budget is spent.
     A round with a failed node, or a node that reports no private steps in a private run, fails."""
@@ -66,54 +68,58 @@ def audited(strategy: type, ledger: PrivacyLedger, rounds: dict, private: bool) 
             if failed or not replies:  # a partial model must not be released
                 raise RuntimeError(f"round {server_round}: " + ("; ".join(failed) or "no node answered"))
             sizes = [upload_bytes(reply) for reply in replies]
-            record = {"nodes": len(replies), "bytes_per_node": max(sizes), "bytes_total": sum(sizes)}
+            record = RoundRecord(server_round, nodes=len(replies), bytes_per_node=max(sizes), bytes_total=sum(sizes))
             metrics = [reply.content["metrics"] for reply in replies]
             if private:
                 if not all("dp-steps" in m for m in metrics):
                     raise RuntimeError(f"round {server_round}: a node reported no private steps in a private run")
-                record["epsilon"] = ledger.record(
+                epsilon = ledger.record(
                     [
                         PrivateSteps(float(m["dp-noise-multiplier"]), float(m["dp-sample-rate"]), int(m["dp-steps"]))
                         for m in metrics
                     ]
                 )
-                record["delta"] = ledger.delta
+                record = replace(record, epsilon=epsilon, delta=ledger.delta)
             rounds[server_round] = record
             return super().aggregate_train(server_round, replies)
 
     return Audited
 
 
-def make_server_app(overrides: dict | None = None, output_path: Path | None = None) -> ServerApp:
+def make_server_app(base: FederatedSettings | None = None, output_path: Path | None = None) -> ServerApp:
+    """The server with `base` settings (default: the defaults) under Flower's run config."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        cfg = settings(context.run_config, overrides)
+        cfg = FederatedSettings.from_run_config(context.run_config, base)
         n_nodes = len(list(grid.get_node_ids()))
-        shared = server_data(cfg["data"])
-        delta = float(cfg["delta"]) or 1 / shared.n_users
-        ledger = PrivacyLedger(delta, float(cfg["target-epsilon"]))
-        rounds: dict[int, dict] = {}
-        options = {"num_malicious_nodes": int(cfg["krum-malicious-nodes"])} if cfg["aggregation"] == "krum" else {}
-        strategy = audited(STRATEGIES[cfg["aggregation"]], ledger, rounds, private(cfg))(
+        shared = server_data(cfg.data)
+        delta = cfg.delta or 1 / shared.n_users
+        ledger = PrivacyLedger(delta, cfg.target_epsilon)
+        rounds: dict[int, RoundRecord] = {}
+        options = {"num_malicious_nodes": cfg.krum_malicious_nodes} if cfg.aggregation == "krum" else {}
+        strategy = audited(STRATEGIES[cfg.aggregation], ledger, rounds, cfg.private)(
             fraction_evaluate=0.0, min_train_nodes=n_nodes, min_available_nodes=n_nodes, **options
         )
-        model = new_model(shared.n_items, private(cfg))
+        model = new_model(shared.n_items, cfg.private)
 
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             if server_round and server_round not in rounds:  # budget spent: no training this round
                 return None
             model.load_state_dict(arrays.to_torch_state_dict())
-            record = rounds.setdefault(server_round, {})
-            record["validation_ndcg_at_10"] = central_ndcg(model, cfg["data"])
-            log_round(cfg["mlflow-run-id"], cfg["split"], server_round, record)
-            return MetricRecord(record)
+            record = replace(
+                rounds.get(server_round, RoundRecord(server_round)),
+                validation_ndcg_at_10=central_ndcg(model, cfg.data),
+            )
+            rounds[server_round] = record
+            log_round(cfg.mlflow_run_id, cfg.split, record)
+            return MetricRecord(record.metrics())
 
         result = strategy.start(
             grid=grid,
             initial_arrays=ArrayRecord(model.state_dict()),
-            num_rounds=int(cfg["num-server-rounds"]),
+            num_rounds=cfg.num_server_rounds,
             evaluate_fn=evaluate,
         )
         model.load_state_dict(result.arrays.to_torch_state_dict())
@@ -124,22 +130,21 @@ def make_server_app(overrides: dict | None = None, output_path: Path | None = No
                 epsilon,
                 ledger.target_epsilon,
             )
-        output = Path(cfg["model-path"]) if cfg["model-path"] else output_path
+        output = Path(cfg.model_path) if cfg.model_path else output_path
         if output is not None:
             save_torch(model, output)
-            summary = {
-                "rounds": rounds,
-                "epsilon": epsilon,
-                "delta": delta,
-                "private": private(cfg),
-                "target_epsilon": ledger.target_epsilon,
-                "budget_spent": ledger.spent,
-                # what each node applied, per round: anyone can recompute ε from it
-                "privacy_rounds": [[asdict(steps) for steps in nodes] for nodes in ledger.rounds],
-                "rounds_trained": len([r for r in rounds if r]),
-                "settings": cfg,
-            }
-            output.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
+            summary = FederatedSummary(
+                rounds=[rounds[r] for r in sorted(rounds)],
+                rounds_trained=sum(r > 0 for r in rounds),
+                epsilon=epsilon,
+                delta=delta,
+                private=cfg.private,
+                target_epsilon=ledger.target_epsilon,
+                budget_spent=ledger.spent,
+                privacy_rounds=ledger.rounds,
+                settings=cfg,
+            )
+            output.with_suffix(".json").write_text(json.dumps(asdict(summary), indent=1))
 
     return app
 

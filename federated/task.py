@@ -1,8 +1,8 @@
 """What a federated node trains, and how the server scores a global model.
 
 Each node trains the edge-sized ranker (`training.distill.STUDENTS["edge"]`) on candidate lists it
-builds from its own stores' purchases only (`tasks.partition`). The server scores a global model
-on the central validation lists. Settings: `DEFAULTS`, overridden by Flower's run config.
+builds from its own stores' purchases only (`splits.partition`). The server scores a global model
+on the central validation lists. Settings: `FederatedSettings`, from Flower's run config.
 Both kinds of lists are cached under `.lightpersml/federated/<source key>/`; delete that folder
 after changing how features are computed.
 """
@@ -14,7 +14,8 @@ import importlib.metadata
 import os
 import pickle
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -32,31 +33,59 @@ from splits.temporal import build_splits
 from training.data import generator_settings, ranker_data
 from training.distill import STUDENTS
 
-DEFAULTS = {
-    "data": "completejourney",  # dataset source every node partitions (simulation); see README
-    "num-server-rounds": 3,
-    "local-epochs": 1,
-    "local-weeks": 4,  # weekly cutoffs whose next baskets are a node's training lists
-    "split": "test",  # train on data before this central cutoff: test (evaluation fit) or deploy (all data)
-    "lr": 3e-3,
-    "private-lr": 1e-2,  # lr of DP-SGD: noised steps need to be larger to converge in the rounds ε allows
-    "aggregation": "fedavg",  # fedavg | fedtrimmedavg | fedmedian | krum
-    "model-path": "",  # where the server saves the final model (+ per-round JSON); "" saves nothing
-    "mlflow-run-id": "",  # MLflow run that receives each round's metrics; "" logs nothing
-    # Differential privacy (models.private_training): noise-multiplier 0 trains without it.
-    "noise-multiplier": 0.0,
-    "clipping-norm": 1.0,  # L2 bound of one shopper's gradient
-    "shoppers-per-batch": 64,  # expected DP-SGD batch (sample rate = this / the node's shoppers)
-    "target-epsilon": 0.0,  # stop before a round would pass it; 0: no budget
-    "delta": 0.0,  # 0: 1 / number of shoppers
-    "krum-malicious-nodes": 1,  # nodes Krum tolerates
-    "holdout-share": 0.0,  # share of shoppers (by id hash) no node trains on: the membership audit's non-members
-}
 TIFU_PARAMS = {"n_neighbors": 50, "group_size": 3}  # the nodes' own candidate generator (no central tuning)
 
 
-def settings(run_config: dict, overrides: dict | None = None) -> dict:
-    return {**DEFAULTS, **(overrides or {}), **dict(run_config)}
+@dataclass(frozen=True)
+class FederatedSettings:
+    """One federated training's settings. Flower's run config carries them as flat keys: the field
+    names with "-" for "_" (`from_run_config`, `to_run_config`; `[tool.flwr.app.config]` in
+    pyproject.toml lists the same keys and defaults)."""
+
+    data: str = "completejourney"  # dataset source every node partitions (simulation); see README
+    num_server_rounds: int = 3  # rounds asked for (fewer once the privacy budget is spent)
+    local_epochs: int = 1  # epochs over its own lists a node trains per round
+    local_weeks: int = 4  # weekly cutoffs whose next baskets are a node's training lists
+    split: str = "test"  # train on data before this central cutoff: test (evaluation fit) or deploy (all data)
+    lr: float = 3e-3
+    private_lr: float = 1e-2  # lr of DP-SGD: noised steps need to be larger to converge in the rounds ε allows
+    aggregation: str = "fedavg"  # fedavg | fedtrimmedavg | fedmedian | krum
+    model_path: str = ""  # where the server saves the final model (+ its summary as JSON); "" saves nothing
+    mlflow_run_id: str = ""  # MLflow run that receives each round's metrics; "" logs nothing
+    # Differential privacy (models.private_training): noise_multiplier 0 trains without it.
+    noise_multiplier: float = 0.0  # std of the Gaussian noise, in units of clipping_norm
+    clipping_norm: float = 1.0  # L2 bound of one shopper's gradient
+    shoppers_per_batch: int = 64  # expected DP-SGD batch (sample rate = this / the node's shoppers)
+    target_epsilon: float = 0.0  # stop before a round would pass it; 0: no budget
+    delta: float = 0.0  # 0: 1 / number of shoppers
+    krum_malicious_nodes: int = 1  # nodes Krum tolerates
+    holdout_share: float = 0.0  # share of shoppers (by id hash) no node trains on: the membership audit's non-members
+
+    @property
+    def private(self) -> bool:
+        """Trained with DP-SGD."""
+        return self.noise_multiplier > 0
+
+    @classmethod
+    def from_run_config(
+        cls, run_config: Mapping[str, object], base: FederatedSettings | None = None
+    ) -> FederatedSettings:
+        """`base` (default: the defaults) with the keys of Flower's run config over it. ValueError
+        names a key that is not a setting or whose value is not of the setting's type."""
+        kinds = {f.name.replace("_", "-"): (f.name, type(f.default)) for f in fields(cls)}
+        values = {}
+        for key, value in run_config.items():
+            if key not in kinds:
+                raise ValueError(f"unknown federated setting {key!r}; known: {', '.join(kinds)}")
+            name, kind = kinds[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
+                raise ValueError(f"federated setting {key!r} must be {kind.__name__}, not {value!r}")
+            values[name] = kind(value)
+        return replace(base or cls(), **values)
+
+    def to_run_config(self) -> dict[str, str | int | float]:
+        """The flat dict of Flower's run config."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
 
 
 @lru_cache(maxsize=2)
@@ -67,10 +96,6 @@ def _dataset(source: str):
     with TemporaryDirectory(dir=config.state_dir()) as reports:
         clean, _ = validate_dataset(load_dataset(source), Path(reports), **vars(config.ValidationSettings()))
     return clean
-
-
-def private(cfg: dict) -> bool:
-    return float(cfg["noise-multiplier"]) > 0
 
 
 def held_out(user_ids, share: float) -> np.ndarray:

@@ -9,7 +9,7 @@ pipeline's parent MLflow run. A failed run registers nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -20,17 +20,21 @@ config.apply_environment()  # before prefect and mlflow load: they read it on im
 
 from prefect import flow
 
-from federated.task import DEFAULTS, TIFU_PARAMS
+from evaluation.served import tier_bundle
+from federated.summary import FederatedSummary
+from federated.task import TIFU_PARAMS, FederatedSettings
+from models.metrics import K
+from tasks.evaluate import evaluate_task
 from tasks.features import features_task
 from tasks.federated_training import federate_task
 from tasks.ingest import ingest_task
 from tasks.register import tag_federated_version_task
 from tasks.tiers import export_neural_task, serving_data_task
 from tasks.track import (
-    evaluate_and_log,
     finish_run_task,
     log_json_task,
     log_params_task,
+    log_tier_task,
     register_deploy_fit_task,
     start_parent_run_task,
 )
@@ -51,8 +55,8 @@ class FederatedRun:
     experiment_id: str  # the dataset's MLflow experiment
     tier: TierRow  # the `federated` tier's child run and its metrics on the test split
     version: str | None  # the registered version of the refit; None with refit=False
-    evaluation_summary: dict  # the evaluation fit's server summary (federated/test-fit.json): rounds, ε, δ, …
-    deploy_summary: dict | None  # the refit's (federated/deploy-fit.json); None with refit=False
+    evaluation_summary: FederatedSummary  # the evaluation fit's rounds, ε, δ (federated/test-fit.json)
+    deploy_summary: FederatedSummary | None  # the refit's (federated/deploy-fit.json); None with refit=False
 
 
 @flow(name="federated-training", log_prints=True)
@@ -66,7 +70,7 @@ def federated_flow(
     local_epochs: int = 1,
     refit: bool = True,
 ) -> FederatedRun:
-    """Train the `federated` tier on `data` split into `nodes` store groups (tasks.partition).
+    """Train the `federated` tier on `data` split into `nodes` store groups (splits.partition).
 
     noise_multiplier 0 trains without differential privacy (target_epsilon is then ignored).
     refit=False logs the evaluation fit and registers nothing.
@@ -89,33 +93,32 @@ def federated_flow(
         splits = features_task(
             clean, data_hash, config.state_dir() / "features", settings.test_weeks, settings.validation_weeks
         )
-        federated = {
-            **DEFAULTS,
-            "data": data,
-            "num-server-rounds": rounds,
-            "aggregation": aggregation,
-            "noise-multiplier": noise_multiplier,
-            "target-epsilon": target_epsilon if noise_multiplier else 0.0,
-            "local-epochs": local_epochs,
-            "mlflow-run-id": parent_run_id,
-        }
-        logged = {"nodes": nodes, **{k: v for k, v in federated.items() if k not in ("data", "mlflow-run-id")}}
-        log_params_task(parent_run_id, logged)
+        federated = FederatedSettings(
+            data=data,
+            num_server_rounds=rounds,
+            aggregation=aggregation,
+            noise_multiplier=noise_multiplier,
+            target_epsilon=target_epsilon if noise_multiplier else 0.0,
+            local_epochs=local_epochs,
+            mlflow_run_id=parent_run_id,
+        )
+        logged = {k: v for k, v in federated.to_run_config().items() if k not in ("data", "mlflow-run-id")}
+        log_params_task(parent_run_id, {"nodes": nodes, **logged})
         split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
         exclude_seen = exclude_seen_items(splits["validation"])
         generator = generator_settings(TIFU_PARAMS)
-        architecture = {**STUDENTS["edge"]["architecture"], "log_features": noise_multiplier > 0}
-        lr = federated["private-lr" if noise_multiplier else "lr"]
-        spec = RankerSpec(architecture, float(lr), 0.0, epochs=rounds * local_epochs)
+        architecture = {**STUDENTS["edge"]["architecture"], "log_features": federated.private}
+        lr = federated.private_lr if federated.private else federated.lr
+        spec = RankerSpec(architecture, lr, 0.0, epochs=rounds * local_epochs)
         with TemporaryDirectory(dir=config.state_dir()) as tmp:
             tmp = Path(tmp)
-            result = federate_task({**federated, "split": "test"}, nodes, tmp / "evaluation.pt", target_epsilon)
-            log_json_task(parent_run_id, result.summary, "federated/test-fit.json")
+            result = federate_task(replace(federated, split="test"), nodes, tmp / "evaluation.pt", target_epsilon)
+            log_json_task(parent_run_id, asdict(result.summary), "federated/test-fit.json")
             privacy = {
-                "epsilon": result.summary["epsilon"],
-                "delta": result.summary["delta"],
-                "federated_rounds": result.summary["rounds_trained"],
-                "bytes_per_node_per_round": max(r.get("bytes_per_node", 0) for r in result.summary["rounds"].values()),
+                "epsilon": result.summary.epsilon,
+                "delta": result.summary.delta,
+                "federated_rounds": result.summary.rounds_trained,
+                "bytes_per_node_per_round": result.summary.bytes_per_node,
             }
             # Serving needs the central candidate generator fitted at the cutoff.
             evaluation_data, _ = serving_data_task(splits["test"], generator, clean.items, exclude_seen, data_hash)
@@ -123,20 +126,13 @@ def federated_flow(
                 FEDERATED_TIER, result.model, spec, result.seconds, tmp / "evaluation", exclude_seen
             )[FEDERATED_TIER]
             fitted.params |= {"nodes": nodes}
-            row, _ = evaluate_and_log(
-                fitted,
-                evaluation_data,
-                tmp / "bundles",
-                splits["test"],
-                settings.latency_requests,
-                parent_run_id,
-                split_info,
-                privacy,
-            )
+            bundle = tier_bundle(fitted, evaluation_data, tmp / "bundles")
+            served = evaluate_task(FEDERATED_TIER, bundle, splits["test"], K, settings.latency_requests, fitted.runtime)
+            row = log_tier_task(fitted, bundle, served.metrics | privacy, parent_run_id, data_hash, split_info)
             if refit:
                 deploy = splits["deploy"]
-                refitted = federate_task({**federated, "split": "deploy"}, nodes, tmp / "deploy.pt", target_epsilon)
-                log_json_task(parent_run_id, refitted.summary, "federated/deploy-fit.json")
+                refitted = federate_task(replace(federated, split="deploy"), nodes, tmp / "deploy.pt", target_epsilon)
+                log_json_task(parent_run_id, asdict(refitted.summary), "federated/deploy-fit.json")
                 deploy_summary = refitted.summary
                 deploy_data, _ = serving_data_task(deploy, generator, clean.items, exclude_seen, data_hash)
                 deployable = export_neural_task(
@@ -151,7 +147,9 @@ def federated_flow(
                     teacher=False,
                     name=model_name,
                 )
-                tag_federated_version_task(model_name, version, refitted.summary, data_hash)
+                tag_federated_version_task(
+                    model_name, version, refitted.summary.epsilon, refitted.summary.delta, data_hash
+                )
         ok = True
     finally:
         finish_run_task(parent_run_id, ok)

@@ -21,20 +21,21 @@ import pandas as pd
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from evaluation.served import seed_spread, top_k_overlap
+from evaluation.served import Served, seed_spread, tier_bundle, top_k_overlap
 from models.metrics import K
 from models.tier_bundle import ServingData
-from tasks.evaluate import bundle_ndcg_task, seed_ndcgs_task
+from splits.temporal import Split
+from tasks.evaluate import bundle_ndcg_task, evaluate_task, seed_ndcgs_task
 from tasks.features import features_task
 from tasks.ingest import ingest_task
 from tasks.register import update_candidate_task
 from tasks.tiers import export_rankers_task, fit_rankers_task, serving_data_task, tune_tifu_task
 from tasks.track import (
-    evaluate_and_log,
     finish_run_task,
     log_latency_ratios_task,
     log_row_metrics_task,
     log_summary_task,
+    log_tier_task,
     register_deploy_fit_task,
     start_parent_run_task,
 )
@@ -44,7 +45,33 @@ from tasks.validate import validate_task
 from tracking.registry import CandidateChoice
 from tracking.runs import TierRow, run_link, tier_table
 from training.data import generator_settings
-from training.tiers import CLOUD_TIER, REGISTERED_TIERS, STUDENT_TIERS, TEACHER_TIER, TunedTifu, baseline_tiers
+from training.tiers import (
+    CLOUD_TIER,
+    REGISTERED_TIERS,
+    STUDENT_TIERS,
+    TEACHER_TIER,
+    FittedTier,
+    TunedTifu,
+    baseline_tiers,
+)
+
+
+def evaluate_and_log(
+    fitted: FittedTier,
+    data: ServingData,
+    folder: Path,
+    split: Split,
+    latency_requests: int,
+    parent_run_id: str,
+    split_info: dict,
+    extra: dict | None = None,
+) -> tuple[TierRow, Served]:
+    """Sign the tier's bundle, serve the split through the engine, log its child run.
+    Returns (row, what it served)."""
+    target = tier_bundle(fitted, data, folder)
+    served = evaluate_task(fitted.name, target, split, K, latency_requests, fitted.runtime)
+    row = log_tier_task(fitted, target, served.metrics | (extra or {}), parent_run_id, data.data_hash, split_info)
+    return row, served
 
 
 def baselines(

@@ -698,7 +698,7 @@ def federate(
     print_tier_table([result.tier])
     summary = result.evaluation_summary
     console.print(
-        f"{summary['rounds_trained']} rounds, ε = {summary['epsilon']:.2f} at δ = {summary['delta']:.2g}"
+        f"{summary.rounds_trained} rounds, ε = {summary.epsilon:.2f} at δ = {summary.delta:.2g}"
         + (f"; registered as version {result.version}" if result.version else "")
     )
     console.print(f"MLflow run {result.run_id} (experiment {result.experiment_id})")

@@ -22,8 +22,8 @@ def update_candidate_task(pipeline_run_id: str, gates: Gates, name: str) -> Cand
     cache_policy=NO_CACHE,
     task_run_name="tag version {version} of {name}",
 )
-def tag_federated_version_task(name: str, version: str, deploy_summary: dict, data_hash: str) -> None:
-    tag_federated_version(name, version, deploy_summary, data_hash)
+def tag_federated_version_task(name: str, version: str, epsilon: float, delta: float, data_hash: str) -> None:
+    tag_federated_version(name, version, epsilon, delta, data_hash)
 
 
 @task(

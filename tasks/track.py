@@ -7,11 +7,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from evaluation.served import Served, tier_bundle
-from models.metrics import K
 from models.tier_bundle import ServingData
-from splits.temporal import Split
-from tasks.evaluate import evaluate_task
 from tracking.registry import CandidateChoice
 from tracking.runs import (
     TierRow,
@@ -86,24 +82,6 @@ def log_tier_task(
     fitted: FittedTier, folder: Path, metrics: dict[str, float], parent_run_id: str, data_hash: str, split_info: dict
 ) -> TierRow:
     return log_tier(fitted, folder, metrics, parent_run_id, data_hash, split_info)
-
-
-def evaluate_and_log(
-    fitted: FittedTier,
-    data: ServingData,
-    folder: Path,
-    split: Split,
-    latency_requests: int,
-    parent_run_id: str,
-    split_info: dict,
-    extra: dict | None = None,
-) -> tuple[TierRow, Served]:
-    """Sign the tier's bundle, serve the split through the engine, log its child run.
-    Returns (row, what it served)."""
-    target = tier_bundle(fitted, data, folder)
-    served = evaluate_task(fitted.name, target, split, K, latency_requests, fitted.runtime)
-    row = log_tier_task(fitted, target, served.metrics | (extra or {}), parent_run_id, data.data_hash, split_info)
-    return row, served
 
 
 # No retries: a retry after a partial failure would register a second version.

@@ -222,12 +222,12 @@ def reference_teacher_run(data_hash: str, name: str) -> str | None:
     return None
 
 
-def tag_federated_version(name: str, version: str, deploy_summary: dict, data_hash: str) -> None:
-    """The released federated model's own privacy budget (the run's metrics are the evaluation
-    fit's), and the training pipeline whose teacher its NDCG gate compares with."""
+def tag_federated_version(name: str, version: str, epsilon: float, delta: float, data_hash: str) -> None:
+    """The released federated model's own privacy budget, ε at δ (the run's metrics are the
+    evaluation fit's), and the training pipeline whose teacher its NDCG gate compares with."""
     client = _client()
-    for key in ("epsilon", "delta"):
-        client.set_model_version_tag(name, version, f"deploy_fit_{key}", str(deploy_summary[key]))
+    for key, value in (("epsilon", epsilon), ("delta", delta)):
+        client.set_model_version_tag(name, version, f"deploy_fit_{key}", str(value))
     teacher_run = reference_teacher_run(data_hash, name)
     if teacher_run:
         client.set_model_version_tag(name, version, "teacher_pipeline_run_id", teacher_run)

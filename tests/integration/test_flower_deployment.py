@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from federated.summary import FederatedSummary
 from lightpersml.config import QUIET_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parents[2]  # the Flower app: pyproject.toml's [tool.flwr.app]
@@ -250,21 +251,37 @@ def deployment(tmp_path):
         assert not _own_leftovers(tmp_path), "processes of the deployment survived the teardown"
 
 
-def test_the_flower_app_config_is_the_task_defaults_and_the_fab_holds_only_package_sources():
+def test_the_flower_app_config_is_the_settings_defaults_and_the_fab_holds_only_package_sources():
     """`flwr run --run-config` can only override keys of [tool.flwr.app.config] (the SuperLink
-    rejects others), so every DEFAULTS key must be there, with the same value."""
+    rejects others), so every setting must be there, with its default."""
     from flwr.cli.build import build_fab_from_disk
 
-    from federated.task import DEFAULTS
+    from federated.task import FederatedSettings
 
     app = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
-    assert app["config"] == DEFAULTS
+    assert app["config"] == FederatedSettings().to_run_config()
+    assert FederatedSettings.from_run_config(app["config"]) == FederatedSettings()
     fab = build_fab_from_disk(ROOT)
     names = zipfile.ZipFile(io.BytesIO(fab)).namelist()
     assert "federated/server_app.py" in names and "federated/client_app.py" in names
     packages = {"lightpersml", "federated", "models", "data_contracts", "splits", "training", "nodes", "edge"}
     assert {name.split("/")[0] for name in names} <= packages | {"pyproject.toml", ".info"}
     assert len(fab) < 1_000_000
+
+
+def test_a_run_config_is_read_over_the_apps_settings_and_a_bad_key_is_named():
+    from federated.task import FederatedSettings
+
+    base = FederatedSettings(num_server_rounds=5, aggregation="krum")
+    cfg = FederatedSettings.from_run_config({"noise-multiplier": 1, "split": "deploy"}, base)
+    assert cfg == FederatedSettings(num_server_rounds=5, aggregation="krum", noise_multiplier=1.0, split="deploy")
+    assert isinstance(cfg.noise_multiplier, float) and cfg.private
+    with pytest.raises(ValueError, match="unknown federated setting 'private_lr'"):
+        FederatedSettings.from_run_config({"private_lr": 0.1})
+    with pytest.raises(ValueError, match="'num-server-rounds' must be int, not '3'"):
+        FederatedSettings.from_run_config({"num-server-rounds": "3"})
+    with pytest.raises(ValueError, match="'lr' must be float, not True"):
+        FederatedSettings.from_run_config({"lr": True})
 
 
 @pytest.mark.slow
@@ -307,6 +324,9 @@ def test_three_supernodes_train_a_round_that_beats_the_initial_model_on_central_
 
         saved = torch.load(output, weights_only=True)
         assert saved["config"]["item_buckets"] == 8192  # the edge tier's size
-        rounds = json.loads(output.with_suffix(".json").read_text())["rounds"]  # round 0: the random initial model
-        assert rounds["1"]["nodes"] == N_NODES  # every SuperNode trained
-        assert rounds["1"]["validation_ndcg_at_10"] > rounds["0"]["validation_ndcg_at_10"] + 0.05
+        summary = FederatedSummary.from_dict(json.loads(output.with_suffix(".json").read_text()))
+        initial, trained = summary.rounds  # round 0: the random initial model
+        assert (initial.round, trained.round, summary.rounds_trained) == (0, 1, 1)
+        assert trained.nodes == N_NODES  # every SuperNode trained
+        assert trained.validation_ndcg_at_10 > initial.validation_ndcg_at_10 + 0.05
+        assert summary.settings.local_weeks == 2 and summary.settings.data == str(cj_slice)

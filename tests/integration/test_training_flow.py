@@ -142,6 +142,45 @@ def test_registered_versions_are_the_refit_onnx_models_with_candidate_set(slice_
     assert listed.exit_code == 0 and "candidate" in listed.output and slice_run["model"] in listed.output
 
 
+def test_the_flow_run_shows_the_candidate_and_the_tier_table_as_prefect_artifacts(slice_run):
+    """The training flow run's Prefect artifacts: `candidate` says which version of this run is the
+    candidate (or that none passed) and links the MLflow run; `tiers` has a row per tier, with the
+    NDCG@10 its child run logged."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    run_id, model = slice_run["run_id"], slice_run["model"]
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    with get_client(sync_client=True) as client:
+        candidates = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["candidate"])))
+        (candidate,) = [a for a in candidates if run_id in a.description]  # "… (MLflow run <id>)"
+        flow_run = client.read_flow_run(candidate.flow_run_id)
+        (tiers,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["tiers"]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])
+            )
+        )
+    assert flow_run.name.startswith("training smoke on ") and flow_run.state.is_completed()
+    assert candidate.type == "markdown" and tiers.type == "table"
+    link = rf"\[MLflow run {run_id}\]\(http://127\.0\.0\.1:\d+/#/experiments/{experiment_id}/runs/{run_id}\b"
+    assert re.search(link, candidate.data) and re.search(link, tiers.description)
+    chosen = [v for v in versions_of(slice_run).values() if "candidate" in v.aliases]
+    if chosen:
+        (version,) = chosen
+        said = f"**Candidate**: alias candidate → version {version.version} ({version.tier}) of {model}"
+        assert candidate.data.startswith(said)
+        assert f"| {version.version} ← candidate | {version.tier} |" in candidate.data
+    else:
+        assert candidate.data.startswith("**Candidate**: no version of this run passes the gates")
+        assert "← candidate" not in candidate.data
+    rows = json.loads(tiers.data)
+    assert sorted(row["tier"] for row in rows) == TIERS
+    logged = {r.data.tags["tier"]: r.data.metrics["ndcg_at_10"] for r in child_runs(run_id)}
+    assert all(row["ndcg_at_10"] == pytest.approx(logged[row["tier"]], abs=5e-5) for row in rows)
+
+
 def test_the_candidate_passes_the_default_gates_and_promotion_is_refused_or_forced_past_them(slice_run):
     """The pipeline picked `candidate` with the default gates; `promote` with no overrides (the
     same default gates, checked again) accepts it. A gate tightened on the command line refuses a
