@@ -76,7 +76,8 @@ def test_parent_run_has_a_child_per_tier_with_every_metric(slice_run):
         assert run.data.tags["data_hash"] == slice_run["data_hash"]
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", run.data.tags["git_sha"])  # the checkout's commit
         assert 0 < metrics["latency_p50_ms"] <= metrics["latency_p95_ms"] <= metrics["latency_p99_ms"] < 1000, tier
-        assert 50 < metrics["peak_memory_mb"] < 8192 and metrics["model_size_mb"] > 0 and metrics["param_count"] > 0, (
+        # a real process (Python, numpy, ONNX Runtime: > 20 MB), in MB not KB or bytes
+        assert 20 < metrics["peak_memory_mb"] < 8192 and metrics["model_size_mb"] > 0 and metrics["param_count"] > 0, (
             tier
         )
         assert 0 <= metrics["ndcg_at_10"] <= 1 and 0 <= metrics["coverage_at_10"] <= 1, tier
