@@ -91,8 +91,8 @@ MUTATIONS = (
     Mutation(
         "The engine ranks at the request's time, not the bundle's cutoff",
         "edge/engine.py",
-        "found = generator.build(np.array([row]), np.array([now_day]))",
-        "found = generator.build(np.array([row]))",
+        "found_items, features = self.generator.candidate_rows(rows, now_day)",
+        "found_items, features = self.generator.candidate_rows(rows, self.cutoff_day)",
         ("tests/edge/test_engine.py::test_answers_follow_the_request_time_and_are_reused_within_its_hour",),
     ),
     Mutation(
@@ -126,8 +126,8 @@ MUTATIONS = (
     Mutation(
         "Features: store popularity counts baskets before the cutoff",
         "splits/temporal.py",
-        '.group_by([schema.STORE_ID, schema.ITEM_ID]).agg(pl.len().alias("baskets"))',
-        '.group_by([schema.STORE_ID, schema.ITEM_ID]).agg(pl.col(schema.USER_ID).n_unique().alias("baskets"))',
+        '.agg(pl.len().alias("baskets"))\n        .with_columns(pl.col("baskets").rank(',
+        '.agg(pl.col(schema.USER_ID).n_unique().alias("baskets"))\n        .with_columns(pl.col("baskets").rank(',
         ("tests/data/test_features.py::test_store_popularity_counts_and_ranks_each_stores_baskets_before_the_cutoff",),
     ),
     Mutation(
@@ -140,7 +140,7 @@ MUTATIONS = (
     Mutation(
         "Federated nodes read the collected events the flow reads",
         "federated/task.py",
-        "from tasks.ingest import load_dataset",
+        "from nodes.sources import load_dataset",
         "from data_contracts.completejourney import load_source as load_dataset",
         ("tests/data/test_ingest.py",),
     ),
@@ -150,6 +150,36 @@ MUTATIONS = (
         'self._db.execute("PRAGMA synchronous=FULL")',
         'self._db.execute("PRAGMA synchronous=OFF")',
         ("tests/edge/test_events_and_keys.py",),
+    ),
+    Mutation(
+        "Edge: group-committed events reach the engine in log order",
+        "edge/events.py",
+        "        for request in batch:\n            try:\n                if request.error is None",
+        "        for request in reversed(batch):\n            try:\n                if request.error is None",
+        (
+            "tests/edge/test_events_and_keys.py::test_concurrent_appends_share_commits_and_run_their_callbacks_in_log_order",
+        ),
+    ),
+    Mutation(
+        "Edge: a failing append in a shared commit fails alone",
+        "edge/events.py",
+        "            if len(batch) == 1:\n                batch[0].error = error",
+        "            if True:\n                batch[0].error = error",
+        ("tests/edge/test_events_and_keys.py::test_an_append_that_fails_fails_alone_even_in_a_shared_commit",),
+    ),
+    Mutation(
+        "Folding a purchase in counts it once, as a refit does",
+        "models/user_rows.py",
+        "        count[new] += 1\n",
+        "        count[new] += 2\n",
+        ("tests/code/test_user_rows.py",),
+    ),
+    Mutation(
+        "Bundle arrays are stored 64-byte aligned (so a node maps them without copies)",
+        "models/npz.py",
+        "            if pad:\n",
+        "            if False:\n",
+        ("tests/code/test_npz.py",),
     ),
 )
 
