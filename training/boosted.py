@@ -14,7 +14,7 @@ computed every round from LightGBM's incremental validation scores.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightgbm as lgb
@@ -39,23 +39,9 @@ class BoostedSpec:
     lambda_l2: float = 1.0
     truncation_level: int = 20  # LambdaRank's pairs reach this deep into each list
     rounds: int = 150
-    rounds_for_lists: int = 0  # training lists `rounds` was chosen on (0: use `rounds` as it is)
 
     def params(self) -> dict:
         return asdict(self)
-
-    def searched(self) -> dict:
-        """The parameters a study searches: everything but the rounds (early stopping picks them)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("rounds", "rounds_for_lists")}
-
-    def for_lists(self, lists: int) -> BoostedSpec:
-        """This spec for a fit on `lists` training lists: the rounds chosen on validation with
-        `rounds_for_lists` lists, scaled by how many more there are now. A final fit trains on
-        more weeks than the tuning fits, and grows better with more trees (measured on Complete
-        Journey's test lists: 36 tuned rounds 0.2186, scaled to 48 0.2203, mean of 2 seeds)."""
-        if not self.rounds_for_lists:
-            return self
-        return replace(self, rounds=max(1, round(self.rounds * lists / self.rounds_for_lists)), rounds_for_lists=lists)
 
     def lightgbm(self, seed: int) -> dict:
         return {
@@ -91,17 +77,8 @@ def _dataset(lists: LabelledCandidates, reference: lgb.Dataset | None = None) ->
 
 def with_positives(lists: LabelledCandidates) -> LabelledCandidates:
     """Only the lists with at least one target item among their candidates."""
-    return lists.subset(np.flatnonzero(_has_target(lists)))
-
-
-def _has_target(lists: LabelledCandidates) -> np.ndarray:
-    """(n_lists,) True where a list has a target item among its candidates."""
-    return np.bincount(lists.group, weights=lists.labels, minlength=len(lists.basket_sizes)) > 0
-
-
-def training_lists(lists: LabelledCandidates) -> int:
-    """How many lists a fit trains on: those with a target among their candidates."""
-    return int(_has_target(lists).sum())
+    hits = np.bincount(lists.group, weights=lists.labels, minlength=len(lists.basket_sizes))
+    return lists.subset(np.flatnonzero(hits > 0))
 
 
 def fit_boosted(
@@ -116,7 +93,6 @@ def fit_boosted(
     every round (empty without validation); `on_round(round, ndcg)` may raise to stop the fit
     (an Optuna pruner)."""
     data = _dataset(with_positives(train))
-    spec = spec.for_lists(training_lists(train))
     if validation is None:
         return lgb.train(spec.lightgbm(seed), data, num_boost_round=spec.rounds), []
     history: list[float] = []

@@ -25,15 +25,7 @@ from models.ranker import CandidateRanker
 from models.scorers import FEATURES, POPULARITY, RANKER, scorer_spec
 from models.tier_bundle import ServingData, TierScorer
 from splits.temporal import Split
-from training.boosted import (
-    BoostedSpec,
-    boosted_scores,
-    export_boosted_onnx,
-    fit_boosted,
-    save_native,
-    training_lists,
-    tree_nodes,
-)
+from training.boosted import BoostedSpec, boosted_scores, export_boosted_onnx, fit_boosted, save_native, tree_nodes
 from training.data import RankerData, RankerSpec
 from training.distill import distill
 from training.export import export_onnx, quantize_int8
@@ -161,7 +153,6 @@ class RankerFit:
 def fit_rankers(data: RankerData, teacher_spec: BoostedSpec, student_epochs: int, seed: int = 0) -> RankerFit:
     """Grow the teacher with the tuned spec, then distil every student from its scores."""
     start = time.perf_counter()
-    teacher_spec = teacher_spec.for_lists(training_lists(data.train))  # the tuned rounds, for these lists
     teacher, _ = fit_boosted(teacher_spec, data.train, seed=seed)
     seconds = {TEACHER_TIER: time.perf_counter() - start}
     log.info(

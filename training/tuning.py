@@ -17,7 +17,7 @@ from models.baselines import TIFUKNN
 from models.metrics import K, evaluate
 from models.ranking import top_k
 from splits.temporal import Split
-from training.boosted import BoostedSpec, fit_boosted, training_lists
+from training.boosted import BoostedSpec, fit_boosted
 from training.data import RankerData
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,9 @@ def tune_boosted(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
     )
     if not study.trials:
-        study.enqueue_trial(BoostedSpec().searched())
+        defaults = BoostedSpec().params()
+        del defaults["rounds"]
+        study.enqueue_trial(defaults)
     started = time.monotonic()
     deadline = started + minutes * 60
 
@@ -221,7 +223,6 @@ def tune_boosted(
     best = study.best_trial
     spec = boosted_space(optuna.trial.FixedTrial(best.params), max_rounds)
     spec.rounds = best.user_attrs["best_round"]
-    spec.rounds_for_lists = training_lists(data.train)  # final fits scale the rounds to their own lists
     return study, spec
 
 

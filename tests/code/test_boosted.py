@@ -52,13 +52,3 @@ def test_an_item_rises_as_the_shopper_comes_due_for_it():
     rows[:, due] = np.tile([0.25, 0.5, 0.75, 1.0], 50)
     scores = boosted_scores(booster, rows).reshape(50, 4)
     assert (np.diff(scores, axis=1) >= 0).mean() > 0.9 and (scores[:, 3] > scores[:, 0]).all()
-
-
-def test_a_final_fit_on_more_lists_grows_the_tuned_rounds_in_proportion():
-    tuned = BoostedSpec(rounds=36, rounds_for_lists=3000)
-    assert tuned.for_lists(4500).rounds == 54 and tuned.for_lists(4500).rounds_for_lists == 4500
-    assert tuned.for_lists(4500).for_lists(4500) == tuned.for_lists(4500)  # applying it twice changes nothing
-    assert BoostedSpec(rounds=36).for_lists(4500).rounds == 36  # not tuned on lists: as given
-    train = synthetic_lists(200, 20, seed=0)
-    booster, _ = fit_boosted(BoostedSpec(num_leaves=7, min_data_in_leaf=5, rounds=10, rounds_for_lists=100), train)
-    assert booster.num_trees() == 20  # 200 training lists, all with a target
