@@ -514,7 +514,14 @@ def serve(
             "generic (default: personal with keys, generic when --open)"
         ),
     ] = None,
-    max_shoppers: Annotated[int, typer.Option(min=100, help="shoppers whose live state is kept in memory")] = 20_000,
+    max_shoppers: Annotated[
+        int,
+        typer.Option(
+            min=100,
+            help="shoppers whose live state is kept in memory (the rest are read back from the event log): about "
+            "15 KB each once they have bought since the bundle, 5 KB otherwise",
+        ),
+    ] = 20_000,
     read_timeout: Annotated[
         float,
         typer.Option(
