@@ -388,7 +388,11 @@ class Engine:
         only what they touch. None for anything else (a basket dated before one already folded in:
         the caller refits the shopper, `_refit`). user: their row in the fit (-1: new)."""
         if folds is None:
-            start = self.generator.user_rows(user, self.history.newest_baskets(user)) if user >= 0 else UserRows.empty()
+            start = (
+                self.generator.user_rows(user, self.history.newest_baskets(user, NEWEST))
+                if user >= 0
+                else UserRows.empty()
+            )
             folds = Folds(start, {}, None)
         rows, folded, newest, groups = folds.rows, dict(folds.baskets), folds.newest, self.generator.item_groups
         for key, (day, items) in sorted(changes.items(), key=lambda change: change[1][0]):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import gzip
 import hashlib
@@ -273,15 +274,11 @@ def _unpack(raw, folder: Path) -> None:
 TRIM_EVERY_S = 30.0  # how often a serving process hands freed heap pages back to the system
 
 
+@functools.cache  # one trimming thread per process, however many nodes it starts
 def _trim_periodically() -> None:
-    """Start, once per process, a thread that returns freed heap pages every TRIM_EVERY_S. Answers
-    and purchases allocate and free many small arrays, and glibc keeps the freed pages resident
-    (measured on Complete Journey: 40 KB of RSS per shopper with a purchase, 12 KB once trimmed)."""
-    global _trimming
-    with _trim_lock:
-        if _trimming:
-            return
-        _trimming = True
+    """Start a thread that returns freed heap pages every TRIM_EVERY_S. Answers and purchases
+    allocate and free many small arrays, and glibc keeps the freed pages resident (measured on
+    Complete Journey: 40 KB of RSS per shopper with a purchase, 12 KB once trimmed)."""
 
     def trim() -> None:
         while True:
@@ -289,9 +286,6 @@ def _trim_periodically() -> None:
             _release_free_memory()
 
     threading.Thread(target=trim, name="malloc-trim", daemon=True).start()
-
-
-_trim_lock, _trimming = threading.Lock(), False
 
 
 def _release_free_memory() -> None:

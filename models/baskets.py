@@ -80,7 +80,7 @@ class BasketHistory:
         rows = range(self.user_ptr[user], self.user_ptr[user + 1])
         return [self.items[self.basket_ptr[b] : self.basket_ptr[b + 1]] for b in rows], self.basket_day[list(rows)]
 
-    def newest_baskets(self, user: int, k: int = 10) -> tuple[np.ndarray, ...]:
+    def newest_baskets(self, user: int, k: int) -> tuple[np.ndarray, ...]:
         """User `user`'s newest `k` baskets (item arrays, oldest first)."""
         start = max(self.user_ptr[user], self.user_ptr[user + 1] - k)
         return tuple(

@@ -7,7 +7,7 @@ import pytest
 
 from models.baskets import BasketHistory
 from models.candidates import CandidateGenerator
-from models.user_rows import NEIGHBOUR_REFRESH, UserRows
+from models.user_rows import NEIGHBOUR_REFRESH, NEWEST, UserRows
 from tests.code.test_baselines import random_history
 
 TIFU = {"n_neighbors": 5, "group_size": 2}
@@ -50,7 +50,7 @@ def assert_same_rows(folded: UserRows, fitted: UserRows, neighbours: bool = True
 def test_baskets_folded_in_one_by_one_equal_a_fit_on_the_whole_history(user):
     generator, history, groups = _fitted()
     rng = np.random.default_rng(user + 10)
-    rows = generator.user_rows(user, history.newest_baskets(user)) if user >= 0 else UserRows.empty()
+    rows = generator.user_rows(user, history.newest_baskets(user, NEWEST)) if user >= 0 else UserRows.empty()
     live = []
     for step in range(12):
         day = CUTOFF + 1.5 * step + rng.uniform(0, 1)
@@ -71,7 +71,7 @@ def test_baskets_folded_in_one_by_one_equal_a_fit_on_the_whole_history(user):
 def test_items_joining_the_newest_basket_later_equal_one_basket_bought_at_its_last_time():
     generator, history, groups = _fitted(seed=3)
     user = 5
-    rows = generator.user_rows(user, history.newest_baskets(user))
+    rows = generator.user_rows(user, history.newest_baskets(user, NEWEST))
     rows = rows.add_basket(np.array([1, 2]), CUTOFF + 1.0, groups)
     rows = rows.extend_newest(np.array([2, 3, 17]), CUTOFF + 1.25, groups)  # 2 again: counted once
     live = [(CUTOFF + 1.25, {1, 2, 3, 17})]
@@ -83,7 +83,7 @@ def test_items_joining_the_newest_basket_later_equal_one_basket_bought_at_its_la
 def test_neighbours_are_searched_again_only_as_the_history_grows():
     generator, history, groups = _fitted()
     user = int(np.argmax(np.diff(history.user_ptr)))
-    rows = generator.user_rows(user, history.newest_baskets(user))
+    rows = generator.user_rows(user, history.newest_baskets(user, NEWEST))
     searched_at, live = rows.n_baskets, []
     for step in range(8):
         day = CUTOFF + step
