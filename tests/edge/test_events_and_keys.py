@@ -155,6 +155,17 @@ def test_rates_hold_each_identity_to_its_own_limit():
     assert rates.retry_after("b", "3/minute") is None
 
 
+def test_a_rate_admits_its_burst_then_one_request_per_interval():
+    now = [100.0]
+    rates = RateLimits(clock=lambda: now[0])
+    assert [rates.retry_after("a", "4/second") for _ in range(5)] == [None] * 4 + [1]
+    now[0] += 0.25  # one interval of 4/second
+    assert rates.retry_after("a", "4/second") is None
+    assert rates.retry_after("a", "4/second") == 1
+    now[0] += 10  # idle time does not bank more than one burst
+    assert [rates.retry_after("a", "4/second") for _ in range(5)] == [None] * 4 + [1]
+
+
 def test_the_cli_adds_lists_and_revokes_client_keys(tmp_path):
     from typer.testing import CliRunner
 
