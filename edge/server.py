@@ -34,12 +34,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from data_contracts.schema import EVENT_TYPES
 from edge.bundle import BundleError
 from edge.clients import ClientKeys, RateLimits
-from edge.engine import Event
+from edge.engine import Engine, Event
 from edge.inputs import (
     ID_PATTERN,
     MAX_BATCH,
@@ -188,6 +188,11 @@ def problems_response(problems: list[Problem]) -> AsciiJSON:
     return AsciiJSON({"detail": [p.detail() for p in problems]}, status_code=422)
 
 
+def problems_body(problems: list[Problem]) -> bytes:
+    """The body of a 422 answer (as `problems_response`)."""
+    return bytes(problems_response(problems).body)
+
+
 def recommendations_body(node: Node, query: RecommendationQuery, disclose: bool) -> bytes:
     """The JSON answer of GET /v1/recommendations (schema: `Recommendations`)."""
     serving = node.engine
@@ -202,6 +207,44 @@ def recommendations_body(node: Node, query: RecommendationQuery, disclose: bool)
         "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in answer.items],
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+EVENTS_IN = TypeAdapter(EventIn | EventBatch)
+
+
+def accept_events(
+    node: Node, serving: Engine, metrics: Metrics, posted: EventIn | EventBatch
+) -> EventsAccepted | list[Problem]:
+    """Log the posted events durably, then apply them (blocks until they are synced); or the
+    problems of their times, and then nothing of the batch is logged."""
+    window = TimeWindow.for_origin(serving.origin)
+    batch = posted.events if isinstance(posted, EventBatch) else [posted]
+    where = (
+        (lambda j: ("body", "events", j, "timestamp"))
+        if isinstance(posted, EventBatch)
+        else (lambda j: ("body", "timestamp"))
+    )
+    problems = [
+        p for j, e in enumerate(batch) if e.timestamp is not None and (p := window.problem(e.timestamp, where(j)))
+    ]
+    if problems:
+        return problems[:20]
+    received = datetime.now(UTC)
+    parsed = [
+        Event(e.user_id, e.item_id, e.event_type, _aware(e.timestamp) or received, e.store_id, e.basket_id)
+        for e in batch
+    ]
+    new = node.record(parsed, [e.event_id for e in batch])
+    for e in batch:
+        metrics.events.labels(e.event_type).inc()
+    return EventsAccepted(accepted=len(batch), new=new)
+
+
+def validation_problems(error: ValidationError) -> list[Problem]:
+    """A body's validation errors as FastAPI words them (loc from "body"), at most 20."""
+    return [
+        Problem(("body", *e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", ""))) for e in error.errors()[:20]
+    ]
 
 
 class Refusal(Exception):
@@ -252,6 +295,8 @@ class Guard:
             self._check_access(scope, path, method)
             if path == "/v1/recommendations" and method == "GET":
                 await self._recommend(scope, send_status)
+            elif path == "/v1/events" and method == "POST":
+                await self._events(await self._read_body(receive, MAX_EVENTS_BODY, self.body_timeout), send_status)
             elif path != "/admin/bundle" and method in ("POST", "PUT", "PATCH", "DELETE"):
                 body = await self._read_body(receive, BODY_LIMIT.get(path, MAX_SMALL_BODY), self.body_timeout)
                 await self.app(scope, _replay(body, receive), send_status)
@@ -322,6 +367,20 @@ class Guard:
                 self.ranking, recommendations_body, self.node, query, disclose
             )
         await respond(send, 200, body)
+
+    async def _events(self, body: bytes, send) -> None:
+        engine = self.node.engine
+        if engine is None:
+            raise Refusal(503, "no bundle loaded yet: upload one to /admin/bundle")
+        try:
+            posted = EVENTS_IN.validate_json(body)
+        except ValidationError as error:
+            return await respond(send, 422, problems_body(validation_problems(error)))
+        # Logging waits for the group commit's fsync: in a worker thread, as FastAPI would run it.
+        outcome = await run_in_threadpool(accept_events, self.node, engine, self.metrics, posted)
+        if isinstance(outcome, list):
+            return await respond(send, 422, problems_body(outcome))
+        await respond(send, 200, outcome.model_dump_json().encode())
 
     @staticmethod
     async def _read_body(receive, limit: int, seconds: float) -> bytes:
@@ -407,29 +466,11 @@ def create_app(
         engine()
         return Response(recommendations_body(node, query, disclose=not open_node), media_type="application/json")
 
+    # Answered by the Guard (`accept_events`); declared here for the schema.
     @api.post("/v1/events", response_model=EventsAccepted)
     def events(body: EventIn | EventBatch) -> EventsAccepted | AsciiJSON:
-        window = TimeWindow.for_origin(engine().origin)
-        batch = body.events if isinstance(body, EventBatch) else [body]
-        where = (
-            (lambda j: ("body", "events", j, "timestamp"))
-            if isinstance(body, EventBatch)
-            else (lambda j: ("body", "timestamp"))
-        )
-        problems = [
-            p for j, e in enumerate(batch) if e.timestamp is not None and (p := window.problem(e.timestamp, where(j)))
-        ]
-        if problems:
-            return problems_response(problems[:20])  # nothing of the batch is logged
-        received = datetime.now(UTC)
-        parsed = [
-            Event(e.user_id, e.item_id, e.event_type, _aware(e.timestamp) or received, e.store_id, e.basket_id)
-            for e in batch
-        ]
-        new = node.record(parsed, [e.event_id for e in batch])
-        for e in batch:
-            metrics.events.labels(e.event_type).inc()
-        return EventsAccepted(accepted=len(batch), new=new)
+        outcome = accept_events(node, engine(), metrics, body)
+        return problems_response(outcome) if isinstance(outcome, list) else outcome
 
     @api.get("/healthz")
     async def healthz() -> dict:
