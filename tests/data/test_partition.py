@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from data_contracts import schema
-from data_contracts.completejourney import load_source
+from data_contracts.sources import load_source
 from splits.partition import NODE, node_splits, store_nodes, with_nodes
 from splits.temporal import BASKET_KEY, purchase_lines
 from tests.data.baskets import purchase_baskets
