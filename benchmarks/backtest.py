@@ -30,7 +30,7 @@ def cut_dataset(source: str, weeks: int, folder: Path):
     import pandas as pd
 
     from data_contracts import schema
-    from data_contracts.completejourney import load_source
+    from data_contracts.sources import load_source
 
     full = load_source(source)
     purchases = full.events

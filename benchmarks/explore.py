@@ -28,7 +28,7 @@ from lightpersml import config  # noqa: E402
 config.apply_environment()
 
 from benchmarks._measure import write_results  # noqa: E402
-from data_contracts.completejourney import load_source  # noqa: E402
+from data_contracts.sources import load_source  # noqa: E402
 from data_contracts.validation import validate_dataset  # noqa: E402
 from models.baselines import TIFUKNN  # noqa: E402
 from models.ranking import top_k  # noqa: E402

@@ -141,7 +141,7 @@ MUTATIONS = (
         "Federated nodes read the collected events the flow reads",
         "federated/task.py",
         "from nodes.sources import load_dataset",
-        "from data_contracts.completejourney import load_source as load_dataset",
+        "from data_contracts.sources import load_source as load_dataset",
         ("tests/data/test_ingest.py",),
     ),
     Mutation(

@@ -32,7 +32,7 @@ def signing_keys(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def serving_dir(cj_slice, tmp_path_factory) -> Path:
     """A deploy folder as the pipeline logs it: the edge tier's bundle files, unsigned."""
-    from data_contracts.completejourney import load_source
+    from data_contracts.sources import load_source
     from data_contracts.validation import validate_dataset
     from models.scorers import RANKER, scorer_spec
     from models.tier_bundle import TierScorer, lay_out

@@ -10,7 +10,7 @@ import httpx
 import pandas as pd
 
 from data_contracts import schema
-from data_contracts.completejourney import load_source
+from data_contracts.sources import load_source
 from lightpersml import config
 from nodes.collect import NodeCollection, collected_dir, collected_events
 from tests.edge.conftest import TOKEN, NodeProcess
