@@ -238,23 +238,38 @@ def _catalog(
 
 def build_split(lines: pl.DataFrame, dataset: Dataset, name: str, cutoff: pd.Timestamp, end: pd.Timestamp) -> Split:
     """History, catalog, features and targets of one split (see module docstring)."""
-    items = pl.from_pandas(dataset.items)
-    item_index = items.select(schema.ITEM_ID).with_row_index("i").with_columns(pl.col("i").cast(pl.Int64))
     before = lines.filter(pl.col(schema.TIMESTAMP) < cutoff)
     after = lines.filter((pl.col(schema.TIMESTAMP) >= cutoff) & (pl.col(schema.TIMESTAMP) < end))
+    first = after.filter(pl.col(schema.TIMESTAMP) == pl.col(schema.TIMESTAMP).min().over(schema.USER_ID)).filter(
+        pl.col(BASKET_KEY) == pl.col(BASKET_KEY).min().over(schema.USER_ID)
+    )
+    return split_of(lines, dataset, name, before, first, cutoff, end)
+
+
+def split_of(
+    lines: pl.DataFrame,
+    dataset: Dataset,
+    name: str,
+    before: pl.DataFrame,
+    held: pl.DataFrame,
+    cutoff: pd.Timestamp,
+    end: pd.Timestamp,
+) -> Split:
+    """The split whose history is the lines `before` (features and stock as at `cutoff`) and whose
+    targets are the lines `held` of users with history; a user's request is at their first held
+    line's time and store. Day units count from the first of all `lines`."""
+    items = pl.from_pandas(dataset.items)
+    item_index = items.select(schema.ITEM_ID).with_row_index("i").with_columns(pl.col("i").cast(pl.Int64))
     user_ids = np.array(sorted(before[schema.USER_ID].unique().to_list()), dtype=str)
     cutoff_day = float((cutoff - pd.Timestamp(lines[schema.TIMESTAMP].min())).total_seconds() / 86400.0)
     features = compute_features(before, items)
     user_index = pl.DataFrame({schema.USER_ID: user_ids, "u": np.arange(len(user_ids), dtype=np.int64)})
     history = _basket_history(before, user_index, item_index)
-    first = (
-        after.join(user_index, on=schema.USER_ID)
-        .join(item_index, on=schema.ITEM_ID)
-        .filter(pl.col(schema.TIMESTAMP) == pl.col(schema.TIMESTAMP).min().over("u"))
-        .filter(pl.col(BASKET_KEY) == pl.col(BASKET_KEY).min().over("u"))
+    held = held.join(user_index, on=schema.USER_ID).join(item_index, on=schema.ITEM_ID)
+    targets = {u: set(i) for u, i in held.group_by("u").agg(pl.col("i")).iter_rows()}
+    context = (
+        held.sort(schema.TIMESTAMP).group_by("u").agg(pl.col(schema.STORE_ID).first(), pl.col(schema.TIMESTAMP).min())
     )
-    targets = {u: set(i) for u, i in first.group_by("u").agg(pl.col("i")).iter_rows()}
-    context = first.group_by("u").agg(pl.col(schema.STORE_ID).first(), pl.col(schema.TIMESTAMP).min())
     requests = {u: TargetRequest(store, _unix(at)) for u, store, at in context.iter_rows()}
     catalog = _catalog(before, user_ids, item_index, features, dataset, cutoff)
     return Split(

@@ -59,6 +59,14 @@ def completejourney():
 
 
 @pytest.fixture(scope="session")
+def movielens(tmp_path_factory):
+    """MovieLens-100k (943 users, 1,682 films, 100,000 ratings), downloaded once per session."""
+    from data_contracts.sources import load_source
+
+    return load_source("movielens-100k", tmp_path_factory.mktemp("downloads"))
+
+
+@pytest.fixture(scope="session")
 def cj_slice(completejourney, tmp_path_factory) -> Path:
     """A folder of contract Parquet files: every 15th household of Complete Journey (~165 users),
     all their events, the items they bought plus 300 others, their stores and availability."""

@@ -13,11 +13,6 @@ from data_contracts.validation import validate_dataset
 from lightpersml import config
 
 
-@pytest.fixture(scope="module")
-def movielens(tmp_path_factory):
-    return load_source("movielens-100k", tmp_path_factory.mktemp("downloads"))
-
-
 def test_movielens_has_its_ratings_films_and_users_in_the_contract_and_passes_validation(movielens, tmp_path):
     events = movielens.events
     assert len(events) == 100_000 and events[schema.USER_ID].nunique() == 943

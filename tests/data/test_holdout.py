@@ -1,0 +1,49 @@
+"""The per-user holdout protocol for one-off data, on MovieLens-100k."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from splits.holdout import MIN_LINES, holdout_splits
+
+
+def lines_of(split) -> dict[int, set[int]]:
+    counts = split.history.user_item_counts()
+    return {u: set(counts.indices[counts.indptr[u] : counts.indptr[u + 1]].tolist()) for u in range(counts.shape[0])}
+
+
+def test_each_user_holds_out_their_newest_tenth_and_validation_holds_out_from_the_test_history(movielens):
+    splits = holdout_splits(movielens, order="time")
+    test, validation, deploy = splits["test"], splits["validation"], splits["deploy"]
+    ratings = movielens.events.groupby("user_id").size()
+    assert ratings.min() >= MIN_LINES and len(test.targets) == len(ratings) == test.history.n_users
+    ids = test.catalog.user_ids
+    for user, held in test.targets.items():
+        assert len(held) == max(round(0.1 * ratings[ids[user]]), 1)
+    history = lines_of(test)
+    assert all(not (held & history[u]) for u, held in test.targets.items())  # nobody rates a film twice
+    assert len(test.history.items) + sum(map(len, test.targets.values())) == 100_000
+    # by time: every held-out rating of a user is at or after their newest rating kept as history
+    events = movielens.events.assign(user_id=movielens.events["user_id"].astype(str))
+    user = ids[0]
+    mine = events[events["user_id"] == user]
+    held_items = {str(test.catalog.item_ids[i]) for i in test.targets[0]}
+    kept = mine[~mine["item_id"].isin(held_items)]
+    assert mine[mine["item_id"].isin(held_items)]["timestamp"].min() >= kept["timestamp"].max()
+    first_held = mine[mine["item_id"].isin(held_items)]["timestamp"].min()
+    asked = pd.Timestamp(test.requests[0].at, unit="s")  # when that day's session (basket) began
+    assert asked <= first_held and asked == mine[mine["timestamp"].dt.date == first_held.date()]["timestamp"].min()
+    assert set(validation.targets) == set(test.targets)
+    assert all(validation.targets[u] <= history[u] for u in validation.targets)
+    assert not deploy.targets and len(deploy.history.items) == 100_000
+
+
+def test_a_random_holdout_is_fixed_by_its_seed(movielens):
+    first = holdout_splits(movielens, order="random", seed=3)["test"].targets
+    again = holdout_splits(movielens, order="random", seed=3)["test"].targets
+    other = holdout_splits(movielens, order="random", seed=4)["test"].targets
+    by_time = holdout_splits(movielens, order="time")["test"].targets
+    assert first == again and first != other and first != by_time
+    assert [len(first[u]) for u in sorted(first)] == [len(by_time[u]) for u in sorted(by_time)]
+    assert np.mean([len(v) for v in first.values()]) > 10
