@@ -165,12 +165,15 @@ class Engine:
         source: ShopperSource | None = None,
         max_shoppers: int = MAX_SHOPPERS,
         personal_reasons: bool = True,
+        discovery_slots: int = 0,
     ):
         """runtime: "onnx" (ONNX Runtime, every node) or "native" (a boosted ranker bundle's optional
         LightGBM file: the cloud reference; needs LightGBM installed).
         source: where a shopper's logged events come from when they are not in memory (None: events
         reach the engine only through `apply`). personal_reasons: False words every reason without
-        the shopper's own purchases or cart (for nodes any caller can ask)."""
+        the shopper's own purchases or cart (for nodes any caller can ask). discovery_slots: of
+        each answer's ranked items, this many (when there are) are items the shopper never bought:
+        the shop's price for discovery, on data where "buy again" would fill every slot."""
         folder = Path(folder)
         self.folder, self.manifest = folder, manifest
         self.serving = json.loads((folder / bundle.SERVING).read_text())
@@ -192,6 +195,7 @@ class Engine:
         self.cutoff_at = (self.origin.replace(tzinfo=UTC) + timedelta(days=self.cutoff_day)).timestamp()
         self.exclude_seen = bool(self.serving["exclude_seen"])
         self.personal_reasons = personal_reasons
+        self.discovery_slots = int(discovery_slots)
         self.user_index = {str(u): i for i, u in enumerate(self.catalog.user_ids)}
         self.item_index = IdIndex(self.catalog.item_ids)
         self.store_index = {str(s): i for i, s in enumerate(self.catalog.store_ids)}
@@ -206,7 +210,7 @@ class Engine:
     @classmethod
     def load(cls, folder: Path, public_key, runtime: str = "onnx", **options) -> Engine:
         """Verify the bundle, load it and warm its ONNX Runtime session; raises BundleError.
-        `options`: source, max_shoppers, personal_reasons (see `__init__`)."""
+        `options`: source, max_shoppers, personal_reasons, discovery_slots (see `__init__`)."""
         manifest = bundle.verify_bundle(folder, public_key)
         engine = cls(folder, manifest, runtime, **options)
         engine.warm()
@@ -327,8 +331,8 @@ class Engine:
         blocked = {i for i in map(self.item_index.get, exclude) if i is not None} | cart
         if self.exclude_seen:
             blocked |= set(ranked.bought.tolist())
-        usable = np.flatnonzero(self._allowed(store, items, blocked))[:k]
-        ranked_items = set(items[usable].tolist())
+        usable = np.flatnonzero(self._allowed(store, items, blocked))
+        ranked_items = set(items[self._slots(usable, ranked, k)].tolist())
         session = [i for i in map(self.item_index.get, recent) if i is not None] + session_items
         extra = [
             (item, source)
@@ -341,7 +345,7 @@ class Engine:
                 float(ranked.scores[j]),
                 self._repeat_reason(float(ranked.count[j]), float(ranked.every[j])),
             )
-            for j in usable[: k - len(extra)]
+            for j in self._slots(usable, ranked, k - len(extra))
         ]
         chosen += [
             Recommendation(
@@ -363,6 +367,16 @@ class Engine:
                 for item in more
             ]
         return Answer(chosen, user_id in self.user_index, known_store, bool(len(items)))
+
+    def _slots(self, usable: np.ndarray, ranked: Scored, k: int) -> np.ndarray:
+        """The best `k` of the `usable` positions of `ranked.items`, `discovery_slots` of them (when
+        there are) items the shopper never bought; best first."""
+        reserved = min(self.discovery_slots, k)
+        if not reserved:
+            return usable[:k]
+        new = usable[~np.isin(ranked.items[usable], ranked.bought)][:reserved]
+        known = usable[~np.isin(usable, new)][: k - len(new)]
+        return np.sort(np.r_[known, new])
 
     def is_ranked(self, user_id: str, at: float | None = None) -> bool:
         """True when an answer for `user_id` at `at` (Unix seconds; None: now) needs no ranking:

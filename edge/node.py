@@ -56,11 +56,14 @@ class Node:
         runtime: str = "onnx",
         personal_reasons: bool = True,
         max_shoppers: int = MAX_SHOPPERS,
+        discovery_slots: int = 0,
     ):
         """personal_reasons: answers may word reasons with the shopper's purchases and cart.
-        max_shoppers: shoppers whose live state is held in memory (the rest are read back from the log)."""
+        max_shoppers: shoppers whose live state is held in memory (the rest are read back from the log).
+        discovery_slots: ranked slots of each answer kept for items new to the shopper (`Engine`)."""
         self.folder, self.runtime = Path(folder), runtime
         self.personal_reasons, self.max_shoppers = personal_reasons, max_shoppers
+        self.discovery_slots = discovery_slots
         self.bundles = self.folder / "bundles"
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.public_key = public_key
@@ -171,6 +174,7 @@ class Node:
                     source=self.events.for_shopper,
                     max_shoppers=self.max_shoppers,
                     personal_reasons=self.personal_reasons,
+                    discovery_slots=self.discovery_slots,
                 )
             except bundle.BundleError:
                 raise

@@ -74,10 +74,11 @@ def evaluate_recommendations(recommendations: dict[int, list[int]], split: Split
     return evaluate(recommendations, split.targets, split.seen_items(), len(split.catalog.item_ids), k)
 
 
-def serve_and_score(folder: Path, split: Split, k: int = 10, runtime: str = "onnx") -> Served:
-    """Verify and load the bundle in `folder` as a node does, answer `split`'s requests, score them."""
+def serve_and_score(folder: Path, split: Split, k: int = 10, runtime: str = "onnx", discovery_slots: int = 0) -> Served:
+    """Verify and load the bundle in `folder` as a node does (with `discovery_slots`: `Engine`),
+    answer `split`'s requests, score them."""
     _, public = signing_keys()
-    engine = Engine.load(folder, bundle.load_public_key(public), runtime)
+    engine = Engine.load(folder, bundle.load_public_key(public), runtime, discovery_slots=discovery_slots)
     recommendations = serve_split(engine, split, k)
     return Served(evaluate_recommendations(recommendations, split, k), recommendations)
 

@@ -538,6 +538,10 @@ def serve(
         str,
         typer.Option(help="onnx (nodes) or native (the cloud reference: LightGBM; needs the bundle's model.lgb.txt)"),
     ] = "onnx",
+    discovery_slots: Annotated[
+        int,
+        typer.Option(min=0, max=100, help="ranked slots of each answer kept for items new to the shopper"),
+    ] = 0,
 ) -> None:
     """Run an edge node: recommendations, events, health and metrics over HTTP."""
     import socket
@@ -563,7 +567,14 @@ def serve(
         console.print(str(error), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     personal = (reasons or ("generic" if open_node else "personal")) == "personal"
-    node = Node(folder, load_public_key(public_key), runtime, personal_reasons=personal, max_shoppers=max_shoppers)
+    node = Node(
+        folder,
+        load_public_key(public_key),
+        runtime,
+        personal_reasons=personal,
+        max_shoppers=max_shoppers,
+        discovery_slots=discovery_slots,
+    )
     try:
         passed_over = node.start(bundle)
     except BundleError as error:

@@ -248,3 +248,17 @@ def test_purchases_folded_in_at_the_node_equal_a_refit_on_all_the_shoppers_baske
     folds = engine._shoppers[user].folds
     assert folds.rows.n_baskets == engine.generator.n_baskets[row] + 3 and not engine._shoppers[user].unfolded
     assert_same_rows(folds.rows, engine._refit(row, live()).rows)
+
+
+def test_discovery_slots_hold_items_new_to_the_shopper_and_the_best_of_the_rest(engine, edge_bundle, signing_keys):
+    exploring = Engine.load(edge_bundle, load_public_key(signing_keys[1]), discovery_slots=2)
+    user, store = busiest(engine)
+    bought = {str(engine.catalog.item_ids[i]) for i in engine.generator.user_rows(engine.user_index[user]).items}
+    plain, explored = (
+        [r.item_id for r in e.recommend(user, store, 10, at=engine.cutoff_at).items] for e in (engine, exploring)
+    )
+    new_in_plain = sum(item not in bought for item in plain)
+    assert new_in_plain < 2  # "buy again" fills this shopper's answer: the slots change it
+    assert sum(item not in bought for item in explored) == max(2, new_in_plain) and len(explored) == 10
+    known = [item for item in plain if item in bought]
+    assert [item for item in explored if item in bought] == known[: 10 - max(2, new_in_plain)]
