@@ -303,7 +303,9 @@ class Engine:
         candidates are reused within the same hour only, so an item rises as it comes due."""
         store = self.store_index.get(store_id) if store_id is not None else None
         known_store = store is not None
-        now_day = self._now_day(at)
+        now_day = max(
+            self.cutoff_day, ((time.time() if at is None else at) - self.cutoff_at) / 86400.0 + self.cutoff_day
+        )
         user = self.user_index.get(user_id, -1)
         with self._lock:
             shopper = self._shopper(user_id)
@@ -377,19 +379,6 @@ class Engine:
         new = usable[~np.isin(ranked.items[usable], ranked.bought)][:reserved]
         known = usable[~np.isin(usable, new)][: k - len(new)]
         return np.sort(np.r_[known, new])
-
-    def is_ranked(self, user_id: str, at: float | None = None) -> bool:
-        """True when an answer for `user_id` at `at` (Unix seconds; None: now) needs no ranking:
-        their ranked candidates for this hour and their events so far are in memory."""
-        hour = int(self._now_day(at) * 24)
-        with self._lock:
-            shopper = self._shoppers.get(user_id)
-            return shopper is not None and shopper.ranked_key == (shopper.version, hour)
-
-    def _now_day(self, at: float | None) -> float:
-        """The request's time in days since the bundle's day 0, never before the bundle's cutoff."""
-        now = time.time() if at is None else at
-        return max(self.cutoff_day, (now - self.cutoff_at) / 86400.0 + self.cutoff_day)
 
     def _repeat_reason(self, count: float, every: float) -> str:
         return _repeat_reason(count, every) if self.personal_reasons else "recommended for you"

@@ -25,7 +25,6 @@ import hmac
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -60,7 +59,6 @@ from edge.node import MAX_UPLOAD_BYTES, Node
 log = logging.getLogger(__name__)
 
 UPLOAD_TIMEOUT_S = 600.0
-RANKING_THREADS = 2  # answers that need ranking are computed here, off the event loop
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
 ROUTES = (
     "/v1/recommendations",
@@ -278,7 +276,6 @@ class Guard:
         self.body_timeout = body_timeout
         self.token = admin_token.encode() if admin_token else None
         self.rates = RateLimits()
-        self.ranking = ThreadPoolExecutor(RANKING_THREADS, thread_name_prefix="ranking")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -356,17 +353,9 @@ class Guard:
         query = parse_recommendation_query(scope["query_string"])
         if isinstance(query, list):
             return await problems_response(query)(scope, None, send)
-        engine = self.node.engine
-        if engine is None:
+        if self.node.engine is None:
             raise Refusal(503, "no bundle loaded yet: upload one to /admin/bundle")
-        disclose = not self.open
-        if engine.is_ranked(query.user_id, query.at):
-            body = recommendations_body(self.node, query, disclose)
-        else:  # folding and ranking take a millisecond or more: never on the loop other reads wait on
-            body = await asyncio.get_running_loop().run_in_executor(
-                self.ranking, recommendations_body, self.node, query, disclose
-            )
-        await respond(send, 200, body)
+        await respond(send, 200, recommendations_body(self.node, query, disclose=not self.open))
 
     async def _events(self, body: bytes, send) -> None:
         engine = self.node.engine

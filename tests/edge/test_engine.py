@@ -187,19 +187,14 @@ def test_answers_follow_the_request_time_and_are_reused_within_its_hour(engine):
     def at(hours: float) -> float:
         return engine.cutoff_at + ((hour + hours) / 24 - engine.cutoff_day) * 86400
 
-    assert not engine.is_ranked(user, at(0))
     first = engine.recommend(user, store, 10, at=at(0))
-    assert engine.is_ranked(user, at(0.5))  # the server answers it on its event loop, not in a ranking thread
     assert engine.recommend(user, store, 10, at=at(0.5)) == first  # the same hour: the ranked candidates are reused
     with engine._lock:
         assert engine._shoppers[user].ranked_key[1] == int(hour)
-    assert not engine.is_ranked(user, at(30 * 24))
     month_later = engine.recommend(user, store, 10, at=at(30 * 24))
     assert [r.score for r in month_later.items] != [r.score for r in first.items]  # timing features moved
     with engine._lock:
         assert engine._shoppers[user].ranked_key[1] == int(hour) + 30 * 24
-    engine.apply([Event(user, first.items[0].item_id, "purchase", after_bundle(engine, 31), store)])
-    assert not engine.is_ranked(user, at(30 * 24))  # a purchase needs folding and ranking again
 
 
 def test_the_bundles_arrays_are_mapped_from_its_files_not_copied_into_the_node(engine):
