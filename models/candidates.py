@@ -24,6 +24,7 @@ import numpy as np
 
 from models.baselines import TIFUKNN, _csr_from_state, _csr_state
 from models.baskets import BasketHistory
+from models.ease import EASE
 from models.rows import Rows, row_positions
 from models.user_rows import UserRows
 
@@ -61,6 +62,7 @@ FEATURE_NAMES = (
     "cat_share_last_3",  # share of the newest 3 baskets with the category
     "cat_log_items",  # log1p(distinct items of the category the user bought)
     "cat_recency_over_global_gap",  # category recency / median over users of category gaps
+    "ease_score",  # EASE's score of the item for the user (models.ease); 0 without discovery
 )
 
 
@@ -173,14 +175,28 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class CandidateGenerator:
     """Fitted once on the baskets before a cutoff; builds candidates + features for any users."""
 
-    def __init__(self, tifu_params: dict, n_repeat: int = 150, n_explore: int = 40, recent_days: float = 28.0):
+    def __init__(
+        self,
+        tifu_params: dict,
+        n_repeat: int = 150,
+        n_explore: int = 40,
+        recent_days: float = 28.0,
+        n_discovery: int = 0,
+        ease_l2: float = 300.0,
+    ):
+        """n_discovery: candidates per user from EASE (`models.ease`: items they never bought, best
+        first, beside TIFU-KNN's `n_explore`), for shops where shoppers rarely buy an item twice;
+        0: no EASE model (grocery: each request would pay for a score over the whole catalogue)."""
         self.params = dict(
             tifu_params=dict(tifu_params),
             n_repeat=int(n_repeat),
             n_explore=int(n_explore),
             recent_days=float(recent_days),
+            n_discovery=int(n_discovery),
+            ease_l2=float(ease_l2),
         )
         self.tifu = TIFUKNN(**tifu_params)
+        self.ease = EASE(l2=ease_l2) if n_discovery else None
 
     # ---- fitting -------------------------------------------------------------------------
     def fit(
@@ -205,6 +221,8 @@ class CandidateGenerator:
         self.item_repeat_share = _ratio(repeat_buyers, buyers)
         self.item_mean_count = _ratio(popularity, buyers)
         self.item_buyers = buyers
+        if self.ease is not None:
+            self.ease.fit(self.counts)
         return self
 
     def _user_statistics(self, history: BasketHistory) -> dict:
@@ -339,11 +357,23 @@ class CandidateGenerator:
         best = others[np.lexsort((others, -mixed[others]))[:n]]
         return mixed_bought, best, mixed[best]
 
+    def _discovery(self, ease: np.ndarray, taken: np.ndarray) -> np.ndarray:
+        """At most `n_discovery` items with a positive EASE score (`ease`: (n_items,)) not in
+        `taken`, best first (ties: the lowest index)."""
+        scores = ease.copy()
+        scores[taken] = 0.0
+        found = np.flatnonzero(scores > 0)
+        return found[np.lexsort((found, -scores[found]))[: self.params["n_discovery"]]]
+
     def candidate_rows(self, rows: UserRows, now_day: float) -> tuple[np.ndarray, np.ndarray]:
         """(items (n,), features (n, len(FEATURE_NAMES)) float32) of the user with `rows` at `now_day`."""
         bought = rows.items
         own_of_bought = rows.own
         mixed_bought, new, mixed_new = self._tifu(rows)
+        ease = self.ease.scores(bought) if self.ease is not None else None
+        if ease is not None:  # EASE's best items the shopper never bought, beside the neighbours' ones
+            discovery = self._discovery(ease, np.r_[bought, new])
+            new, mixed_new = np.r_[new, discovery], np.r_[mixed_new, np.zeros(len(discovery))]
         alpha = self.tifu.params["alpha"]
         keep = np.argsort(-(alpha * own_of_bought + mixed_bought), kind="stable")[: self.params["n_repeat"]]
         items = np.r_[bought[keep], new].astype(np.int64)
@@ -418,6 +448,7 @@ class CandidateGenerator:
             "cat_share_last_3": c_last3[g] / min(n_b, 3),
             "cat_log_items": np.log1p(c_items[g]),
             "cat_recency_over_global_gap": _ratio(np.nan_to_num(cat_recency), global_gap),
+            "ease_score": ease[items] if ease is not None else np.zeros(n),
         }
         features = np.column_stack([columns[name] for name in FEATURE_NAMES]).astype(np.float32)
         return items, np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
@@ -455,6 +486,7 @@ class CandidateGenerator:
         (TIFU-KNN's similarity index)."""
         tifu = self.tifu.serving_state() if serving else self.tifu.state()
         out = {f"tifu.{k}": v for k, v in tifu.items()}
+        out.update(self.ease.state() if self.ease is not None else {})
         out.update({name: np.asarray(getattr(self, name)) for name in self._ARRAYS})
         for name in self._MATRICES:
             out.update(_csr_state(name, getattr(self, name)))
@@ -462,6 +494,8 @@ class CandidateGenerator:
 
     def load_state(self, state: dict) -> CandidateGenerator:
         self.tifu.load_state({k[5:]: v for k, v in state.items() if k.startswith("tifu.")})
+        if self.ease is not None:
+            self.ease.load_state(state)
         for name in self._ARRAYS:
             setattr(self, name, np.asarray(state[name]))
         for name in self._MATRICES:

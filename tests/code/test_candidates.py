@@ -138,3 +138,27 @@ def test_a_shoppers_own_history_rebuilds_the_same_candidates_and_a_new_basket_mo
     assert later.features[row, column("log_count")] == pytest.approx(np.log1p(2))
     assert later.features[row, column("log_recency_days")] == pytest.approx(np.log1p(1.0))
     assert later.features[row, column("in_last_1")] == 1.0
+
+
+def test_discovery_candidates_are_eases_best_new_items_and_survive_the_bundle_state():
+    from tests.code.test_ease import bought
+
+    x = bought(n_users=60)
+    history = history_from([[x.row(u)[0].tolist()] for u in range(60)], n_items=40)
+    history.basket_day = np.zeros(60)
+    generator = CandidateGenerator(dict(n_neighbors=2, group_size=1, alpha=0.9), n_explore=2, n_discovery=5)
+    generator.fit(history, 1.0)
+    assert generator.ease is not None
+    items, features = generator.candidate_rows(generator.user_rows(0), 1.0)
+    mine = set(x.row(0)[0].tolist())
+    scores = generator.ease.scores(np.array(sorted(mine)))
+    new = [i for i in items.tolist() if i not in mine]
+    expected = [i for i in np.argsort(-scores, kind="stable").tolist() if i not in mine and scores[i] > 0]
+    assert set(expected[:5]) <= set(new) and len(new) <= 2 + 5
+    np.testing.assert_allclose(features[:, column("ease_score")], scores[items], rtol=1e-5)
+    again = CandidateGenerator(**generator.params).load_state(generator.state(serving=True))
+    again_items, again_features = again.candidate_rows(again.user_rows(0), 1.0)
+    np.testing.assert_array_equal(again_items, items)
+    np.testing.assert_allclose(again_features, features)
+    plain = CandidateGenerator(dict(n_neighbors=2, group_size=1, alpha=0.9), n_explore=2).fit(history, 1.0)
+    assert plain.ease is None and not plain.candidate_rows(plain.user_rows(0), 1.0)[1][:, column("ease_score")].any()
