@@ -1,10 +1,12 @@
 """Backtest what a shop would deploy: cut the data at T, run the whole pipeline on what came before,
 serve the registered versions (the refits a deployment ships, the candidate among them) from real
 edge nodes, ask each node for every shopper's first basket after T at that basket's store and start
-time, and score the answers with the protocol's metrics (DESIGN.md). TIFU-KNN and P-TopFreq are
-fitted on the same data (everything before T) and served by nodes the same way.
+time, and score the answers with the protocol's metrics (DESIGN.md). TIFU-KNN, P-TopFreq and
+G-TopFreq are fitted on the same data (everything before T) and served by nodes the same way. The
+candidate is served again with N of its ranked slots kept for items new to the shopper
+(`--discovery-slots`, `lightpersml serve --discovery-slots`): what discovery costs a shop.
 
-Run: .venv/bin/python -m benchmarks.backtest [--profile quick|full] [--weeks 4] [--home DIR]
+Run: .venv/bin/python -m benchmarks.backtest [--profile quick|full] [--weeks 4] [--home DIR] [--discovery-slots 2,4]
 (writes benchmarks/results/backtest-<profile>.{json,md}; logs experiment `backtest-<dataset>` in
 MLflow: a run per backtest with a child run per tier). T = `--weeks` before the newest purchase.
 """
@@ -80,6 +82,9 @@ def main(
     home: Annotated[Path, typer.Option(help="project folder of the backtest's MLflow, Prefect and caches")] = Path(
         "backtest-home"
     ),
+    discovery_slots: Annotated[
+        str, typer.Option(help="the candidate served again with these discovery slots (comma-separated; '' for none)")
+    ] = "2,4",
 ) -> None:
     os.environ["LIGHTPERSML_HOME"] = str(home.resolve())
     from lightpersml import config
@@ -132,11 +137,19 @@ def main(
         shared, seconds = serving_data(split, generator_settings(tifu_params), full.items, exclude_seen, "before-T")
         tuned = TunedTifu(tifu_params, exclude_seen, 0.0, None)
         for fitted in baseline_tiers(shared, tuned, seconds):
-            if fitted.name in ("tifu_knn", "p_topfreq"):
+            if fitted.name in ("tifu_knn", "p_topfreq", "g_topfreq"):
                 folder = signed_bundle(shared, fitted.scorer, tmp / fitted.name, {"model_version": fitted.name})
                 bundles[fitted.name] = (folder, "fitted on all data before T")
-        for port, (tier, (folder, fit)) in enumerate(bundles.items(), start=18700):
-            server = Server(sys.executable, folder, public, "onnx", tmp / f"node-{tier}", port)
+        # (row label, tier, bundle, how it was fitted, node options): every bundle as shipped, then
+        # the candidate with N of its ranked slots kept for items new to the shopper.
+        served = [(tier, tier, folder, fit, ()) for tier, (folder, fit) in bundles.items()]
+        candidate = result.candidate.tier
+        for n in [int(n) for n in discovery_slots.split(",") if n.strip()]:
+            folder, fit = bundles[candidate]
+            served.append((f"{candidate}, {n} discovery slots", candidate, folder, fit, ("--discovery-slots", str(n))))
+        for port, (label, tier, folder, fit, options) in enumerate(served, start=18700):
+            node_dir = tmp / f"node-{port}"
+            server = Server(sys.executable, folder, public, "onnx", node_dir, port, options)
             try:
                 server.wait_ready()
                 answers, latencies = ask_node(server, split, item_ids)
@@ -148,8 +161,8 @@ def main(
             logged = rows[tier].metrics if tier in rows else {}  # the pipeline's evaluation fit
             measured.append(
                 {
-                    "tier": tier,
-                    "candidate": tier == result.candidate.tier,
+                    "tier": label,
+                    "candidate": label == candidate,
                     "fit": fit,
                     **metrics,
                     "http_p99_ms": float(np.percentile(latencies, 99)),
@@ -161,7 +174,7 @@ def main(
                     "fit_seconds": logged.get("fit_seconds", float("nan")),
                 }
             )
-            print(f"{tier}: NDCG@10 {metrics['ndcg_at_10']:.4f} through a node", flush=True)
+            print(f"{label}: NDCG@10 {metrics['ndcg_at_10']:.4f} through a node", flush=True)
     tifu = next(r["ndcg_at_10"] for r in measured if r["tier"] == "tifu_knn")
     for row in measured:
         row["ndcg_ratio_to_tifu_knn"] = row["ndcg_at_10"] / tifu

@@ -78,7 +78,17 @@ def request_mix(bundle: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
 class Server:
     """`lightpersml serve` in its own process, with one client key (`headers`) allowed any rate."""
 
-    def __init__(self, python: str, bundle: Path, public_key: Path, runtime: str, folder: Path, port: int):
+    def __init__(
+        self,
+        python: str,
+        bundle: Path,
+        public_key: Path,
+        runtime: str,
+        folder: Path,
+        port: int,
+        options: tuple[str, ...] = (),
+    ):
+        """options: more `lightpersml serve` options (e.g. ("--discovery-slots", "2"))."""
         from edge.clients import ClientKeys
 
         self.url = f"http://127.0.0.1:{port}"
@@ -99,6 +109,7 @@ class Server:
                 str(port),
                 "--node-dir",
                 str(folder),
+                *options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(folder.with_suffix(".log"), "wb"),
