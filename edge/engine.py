@@ -47,6 +47,7 @@ from models.baskets import BasketHistory
 from models.candidates import CandidateGenerator
 from models.catalog import Catalog
 from models.npz import read_arrays
+from models.rows import row_positions
 from models.scorers import RANKER, load_scorer
 from models.user_rows import NEWEST, UserRows
 
@@ -345,7 +346,7 @@ class Engine:
             Recommendation(
                 str(self.catalog.item_ids[items[j]]),
                 float(ranked.scores[j]),
-                self._repeat_reason(float(ranked.count[j]), float(ranked.every[j])),
+                self._reason(int(items[j]), float(ranked.count[j]), float(ranked.every[j]), ranked.bought),
             )
             for j in self._slots(usable, ranked, k - len(extra))
         ]
@@ -380,8 +381,27 @@ class Engine:
         known = usable[~np.isin(usable, new)][: k - len(new)]
         return np.sort(np.r_[known, new])
 
-    def _repeat_reason(self, count: float, every: float) -> str:
-        return _repeat_reason(count, every) if self.personal_reasons else "recommended for you"
+    def _reason(self, item: int, count: float, every: float, bought: np.ndarray) -> str:
+        """Why a ranked candidate is there, in words: how often the shopper buys it, or for an item
+        new to them, which of their items EASE found it through (`models.ease`)."""
+        if not self.personal_reasons:
+            return "recommended for you"
+        source = self._because(item, bought) if count == 0 and self.generator.ease is not None else None
+        if source is not None:
+            return f"people who bought {self.title(source)} bought this"
+        return _repeat_reason(count, every)
+
+    def _because(self, item: int, bought: np.ndarray) -> int | None:
+        """The item of `bought` whose EASE weight adds most to `item`'s score (None: none adds)."""
+        weights = self.generator.ease.weights
+        bought = np.asarray(bought, np.int64)
+        lines = row_positions(weights.indptr, bought)
+        sources = np.repeat(bought, np.diff(weights.indptr)[bought])
+        hit = np.flatnonzero(weights.indices[lines] == item)
+        if not len(hit):
+            return None
+        best = hit[np.argmax(weights.data[lines[hit]])]
+        return int(sources[best]) if weights.data[lines[best]] > 0 else None
 
     def title(self, item: int) -> str:
         return self.titles[item].decode() or str(self.catalog.item_ids[item])
