@@ -134,7 +134,9 @@ def main(
             if tier in versions:
                 registry_bundle(tmp / tier, private, name, version=versions[tier])
                 bundles[tier] = (tmp / tier, f"version {versions[tier]} (refit on all data before T)")
-        shared, seconds = serving_data(split, generator_settings(tifu_params), full.items, exclude_seen, "before-T")
+        shared, seconds = serving_data(
+            split, generator_settings(tifu_params, exclude_seen), full.items, exclude_seen, "before-T"
+        )
         tuned = TunedTifu(tifu_params, exclude_seen, 0.0, None)
         for fitted in baseline_tiers(shared, tuned, seconds):
             if fitted.name in ("tifu_knn", "p_topfreq", "g_topfreq"):

@@ -10,18 +10,63 @@ shoppers are those with a purchase both before its cutoff and in its window. Few
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from data_contracts import schema
 from data_contracts.conform import Finding
 
+REPEAT_SHARE_MIN = 0.01  # below this share of (user, item) pairs bought in 2+ baskets, nobody re-buys
+MIN_HOLDOUT_LINES = 5  # a user with fewer purchase lines is history only in the holdout protocol
+ProtocolKind = Literal["auto", "temporal", "holdout"]
+
 
 @dataclass(frozen=True)
 class Protocol:
+    """kind: "temporal" (a global cutoff: grocery), "holdout" (each user's newest tenth: data where
+    nobody buys an item twice, `splits.holdout`), or "auto": holdout when the data's repeat share
+    is below REPEAT_SHARE_MIN."""
+
     test_weeks: int = 4
     validation_weeks: int = 4
     min_test_users: int = 50
+    kind: ProtocolKind = "auto"
+
+
+def repeat_share(purchases: pd.DataFrame) -> float | None:
+    """Share of (user, item) pairs bought in more than one basket (`basket_id`, else the calendar
+    day, as `splits.temporal.purchase_lines` groups them), among users with two baskets or more;
+    ~0 for ratings-like data, None when nobody has two baskets (nothing to tell from)."""
+    stamps = purchases[schema.TIMESTAMP]
+    day = (stamps.dt.tz_localize(None) if stamps.dt.tz is not None else stamps).dt.floor("D")
+    basket = -1 - pd.factorize(day)[0]  # codes, not strings: 1.5M lines in well under a second
+    if schema.BASKET_ID in purchases.columns:
+        given = pd.factorize(purchases[schema.BASKET_ID])[0]
+        basket = np.where(given >= 0, given, basket)
+    lines = pd.DataFrame(
+        {"u": pd.factorize(purchases[schema.USER_ID])[0], "i": pd.factorize(purchases[schema.ITEM_ID])[0], "b": basket}
+    ).drop_duplicates()
+    lines = lines[lines.groupby("u")["b"].transform("nunique") > 1]
+    if lines.empty:
+        return None
+    return float((lines.groupby(["u", "i"], sort=False).size() > 1).mean())
+
+
+def protocol_kind(events: pd.DataFrame, protocol: Protocol) -> Literal["temporal", "holdout"]:
+    """The protocol `protocol` means for these events (resolving "auto": holdout when shoppers
+    with several baskets (almost) never buy an item again)."""
+    if protocol.kind != "auto":
+        return protocol.kind
+    share = repeat_share(_purchases(events))
+    return "holdout" if share is not None and share < REPEAT_SHARE_MIN else "temporal"
+
+
+def _purchases(events: pd.DataFrame) -> pd.DataFrame:
+    if schema.EVENT_TYPE in events.columns:
+        return events[events[schema.EVENT_TYPE] == "purchase"]
+    return events
 
 
 def learnability_findings(events: pd.DataFrame, protocol: Protocol) -> list[Finding]:
@@ -40,6 +85,8 @@ def learnability_findings(events: pd.DataFrame, protocol: Protocol) -> list[Find
             ]
     if purchases.empty:
         return []  # the suites already report an empty table
+    if protocol_kind(purchases, protocol) == "holdout":
+        return _holdout_findings(purchases, protocol)
     stamps, users = purchases[schema.TIMESTAMP], purchases[schema.USER_ID]
     first, newest = stamps.min(), stamps.max()
     test_cutoff = newest - pd.Timedelta(weeks=protocol.test_weeks)
@@ -70,6 +117,22 @@ def learnability_findings(events: pd.DataFrame, protocol: Protocol) -> list[Find
                 )
             )
     return findings
+
+
+def _holdout_findings(purchases: pd.DataFrame, protocol: Protocol) -> list[Finding]:
+    """The holdout protocol tests every user with at least MIN_HOLDOUT_LINES purchase lines."""
+    lines = purchases.drop_duplicates([schema.USER_ID, schema.ITEM_ID]).groupby(schema.USER_ID).size()
+    testable = int((lines >= MIN_HOLDOUT_LINES).sum())
+    if testable >= protocol.min_test_users:
+        return []
+    return [
+        _refusal(
+            "enough_holdout_shoppers",
+            f"nobody repeats a purchase here, so each shopper's newest tenth of purchases is their test; "
+            f"{testable:,} shopper{'' if testable == 1 else 's'} bought at least {MIN_HOLDOUT_LINES} distinct "
+            f"items, and at least {protocol.min_test_users} are needed for metrics that mean anything",
+        )
+    ]
 
 
 def _refusal(check: str, detail: str) -> Finding:

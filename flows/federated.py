@@ -90,9 +90,7 @@ def federated_flow(
             parent_run_id,
         )
         data_hash = clean.content_hash()
-        splits = features_task(
-            clean, data_hash, config.state_dir() / "features", settings.test_weeks, settings.validation_weeks
-        )
+        splits = features_task(clean, data_hash, config.state_dir() / "features", config.protocol(settings))
         federated = FederatedSettings(
             data=data,
             num_server_rounds=rounds,

@@ -113,7 +113,7 @@ def neural_tiers(
 ) -> list[TierRow]:
     """Tune the teacher, fit and distil for evaluation, serve and log every neural tier (with its
     seed spread), then refit on all data and register the refit ONNX models under `model_name`."""
-    generator, data_hash = generator_settings(tifu.params), evaluation_data.data_hash
+    generator, data_hash = generator_settings(tifu.params, tifu.exclude_seen), evaluation_data.data_hash
     validation, test = splits["validation"], splits["test"]
     tuning_data = ranker_data_task(validation, settings.tuning_weeks, generator, with_validation=True)
     study_name = f"lambdarank-{data_hash}-{validation.cutoff:%Y%m%d}-w{settings.tuning_weeks}-r{settings.max_rounds}"
@@ -228,17 +228,23 @@ def training_flow(
         )
         clean, report = validate_task(dataset, report_dir, validation, config.protocol(settings), parent_run_id)
         data_hash = clean.content_hash()
-        splits = features_task(
-            clean, data_hash, config.state_dir() / "features", settings.test_weeks, settings.validation_weeks
-        )
+        splits = features_task(clean, data_hash, config.state_dir() / "features", config.protocol(settings))
         split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
-        split_info |= {"test_users": len(splits["test"].targets), "validation_users": len(splits["validation"].targets)}
+        split_info |= {
+            "protocol": splits["test"].protocol,
+            "test_users": len(splits["test"].targets),
+            "validation_users": len(splits["validation"].targets),
+        }
         with TemporaryDirectory(dir=config.state_dir()) as tmp:
             tifu = tune_tifu_task(
                 splits["validation"], settings.tuning_trials, config.state_dir() / "optuna", data_hash
             )
             evaluation_data, fit_seconds = serving_data_task(
-                splits["test"], generator_settings(tifu.params), clean.items, tifu.exclude_seen, data_hash
+                splits["test"],
+                generator_settings(tifu.params, tifu.exclude_seen),
+                clean.items,
+                tifu.exclude_seen,
+                data_hash,
             )
             rows = baselines(
                 evaluation_data,

@@ -102,6 +102,7 @@ class Profile:
     seeds: int = 3  # evaluation fits of the neural tiers (seeds 0…n-1): the spread of each tier's NDCG@10
     test_weeks: int = 4
     validation_weeks: int = 4
+    protocol: str = "auto"  # temporal, holdout, or auto (data_contracts.learnability.Protocol)
 
 
 PROFILES = {
@@ -144,7 +145,7 @@ def protocol(profile: Profile):
     """The evaluation protocol a run with `profile` uses (what validation checks the data against)."""
     from data_contracts.learnability import Protocol
 
-    return Protocol(test_weeks=profile.test_weeks, validation_weeks=profile.validation_weeks)
+    return Protocol(test_weeks=profile.test_weeks, validation_weeks=profile.validation_weeks, kind=profile.protocol)
 
 
 @dataclass(frozen=True)

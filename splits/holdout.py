@@ -1,7 +1,7 @@
 """Per-user holdout: the protocol for data where shoppers rarely buy the same item twice (ratings,
 apparel, home goods), where a global cutoff leaves too few test users with too few items.
 
-Test: each user with at least `MIN_LINES` purchase lines holds out their newest `share` of them
+Test: each user with at least `MIN_HOLDOUT_LINES` purchase lines holds out their newest `share` of them
 (at least one); by time, or at random (`order="random"`, the split RecBole and the EASE literature
 use on MovieLens). The history is every other line, of every user, so features and stock are those
 at the end of the data. Validation repeats the construction on the test split's history; deploy is
@@ -18,16 +18,16 @@ import polars as pl
 
 from data_contracts import schema
 from data_contracts.dataset import Dataset
+from data_contracts.learnability import MIN_HOLDOUT_LINES
 from splits.temporal import Split, purchase_lines, split_of
 
 HOLDOUT_SHARE = 0.1
-MIN_LINES = 5  # a user with fewer lines is history only
 Order = Literal["time", "random"]
 
 
 def held_out(lines: pl.DataFrame, share: float, order: Order, seed: int) -> np.ndarray:
     """(len(lines),) True for the lines each user holds out: their newest round(share × n) of n
-    lines (at least 1 when n ≥ MIN_LINES), or that many at random with `seed`."""
+    lines (at least 1 when n ≥ MIN_HOLDOUT_LINES), or that many at random with `seed`."""
     users = pd.factorize(lines[schema.USER_ID].to_numpy())[0]
     n = len(users)
     then = np.random.default_rng(seed).random(n) if order == "random" else lines[schema.TIMESTAMP].to_numpy()
@@ -36,7 +36,7 @@ def held_out(lines: pl.DataFrame, share: float, order: Order, seed: int) -> np.n
     start = np.r_[0, np.cumsum(per_user)[:-1]]
     position = np.empty(n, np.int64)
     position[ordered] = np.arange(n) - np.repeat(start, per_user)
-    keep = np.where(per_user >= MIN_LINES, np.maximum(np.rint(share * per_user), 1), 0).astype(np.int64)
+    keep = np.where(per_user >= MIN_HOLDOUT_LINES, np.maximum(np.rint(share * per_user), 1), 0).astype(np.int64)
     return position >= (per_user - keep)[users]
 
 
@@ -49,7 +49,7 @@ def holdout_splits(
     test = held_out(lines, share, order, seed)
     history = lines.filter(~pl.Series(test))
     validation = held_out(history, share, order, seed + 1)
-    return {
+    splits = {
         "validation": split_of(
             lines,
             dataset,
@@ -62,3 +62,6 @@ def holdout_splits(
         "test": split_of(lines, dataset, "test", history, lines.filter(pl.Series(test)), end, end),
         "deploy": split_of(lines, dataset, "deploy", lines, lines.clear(), end, end),
     }
+    for split in splits.values():
+        split.protocol = "holdout"
+    return splits

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from data_contracts import schema
 from data_contracts.dataset import Dataset
 from data_contracts.errors import DataContractError
+from data_contracts.learnability import Protocol, ProtocolKind, protocol_kind
 from models.baskets import BasketHistory
 from models.catalog import Catalog
 
@@ -61,6 +62,7 @@ class Split:
     targets: dict[int, set[int]]
     features: dict[str, pl.DataFrame]
     requests: dict[int, TargetRequest] = field(default_factory=dict)
+    protocol: str = "temporal"  # or "holdout" (splits.holdout): how the targets were chosen
 
     @property
     def origin(self) -> pd.Timestamp:
@@ -326,7 +328,13 @@ def _save_split(split: Split, folder: Path) -> None:
     )
     (tmp / "split.json").write_text(
         json.dumps(
-            {"name": split.name, "cutoff": str(split.cutoff), "end": str(split.end), "cutoff_day": split.cutoff_day}
+            {
+                "name": split.name,
+                "cutoff": str(split.cutoff),
+                "end": str(split.end),
+                "cutoff_day": split.cutoff_day,
+                "protocol": split.protocol,
+            }
         )
     )
     shutil.rmtree(folder, ignore_errors=True)
@@ -357,20 +365,39 @@ def _load_split(folder: Path) -> Split:
         targets,
         features,
         requests,
+        meta.get("protocol", "temporal"),
     )
 
 
 def build_splits(
-    dataset: Dataset, data_hash: str, cache_dir: Path, test_weeks: int = 4, validation_weeks: int = 4
+    dataset: Dataset,
+    data_hash: str,
+    cache_dir: Path,
+    test_weeks: int = 4,
+    validation_weeks: int = 4,
+    kind: ProtocolKind = "auto",
 ) -> tuple[dict[str, Split], bool]:
-    """The validation, test and deploy splits, read from `cache_dir/<data_hash>-<weeks>/` when present.
+    """The validation, test and deploy splits of the protocol `kind` means for `dataset`
+    (`data_contracts.learnability.protocol_kind`: the temporal one of this module, or
+    `splits.holdout` where nobody buys an item twice), read from `cache_dir` when present.
 
     Returns (splits, cache_hit).
     """
-    folder = Path(cache_dir) / f"{data_hash}-t{test_weeks}-v{validation_weeks}-f{FEATURES_VERSION}"
+    kind = protocol_kind(dataset.events, Protocol(test_weeks, validation_weeks, kind=kind))
+    if kind == "holdout":
+        folder = Path(cache_dir) / f"{data_hash}-holdout-f{FEATURES_VERSION}"
+    else:
+        folder = Path(cache_dir) / f"{data_hash}-t{test_weeks}-v{validation_weeks}-f{FEATURES_VERSION}"
     names = ("validation", "test", "deploy")
     if all((folder / n / "split.json").exists() for n in names):
         return {n: _load_split(folder / n) for n in names}, True
+    if kind == "holdout":
+        from splits.holdout import holdout_splits  # it builds on this module
+
+        splits = holdout_splits(dataset)
+        for name, split in splits.items():
+            _save_split(split, folder / name)
+        return splits, False
     lines = purchase_lines(dataset)
     splits = {}
     for name, (cutoff, end) in cutoffs(lines, test_weeks, validation_weeks).items():

@@ -8,20 +8,22 @@ from pathlib import Path
 from prefect import task
 
 from data_contracts.dataset import Dataset
+from data_contracts.learnability import Protocol
 from splits.temporal import Split, build_splits
 
 log = logging.getLogger(__name__)
 
 
 @task(name="features and split", retries=1, task_run_name="features and split")
-def features_task(
-    dataset: Dataset, data_hash: str, cache_dir: Path, test_weeks: int, validation_weeks: int
-) -> dict[str, Split]:
-    splits, hit = build_splits(dataset, data_hash, cache_dir, test_weeks, validation_weeks)
+def features_task(dataset: Dataset, data_hash: str, cache_dir: Path, protocol: Protocol) -> dict[str, Split]:
+    splits, hit = build_splits(
+        dataset, data_hash, cache_dir, protocol.test_weeks, protocol.validation_weeks, protocol.kind
+    )
     for split in splits.values():
         log.info(
-            "%s split: cutoff %s, %d users with history, %d target baskets, %d baskets before cutoff%s",
+            "%s split (%s protocol): cutoff %s, %d users with history, %d target baskets, %d baskets before cutoff%s",
             split.name,
+            split.protocol,
             split.cutoff,
             split.history.n_users,
             len(split.targets),

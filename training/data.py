@@ -59,9 +59,13 @@ class RankerSpec:
         }
 
 
-def generator_settings(tifu_params: dict) -> dict:
-    """The candidate generator's parameters (defaults of models.candidates) around tuned TIFU-KNN."""
-    return CandidateGenerator(tifu_params=tifu_params).params
+DISCOVERY_CANDIDATES = 100  # EASE candidates per shopper on data where nobody buys an item twice
+
+
+def generator_settings(tifu_params: dict, discovery: bool = False) -> dict:
+    """The candidate generator's parameters (defaults of models.candidates) around tuned TIFU-KNN;
+    discovery: with EASE's DISCOVERY_CANDIDATES (for data where nobody repeats: `exclude_seen`)."""
+    return CandidateGenerator(tifu_params=tifu_params, n_discovery=DISCOVERY_CANDIDATES if discovery else 0).params
 
 
 def ranker_data(

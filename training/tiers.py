@@ -38,7 +38,8 @@ BASELINE_SCORERS = {
     "p_topfreq": scorer_spec(FEATURES, ["log_count", "log_popularity"]),
     "tifu_knn": scorer_spec(FEATURES, ["tifu_score"]),
 }
-BASELINE_TIERS = tuple(BASELINE_SCORERS)
+EASE_SCORER = scorer_spec(FEATURES, ["ease_score"])  # a baseline where the generator has EASE (one-off data)
+BASELINE_TIERS = (*BASELINE_SCORERS, "ease")
 REPEAT_SHARE_MIN = 0.01  # below this share of repeated (user, item) pairs, nobody re-buys
 TEACHER_TIER = "full"
 CLOUD_TIER = (
@@ -114,8 +115,11 @@ def baseline_tiers(data: ServingData, tifu: TunedTifu, fit_seconds: float) -> li
         "p_topfreq": generator.counts.nnz,
         "tifu_knn": generator.tifu.param_count(),
     }
+    scorers = dict(BASELINE_SCORERS)
+    if generator.ease is not None:
+        scorers["ease"], sizes["ease"] = EASE_SCORER, generator.ease.param_count()
     tiers = []
-    for name, spec in BASELINE_SCORERS.items():
+    for name, spec in scorers.items():
         params = {
             "scorer": spec["kind"],
             **({"scorer_by": ",".join(spec["by"])} if "by" in spec else {}),
@@ -124,6 +128,8 @@ def baseline_tiers(data: ServingData, tifu: TunedTifu, fit_seconds: float) -> li
         tuned = name == "tifu_knn"
         if tuned:
             params |= {f"tifu_{k}": v for k, v in tifu.params.items()}
+        if name == "ease":
+            params |= {"ease_l2": generator.params["ease_l2"], "ease_keep": generator.ease.params["keep"]}
         tiers.append(
             FittedTier(
                 name,

@@ -87,6 +87,12 @@ def _one_shopper(events, items):
     return events[events[schema.USER_ID] == events[schema.USER_ID].iloc[0]].copy(), items
 
 
+def _one_off_few_shoppers(events, items):
+    """Each of 30 shoppers' first purchase of each item only: nobody repeats, too few to test."""
+    few = events[events[schema.USER_ID].isin(events[schema.USER_ID].unique()[:30])]
+    return few.drop_duplicates([schema.USER_ID, schema.ITEM_ID]).copy(), items
+
+
 def _typed(*types: str):
     def change(events, items):
         events[schema.EVENT_TYPE] = [types[j % len(types)] for j in range(len(events))]
@@ -183,6 +189,9 @@ CASES = {
     "one day of data": Case(change=_one_day, refused=("the protocol needs 8 weeks",)),
     "one shopper": Case(
         change=_one_shopper, refused=("the validation split has 1 shopper with a purchase", "at least 50")
+    ),
+    "one-off purchases of 30 shoppers": Case(
+        change=_one_off_few_shoppers, refused=("nobody repeats a purchase here", "30 shoppers", "at least 50")
     ),
     "no timestamp column": Case(
         change=lambda e, i: (e.drop(columns=[schema.TIMESTAMP]), i),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from splits.holdout import MIN_LINES, holdout_splits
+from data_contracts.learnability import MIN_HOLDOUT_LINES
+from splits.holdout import holdout_splits
 
 
 def lines_of(split) -> dict[int, set[int]]:
@@ -17,7 +18,7 @@ def test_each_user_holds_out_their_newest_tenth_and_validation_holds_out_from_th
     splits = holdout_splits(movielens, order="time")
     test, validation, deploy = splits["test"], splits["validation"], splits["deploy"]
     ratings = movielens.events.groupby("user_id").size()
-    assert ratings.min() >= MIN_LINES and len(test.targets) == len(ratings) == test.history.n_users
+    assert ratings.min() >= MIN_HOLDOUT_LINES and len(test.targets) == len(ratings) == test.history.n_users
     ids = test.catalog.user_ids
     for user, held in test.targets.items():
         assert len(held) == max(round(0.1 * ratings[ids[user]]), 1)

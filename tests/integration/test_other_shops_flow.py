@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from data_contracts import schema
 from lightpersml.cli import app
 from tests.integration.test_training_flow import TIERS, child_runs
 
@@ -33,21 +32,30 @@ def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_
     assert refused.exit_code == 1 and "--event-type TYPE=purchase" in refused.output
     result = training_flow(data=str(ratings), profile="smoke", event_types={"rating": "purchase"})
     children = child_runs(result.run_id)
-    assert len(children) == len(TIERS) and all(r.data.params["exclude_seen"] == "True" for r in children)
-    events = pd.read_csv(ratings / "events.csv", dtype=str, parse_dates=[schema.TIMESTAMP])
-    # The logged model is the evaluation fit: it knows the purchases before the test cutoff.
-    events = events[events[schema.TIMESTAMP] < pd.Timestamp(children[0].data.params["test_cutoff"])]
-    users = events[schema.USER_ID].unique()[:10]
+    assert sorted(r.data.tags["tier"] for r in children) == sorted([*TIERS, "ease"])  # EASE is a baseline here
+    assert all(r.data.params["exclude_seen"] == "True" and r.data.params["protocol"] == "holdout" for r in children)
+    # The logged model is the evaluation fit of the holdout protocol: it knows every rating but
+    # each shopper's newest tenth, and must never recommend one it knows.
+    from data_contracts.sources import load_source
+    from data_contracts.validation import validate_dataset
+    from lightpersml import config
+    from splits.holdout import holdout_splits
+
+    settings = config.ValidationSettings(event_types=(("rating", "purchase"),))
+    dataset, _ = validate_dataset(load_source(str(ratings)), tmp_path / "report", **vars(settings))
+    test = holdout_splits(dataset)["test"]
+    ids, items = test.catalog.user_ids, test.catalog.item_ids
+    users = [str(ids[u]) for u in sorted(test.targets)[:10]]
+    known = {(str(ids[u]), str(items[i])) for u, seen in test.seen_items().items() for i in seen}
     (tmp_path / "u.txt").write_text("\n".join(users))
     out = tmp_path / "recs.parquet"
-    bought = set(zip(events[schema.USER_ID], events[schema.ITEM_ID]))
-    for tier in ("p_topfreq", "edge"):
+    for tier in ("p_topfreq", "ease", "edge"):
         outcome = runner.invoke(
             app, ["recommend", "--model", tier, "--requests", str(tmp_path / "u.txt"), "--out", str(out)]
         )
         assert outcome.exit_code == 0, outcome.output
         recs = pd.read_parquet(out)
-        assert len(recs) == 100 and not any((u, i) in bought for u, i in zip(recs["user_id"], recs["item_id"])), tier
+        assert len(recs) == 100 and not any((u, i) in known for u, i in zip(recs["user_id"], recs["item_id"])), tier
 
 
 def test_a_raw_shop_export_trains_with_its_voids_and_unknown_items_quarantined(prefect_api, tmp_path):
