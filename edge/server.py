@@ -293,7 +293,8 @@ class Guard:
             if path == "/v1/recommendations" and method == "GET":
                 await self._recommend(scope, send_status)
             elif path == "/v1/events" and method == "POST":
-                await self._events(await self._read_body(receive, MAX_EVENTS_BODY, self.body_timeout), send_status)
+                body = await self._read_body(receive, MAX_EVENTS_BODY, self.body_timeout)
+                await self._events(dict(scope["headers"]).get(b"content-type"), body, send_status)
             elif path != "/admin/bundle" and method in ("POST", "PUT", "PATCH", "DELETE"):
                 body = await self._read_body(receive, BODY_LIMIT.get(path, MAX_SMALL_BODY), self.body_timeout)
                 await self.app(scope, _replay(body, receive), send_status)
@@ -357,10 +358,14 @@ class Guard:
             raise Refusal(503, "no bundle loaded yet: upload one to /admin/bundle")
         await respond(send, 200, recommendations_body(self.node, query, disclose=not self.open))
 
-    async def _events(self, body: bytes, send) -> None:
+    async def _events(self, content_type: bytes | None, body: bytes, send) -> None:
         engine = self.node.engine
         if engine is None:
             raise Refusal(503, "no bundle loaded yet: upload one to /admin/bundle")
+        media = (content_type or b"application/json").split(b";")[0].strip().lower()
+        if media != b"application/json" and not media.endswith(b"+json"):  # as FastAPI: no type means JSON
+            problem = Problem(("body",), "send the events as JSON (Content-Type: application/json)", "json_type")
+            return await respond(send, 422, problems_body([problem]))
         try:
             posted = EVENTS_IN.validate_json(body)
         except ValidationError as error:

@@ -370,7 +370,7 @@ def _load_split(folder: Path) -> Split:
 
 
 def build_splits(
-    dataset: Dataset,
+    dataset: Dataset | None,
     data_hash: str,
     cache_dir: Path,
     test_weeks: int = 4,
@@ -379,17 +379,24 @@ def build_splits(
 ) -> tuple[dict[str, Split], bool]:
     """The validation, test and deploy splits of the protocol `kind` means for `dataset`
     (`data_contracts.learnability.protocol_kind`: the temporal one of this module, or
-    `splits.holdout` where nobody buys an item twice), read from `cache_dir` when present.
+    `splits.holdout` where nobody buys an item twice), read from `cache_dir` when present
+    (dataset None: only from there).
 
     Returns (splits, cache_hit).
     """
-    kind = protocol_kind(dataset.events, Protocol(test_weeks, validation_weeks, kind=kind))
-    if kind == "holdout":
-        folder = Path(cache_dir) / f"{data_hash}-holdout-f{FEATURES_VERSION}"
-    else:
-        folder = Path(cache_dir) / f"{data_hash}-t{test_weeks}-v{validation_weeks}-f{FEATURES_VERSION}"
     names = ("validation", "test", "deploy")
-    if all((folder / n / "split.json").exists() for n in names):
+    folders = {
+        "holdout": Path(cache_dir) / f"{data_hash}-holdout-f{FEATURES_VERSION}",
+        "temporal": Path(cache_dir) / f"{data_hash}-t{test_weeks}-v{validation_weeks}-f{FEATURES_VERSION}",
+    }
+    cached = [k for k, f in folders.items() if all((f / n / "split.json").exists() for n in names)]
+    if dataset is None or kind == "auto" and cached:  # the data's hash decided its protocol when cached
+        if not cached:
+            raise FileNotFoundError(f"no cached splits of data {data_hash} in {cache_dir}")
+        return {n: _load_split(folders[cached[0]] / n) for n in names}, True
+    kind = protocol_kind(dataset.events, Protocol(test_weeks, validation_weeks, kind=kind))
+    folder = folders[kind]
+    if kind in cached:
         return {n: _load_split(folder / n) for n in names}, True
     if kind == "holdout":
         from splits.holdout import holdout_splits  # it builds on this module

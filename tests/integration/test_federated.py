@@ -70,7 +70,12 @@ def test_federate_command_trains_privately_logs_the_tier_and_registers_it(prefec
     ndcg = [m.value for m in client.get_metric_history(run_id, "test_round_validation_ndcg_at_10")]
     assert len(ndcg) == len(applied) + 1 and ndcg[-1] > ndcg[0] + 0.02, ndcg  # round 0 is the random initial model
     sent = client.get_metric_history(run_id, "test_round_bytes_per_node")[-1].value
-    weights = 4 * 109_313 + 4 * 2 * 33  # the edge model's float32 weights and standardisation buffers
+    from models.candidates import FEATURE_NAMES
+    from models.ranker import CandidateRanker
+    from training.distill import STUDENTS
+
+    edge = CandidateRanker(len(FEATURE_NAMES), n_items=1, log_features=True, **STUDENTS["edge"]["architecture"])
+    weights = 4 * sum(v.numel() for v in edge.state_dict().values())  # float32 weights and standardisation buffers
     assert weights <= sent < weights + 2_000  # plus one .npy header per array
     tier_run = mlflow.search_runs(
         filter_string=f"tags.mlflow.parentRunId = '{run_id}'", output_format="list", search_all_experiments=True
