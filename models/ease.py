@@ -4,9 +4,9 @@ grocery data.
 
 With X the (users × items) 0/1 matrix of who bought what, P = (XᵀX + λI)⁻¹ and
 B = I − P · diag(1 / diag P) with diag B = 0; a shopper who bought items S scores item j with
-Σ_{i ∈ S} B[i, j]. The inverse is dense in the number of items, so only the `max_items` items
-with the most buyers take part (every item on a catalogue up to that size; the rest of a larger
-one gets no score). A node keeps each item's `keep` largest weights by magnitude, as rows of a
+Σ_{i ∈ S} B[i, j]. The inverse is dense in the number of items (computed from the shoppers'
+side when they are fewer: `_weight_blocks`), so only the `max_items` items with the most buyers
+take part (every item on a catalogue up to that size; the rest of a larger one gets no score). A node keeps each item's `keep` largest weights by magnitude, as rows of a
 sparse matrix: negative weights matter (keeping the 200 largest positive ones of MovieLens-100k's
 1,682 items lost 6% NDCG@10, the 200 largest by magnitude 1%).
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from models.rows import Rows, row_positions
 
-MAX_ITEMS = 8_000  # a dense 8,000² float64 inverse: 0.5 GB and about a minute on 2 cores
+MAX_ITEMS = 8_000  # 8,000² float64 weights: 0.5 GB and 25 s on 2 cores; 3-8 s with fewer shoppers than items
 KEEP = 200  # weights kept per item
 
 
@@ -45,15 +45,14 @@ class EASE:
             (bought.shape[0], len(modelled)),
         ).to_scipy()
         x.data[:] = 1.0  # bought at all, however often
-        gram = (x.T @ x).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.params["l2"]
-        inverse = np.linalg.inv(gram)
-        weights = -inverse / np.diag(inverse)
-        np.fill_diagonal(weights, 0.0)
-        top = min(keep, len(modelled))
-        kept = np.argpartition(-np.abs(weights), top - 1, axis=1)[:, :top] if top else np.zeros((0, 0), np.int64)
+        columns, values, top = [], [], min(keep, len(modelled))
+        for _, weights in _weight_blocks(x, self.params["l2"]):
+            kept = np.argpartition(-np.abs(weights), top - 1, axis=1)[:, :top]
+            columns.append(kept)
+            values.append(np.take_along_axis(weights, kept, axis=1))
+        kept = np.concatenate(columns) if columns else np.zeros((0, 0), np.int64)
         rows = np.repeat(modelled, kept.shape[1])
-        values = np.take_along_axis(weights, kept, axis=1).ravel()
+        values = np.concatenate(values).ravel() if values else np.zeros(0)
         nonzero = values != 0
         self.weights = Rows.from_entries(
             rows[nonzero], modelled[kept.ravel()][nonzero], values[nonzero].astype(np.float32), (n_items, n_items)
@@ -80,3 +79,37 @@ class EASE:
 
     def param_count(self) -> int:
         return int(self.weights.nnz)
+
+
+def _weight_blocks(x, l2: float, block: int = 1024):
+    """Yield (row slice, B[rows]) of EASE's dense weights B (diagonal 0) for the 0/1 (users × m)
+    matrix `x`, `block` rows at a time (memory: block × m floats beside the inverse).
+
+    B[i, j] = -P[i, j] / P[j, j] with P = (XᵀX + l2·I)⁻¹. With fewer users than items (a small
+    shop's catalogue outgrows its shoppers) P comes from the users' side (Woodbury):
+    P = (I - Xᵀ (l2·I + XXᵀ)⁻¹ X) / l2, which costs m²·users instead of m³.
+    """
+    n_users, m = x.shape
+    if n_users < m:
+        dense = x.toarray().astype(np.float64)
+        right = np.linalg.solve(l2 * np.eye(n_users) + dense @ dense.T, dense)  # (users, m)
+        diagonal = (1.0 - np.einsum("um,um->m", dense, right)) / l2
+
+        def precision(rows: slice) -> np.ndarray:
+            p = -(dense[:, rows].T @ right)
+            p[np.arange(p.shape[0]), np.arange(rows.start, rows.stop)] += 1.0
+            return p / l2
+    else:
+        gram = (x.T @ x).toarray().astype(np.float64)
+        gram[np.diag_indices_from(gram)] += l2
+        inverse = np.linalg.inv(gram)
+        diagonal = np.diag(inverse).copy()
+
+        def precision(rows: slice) -> np.ndarray:
+            return inverse[rows]
+
+    for start in range(0, m, block):
+        rows = slice(start, min(start + block, m))
+        weights = -precision(rows) / diagonal
+        weights[np.arange(weights.shape[0]), np.arange(rows.start, rows.stop)] = 0.0
+        yield rows, weights

@@ -46,3 +46,14 @@ def test_only_the_most_bought_items_are_modelled_and_the_state_round_trips():
     assert len(modelled) == 10 and buyers[modelled].min() >= np.sort(buyers)[-10]
     again = EASE().load_state(model.state())
     np.testing.assert_array_equal(again.scores(np.array([3, 25])), model.scores(np.array([3, 25])))
+
+
+def test_with_fewer_shoppers_than_items_the_weights_still_equal_the_closed_form():
+    """A small shop: 30 shoppers, 40 items (EASE inverts on the shoppers' side)."""
+    x = bought(n_users=30)
+    model = EASE(l2=5.0, keep=1000).fit(x)
+    dense = x.to_scipy().toarray()
+    inverse = np.linalg.inv(dense.T @ dense + 5.0 * np.eye(40))
+    expected = -inverse / np.diag(inverse)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(model.weights.to_scipy().toarray(), expected, rtol=1e-4, atol=1e-6)
