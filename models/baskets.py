@@ -108,16 +108,21 @@ class BasketHistory:
 
     def before(self, day: float) -> BasketHistory:
         """The same users and items, keeping only baskets strictly before `day`."""
-        keep = self.basket_day < day
-        kept_per_user = np.bincount(self.basket_users()[keep], minlength=self.n_users)
-        keep_lines = np.repeat(keep, np.diff(self.basket_ptr))
+        return self.keep_lines(np.repeat(self.basket_day < day, np.diff(self.basket_ptr)))
+
+    def keep_lines(self, keep: np.ndarray) -> BasketHistory:
+        """The same users and items with only the lines where `keep` ((n_lines,) bool); baskets
+        left empty are dropped."""
+        per_basket = np.bincount(self.line_baskets()[keep], minlength=self.n_baskets)
+        kept = per_basket > 0
+        per_user = np.bincount(self.basket_users()[kept], minlength=self.n_users)
         return BasketHistory(
             n_users=self.n_users,
             n_items=self.n_items,
-            user_ptr=np.r_[0, np.cumsum(kept_per_user)].astype(np.int64),
-            basket_ptr=np.r_[0, np.cumsum(np.diff(self.basket_ptr)[keep])].astype(np.int64),
-            items=self.items[keep_lines],
-            basket_day=self.basket_day[keep],
+            user_ptr=np.r_[0, np.cumsum(per_user)].astype(np.int64),
+            basket_ptr=np.r_[0, np.cumsum(per_basket[kept])].astype(np.int64),
+            items=self.items[keep],
+            basket_day=self.basket_day[kept],
         )
 
     def first_baskets(self, start: float, end: float) -> dict[int, set[int]]:

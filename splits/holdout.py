@@ -6,6 +6,9 @@ Test: each user with at least `MIN_HOLDOUT_LINES` purchase lines holds out their
 use on MovieLens). The history is every other line, of every user, so features and stock are those
 at the end of the data. Validation repeats the construction on the test split's history; deploy is
 all the data. A user's request is at their first held-out line's time and store.
+
+The rankers of a holdout split learn from `nested_holdouts` of its history: the same construction
+one share further back each round, as the temporal protocol's rankers learn from weekly cutoffs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import polars as pl
 from data_contracts import schema
 from data_contracts.dataset import Dataset
 from data_contracts.learnability import MIN_HOLDOUT_LINES
+from models.baskets import BasketHistory
 from splits.temporal import Split, purchase_lines, split_of
 
 HOLDOUT_SHARE = 0.1
@@ -36,8 +40,43 @@ def held_out(lines: pl.DataFrame, share: float, order: Order, seed: int) -> np.n
     start = np.r_[0, np.cumsum(per_user)[:-1]]
     position = np.empty(n, np.int64)
     position[ordered] = np.arange(n) - np.repeat(start, per_user)
-    keep = np.where(per_user >= MIN_HOLDOUT_LINES, np.maximum(np.rint(share * per_user), 1), 0).astype(np.int64)
-    return position >= (per_user - keep)[users]
+    return position >= (per_user - held_out_counts(per_user, share))[users]
+
+
+def held_out_counts(per_user: np.ndarray, share: float) -> np.ndarray:
+    """(n_users,) lines each user holds out: round(share × n) of their n lines, at least 1 when
+    n ≥ MIN_HOLDOUT_LINES, none below."""
+    return np.where(per_user >= MIN_HOLDOUT_LINES, np.maximum(np.rint(share * per_user), 1), 0).astype(np.int64)
+
+
+def nested_holdouts(
+    history: BasketHistory, rounds: int, share: float = HOLDOUT_SHARE, seed: int = 0
+) -> list[tuple[BasketHistory, dict[int, set[int]]]]:
+    """(history, targets) per round j = 1..rounds, from `history` alone: each user holds out the
+    j-th newest `share` of their lines (counted on `history`) as targets, and the history keeps
+    only the lines before them. Users left without history or targets sit a round out.
+
+    Lines of one basket share its time, so their order within it is random (by `seed`): a ratings
+    session is one basket, and its lines are stored by item index, which would bias the targets."""
+    line_basket = history.line_baskets()
+    line_user = history.basket_users()[line_basket]
+    per_user = np.bincount(line_user, minlength=history.n_users)
+    order = np.lexsort((np.random.default_rng(seed).random(len(line_basket)), line_basket))
+    position = np.empty(len(line_basket), np.int64)
+    position[order] = np.arange(len(line_basket)) - np.repeat(history.basket_ptr[history.user_ptr[:-1]], per_user)
+    held = held_out_counts(per_user, share)
+    out = []
+    for j in range(1, rounds + 1):
+        begin = per_user - j * held
+        before = position < begin[line_user]
+        target = ~before & (position < (begin + held)[line_user]) & (begin > 0)[line_user]
+        if not target.any():
+            break
+        targets: dict[int, set[int]] = {}
+        for user, item in zip(line_user[target].tolist(), history.items[target].tolist()):
+            targets.setdefault(user, set()).add(item)
+        out.append((history.keep_lines(before), targets))
+    return out
 
 
 def holdout_splits(

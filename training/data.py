@@ -1,9 +1,11 @@
 """Training data of every ranker, and training of the neural (student) rankers.
 
-Every fit uses only the history of its split: training lists are each user's first basket in
-the week after weekly cutoffs before the split's cutoff, with candidates and features computed
-from the baskets before that weekly cutoff, at the time that basket starts (as a node asked then
-computes them). The tuning fit also scores the validation lists, likewise at their baskets' times.
+Every fit uses only the history of its split. On the temporal protocol, training lists are each
+user's first basket in the week after weekly cutoffs before the split's cutoff, with candidates
+and features computed from the baskets before that weekly cutoff, at the time that basket starts
+(as a node asked then computes them). On the holdout protocol they are nested holdouts of the
+split's history (`splits.holdout.nested_holdouts`), one per "week". The tuning fit also scores the
+validation lists, likewise at their baskets' times.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.baskets import BasketHistory
 from models.candidates import FEATURE_NAMES, CandidateGenerator, LabelledCandidates, labelled_candidates
 from models.ranker import CandidateRanker
 from models.training import train_ranker
+from splits.holdout import nested_holdouts
 from splits.temporal import Split
 
 log = logging.getLogger(__name__)
@@ -62,10 +66,15 @@ class RankerSpec:
 DISCOVERY_CANDIDATES = 100  # EASE candidates per shopper on data where nobody buys an item twice
 
 
-def generator_settings(tifu_params: dict, discovery: bool = False) -> dict:
+def generator_settings(tifu_params: dict, discovery: bool = False, ease_l2: float | None = None) -> dict:
     """The candidate generator's parameters (defaults of models.candidates) around tuned TIFU-KNN;
-    discovery: with EASE's DISCOVERY_CANDIDATES (for data where nobody repeats: `exclude_seen`)."""
-    return CandidateGenerator(tifu_params=tifu_params, n_discovery=DISCOVERY_CANDIDATES if discovery else 0).params
+    discovery: for data where nobody repeats (`exclude_seen`), with EASE's DISCOVERY_CANDIDATES
+    (l2 `ease_l2`, tuned on validation) and no repeat candidates (a node never shows them)."""
+    if not discovery:
+        return CandidateGenerator(tifu_params=tifu_params).params
+    return CandidateGenerator(
+        tifu_params, n_repeat=0, n_discovery=DISCOVERY_CANDIDATES, **({} if ease_l2 is None else {"ease_l2": ease_l2})
+    ).params
 
 
 def ranker_data(
@@ -75,50 +84,60 @@ def ranker_data(
     with_validation: bool = False,
     generator: CandidateGenerator | None = None,
 ) -> RankerData:
-    """Training lists at `weeks` weekly cutoffs before `split.cutoff_day` (all from its history),
+    """Training lists of `weeks` rounds (`training_rounds`: all from the split's history),
     the generator fitted at the cutoff (`generator`, when already fitted so), and with_validation:
     the split's own target lists."""
     start = time.perf_counter()
     history, groups = split.history, split.catalog.item_groups
     options = {k: v for k, v in generator_settings.items() if k != "tifu_params"}
-    parts = []
-    for j in range(1, weeks + 1):
-        cutoff = split.cutoff_day - j * WEEK_DAYS
-        first = history.first_baskets_with_days(cutoff, cutoff + WEEK_DAYS)
-        if first:
-            targets = {user: items for user, (_, items) in first.items()}
-            at = {user: day for user, (day, _) in first.items()}
-            parts.append(
-                labelled_candidates(history, cutoff, targets, generator_settings["tifu_params"], groups, at, **options)
-            )
+
+    def lists(before: BasketHistory, cutoff: float, targets: dict, at: dict | None) -> LabelledCandidates:
+        return labelled_candidates(before, cutoff, targets, generator_settings["tifu_params"], groups, at, **options)
+
+    parts = [lists(*round) for round in training_rounds(split, weeks)]
     if not parts:
         raise ValueError(
             f"{split.name} split: no user has a basket in the {weeks} weeks before {split.cutoff}; "
             "the rankers need at least one week of baskets after some history"
+            if split.protocol == "temporal"
+            else f"{split.name} split: no user has enough history to hold out from; the rankers need "
+            "shoppers with several purchases"
         )
     if generator is None:
         generator = CandidateGenerator(**generator_settings).fit(history, split.cutoff_day, groups)
     validation = None
     if with_validation:
-        validation = labelled_candidates(
-            history,
-            split.cutoff_day,
-            split.targets,
-            generator_settings["tifu_params"],
-            groups,
-            split.target_days(),
-            **options,
-        )
+        validation = lists(history, split.cutoff_day, split.targets, split.target_days())
     data = RankerData(split, LabelledCandidates.concat(parts), generator, validation, time.perf_counter() - start)
     log.info(
-        "%s: %d training lists (%d rows) from %d weekly cutoffs in %.1fs",
+        "%s: %d training lists (%d rows) from %d %s in %.1fs",
         split.name,
         len(data.train.basket_sizes),
         len(data.train.items),
         len(parts),
+        "nested holdouts" if split.protocol == "holdout" else "weekly cutoffs",
         data.seconds,
     )
     return data
+
+
+TrainingRound = tuple[BasketHistory, float, dict[int, set[int]], dict[int, float] | None]
+
+
+def training_rounds(split: Split, weeks: int) -> list[TrainingRound]:
+    """(history, cutoff day, targets: user → items, request days: user → day or None for the
+    cutoff) per round: the first basket after each of `weeks` weekly cutoffs before the split's
+    (temporal protocol), or `weeks` nested holdouts of its history (holdout protocol)."""
+    if split.protocol == "holdout":
+        return [(before, split.cutoff_day, targets, None) for before, targets in nested_holdouts(split.history, weeks)]
+    rounds = []
+    for j in range(1, weeks + 1):
+        cutoff = split.cutoff_day - j * WEEK_DAYS
+        first = split.history.first_baskets_with_days(cutoff, cutoff + WEEK_DAYS)
+        if first:
+            targets = {user: items for user, (_, items) in first.items()}
+            rounds.append((split.history, cutoff, targets, {user: day for user, (day, _) in first.items()}))
+    return rounds
 
 
 def build_ranker(architecture: dict, n_items: int) -> CandidateRanker:

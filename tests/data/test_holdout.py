@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from data_contracts.learnability import MIN_HOLDOUT_LINES
-from splits.holdout import holdout_splits
+from splits.holdout import holdout_splits, nested_holdouts
 
 
 def lines_of(split) -> dict[int, set[int]]:
@@ -48,3 +48,25 @@ def test_a_random_holdout_is_fixed_by_its_seed(movielens):
     assert first == again and first != other and first != by_time
     assert [len(first[u]) for u in sorted(first)] == [len(by_time[u]) for u in sorted(by_time)]
     assert np.mean([len(v) for v in first.values()]) > 10
+
+
+def test_nested_holdouts_step_back_one_share_per_round_and_never_train_on_their_targets(movielens):
+    """The rankers' training lists of a holdout split: round 1 holds out the newest tenth of the
+    split's history, round 2 the tenth before it, each with only the older lines as history."""
+    test = holdout_splits(movielens, order="time")["test"]
+    rounds = nested_holdouts(test.history, rounds=2)
+    assert len(rounds) == 2
+    (first_history, first), (second_history, second) = rounds
+    assert set(first) == set(range(test.history.n_users))  # MovieLens users all have 20+ ratings
+    for user in (0, 1, 500):
+        items, sizes = test.history.lines_of(user)
+        days = np.repeat(test.history.baskets_of(user)[1], sizes)
+        held = max(round(0.1 * len(items)), 1)
+        assert len(first[user]) == len(second[user]) == held and not first[user] & second[user]
+        kept, kept_second = set(first_history.lines_of(user)[0].tolist()), set(second_history.lines_of(user)[0])
+        assert kept | first[user] == set(items.tolist()) and not kept & first[user]
+        assert kept_second | second[user] == kept and not kept_second & second[user]
+        day_of = dict(zip(items.tolist(), days))
+        assert min(day_of[i] for i in first[user]) >= max(day_of[i] for i in kept)  # the newest lines
+        assert min(day_of[i] for i in second[user]) >= max(day_of[i] for i in kept_second)
+    assert sum(map(len, first.values())) + len(first_history.items) == len(test.history.items)
