@@ -44,7 +44,6 @@ from tasks.tune import tune_ranker_task
 from tasks.validate import validate_task
 from tracking.registry import CandidateChoice
 from tracking.runs import TierRow, run_link, tier_table
-from training.data import generator_settings
 from training.tiers import (
     CLOUD_TIER,
     REGISTERED_TIERS,
@@ -113,7 +112,7 @@ def neural_tiers(
 ) -> list[TierRow]:
     """Tune the teacher, fit and distil for evaluation, serve and log every neural tier (with its
     seed spread), then refit on all data and register the refit ONNX models under `model_name`."""
-    generator, data_hash = generator_settings(tifu.params, tifu.exclude_seen), evaluation_data.data_hash
+    generator, data_hash = tifu.generator_settings(), evaluation_data.data_hash
     validation, test = splits["validation"], splits["test"]
     tuning_data = ranker_data_task(validation, settings.tuning_weeks, generator, with_validation=True)
     study_name = f"lambdarank-{data_hash}-{validation.cutoff:%Y%m%d}-w{settings.tuning_weeks}-r{settings.max_rounds}"
@@ -241,7 +240,7 @@ def training_flow(
             )
             evaluation_data, fit_seconds = serving_data_task(
                 splits["test"],
-                generator_settings(tifu.params, tifu.exclude_seen),
+                tifu.generator_settings(),
                 clean.items,
                 tifu.exclude_seen,
                 data_hash,

@@ -26,10 +26,10 @@ from models.scorers import FEATURES, POPULARITY, RANKER, scorer_spec
 from models.tier_bundle import ServingData, TierScorer
 from splits.temporal import Split
 from training.boosted import BoostedSpec, boosted_scores, export_boosted_onnx, fit_boosted, save_native, tree_nodes
-from training.data import RankerData, RankerSpec
+from training.data import RankerData, RankerSpec, generator_settings
 from training.distill import distill
 from training.export import export_onnx, quantize_int8
-from training.tuning import TuningSummary, tune_tifu_knn
+from training.tuning import TuningSummary, tune_ease_l2, tune_tifu_knn
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,18 @@ class FittedTier:
 
 @dataclass
 class TunedTifu:
-    """TIFU-KNN's tuned parameters (the candidate generator's neighbours) and the study."""
+    """TIFU-KNN's tuned parameters (the candidate generator's neighbours) and the study, and on
+    data where nobody repeats (`exclude_seen`) EASE's l2 chosen on validation."""
 
     params: dict
     exclude_seen: bool
     seconds: float
     tuning: TuningSummary
+    ease_l2: float | None = None
+
+    def generator_settings(self) -> dict:
+        """The candidate generator around these tuned sources (`training.data.generator_settings`)."""
+        return generator_settings(self.params, self.exclude_seen, self.ease_l2)
 
 
 def exclude_seen_items(validation: Split) -> bool:
@@ -84,12 +90,14 @@ def tune_tifu(validation: Split, n_trials: int, study_dir: Path, data_hash: str)
     start = time.perf_counter()
     study_name = f"tifu_knn-{data_hash}-{validation.cutoff:%Y%m%d}-x{int(exclude_seen)}"
     study = tune_tifu_knn(validation, n_trials, study_dir / "optuna.db", study_name, exclude_seen)
+    ease_l2 = tune_ease_l2(validation)[0] if exclude_seen else None
     seconds = time.perf_counter() - start
     return TunedTifu(
         study.best_params,
         exclude_seen,
         seconds,
         TuningSummary(study_name, len(study.trials), study.best_value, seconds),
+        ease_l2,
     )
 
 

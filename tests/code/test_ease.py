@@ -57,3 +57,13 @@ def test_with_fewer_shoppers_than_items_the_weights_still_equal_the_closed_form(
     expected = -inverse / np.diag(inverse)
     np.fill_diagonal(expected, 0.0)
     np.testing.assert_allclose(model.weights.to_scipy().toarray(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_l2_is_chosen_on_validation_among_the_grid(movielens):
+    from splits.holdout import holdout_splits
+    from training.tuning import tune_ease_l2
+
+    validation = holdout_splits(movielens, order="random", seed=0)["validation"]
+    best, ndcgs = tune_ease_l2(validation, (3.0, 300.0))
+    assert set(ndcgs) == {3.0, 300.0} and best == max(ndcgs, key=ndcgs.get)
+    assert ndcgs[300.0] > 0.2  # MovieLens-100k's EASE: about 0.26 on this validation split
