@@ -3,9 +3,12 @@ bundle answering each test user as a node does (already-seen items excluded, `ex
 
 Tiers: G-TopFreq, TIFU-KNN's order, and EASE (its l2 chosen on the validation split through the
 engine). Item-kNN (cosine, 100 neighbours) is scored offline on the same split for reference only:
-it is not a tier and has no bundle.
+it is not a tier and has no bundle. With `--profile`, the whole pipeline also runs on the test
+split's history (the 90%, as a shop's export), and its registered versions (the candidate among
+them: what a shop deploys) are served from real `lightpersml serve` nodes and asked for every test
+user, as the grocery backtest does (`benchmarks.backtest`).
 
-  .venv/bin/python benchmarks/one_off.py [--order random|time] [--seed 0] [--home DIR]
+  .venv/bin/python benchmarks/one_off.py [--order random|time] [--seed 0] [--home DIR] [--profile quick]
 Writes benchmarks/results/one_off-movielens-<order>.{json,md}.
 """
 
@@ -35,6 +38,7 @@ def main(
     home: Annotated[Path, typer.Option(help="project folder for keys and downloads")] = ROOT
     / ".lightpersml/bench/one_off",
     probe_requests: Annotated[int, typer.Option(help="single requests timed per tier")] = 500,
+    profile: Annotated[str, typer.Option(help="pipeline profile for the deployed rows; '' to skip")] = "",
 ) -> None:
     os.environ["LIGHTPERSML_HOME"] = str(home)
     from lightpersml import config
@@ -81,6 +85,8 @@ def main(
         rows.append(_row(tier + (f" (l2 {best:g})" if tier == "ease" else ""), metrics, size))
         print(rows[-1], flush=True)
     rows.append(_row("item-kNN, cosine, 100 neighbours (offline, not served)", _item_knn(test), float("nan")))
+    if profile:
+        rows += _deployed(dataset, order, seed, profile, home, test)
     payload = {
         "data": "movielens-100k",
         "protocol": f"per-user holdout, 10%, order {order}, seed {seed}",
@@ -98,8 +104,61 @@ def _row(method: str, metrics: dict, size_mb: float) -> dict:
         "recall@10": round(metrics["recall_at_10"], 4),
         "coverage@10": round(metrics["coverage_at_10"], 4),
         "p99 ms (one request, engine)": round(metrics["latency_p99_ms"], 2) if "latency_p99_ms" in metrics else "–",
+        "p99 ms (HTTP, node)": round(metrics["http_p99_ms"], 2) if "http_p99_ms" in metrics else "–",
         "bundle MB": round(size_mb, 2) if size_mb == size_mb else "–",
     }
+
+
+def _deployed(dataset, order: str, seed: int, profile: str, home: Path, test) -> list[dict]:
+    """The pipeline (`profile`) on the test split's history written as a shop's export; each
+    registered version served by a real node and asked for every test user."""
+    import polars as pl
+
+    import mlflow
+    from benchmarks.backtest import ask_node
+    from benchmarks.edge_load import Server
+    from data_contracts import schema
+    from evaluation.served import evaluate_recommendations, signing_keys
+    from flows.training import training_flow
+    from splits.holdout import held_out
+    from splits.temporal import purchase_lines
+    from tracking.bundles import registry_bundle
+
+    lines = purchase_lines(dataset)
+    export = home / "data" / f"movielens-100k-{order}-{seed}-history"
+    export.mkdir(parents=True, exist_ok=True)
+    history = lines.filter(~pl.Series(held_out(lines, 0.1, order, seed)))
+    history.select(schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP).write_csv(export / "events.csv")
+    dataset.items.to_csv(export / "items.csv", index=False)
+    result = training_flow(data=str(export), profile=profile)
+    client = mlflow.MlflowClient()
+    versions = {
+        v.tags["tier"]: v.version
+        for v in client.search_model_versions(f"name = '{result.candidate.name}'")
+        if v.tags.get("pipeline_run_id") == result.run_id
+    }
+    private, public = signing_keys()
+    item_ids = [str(i) for i in test.catalog.item_ids]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for port, (tier, version) in enumerate(sorted(versions.items()), start=18800):
+            folder = Path(tmp) / tier
+            registry_bundle(folder, private, result.candidate.name, version=version)
+            server = Server(sys.executable, folder, public, "onnx", Path(tmp) / f"node-{tier}", port, ())
+            try:
+                server.wait_ready()
+                answers, latencies = ask_node(server, test, item_ids)
+            finally:
+                server.process.terminate()
+                server.process.wait(30)
+            metrics = evaluate_recommendations(answers, test) | {"http_p99_ms": float(np.percentile(latencies, 99))}
+            size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20
+            label = f"LightPersML {tier}, version {version}" + (
+                " (the candidate)" if tier == result.candidate.tier else ""
+            )
+            rows.append(_row(f"{label}: pipeline ({profile}) on the 90%, served by a node", metrics, size))
+            print(rows[-1], flush=True)
+    return rows
 
 
 def _item_knn(split, neighbours: int = 100) -> dict:
