@@ -1,4 +1,4 @@
-"""One-off data through the engine: MovieLens-100k on a per-user holdout, every tier a signed
+"""One-off data through the engine: MovieLens (100k or 1M) on a per-user holdout, every tier a signed
 bundle answering each test user as a node does (already-seen items excluded, `exclude_seen`).
 
 Tiers: G-TopFreq, TIFU-KNN's order, and EASE (its l2 chosen on the validation split through the
@@ -8,8 +8,9 @@ split's history (the 90%, as a shop's export), and its registered versions (the 
 them: what a shop deploys) are served from real `lightpersml serve` nodes and asked for every test
 user, as the grocery backtest does (`benchmarks.backtest`).
 
-  .venv/bin/python benchmarks/one_off.py [--order random|time] [--seed 0] [--home DIR] [--profile quick]
-Writes benchmarks/results/one_off-movielens-<order>.{json,md}.
+  .venv/bin/python benchmarks/one_off.py [--data movielens-100k|movielens-1m] [--order random|time]
+      [--seed 0] [--home DIR] [--profile quick]
+Writes benchmarks/results/one_off-<data>-<order>.{json,md} (one_off-movielens-<order> for 100k).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ N_DISCOVERY = 100  # EASE candidates per shopper: ten times the answer
 
 
 def main(
+    data: Annotated[str, typer.Option(help="movielens-100k or movielens-1m")] = "movielens-100k",
     order: Annotated[str, typer.Option(help="holdout order: random (RecBole's split) or time")] = "random",
     seed: Annotated[int, typer.Option()] = 0,
     home: Annotated[Path, typer.Option(help="project folder for keys and downloads")] = ROOT
@@ -54,7 +56,7 @@ def main(
 
     with tempfile.TemporaryDirectory() as reports:
         dataset, _ = validate_dataset(
-            load_source("movielens-100k", config.downloads_dir()), Path(reports), **vars(config.ValidationSettings())
+            load_source(data, config.downloads_dir()), Path(reports), **vars(config.ValidationSettings())
         )
     splits = holdout_splits(dataset, order=order, seed=seed)
     tiers = {
@@ -67,10 +69,10 @@ def main(
     def bundle(split, l2: float, tier: str) -> Path:
         generator = CandidateGenerator({}, n_discovery=N_DISCOVERY, ease_l2=l2)
         generator.fit(split.history, split.cutoff_day, split.catalog.item_groups)
-        data = ServingData.of(
-            generator, split.catalog, split.history, dataset.items, split.origin, split.cutoff, True, "movielens"
+        served = ServingData.of(
+            generator, split.catalog, split.history, dataset.items, split.origin, split.cutoff, True, data
         )
-        return signed_bundle(data, TierScorer(tier, tiers[tier]), work / f"{split.name}-{l2:g}-{tier}", {})
+        return signed_bundle(served, TierScorer(tier, tiers[tier]), work / f"{split.name}-{l2:g}-{tier}", {})
 
     validation = {l2: serve_and_score(bundle(splits["validation"], l2, "ease"), splits["validation"]) for l2 in L2_GRID}
     for l2, served in validation.items():
@@ -88,13 +90,14 @@ def main(
     if profile:
         rows += _deployed(dataset, order, seed, profile, home, test)
     payload = {
-        "data": "movielens-100k",
+        "data": data,
         "protocol": f"per-user holdout, 10%, order {order}, seed {seed}",
         "test_users": len(test.targets),
         "validation_ndcg_by_l2": {str(l2): s.metrics["ndcg_at_10"] for l2, s in validation.items()},
         "rows": rows,
     }
-    print(write_results(f"one_off-movielens-{order}", payload, rows).read_text())
+    name = "movielens" if data == "movielens-100k" else data  # the 100k results' first name
+    print(write_results(f"one_off-{name}-{order}", payload, rows).read_text())
 
 
 def _row(method: str, metrics: dict, size_mb: float) -> dict:
@@ -125,12 +128,12 @@ def _deployed(dataset, order: str, seed: int, profile: str, home: Path, test) ->
     from tracking.bundles import registry_bundle
 
     lines = purchase_lines(dataset)
-    export = home / "data" / f"movielens-100k-{order}-{seed}-history"
+    export = home / "data" / f"{dataset.name}-{order}-{seed}-history"
     export.mkdir(parents=True, exist_ok=True)
     history = lines.filter(~pl.Series(held_out(lines, 0.1, order, seed)))
     history.select(schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP).write_csv(export / "events.csv")
     dataset.items.to_csv(export / "items.csv", index=False)
-    result = training_flow(data=str(export), profile=profile)
+    result = training_flow(data=str(export), profile=profile, holdout_order=order)
     client = mlflow.MlflowClient()
     versions = {
         v.tags["tier"]: v.version

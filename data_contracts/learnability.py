@@ -21,6 +21,7 @@ from data_contracts.conform import Finding
 REPEAT_SHARE_MIN = 0.01  # below this share of (user, item) pairs bought in 2+ baskets, nobody re-buys
 MIN_HOLDOUT_LINES = 5  # a user with fewer purchase lines is history only in the holdout protocol
 ProtocolKind = Literal["auto", "temporal", "holdout"]
+HoldoutOrder = Literal["time", "random"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Protocol:
     validation_weeks: int = 4
     min_test_users: int = 50
     kind: ProtocolKind = "auto"
+    holdout_order: HoldoutOrder = "time"  # the holdout's: each user's newest lines, or random ones
 
 
 def repeat_share(purchases: pd.DataFrame) -> float | None:

@@ -208,10 +208,13 @@ def training_flow(
     profile: str = "quick",
     event_types: dict[str, str] | None = None,
     max_bad_share: float | None = None,
+    holdout_order: str = "time",
 ) -> PipelineRun:
     """Train and evaluate every tier on `data` ("completejourney" or a folder of contract files).
     event_types: the shop's event types → contract types (e.g. {"rating": "purchase"});
-    max_bad_share: the validation threshold per check (default `ValidationSettings`).
+    max_bad_share: the validation threshold per check (default `ValidationSettings`);
+    holdout_order: on data where nobody rebuys (the holdout protocol), hold out each shopper's
+    newest lines ("time") or random ones ("random").
     """
     settings = config.PROFILES[profile]
     dataset = ingest_task(data)
@@ -225,12 +228,14 @@ def training_flow(
             event_types=tuple((event_types or {}).items()),
             **({} if max_bad_share is None else {"max_bad_share": max_bad_share}),
         )
-        clean, report = validate_task(dataset, report_dir, validation, config.protocol(settings), parent_run_id)
+        protocol = config.protocol(settings, holdout_order)
+        clean, report = validate_task(dataset, report_dir, validation, protocol, parent_run_id)
         data_hash = clean.content_hash()
-        splits = features_task(clean, data_hash, config.state_dir() / "features", config.protocol(settings))
+        splits = features_task(clean, data_hash, config.state_dir() / "features", protocol)
         split_info = {f"{name}_cutoff": str(split.cutoff) for name, split in splits.items()}
         split_info |= {
             "protocol": splits["test"].protocol,
+            **({"holdout_order": splits["test"].holdout_order} if splits["test"].protocol == "holdout" else {}),
             "test_users": len(splits["test"].targets),
             "validation_users": len(splits["validation"].targets),
         }

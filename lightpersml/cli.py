@@ -13,6 +13,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -117,11 +118,22 @@ def _event_types(pairs: list[str]) -> dict[str, str]:
 @app.command()
 def run(
     data: Annotated[
-        str, typer.Option(help='"completejourney" or "movielens-100k" (bundled) or a folder of contract files')
+        str,
+        typer.Option(
+            help='"completejourney", "movielens-100k" or "movielens-1m" (bundled) or a folder of contract files'
+        ),
     ] = "completejourney",
     profile: Annotated[str, typer.Option(help="quick (minutes) or full (nightly)")] = "quick",
     event_type: EventTypes = [],
     max_bad_share: MaxBadShare = 0.01,
+    holdout_order: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(config.HOLDOUT_ORDERS),
+            help="data where nobody rebuys: hold out each shopper's newest purchases (time), or random ones "
+            "(ratings, and to compare with random splits)",
+        ),
+    ] = "time",
 ) -> None:
     """Run the training pipeline: validate, build features, fit and evaluate every tier, log to MLflow."""
     if profile not in config.PROFILES:
@@ -132,7 +144,9 @@ def run(
     mapping = _event_types(event_type)
     _quiet_refusals()
     try:
-        result = training_flow(data=data, profile=profile, event_types=mapping, max_bad_share=max_bad_share)
+        result = training_flow(
+            data=data, profile=profile, event_types=mapping, max_bad_share=max_bad_share, holdout_order=holdout_order
+        )
     except (DataContractError, DataValidationError) as error:
         console.print(str(error), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
@@ -149,7 +163,9 @@ def run(
 
 @app.command()
 def validate(
-    path: Annotated[str, typer.Argument(help='a folder of contract files, "completejourney" or "movielens-100k"')],
+    path: Annotated[
+        str, typer.Argument(help='a folder of contract files, "completejourney", "movielens-100k" or "movielens-1m"')
+    ],
     profile: Annotated[str, typer.Option(help="whose evaluation protocol the data must fit")] = "quick",
     event_type: EventTypes = [],
     max_bad_share: MaxBadShare = 0.01,
@@ -682,7 +698,10 @@ def collect(
 @app.command()
 def federate(
     data: Annotated[
-        str, typer.Option(help='"completejourney" or "movielens-100k" (bundled) or a folder of contract files')
+        str,
+        typer.Option(
+            help='"completejourney", "movielens-100k" or "movielens-1m" (bundled) or a folder of contract files'
+        ),
     ] = "completejourney",
     nodes: Annotated[int, typer.Option(min=2, help="store groups, one federated node each")] = 8,
     rounds: Annotated[int, typer.Option(min=1, help="server rounds (fewer if the privacy budget ends first)")] = 10,

@@ -141,11 +141,24 @@ PROFILES = {
 }
 
 
-def protocol(profile: Profile):
-    """The evaluation protocol a run with `profile` uses (what validation checks the data against)."""
+def protocol(profile: Profile, holdout_order: str = "time"):
+    """The evaluation protocol a run with `profile` uses (what validation checks the data against);
+    holdout_order: which lines the holdout protocol holds out, each user's newest or random ones."""
     from data_contracts.learnability import Protocol
 
-    return Protocol(test_weeks=profile.test_weeks, validation_weeks=profile.validation_weeks, kind=profile.protocol)
+    if holdout_order not in HOLDOUT_ORDERS:
+        raise ValueError(f"holdout order {holdout_order!r}: choose from {HOLDOUT_ORDERS}")
+    return Protocol(
+        test_weeks=profile.test_weeks,
+        validation_weeks=profile.validation_weeks,
+        kind=profile.protocol,
+        holdout_order=holdout_order,
+    )
+
+
+# "time" for a shop (what comes next); "random" where timestamps say little, e.g. ratings entered
+# in sessions, and to compare with the literature's random splits (RecBole, EASE on MovieLens).
+HOLDOUT_ORDERS = ("time", "random")
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,8 @@ FEATURE_NAMES = (
     "cat_log_items",  # log1p(distinct items of the category the user bought)
     "cat_recency_over_global_gap",  # category recency / median over users of category gaps
     "ease_score",  # EASE's score of the item for the user (models.ease); 0 without discovery
+    "ease_rank",  # log1p(rank of the EASE score within the user's candidates); 0 without discovery
+    "ease_relative",  # EASE score / the user's best candidate's (when positive); 0 without discovery
 )
 
 
@@ -165,6 +167,20 @@ class CandidateSet:
 
 def _safe_log(x: np.ndarray) -> np.ndarray:
     return np.log1p(np.nan_to_num(np.maximum(x, 0), nan=0.0))
+
+
+NO_ITEMS = np.zeros(0, np.int64)
+
+
+def _indices(items) -> np.ndarray:
+    return np.fromiter(items, np.int64) if len(items) else NO_ITEMS
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """(n,) 0-based place of each score, best first (ties: the earlier row)."""
+    rank = np.empty(len(scores))
+    rank[np.argsort(-scores, kind="stable")] = np.arange(len(scores))
+    return rank
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -282,15 +298,23 @@ class CandidateGenerator:
         return other
 
     # ---- serving -------------------------------------------------------------------------
-    def build(self, users: np.ndarray, at: np.ndarray | None = None) -> CandidateSet:
+    def build(
+        self, users: np.ndarray, at: np.ndarray | None = None, withheld: dict[int, set[int]] | None = None
+    ) -> CandidateSet:
         """Candidates and features for `users` (indices into the fitted history), in that order,
         each asked at its own time `at` ((len(users),) days; None: the fit's cutoff). Times before
         the cutoff count as the cutoff: the fit knows nothing later than it, so nothing earlier.
+        withheld: user → items never to offer them (training lists: their own items outside the
+        round, `splits.holdout.NestedHoldout.skipped`).
         One user at a time, as a node asks: training rows and served rows are the same code."""
         users = np.asarray(users, dtype=np.int64)
         cutoff_day = float(self.cutoff_day)
         at = np.full(len(users), cutoff_day) if at is None else np.maximum(np.asarray(at, np.float64), cutoff_day)
-        rows = [self.candidate_rows(self.user_rows(int(user)), float(day)) for user, day in zip(users, at)]
+        withheld = withheld or {}
+        rows = [
+            self.candidate_rows(self.user_rows(int(user)), float(day), _indices(withheld.get(int(user), ())))
+            for user, day in zip(users, at)
+        ]
         return CandidateSet(
             users=users,
             user_ptr=np.r_[0, np.cumsum([len(items) for items, _ in rows])].astype(np.int64),
@@ -336,11 +360,11 @@ class CandidateGenerator:
             newest=tuple(newest),
         )
 
-    def _tifu(self, rows: UserRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _tifu(self, rows: UserRows, withheld: np.ndarray = NO_ITEMS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """TIFU-KNN's parts of a user's score beyond their own vector: (the neighbours' share of
         the score (mean vector × (1 - alpha)) of the items they bought, the explore items: at most
-        `n_explore` items they never bought that neighbours did, best first (ties by index), and
-        the neighbours' share of theirs)."""
+        `n_explore` items they never bought (nor `withheld`) that neighbours did, best first (ties
+        by index), and the neighbours' share of theirs)."""
         tifu, alpha = self.tifu, self.tifu.params["alpha"]
         neighbours = rows.neighbours
         lines = row_positions(tifu.pool.indptr, neighbours[neighbours >= 0])
@@ -349,6 +373,7 @@ class CandidateGenerator:
         bought = rows.items
         mixed_bought = mixed[bought]
         mixed[bought] = 0.0
+        mixed[withheld] = 0.0
         others = np.flatnonzero(mixed > 0)  # on a mask: 5x faster than on the floats
         n = self.params["n_explore"]
         if len(others) > n:  # the n best (ties at the n-th place: the lowest indices)
@@ -365,14 +390,17 @@ class CandidateGenerator:
         found = np.flatnonzero(scores > 0)
         return found[np.lexsort((found, -scores[found]))[: self.params["n_discovery"]]]
 
-    def candidate_rows(self, rows: UserRows, now_day: float) -> tuple[np.ndarray, np.ndarray]:
-        """(items (n,), features (n, len(FEATURE_NAMES)) float32) of the user with `rows` at `now_day`."""
+    def candidate_rows(
+        self, rows: UserRows, now_day: float, withheld: np.ndarray = NO_ITEMS
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(items (n,), features (n, len(FEATURE_NAMES)) float32) of the user with `rows` at
+        `now_day`; `withheld` items (indices) are never candidates."""
         bought = rows.items
         own_of_bought = rows.own
-        mixed_bought, new, mixed_new = self._tifu(rows)
+        mixed_bought, new, mixed_new = self._tifu(rows, withheld)
         ease = self.ease.scores(bought) if self.ease is not None else None
         if ease is not None:  # EASE's best items the shopper never bought, beside the neighbours' ones
-            discovery = self._discovery(ease, np.r_[bought, new])
+            discovery = self._discovery(ease, np.r_[bought, new, withheld])
             new, mixed_new = np.r_[new, discovery], np.r_[mixed_new, np.zeros(len(discovery))]
         alpha = self.tifu.params["alpha"]
         keep = np.argsort(-(alpha * own_of_bought + mixed_bought), kind="stable")[: self.params["n_repeat"]]
@@ -391,8 +419,8 @@ class CandidateGenerator:
         n_b = max(rows.n_baskets, 1)
         own = np.r_[own_of_bought[keep], np.zeros(len(new))]
         tifu = alpha * own + np.r_[mixed_bought[keep], mixed_new]
-        rank = np.empty(n)
-        rank[np.argsort(-tifu, kind="stable")] = np.arange(n)
+        rank = _ranks(tifu)
+        ease_of = ease[items] if ease is not None else np.zeros(n)
         since_last = now_day - rows.last_basket
         # category
         groups = self.item_groups[items]
@@ -448,7 +476,9 @@ class CandidateGenerator:
             "cat_share_last_3": c_last3[g] / min(n_b, 3),
             "cat_log_items": np.log1p(c_items[g]),
             "cat_recency_over_global_gap": _ratio(np.nan_to_num(cat_recency), global_gap),
-            "ease_score": ease[items] if ease is not None else np.zeros(n),
+            "ease_score": ease_of,
+            "ease_rank": np.log1p(_ranks(ease_of)) if ease is not None else np.zeros(n),
+            "ease_relative": _ratio(ease_of, np.full(n, ease_of.max() if n and ease_of.max() > 0 else 0.0)),
         }
         features = np.column_stack([columns[name] for name in FEATURE_NAMES]).astype(np.float32)
         return items, np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
@@ -586,11 +616,12 @@ def labelled_candidates(
     tifu_params: dict,
     item_groups: np.ndarray | None = None,
     at: dict[int, float] | None = None,
+    withheld: dict[int, set[int]] | None = None,
     **candidate_options,
 ) -> LabelledCandidates:
     """Candidates for the users in `targets`, labelled by their target basket, with features at
     each target basket's own time `at` (user → day; None: all at `cutoff_day`), as a node asked
-    when the basket starts computes them.
+    when the basket starts computes them; never the `withheld` items of a user (user → items).
 
     `history` may extend past the cutoff: only baskets before it are used for candidates,
     features and TIFU-KNN.
@@ -599,4 +630,4 @@ def labelled_candidates(
     users = np.array(sorted(targets), dtype=np.int64)
     times = None if at is None else np.array([at[int(u)] for u in users], dtype=np.float64)
     generator = CandidateGenerator(tifu_params, **candidate_options).fit(before, cutoff_day, item_groups)
-    return label(generator.build(users, times), targets)
+    return label(generator.build(users, times, withheld), targets)

@@ -39,7 +39,14 @@ class OnnxScorer:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.enable_cpu_mem_arena = False  # a few hundred candidate rows need no arena; it keeps ~10 MB
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.takes_items = "items" in {given.name for given in self.session.get_inputs()}
+        inputs = {given.name: given for given in self.session.get_inputs()}
+        width = inputs["features"].shape[1] if "features" in inputs else None
+        if width != len(FEATURE_NAMES):
+            raise ValueError(
+                f"{path}: the model takes {width} features per candidate, this version computes "
+                f"{len(FEATURE_NAMES)}; train and bundle it again with this version"
+            )
+        self.takes_items = "items" in inputs
 
     def __call__(self, features: np.ndarray, items: np.ndarray) -> np.ndarray:
         inputs = {"features": features, "items": items} if self.takes_items else {"features": features}

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from data_contracts import schema
 from data_contracts.dataset import Dataset
 from data_contracts.errors import DataContractError
-from data_contracts.learnability import Protocol, ProtocolKind, protocol_kind
+from data_contracts.learnability import HoldoutOrder, Protocol, ProtocolKind, protocol_kind
 from models.baskets import BasketHistory
 from models.catalog import Catalog
 
@@ -63,6 +63,7 @@ class Split:
     features: dict[str, pl.DataFrame]
     requests: dict[int, TargetRequest] = field(default_factory=dict)
     protocol: str = "temporal"  # or "holdout" (splits.holdout): how the targets were chosen
+    holdout_order: str = "time"  # the holdout protocol's: each user's newest lines, or "random" ones
 
     @property
     def origin(self) -> pd.Timestamp:
@@ -334,6 +335,7 @@ def _save_split(split: Split, folder: Path) -> None:
                 "end": str(split.end),
                 "cutoff_day": split.cutoff_day,
                 "protocol": split.protocol,
+                "holdout_order": split.holdout_order,
             }
         )
     )
@@ -366,6 +368,7 @@ def _load_split(folder: Path) -> Split:
         features,
         requests,
         meta.get("protocol", "temporal"),
+        meta.get("holdout_order", "time"),
     )
 
 
@@ -376,17 +379,18 @@ def build_splits(
     test_weeks: int = 4,
     validation_weeks: int = 4,
     kind: ProtocolKind = "auto",
+    holdout_order: HoldoutOrder = "time",
 ) -> tuple[dict[str, Split], bool]:
     """The validation, test and deploy splits of the protocol `kind` means for `dataset`
     (`data_contracts.learnability.protocol_kind`: the temporal one of this module, or
-    `splits.holdout` where nobody buys an item twice), read from `cache_dir` when present
-    (dataset None: only from there).
+    `splits.holdout` where nobody buys an item twice, holding out in `holdout_order`), read from
+    `cache_dir` when present (dataset None: only from there).
 
     Returns (splits, cache_hit).
     """
     names = ("validation", "test", "deploy")
     folders = {
-        "holdout": Path(cache_dir) / f"{data_hash}-holdout-f{FEATURES_VERSION}",
+        "holdout": Path(cache_dir) / f"{data_hash}-holdout-{holdout_order}-f{FEATURES_VERSION}",
         "temporal": Path(cache_dir) / f"{data_hash}-t{test_weeks}-v{validation_weeks}-f{FEATURES_VERSION}",
     }
     cached = [k for k, f in folders.items() if all((f / n / "split.json").exists() for n in names)]
@@ -401,7 +405,7 @@ def build_splits(
     if kind == "holdout":
         from splits.holdout import holdout_splits  # it builds on this module
 
-        splits = holdout_splits(dataset)
+        splits = holdout_splits(dataset, order=holdout_order)
         for name, split in splits.items():
             _save_split(split, folder / name)
         return splits, False

@@ -91,10 +91,19 @@ def ranker_data(
     history, groups = split.history, split.catalog.item_groups
     options = {k: v for k, v in generator_settings.items() if k != "tifu_params"}
 
-    def lists(before: BasketHistory, cutoff: float, targets: dict, at: dict | None) -> LabelledCandidates:
-        return labelled_candidates(before, cutoff, targets, generator_settings["tifu_params"], groups, at, **options)
+    def lists(round: TrainingRound) -> LabelledCandidates:
+        return labelled_candidates(
+            round.history,
+            round.cutoff_day,
+            round.targets,
+            generator_settings["tifu_params"],
+            groups,
+            round.at,
+            round.withheld,
+            **options,
+        )
 
-    parts = [lists(*round) for round in training_rounds(split, weeks)]
+    parts = [lists(round) for round in training_rounds(split, weeks)]
     if not parts:
         raise ValueError(
             f"{split.name} split: no user has a basket in the {weeks} weeks before {split.cutoff}; "
@@ -107,7 +116,7 @@ def ranker_data(
         generator = CandidateGenerator(**generator_settings).fit(history, split.cutoff_day, groups)
     validation = None
     if with_validation:
-        validation = lists(history, split.cutoff_day, split.targets, split.target_days())
+        validation = lists(TrainingRound(history, split.cutoff_day, split.targets, split.target_days()))
     data = RankerData(split, LabelledCandidates.concat(parts), generator, validation, time.perf_counter() - start)
     log.info(
         "%s: %d training lists (%d rows) from %d %s in %.1fs",
@@ -121,22 +130,36 @@ def ranker_data(
     return data
 
 
-TrainingRound = tuple[BasketHistory, float, dict[int, set[int]], dict[int, float] | None]
+@dataclass
+class TrainingRound:
+    """One round of training lists: the history their candidates and features come from, its
+    cutoff (days), the targets (user → items), each user's request day (None: the cutoff), and
+    the items never offered to a user (user → items: their own lines outside the round)."""
+
+    history: BasketHistory
+    cutoff_day: float
+    targets: dict[int, set[int]]
+    at: dict[int, float] | None = None
+    withheld: dict[int, set[int]] | None = None
 
 
 def training_rounds(split: Split, weeks: int) -> list[TrainingRound]:
-    """(history, cutoff day, targets: user → items, request days: user → day or None for the
-    cutoff) per round: the first basket after each of `weeks` weekly cutoffs before the split's
-    (temporal protocol), or `weeks` nested holdouts of its history (holdout protocol)."""
+    """The first basket after each of `weeks` weekly cutoffs before the split's (temporal
+    protocol), or `weeks` nested holdouts of its history in the split's order (holdout protocol)."""
     if split.protocol == "holdout":
-        return [(before, split.cutoff_day, targets, None) for before, targets in nested_holdouts(split.history, weeks)]
+        return [
+            TrainingRound(held.history, split.cutoff_day, held.targets, withheld=held.skipped)
+            for held in nested_holdouts(split.history, weeks, order=split.holdout_order)
+        ]
     rounds = []
     for j in range(1, weeks + 1):
         cutoff = split.cutoff_day - j * WEEK_DAYS
         first = split.history.first_baskets_with_days(cutoff, cutoff + WEEK_DAYS)
         if first:
             targets = {user: items for user, (_, items) in first.items()}
-            rounds.append((split.history, cutoff, targets, {user: day for user, (day, _) in first.items()}))
+            rounds.append(
+                TrainingRound(split.history, cutoff, targets, {user: day for user, (day, _) in first.items()})
+            )
     return rounds
 
 

@@ -60,3 +60,13 @@ def test_int8_model_is_smaller_and_still_ranks(exported):
     with torch.no_grad():
         reference = model(torch.from_numpy(features), torch.from_numpy(items)).numpy()
     assert np.corrcoef(scores, reference)[0, 1] > 0.9  # quality on real data is measured, not assumed
+
+
+def test_a_model_of_another_feature_set_is_refused_when_loaded_not_on_the_first_request(exported):
+    """A bundle trained by a version with other candidate features (here 15 per candidate) must
+    fail where the node installs it, naming both widths, instead of failing every request."""
+    from models.scorers import OnnxScorer
+
+    _, fp32, _ = exported
+    with pytest.raises(ValueError, match=r"takes 15 features per candidate, this version computes \d+"):
+        OnnxScorer(fp32)

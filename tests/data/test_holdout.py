@@ -56,7 +56,10 @@ def test_nested_holdouts_step_back_one_share_per_round_and_never_train_on_their_
     test = holdout_splits(movielens, order="time")["test"]
     rounds = nested_holdouts(test.history, rounds=2)
     assert len(rounds) == 2
-    (first_history, first), (second_history, second) = rounds
+    (first_history, first, first_skipped), (second_history, second, second_skipped) = (
+        (held.history, held.targets, held.skipped) for held in rounds
+    )
+    assert not first_skipped and second_skipped == first  # round 2 never offers round 1's targets
     assert set(first) == set(range(test.history.n_users))  # MovieLens users all have 20+ ratings
     for user in (0, 1, 500):
         items, sizes = test.history.lines_of(user)
@@ -70,3 +73,32 @@ def test_nested_holdouts_step_back_one_share_per_round_and_never_train_on_their_
         assert min(day_of[i] for i in first[user]) >= max(day_of[i] for i in kept)  # the newest lines
         assert min(day_of[i] for i in second[user]) >= max(day_of[i] for i in kept_second)
     assert sum(map(len, first.values())) + len(first_history.items) == len(test.history.items)
+
+
+def test_random_nested_holdouts_hold_out_any_line_and_skip_the_later_rounds(movielens):
+    """In random order a round's targets come from anywhere in a user's lines, not the newest;
+    the items of the rounds after it are the user's `skipped` ones, never offered as candidates."""
+    from models.candidates import labelled_candidates
+
+    test = holdout_splits(movielens, order="random", seed=0)["test"]
+    rounds = nested_holdouts(test.history, rounds=3, order="random")
+    user = 7
+    items, sizes = test.history.lines_of(user)
+    days = dict(zip(items.tolist(), np.repeat(test.history.baskets_of(user)[1], sizes)))
+    newest = sorted(items.tolist(), key=days.get)[-len(rounds[0].targets[user]) :]
+    assert set(newest) != rounds[0].targets[user]  # not simply the newest tenth
+    third = rounds[2]
+    assert third.skipped[user] == rounds[0].targets[user] | rounds[1].targets[user]
+    kept = set(third.history.lines_of(user)[0].tolist())
+    assert kept | third.targets[user] | third.skipped[user] == set(items.tolist())
+    lists = labelled_candidates(
+        third.history,
+        test.cutoff_day,
+        {user: third.targets[user]},
+        {},
+        test.catalog.item_groups,
+        withheld=third.skipped,
+        n_repeat=0,
+        n_discovery=100,
+    )
+    assert len(lists.items) > 100 and not set(lists.items.tolist()) & third.skipped[user]

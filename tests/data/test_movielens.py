@@ -7,7 +7,7 @@ import pytest
 
 from data_contracts import schema
 from data_contracts.errors import DataContractError
-from data_contracts.movielens import WHEEL
+from data_contracts.movielens import SOURCES
 from data_contracts.sources import load_source
 from data_contracts.validation import validate_dataset
 from lightpersml import config
@@ -24,6 +24,7 @@ def test_movielens_has_its_ratings_films_and_users_in_the_contract_and_passes_va
 
 
 def test_a_corrupt_download_is_named_and_refused(tmp_path):
-    (tmp_path / WHEEL).write_bytes(b"not a wheel")
-    with pytest.raises(DataContractError, match=f"{WHEEL}: SHA-256 .* delete it to download again"):
+    wheel = SOURCES["movielens-100k"].wheel
+    (tmp_path / wheel).write_bytes(b"not a wheel")
+    with pytest.raises(DataContractError, match=f"{wheel}: SHA-256 .* delete it to download again"):
         load_source("movielens-100k", tmp_path)
