@@ -7,6 +7,7 @@ candidate is served again with N of its ranked slots kept for items new to the s
 (`--discovery-slots`, `lightpersml serve --discovery-slots`): what discovery costs a shop.
 
 Run: .venv/bin/python -m benchmarks.backtest [--profile quick|full] [--weeks 4] [--home DIR] [--discovery-slots 2,4]
+     [--discovery-candidates 20]
 (writes benchmarks/results/backtest-<profile>.{json,md}; logs experiment `backtest-<dataset>` in
 MLflow: a run per backtest with a child run per tier). T = `--weeks` before the newest purchase.
 """
@@ -85,6 +86,9 @@ def main(
     discovery_slots: Annotated[
         str, typer.Option(help="the candidate served again with these discovery slots (comma-separated; '' for none)")
     ] = "2,4",
+    discovery_candidates: Annotated[
+        int, typer.Option(help="the pipeline's --discovery-candidates (EASE's new items per shopper)")
+    ] = 0,
 ) -> None:
     os.environ["LIGHTPERSML_HOME"] = str(home.resolve())
     from lightpersml import config
@@ -108,7 +112,7 @@ def main(
     home.mkdir(parents=True, exist_ok=True)
     before = home / "data" / f"{Path(data).name}-before-T"
     cut, full = cut_dataset(data, weeks, before)
-    result = training_flow(data=str(before), profile=profile)
+    result = training_flow(data=str(before), profile=profile, discovery_candidates=discovery_candidates)
     pipeline_minutes = (time.perf_counter() - started) / 60
     rows = {row.tier: row for row in result.tiers}
     # What happened after T: the full data, validated as the pipeline validates (the same rows
@@ -198,7 +202,7 @@ def main(
         for r in sorted(measured, key=lambda r: -r["ndcg_at_10"])
     ]
     path = write_results(
-        f"backtest-{profile}",
+        f"backtest-{profile}" + (f"-discovery-{discovery_candidates}" if discovery_candidates else ""),
         {
             "profile": profile,
             "data": data,

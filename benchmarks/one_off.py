@@ -10,7 +10,8 @@ user, as the grocery backtest does (`benchmarks.backtest`).
 
   .venv/bin/python benchmarks/one_off.py [--data movielens-100k|movielens-1m] [--order random|time]
       [--seed 0] [--home DIR] [--profile quick]
-Writes benchmarks/results/one_off-<data>-<order>.{json,md} (one_off-movielens-<order> for 100k).
+      [--pipeline-order time|random]
+Writes benchmarks/results/one_off-<data>-<order>[-pipeline-<order>].{json,md} (data "movielens" for 100k).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main(
     / ".lightpersml/bench/one_off",
     probe_requests: Annotated[int, typer.Option(help="single requests timed per tier")] = 500,
     profile: Annotated[str, typer.Option(help="pipeline profile for the deployed rows; '' to skip")] = "",
+    pipeline_order: Annotated[str, typer.Option(help="the pipeline's --holdout-order ('': the split's order)")] = "",
 ) -> None:
     os.environ["LIGHTPERSML_HOME"] = str(home)
     from lightpersml import config
@@ -88,7 +90,7 @@ def main(
         print(rows[-1], flush=True)
     rows.append(_row("item-kNN, cosine, 100 neighbours (offline, not served)", _item_knn(test), float("nan")))
     if profile:
-        rows += _deployed(dataset, order, seed, profile, home, test)
+        rows += _deployed(dataset, order, seed, profile, pipeline_order or order, home, test)
     payload = {
         "data": data,
         "protocol": f"per-user holdout, 10%, order {order}, seed {seed}",
@@ -97,7 +99,8 @@ def main(
         "rows": rows,
     }
     name = "movielens" if data == "movielens-100k" else data  # the 100k results' first name
-    print(write_results(f"one_off-{name}-{order}", payload, rows).read_text())
+    other_order = f"-pipeline-{pipeline_order}" if profile and pipeline_order not in ("", order) else ""
+    print(write_results(f"one_off-{name}-{order}{other_order}", payload, rows).read_text())
 
 
 def _row(method: str, metrics: dict, size_mb: float) -> dict:
@@ -112,9 +115,10 @@ def _row(method: str, metrics: dict, size_mb: float) -> dict:
     }
 
 
-def _deployed(dataset, order: str, seed: int, profile: str, home: Path, test) -> list[dict]:
-    """The pipeline (`profile`) on the test split's history written as a shop's export; each
-    registered version served by a real node and asked for every test user."""
+def _deployed(dataset, order: str, seed: int, profile: str, pipeline_order: str, home: Path, test) -> list[dict]:
+    """The pipeline (`profile`, holding out in `pipeline_order`) on the test split's history
+    written as a shop's export; each registered version served by a real node and asked for every
+    test user."""
     import polars as pl
 
     import mlflow
@@ -133,7 +137,7 @@ def _deployed(dataset, order: str, seed: int, profile: str, home: Path, test) ->
     history = lines.filter(~pl.Series(held_out(lines, 0.1, order, seed)))
     history.select(schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP).write_csv(export / "events.csv")
     dataset.items.to_csv(export / "items.csv", index=False)
-    result = training_flow(data=str(export), profile=profile, holdout_order=order)
+    result = training_flow(data=str(export), profile=profile, holdout_order=pipeline_order)
     client = mlflow.MlflowClient()
     versions = {
         v.tags["tier"]: v.version
@@ -159,7 +163,13 @@ def _deployed(dataset, order: str, seed: int, profile: str, home: Path, test) ->
             label = f"LightPersML {tier}, version {version}" + (
                 " (the candidate)" if tier == result.candidate.tier else ""
             )
-            rows.append(_row(f"{label}: pipeline ({profile}) on the 90%, served by a node", metrics, size))
+            rows.append(
+                _row(
+                    f"{label}: pipeline ({profile}, {pipeline_order} holdout) on the 90%, served by a node",
+                    metrics,
+                    size,
+                )
+            )
             print(rows[-1], flush=True)
     return rows
 

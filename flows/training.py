@@ -209,12 +209,14 @@ def training_flow(
     event_types: dict[str, str] | None = None,
     max_bad_share: float | None = None,
     holdout_order: str = "time",
+    discovery_candidates: int = 0,
 ) -> PipelineRun:
     """Train and evaluate every tier on `data` ("completejourney" or a folder of contract files).
     event_types: the shop's event types → contract types (e.g. {"rating": "purchase"});
     max_bad_share: the validation threshold per check (default `ValidationSettings`);
     holdout_order: on data where nobody rebuys (the holdout protocol), hold out each shopper's
-    newest lines ("time") or random ones ("random").
+    newest lines ("time") or random ones ("random"); discovery_candidates: on grocery, EASE's best
+    new items per shopper among the candidates, for a node's discovery slots (0: none).
     """
     settings = config.PROFILES[profile]
     dataset = ingest_task(data)
@@ -241,8 +243,13 @@ def training_flow(
         }
         with TemporaryDirectory(dir=config.state_dir()) as tmp:
             tifu = tune_tifu_task(
-                splits["validation"], settings.tuning_trials, config.state_dir() / "optuna", data_hash
+                splits["validation"],
+                settings.tuning_trials,
+                config.state_dir() / "optuna",
+                data_hash,
+                discovery_candidates,
             )
+            split_info["discovery_candidates"] = tifu.generator_settings()["n_discovery"]
             evaluation_data, fit_seconds = serving_data_task(
                 splits["test"],
                 tifu.generator_settings(),

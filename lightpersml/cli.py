@@ -134,6 +134,15 @@ def run(
             "(ratings, and to compare with random splits)",
         ),
     ] = "time",
+    discovery_candidates: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=1000,
+            help="grocery: EASE's best new items per shopper among the candidates, for nodes serving "
+            "--discovery-slots (costs some NDCG at 0 slots; benchmarks/results/backtest-quick-discovery-20.md)",
+        ),
+    ] = 0,
 ) -> None:
     """Run the training pipeline: validate, build features, fit and evaluate every tier, log to MLflow."""
     if profile not in config.PROFILES:
@@ -145,7 +154,12 @@ def run(
     _quiet_refusals()
     try:
         result = training_flow(
-            data=data, profile=profile, event_types=mapping, max_bad_share=max_bad_share, holdout_order=holdout_order
+            data=data,
+            profile=profile,
+            event_types=mapping,
+            max_bad_share=max_bad_share,
+            holdout_order=holdout_order,
+            discovery_candidates=discovery_candidates,
         )
     except (DataContractError, DataValidationError) as error:
         console.print(str(error), style="red", markup=False, highlight=False)

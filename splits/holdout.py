@@ -26,10 +26,9 @@ from models.baskets import BasketHistory
 from splits.temporal import Split, purchase_lines, split_of
 
 HOLDOUT_SHARE = 0.1
-Order = HoldoutOrder
 
 
-def held_out(lines: pl.DataFrame, share: float, order: Order, seed: int) -> np.ndarray:
+def held_out(lines: pl.DataFrame, share: float, order: HoldoutOrder, seed: int) -> np.ndarray:
     """(len(lines),) True for the lines each user holds out: their newest round(share × n) of n
     lines (at least 1 when n ≥ MIN_HOLDOUT_LINES), or that many at random with `seed`."""
     users = pd.factorize(lines[schema.USER_ID].to_numpy())[0]
@@ -62,7 +61,7 @@ class NestedHoldout:
 
 
 def nested_holdouts(
-    history: BasketHistory, rounds: int, share: float = HOLDOUT_SHARE, order: Order = "time", seed: int = 0
+    history: BasketHistory, rounds: int, share: float = HOLDOUT_SHARE, order: HoldoutOrder = "time", seed: int = 0
 ) -> list[NestedHoldout]:
     """Round j = 1..rounds, from `history` alone: each user holds out the j-th newest `share` of
     their lines (counted on `history`; `order="random"`: the j-th share in a random order, as the
@@ -107,7 +106,7 @@ def _items_by_user(users: np.ndarray, items: np.ndarray) -> dict[int, set[int]]:
 
 
 def holdout_splits(
-    dataset: Dataset, share: float = HOLDOUT_SHARE, order: Order = "time", seed: int = 0
+    dataset: Dataset, share: float = HOLDOUT_SHARE, order: HoldoutOrder = "time", seed: int = 0
 ) -> dict[str, Split]:
     """The validation, test and deploy splits of `dataset` (see module docstring)."""
     lines = purchase_lines(dataset)

@@ -26,8 +26,10 @@ from training.tiers import (
 
 
 @task(name="tune TIFU-KNN", cache_policy=NO_CACHE, task_run_name="tune TIFU-KNN on {validation.name}")
-def tune_tifu_task(validation: Split, n_trials: int, study_dir: Path, data_hash: str) -> TunedTifu:
-    return tune_tifu(validation, n_trials, study_dir, data_hash)
+def tune_tifu_task(
+    validation: Split, n_trials: int, study_dir: Path, data_hash: str, grocery_discovery: int = 0
+) -> TunedTifu:
+    return tune_tifu(validation, n_trials, study_dir, data_hash, grocery_discovery)
 
 
 @task(name="serving data", cache_policy=NO_CACHE, task_run_name="serving data: {split.name}")

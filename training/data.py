@@ -66,15 +66,18 @@ class RankerSpec:
 DISCOVERY_CANDIDATES = 100  # EASE candidates per shopper on data where nobody buys an item twice
 
 
-def generator_settings(tifu_params: dict, discovery: bool = False, ease_l2: float | None = None) -> dict:
-    """The candidate generator's parameters (defaults of models.candidates) around tuned TIFU-KNN;
-    discovery: for data where nobody repeats (`exclude_seen`), with EASE's DISCOVERY_CANDIDATES
-    (l2 `ease_l2`, tuned on validation) and no repeat candidates (a node never shows them)."""
+def generator_settings(
+    tifu_params: dict, discovery: bool = False, ease_l2: float | None = None, grocery_discovery: int = 0
+) -> dict:
+    """The candidate generator's parameters (defaults of models.candidates) around tuned TIFU-KNN,
+    with EASE's best new items (l2 `ease_l2`, tuned on validation) as candidates: on data where
+    nobody repeats (`discovery`, as `exclude_seen`) DISCOVERY_CANDIDATES of them and no repeat
+    candidates (a node never shows them); on grocery `grocery_discovery` of them beside the
+    repeat and neighbours' ones, for a node's discovery slots."""
+    ease = {} if ease_l2 is None else {"ease_l2": ease_l2}
     if not discovery:
-        return CandidateGenerator(tifu_params=tifu_params).params
-    return CandidateGenerator(
-        tifu_params, n_repeat=0, n_discovery=DISCOVERY_CANDIDATES, **({} if ease_l2 is None else {"ease_l2": ease_l2})
-    ).params
+        return CandidateGenerator(tifu_params, n_discovery=grocery_discovery, **ease).params
+    return CandidateGenerator(tifu_params, n_repeat=0, n_discovery=DISCOVERY_CANDIDATES, **ease).params
 
 
 def ranker_data(

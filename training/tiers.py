@@ -19,6 +19,7 @@ from pathlib import Path
 import lightgbm as lgb
 import pandas as pd
 
+from data_contracts.learnability import REPEAT_SHARE_MIN
 from edge import bundle
 from models.candidates import FEATURE_NAMES, CandidateGenerator
 from models.ranker import CandidateRanker
@@ -40,7 +41,6 @@ BASELINE_SCORERS = {
 }
 EASE_SCORER = scorer_spec(FEATURES, ["ease_score"])  # a baseline where the generator has EASE (one-off data)
 BASELINE_TIERS = (*BASELINE_SCORERS, "ease")
-REPEAT_SHARE_MIN = 0.01  # below this share of repeated (user, item) pairs, nobody re-buys
 TEACHER_TIER = "full"
 CLOUD_TIER = (
     "full_native"  # the teacher's bundle served by LightGBM itself: the "cloud" latency reference, not deployable
@@ -65,18 +65,20 @@ class FittedTier:
 
 @dataclass
 class TunedTifu:
-    """TIFU-KNN's tuned parameters (the candidate generator's neighbours) and the study, and on
-    data where nobody repeats (`exclude_seen`) EASE's l2 chosen on validation."""
+    """TIFU-KNN's tuned parameters (the candidate generator's neighbours) and the study, and
+    where EASE gives candidates (data where nobody repeats, `exclude_seen`, or `grocery_discovery`
+    of them per shopper on grocery) its l2 chosen on validation."""
 
     params: dict
     exclude_seen: bool
     seconds: float
     tuning: TuningSummary
     ease_l2: float | None = None
+    grocery_discovery: int = 0
 
     def generator_settings(self) -> dict:
         """The candidate generator around these tuned sources (`training.data.generator_settings`)."""
-        return generator_settings(self.params, self.exclude_seen, self.ease_l2)
+        return generator_settings(self.params, self.exclude_seen, self.ease_l2, self.grocery_discovery)
 
 
 def exclude_seen_items(validation: Split) -> bool:
@@ -84,13 +86,16 @@ def exclude_seen_items(validation: Split) -> bool:
     return validation.history.repeat_share() < REPEAT_SHARE_MIN
 
 
-def tune_tifu(validation: Split, n_trials: int, study_dir: Path, data_hash: str) -> TunedTifu:
-    """TIFU-KNN's parameters, tuned on the validation split (Optuna, resumable in SQLite)."""
+def tune_tifu(
+    validation: Split, n_trials: int, study_dir: Path, data_hash: str, grocery_discovery: int = 0
+) -> TunedTifu:
+    """TIFU-KNN's parameters, tuned on the validation split (Optuna, resumable in SQLite), and
+    EASE's l2 where it gives candidates (`TunedTifu`)."""
     exclude_seen = exclude_seen_items(validation)
     start = time.perf_counter()
     study_name = f"tifu_knn-{data_hash}-{validation.cutoff:%Y%m%d}-x{int(exclude_seen)}"
     study = tune_tifu_knn(validation, n_trials, study_dir / "optuna.db", study_name, exclude_seen)
-    ease_l2 = tune_ease_l2(validation)[0] if exclude_seen else None
+    ease_l2 = tune_ease_l2(validation)[0] if exclude_seen or grocery_discovery else None
     seconds = time.perf_counter() - start
     return TunedTifu(
         study.best_params,
@@ -98,6 +103,7 @@ def tune_tifu(validation: Split, n_trials: int, study_dir: Path, data_hash: str)
         seconds,
         TuningSummary(study_name, len(study.trials), study.best_value, seconds),
         ease_l2,
+        0 if exclude_seen else grocery_discovery,
     )
 
 
@@ -124,7 +130,7 @@ def baseline_tiers(data: ServingData, tifu: TunedTifu, fit_seconds: float) -> li
         "tifu_knn": generator.tifu.param_count(),
     }
     scorers = dict(BASELINE_SCORERS)
-    if generator.ease is not None:
+    if data.exclude_seen:  # EASE's own order: the baseline to beat where nobody repeats
         scorers["ease"], sizes["ease"] = EASE_SCORER, generator.ease.param_count()
     tiers = []
     for name, spec in scorers.items():

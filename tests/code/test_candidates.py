@@ -156,6 +156,10 @@ def test_discovery_candidates_are_eases_best_new_items_and_survive_the_bundle_st
     expected = [i for i in np.argsort(-scores, kind="stable").tolist() if i not in mine and scores[i] > 0]
     assert set(expected[:5]) <= set(new) and len(new) <= 2 + 5
     np.testing.assert_allclose(features[:, column("ease_score")], scores[items], rtol=1e-5)
+    by_ease = np.argsort(-scores[items], kind="stable")  # the scale-free forms of the same order
+    np.testing.assert_allclose(features[by_ease, column("ease_rank")], np.log1p(np.arange(len(items))), rtol=1e-6)
+    assert features[by_ease[0], column("ease_relative")] == pytest.approx(1.0)
+    assert (features[:, column("ease_relative")] <= 1.0 + 1e-6).all()
     again = CandidateGenerator(**generator.params).load_state(generator.state(serving=True))
     again_items, again_features = again.candidate_rows(again.user_rows(0), 1.0)
     np.testing.assert_array_equal(again_items, items)
