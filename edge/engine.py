@@ -47,7 +47,7 @@ from models.baskets import BasketHistory
 from models.candidates import CandidateGenerator
 from models.catalog import Catalog
 from models.npz import read_arrays
-from models.rows import row_positions
+from models.rows import Rows, row_positions
 from models.scorers import RANKER, load_scorer
 from models.user_rows import NEWEST, UserRows
 
@@ -201,6 +201,7 @@ class Engine:
         self.item_index = IdIndex(self.catalog.item_ids)
         self.store_index = {str(s): i for i, s in enumerate(self.catalog.store_ids)}
         self.catalog.in_stock = self.catalog.in_stock.sorted()
+        self.bundle_stock = self.catalog.in_stock  # the bundle's own availability, before live stock
         self.global_fill = np.argsort(-self.catalog.popularity, kind="stable")[:FILL_DEPTH].copy()
         self._store_fill: dict[int, np.ndarray] = {}
         self.source = source
@@ -492,17 +493,45 @@ class Engine:
                     out.append((int(item), source))
         return out
 
+    def restock(self, changes: dict[tuple[str, str], bool]) -> int:
+        """Serve the bundle's availability with `changes` ((store id, item id) → in stock) on top,
+        swapped in at once; pairs the bundle does not know are skipped. Returns the changes applied."""
+        known: dict[int, dict[int, bool]] = {}
+        for (store_id, item_id), in_stock in changes.items():
+            store, item = self.store_index.get(store_id), self.item_index.get(item_id)
+            if store is not None and item is not None:
+                known.setdefault(store, {})[item] = in_stock
+        base = self.bundle_stock
+        rows = []
+        for store in range(base.shape[0]):
+            row = base.indices[base.indptr[store] : base.indptr[store + 1]]
+            if store in known:
+                marks = known[store]
+                out = np.fromiter((i for i, v in marks.items() if not v), np.int64)
+                back = np.fromiter((i for i, v in marks.items() if v), np.int64)
+                row = np.union1d(np.setdiff1d(row, out), back).astype(base.indices.dtype)
+            rows.append(row)
+        indices = np.concatenate(rows) if rows else base.indices[:0]
+        indptr = np.r_[0, np.cumsum([len(r) for r in rows])].astype(base.indptr.dtype)
+        stock = Rows(indptr, indices, np.ones(len(indices), base.data.dtype), base.shape)
+        with self._lock:
+            self.catalog.in_stock, self._store_fill = stock, {}
+        return sum(map(len, known.values()))
+
     def _fill(self, store: int | None) -> tuple[np.ndarray, str]:
         """Popular items for filling: the store's best sellers in stock, then the global ones."""
         if store is None:
             return self.global_fill, "popular with shoppers"
         fill = self._store_fill.get(store)
         if fill is None:
+            stock = self.catalog.in_stock
             sales = self.catalog.store_popularity[store]
             order = np.argsort(-sales.data, kind="stable")
             fill = sales.indices[order][:FILL_DEPTH]
             fill = fill[self._allowed(store, fill, set())]
-            self._store_fill[store] = fill
+            with self._lock:  # cached only if no restock came in between
+                if self.catalog.in_stock is stock:
+                    self._store_fill[store] = fill
         if len(fill):
             return fill, "popular in this store"
         return self.global_fill, "popular with shoppers"

@@ -4,6 +4,7 @@
     <node dir>/active.json            {"current": id, "previous": id | null}, replaced atomically
     <node dir>/events.db              the durable event log (edge.events)
     <node dir>/clients.json           client keys, hashed (edge.clients)
+    <node dir>/stock.json             availability pushed between bundles (edge.stock)
 
 Installing a bundle: unpack into a staging folder (an upload is streamed to disk first, and its
 unpacked size is capped as it is read), verify it against the node's public key, load it and
@@ -38,6 +39,7 @@ from pathlib import Path
 from edge import bundle
 from edge.engine import MAX_SHOPPERS, Engine, Event
 from edge.events import EventLog
+from edge.stock import LiveStock, StockApplied
 
 KEEP_BUNDLES = 3  # current, previous, and one more for a second rollback
 MAX_UPLOAD_BYTES = 512 * 2**20  # an uploaded .tar.gz
@@ -68,6 +70,7 @@ class Node:
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.public_key = public_key
         self.events = EventLog(self.folder / "events.db")
+        self.stock = LiveStock(self.folder / "stock.json")
         self.engine: Engine | None = None
         self.current: str | None = None
         self.previous: str | None = None
@@ -117,6 +120,25 @@ class Node:
     def unusable_events(self) -> int:
         """Logged events that are never applied (see `EventLog.unusable`, `Engine.unusable`)."""
         return self.events.unusable() + (len(self.engine.unusable) if self.engine is not None else 0)
+
+    # ---- stock ---------------------------------------------------------------------------
+    def push_stock(self, changes: dict[tuple[str, str], bool]) -> StockApplied:
+        """Mark (store id, item id) pairs in or out of stock: written to disk, then served.
+        Pairs the served bundle does not know are reported and dropped. Raises BundleError
+        without a bundle (nothing to check the ids against)."""
+        with self._swap:
+            engine = self.engine
+            if engine is None:
+                raise bundle.BundleError("no bundle loaded yet: upload one to /admin/bundle")
+            stores = {s for s, _ in changes if s not in engine.store_index}
+            known = {
+                key: value
+                for key, value in changes.items()
+                if key[0] in engine.store_index and engine.item_index.get(key[1]) is not None
+            }
+            self.stock.push(known, max(time.time(), engine.cutoff_at + 1e-3))
+            engine.restock(self.stock.newer_than(engine.cutoff_at))
+        return StockApplied(len(known), sorted(stores)[:20], len(changes) - len(known))
 
     # ---- bundles -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -182,6 +204,9 @@ class Node:
                 raise bundle.BundleError(
                     f"{bundle_id} verified but could not be loaded: {type(error).__name__}: {error}"
                 ) from error
+            live = self.stock.newer_than(engine.cutoff_at)
+            if live:
+                engine.restock(live)
             if self.current != bundle_id:
                 self.previous = self.current
             self.engine, self.current = engine, bundle_id

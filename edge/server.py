@@ -6,6 +6,7 @@
     GET  /metrics             Prometheus: requests, latency, errors, model version, bundle age
     POST /admin/bundle        upload a signed bundle (.tar.gz); verified, warmed, swapped in
     POST /admin/rollback      serve the previous bundle again
+    PUT  /admin/stock         mark items of stores in or out of stock between bundles (edge.stock)
     GET  /admin/events        the event log after a cursor (for flows/collect.py)
 
 Who may call what (`Guard`): /admin needs `Authorization: Bearer <admin token>`; the /v1 routes
@@ -68,10 +69,12 @@ ROUTES = (
     "/metrics",
     "/admin/bundle",
     "/admin/rollback",
+    "/admin/stock",
     "/admin/events",
 )
 SCOPE_OF = {("GET", "/v1/recommendations"): "recommend", ("POST", "/v1/events"): "events"}
-BODY_LIMIT = {"/v1/events": MAX_EVENTS_BODY, "/admin/bundle": MAX_UPLOAD_BYTES}
+MAX_STOCK_CHANGES = 100_000  # (store, item) pairs per push
+BODY_LIMIT = {"/v1/events": MAX_EVENTS_BODY, "/admin/bundle": MAX_UPLOAD_BYTES, "/admin/stock": 16 * 2**20}
 
 
 class EventIn(BaseModel):
@@ -100,6 +103,26 @@ class EventBatch(BaseModel):
 class EventsAccepted(BaseModel):
     accepted: int = Field(description="events in the request, all durably logged")
     new: int = Field(description="events not logged before (by event_id)")
+
+
+class StockChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store_id: Id
+    item_id: Id
+    in_stock: bool
+
+
+class StockPush(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    changes: list[StockChange] = Field(min_length=1, max_length=MAX_STOCK_CHANGES)
+
+
+class StockAccepted(BaseModel):
+    applied: int = Field(description="(store, item) changes now served, and kept across restarts")
+    unknown_stores: list[str] = Field(description="stores the served bundle does not know (the first 20)")
+    ignored: int = Field(description="changes for a store or item the served bundle does not know")
 
 
 class Item(BaseModel):
@@ -532,6 +555,17 @@ def create_app(
         except BundleError as error:
             raise HTTPException(409, str(error)) from None
         return await readyz()
+
+    @api.put("/admin/stock", response_model=StockAccepted)
+    async def push_stock(push: StockPush) -> StockAccepted:
+        changes = {(change.store_id, change.item_id): change.in_stock for change in push.changes}
+        try:
+            applied = await run_in_threadpool(node.push_stock, changes)
+        except BundleError as error:
+            raise HTTPException(503, str(error)) from None
+        return StockAccepted(
+            applied=applied.applied, unknown_stores=applied.unknown_stores, ignored=applied.unknown_items
+        )
 
     @api.get("/admin/events")
     def logged_events(

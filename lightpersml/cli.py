@@ -691,6 +691,30 @@ def rollback(nodes: Annotated[Path, typer.Option(help="TOML nodes file (as for d
 
 
 @app.command()
+def stock(
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet with store_id, item_id, in_stock (true/false)")],
+    nodes: Annotated[Path, typer.Option(help="TOML nodes file (as for deploy)")],
+) -> None:
+    """Mark items in or out of stock on every node now, between bundles (exit 1 if any node failed)."""
+    from nodes.fleet import read_nodes
+    from nodes.stock import push_stock, read_stock_file
+
+    try:
+        changes, targets = read_stock_file(file), read_nodes(nodes)
+    except (OSError, ValueError) as error:
+        console.print(str(error), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    rows = [push_stock(node, changes) for node in targets]
+    for row in rows:
+        console.print(
+            f"{row.node}: {row.status}, {row.applied:,} applied, {row.ignored:,} unknown to its bundle {row.detail}".rstrip(),
+            markup=False,
+        )
+    if any(row.status != "updated" for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
 def collect(
     nodes: Annotated[Path, typer.Option(help="TOML nodes file (as for deploy)")],
     data: Annotated[str, typer.Option(help="the dataset whose training data receives the events")] = "completejourney",
