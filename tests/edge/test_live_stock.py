@@ -80,3 +80,17 @@ def test_a_malformed_or_oversized_stock_push_is_refused_and_changes_nothing(
         assert not (node.node_dir / "stock.json").exists()
     finally:
         node.stop()
+
+
+def test_a_damaged_stock_file_is_set_aside_and_pushes_older_than_a_bundle_do_not_apply_to_it(tmp_path):
+    from edge.stock import LiveStock
+
+    path = tmp_path / "stock.json"
+    path.write_text('{"entries": [["s1", "i1", false')  # a torn write from another tool
+    assert LiveStock(path).entries == {} and (tmp_path / "stock.damaged").exists() and not path.exists()
+    live = LiveStock(path)
+    live.push({("s1", "i1"): False}, at=100.0)
+    live.push({("s1", "i2"): False, ("s1", "i1"): True}, at=200.0)
+    again = LiveStock(path)  # read back as written
+    assert again.newer_than(150.0) == {("s1", "i2"): False, ("s1", "i1"): True}
+    assert again.newer_than(250.0) == {}  # a bundle whose data ends later has newer stock
