@@ -201,7 +201,6 @@ class Engine:
         self.item_index = IdIndex(self.catalog.item_ids)
         self.store_index = {str(s): i for i, s in enumerate(self.catalog.store_ids)}
         self.catalog.in_stock = self.catalog.in_stock.sorted()
-        self.bundle_stock = self.catalog.in_stock  # the bundle's own availability, before live stock
         self.global_fill = np.argsort(-self.catalog.popularity, kind="stable")[:FILL_DEPTH].copy()
         self._store_fill: dict[int, np.ndarray] = {}
         self.source = source
@@ -494,14 +493,15 @@ class Engine:
         return out
 
     def restock(self, changes: dict[tuple[str, str], bool]) -> int:
-        """Serve the bundle's availability with `changes` ((store id, item id) → in stock) on top,
-        swapped in at once; pairs the bundle does not know are skipped. Returns the changes applied."""
+        """Serve the availability served now with `changes` ((store id, item id) → in stock) on
+        top, swapped in at once (callers serialise restocks); pairs the bundle does not know are
+        skipped. Returns the changes applied. Costs O(stock entries + changes)."""
         known: dict[int, dict[int, bool]] = {}
         for (store_id, item_id), in_stock in changes.items():
             store, item = self.store_index.get(store_id), self.item_index.get(item_id)
             if store is not None and item is not None:
                 known.setdefault(store, {})[item] = in_stock
-        base = self.bundle_stock
+        base = self.catalog.in_stock
         rows = []
         for store in range(base.shape[0]):
             row = base.indices[base.indptr[store] : base.indptr[store + 1]]

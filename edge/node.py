@@ -4,7 +4,7 @@
     <node dir>/active.json            {"current": id, "previous": id | null}, replaced atomically
     <node dir>/events.db              the durable event log (edge.events)
     <node dir>/clients.json           client keys, hashed (edge.clients)
-    <node dir>/stock.json             availability pushed between bundles (edge.stock)
+    <node dir>/stock.db               availability pushed between bundles (edge.stock)
 
 Installing a bundle: unpack into a staging folder (an upload is streamed to disk first, and its
 unpacked size is capped as it is read), verify it against the node's public key, load it and
@@ -70,7 +70,7 @@ class Node:
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.public_key = public_key
         self.events = EventLog(self.folder / "events.db")
-        self.stock = LiveStock(self.folder / "stock.json")
+        self.stock = LiveStock(self.folder / "stock.db")
         self.engine: Engine | None = None
         self.current: str | None = None
         self.previous: str | None = None
@@ -137,7 +137,7 @@ class Node:
                 if key[0] in engine.store_index and engine.item_index.get(key[1]) is not None
             }
             self.stock.push(known, max(time.time(), engine.cutoff_at + 1e-3))
-            engine.restock(self.stock.newer_than(engine.cutoff_at))
+            engine.restock(known)
         return StockApplied(len(known), sorted(stores)[:20], len(changes) - len(known))
 
     # ---- bundles -------------------------------------------------------------------------

@@ -1,36 +1,28 @@
 """Live stock: per-store availability pushed to a node between bundles (`PUT /admin/stock`).
 
-    <node dir>/stock.json   {"entries": [[store_id, item_id, in_stock, pushed_at], ...]}, replaced atomically
+    <node dir>/stock.db   SQLite: one row per (store_id, item_id) with in_stock and pushed_at
 
-A push marks items of a store in or out of stock. The node writes the merged state to disk before
-it answers, so an acknowledged push survives a restart, and applies it to the engine it serves and
-to every bundle it installs later, except where that bundle's own stock is newer: an entry pushed
-before a bundle's data ends is already in (or superseded by) the bundle's availability.
+A push marks items of a store in or out of stock. The node commits it (WAL, synchronous=FULL)
+before it answers, so an acknowledged push survives a crash; a push costs the rows it changes,
+however many are stored. The node applies a push to the engine it serves, and all stored rows to
+every bundle it loads later, except where that bundle's own stock is newer: a row pushed before
+a bundle's data ends is already in (or superseded by) the bundle's availability.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
+import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (store_id, item_id)
 
 
 @dataclass(frozen=True)
-class StockEntry:
-    in_stock: bool
-    pushed_at: float  # Unix seconds
-
-
-@dataclass(frozen=True)
 class StockApplied:
-    """What one push changed: entries for known (store, item) pairs now in force on the served
-    engine, and what the bundle does not know (reported, never stored)."""
+    """What one push changed: rows for (store, item) pairs the served bundle knows, now served
+    and stored, and what it does not know (reported, never stored)."""
 
     applied: int
     unknown_stores: list[str]  # the first few
@@ -41,31 +33,32 @@ class LiveStock:
     """The pushed availability of one node (see the module docstring)."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self.entries: dict[Key, StockEntry] = {}
-        if self.path.exists():
-            try:
-                rows = json.loads(self.path.read_text())["entries"]
-                self.entries = {(str(s), str(i)): StockEntry(bool(v), float(t)) for s, i, v, t in rows}
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                # Only the node writes this file (atomically): a damaged one is set aside, never fatal.
-                aside = self.path.with_suffix(".damaged")
-                os.replace(self.path, aside)
-                log.error("%s: unreadable (%s); moved to %s, serving the bundles' own stock", self.path, error, aside)
+        self._db = sqlite3.connect(Path(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS stock (store_id TEXT NOT NULL, item_id TEXT NOT NULL, "
+            "in_stock INTEGER NOT NULL, pushed_at REAL NOT NULL, PRIMARY KEY (store_id, item_id))"
+        )
+        self._lock = threading.Lock()
 
     def push(self, changes: dict[Key, bool], at: float) -> None:
-        """Merge `changes` ((store, item) → in stock), pushed at `at`, and write them to disk."""
-        merged = dict(self.entries)
-        merged.update({key: StockEntry(value, at) for key, value in changes.items()})
-        rows = [[s, i, e.in_stock, e.pushed_at] for (s, i), e in sorted(merged.items())]
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"entries": rows}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        self.entries = merged
+        """Store `changes` ((store, item) → in stock), pushed at `at` (Unix seconds), in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO stock VALUES (?, ?, ?, ?) ON CONFLICT (store_id, item_id) "
+                    "DO UPDATE SET in_stock = excluded.in_stock, pushed_at = excluded.pushed_at",
+                    [(store, item, int(value), at) for (store, item), value in changes.items()],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def newer_than(self, moment: float) -> dict[Key, bool]:
-        """(store, item) → in stock for the entries pushed after `moment` (a bundle's data end)."""
-        return {key: e.in_stock for key, e in self.entries.items() if e.pushed_at > moment}
+        """(store, item) → in stock for the rows pushed after `moment` (a bundle's data end)."""
+        with self._lock:
+            rows = self._db.execute("SELECT store_id, item_id, in_stock FROM stock WHERE pushed_at > ?", (moment,))
+            return {(store, item): bool(value) for store, item, value in rows}

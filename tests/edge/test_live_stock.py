@@ -64,6 +64,8 @@ def test_an_item_marked_out_of_stock_leaves_the_next_answer_and_stays_out_after_
 def test_a_malformed_or_oversized_stock_push_is_refused_and_changes_nothing(
     tmp_path, edge_bundle, signing_keys, busy_shopper
 ):
+    from edge.stock import LiveStock
+
     user, store = busy_shopper
     node = NodeProcess(tmp_path, signing_keys[1]).start(edge_bundle)
     try:
@@ -77,20 +79,18 @@ def test_a_malformed_or_oversized_stock_push_is_refused_and_changes_nothing(
             response = httpx.put(f"{node.url}/admin/stock", json=body, headers=AUTH, timeout=30)
             assert response.status_code == 422, (body, response.text)
         assert recommended(node, user, store) == before
-        assert not (node.node_dir / "stock.json").exists()
+        assert LiveStock(node.node_dir / "stock.db").newer_than(0.0) == {}
     finally:
         node.stop()
 
 
-def test_a_damaged_stock_file_is_set_aside_and_pushes_older_than_a_bundle_do_not_apply_to_it(tmp_path):
+def test_pushes_are_kept_across_reopening_and_those_older_than_a_bundle_do_not_apply_to_it(tmp_path):
     from edge.stock import LiveStock
 
-    path = tmp_path / "stock.json"
-    path.write_text('{"entries": [["s1", "i1", false')  # a torn write from another tool
-    assert LiveStock(path).entries == {} and (tmp_path / "stock.damaged").exists() and not path.exists()
-    live = LiveStock(path)
+    live = LiveStock(tmp_path / "stock.db")
     live.push({("s1", "i1"): False}, at=100.0)
     live.push({("s1", "i2"): False, ("s1", "i1"): True}, at=200.0)
-    again = LiveStock(path)  # read back as written
+    again = LiveStock(tmp_path / "stock.db")  # as a restarted node opens it
     assert again.newer_than(150.0) == {("s1", "i2"): False, ("s1", "i1"): True}
+    assert again.newer_than(50.0) == again.newer_than(150.0)  # the newest push of a pair wins
     assert again.newer_than(250.0) == {}  # a bundle whose data ends later has newer stock
