@@ -519,7 +519,8 @@ class Engine:
         return sum(map(len, known.values()))
 
     def _fill(self, store: int | None) -> tuple[np.ndarray, str]:
-        """Popular items for filling: the store's best sellers in stock, then the global ones."""
+        """Popular items for filling: the store's best sellers in stock, else the global ones (in
+        stock there, for a known store)."""
         if store is None:
             return self.global_fill, "popular with shoppers"
         fill = self._store_fill.get(store)
@@ -534,7 +535,7 @@ class Engine:
                     self._store_fill[store] = fill
         if len(fill):
             return fill, "popular in this store"
-        return self.global_fill, "popular with shoppers"
+        return self.global_fill[self._allowed(store, self.global_fill, set())], "popular with shoppers"
 
 
 def _repeat_reason(count: float, every: float) -> str:

@@ -94,3 +94,20 @@ def test_pushes_are_kept_across_reopening_and_those_older_than_a_bundle_do_not_a
     assert again.newer_than(150.0) == {("s1", "i2"): False, ("s1", "i1"): True}
     assert again.newer_than(50.0) == again.newer_than(150.0)  # the newest push of a pair wins
     assert again.newer_than(250.0) == {}  # a bundle whose data ends later has newer stock
+
+
+def test_a_store_with_nothing_left_in_stock_is_offered_nothing_not_other_stores_best_sellers(
+    bundle_copy, signing_keys, busy_shopper
+):
+    from edge.bundle import load_public_key
+    from edge.engine import Engine
+
+    user, store = busy_shopper
+    engine = Engine.load(bundle_copy, load_public_key(signing_keys[1]))
+    assert len(engine.recommend(user, store, 10).items) == 10
+    stock = engine.catalog.in_stock
+    row = engine.store_index[store]
+    items = engine.catalog.item_ids[stock.indices[stock.indptr[row] : stock.indptr[row + 1]]]
+    assert engine.restock({(store, str(item)): False for item in items}) == len(items)
+    assert engine.recommend(user, store, 10).items == []  # the global fill is held to the store's stock too
+    assert len(engine.recommend(user, None, 10).items) == 10  # no store: no stock filter
