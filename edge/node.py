@@ -138,7 +138,7 @@ class Node:
             }
             self.stock.push(known, max(time.time(), engine.cutoff_at + 1e-3))
             engine.restock(known)
-        return StockApplied(len(known), sorted(stores)[:20], len(changes) - len(known))
+        return StockApplied(len(known), sorted(stores)[:20], ignored=len(changes) - len(known))
 
     # ---- bundles -------------------------------------------------------------------------
     @contextlib.contextmanager

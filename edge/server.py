@@ -22,6 +22,7 @@ they stream, and in time; ids by length and characters; event times by a window.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -56,6 +57,7 @@ from edge.inputs import (
     parse_recommendation_query,
 )
 from edge.node import MAX_UPLOAD_BYTES, Node
+from edge.stock import MAX_STOCK_CHANGES
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,6 @@ ROUTES = (
     "/admin/events",
 )
 SCOPE_OF = {("GET", "/v1/recommendations"): "recommend", ("POST", "/v1/events"): "events"}
-MAX_STOCK_CHANGES = 100_000  # (store, item) pairs per push
 BODY_LIMIT = {"/v1/events": MAX_EVENTS_BODY, "/admin/bundle": MAX_UPLOAD_BYTES, "/admin/stock": 16 * 2**20}
 
 
@@ -563,9 +564,7 @@ def create_app(
             applied = await run_in_threadpool(node.push_stock, changes)
         except BundleError as error:
             raise HTTPException(503, str(error)) from None
-        return StockAccepted(
-            applied=applied.applied, unknown_stores=applied.unknown_stores, ignored=applied.unknown_items
-        )
+        return StockAccepted(**dataclasses.asdict(applied))
 
     @api.get("/admin/events")
     def logged_events(

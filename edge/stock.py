@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 Key = tuple[str, str]  # (store_id, item_id)
+MAX_STOCK_CHANGES = 100_000  # (store, item) pairs per push
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class StockApplied:
 
     applied: int
     unknown_stores: list[str]  # the first few
-    unknown_items: int
+    ignored: int  # changes for a store or item the bundle does not know
 
 
 class LiveStock:

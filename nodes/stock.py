@@ -12,9 +12,9 @@ import httpx
 from data_contracts import schema
 from data_contracts.conform import conform_table
 from data_contracts.folder import read_table
+from edge.stock import MAX_STOCK_CHANGES
 from nodes.fleet import EdgeNode
 
-BATCH = 100_000  # changes per request: the node's limit (edge.server.MAX_STOCK_CHANGES)
 COLUMNS = (schema.STORE_ID, schema.ITEM_ID, schema.IN_STOCK)
 
 
@@ -39,27 +39,27 @@ def read_stock_file(path: Path) -> list[dict]:
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (needs {', '.join(COLUMNS)})")
     table, findings = conform_table(frame[list(COLUMNS)], schema.AVAILABILITY)
-    for finding in findings:
-        lines = ", ".join(str(i + 2) for i in finding.row_indices[:5])
-        raise ValueError(f"{path}: column {finding.column}: {finding.detail} (lines {lines})")
-    empty = table[list(COLUMNS)].isna().any(axis=1).to_numpy().nonzero()[0]
+    if findings:
+        first = findings[0]
+        lines = ", ".join(str(i + 2) for i in first.row_indices[:5])
+        raise ValueError(f"{path}: column {first.column}: {first.detail} (lines {lines})")
+    empty = table.isna().any(axis=1).to_numpy().nonzero()[0]
     if len(empty):
         raise ValueError(
             f"{path}: empty store_id, item_id or in_stock (lines {', '.join(str(i + 2) for i in empty[:5])})"
         )
-    return [
-        {"store_id": s, "item_id": i, "in_stock": bool(v)}
-        for s, i, v in table[list(COLUMNS)].itertuples(index=False, name=None)
-    ]
+    return [{"store_id": s, "item_id": i, "in_stock": bool(v)} for s, i, v in table.itertuples(index=False, name=None)]
 
 
 def push_stock(node: EdgeNode, changes: list[dict]) -> StockPushed:
     """PUT `changes` to the node in batches; stops at the first refused batch."""
     applied = ignored = 0
     with httpx.Client(headers={"Authorization": f"Bearer {node.token}"}, timeout=120) as client:
-        for start in range(0, len(changes), BATCH):
+        for start in range(0, len(changes), MAX_STOCK_CHANGES):
             try:
-                response = client.put(f"{node.url}/admin/stock", json={"changes": changes[start : start + BATCH]})
+                response = client.put(
+                    f"{node.url}/admin/stock", json={"changes": changes[start : start + MAX_STOCK_CHANGES]}
+                )
             except httpx.HTTPError as error:
                 detail = f"unreachable: {type(error).__name__}: {error}"
                 return StockPushed(node.name, node.url, applied, ignored, "failed", detail)
