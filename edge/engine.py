@@ -66,6 +66,7 @@ class Event:
     store_id: str | None = None
     basket_id: str | None = None
     seq: int = 0  # its position in the node's event log (0: not logged)
+    value: float | None = None  # what a purchase was worth (the shop's currency), when the client says
 
 
 @dataclass

@@ -7,15 +7,14 @@ The log is also where a shopper's live state comes from: `for_shopper` reads one
 events through an index on (user_id, at), so a restarted node or a new bundle rebuilds a
 shopper's state when that shopper is next asked for, and nothing replays the whole log.
 
-Appends are group-committed: POSTs that arrive while a commit is syncing wait, and the next
-commit writes all of them in one transaction and one sync, so the log takes as many events per
-second as the disk takes syncs times the POSTs in flight (one sync per POST capped a node at ~220
-purchase POSTs/s). Each append still returns only after a sync that covers its events, and the
-callback it passes (the node applying the events to its engine) runs in log order.
+Appends are group-committed (`edge.group_commit`): each returns only after a sync that covers
+its events, and the callback it passes (the node applying the events to its engine) runs in log
+order.
 
 `at` is the event's time in Unix seconds (UTC). Rows written before it existed are read once when
 the log is opened (schema version 2); a row whose time cannot be read keeps `at` NULL, is never
-applied, and is counted by `unusable()`.
+applied, and is counted by `unusable()`. `value` (schema version 3) is what a purchase was worth
+to the shop, when the client says (experiment reports sum it as revenue).
 """
 
 from __future__ import annotations
@@ -24,16 +23,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.engine import Event
+from edge.group_commit import GroupCommit
 from edge.inputs import CLOCK_SKEW
 
 CLOCK_SKEW_S = CLOCK_SKEW.total_seconds()
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -45,14 +44,26 @@ CREATE TABLE IF NOT EXISTS events (
     store_id TEXT,
     basket_id TEXT,
     received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    at REAL
+    at REAL,
+    value REAL
 )
 """
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_by_shopper ON events (user_id, at)",
     "CREATE INDEX IF NOT EXISTS events_unusable ON events (seq) WHERE at IS NULL",
 )
-COLUMNS = ("seq", "event_id", "user_id", "item_id", "event_type", "timestamp", "store_id", "basket_id", "received_at")
+COLUMNS = (
+    "seq",
+    "event_id",
+    "user_id",
+    "item_id",
+    "event_type",
+    "timestamp",
+    "store_id",
+    "basket_id",
+    "value",
+    "received_at",
+)
 SHOPPER_EVENTS = 2000  # the newest events of one shopper that make up their live state
 # Both reads go through an index, so their cost does not grow with the log. Without INDEXED BY,
 # SQLite counts unusable rows through the (user_id, at) index: a scan of the whole log.
@@ -77,18 +88,6 @@ def unix_seconds(text: str, latest: float) -> float | None:
     return at if at <= latest else None
 
 
-@dataclass(eq=False)
-class _Append:
-    """One caller's events waiting for, then holding, their commit."""
-
-    events: list[Event]
-    event_ids: list[str | None]
-    then: Callable[[list[int | None]], None] | None
-    seqs: list[int | None] = field(default_factory=list)
-    error: BaseException | None = None
-    done: bool = False
-
-
 class EventLog:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -101,21 +100,21 @@ class EventLog:
         for index in INDEXES:
             self._db.execute(index)
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # start with a short WAL
-        self._queue = threading.Condition()  # guards _pending and _committing
-        self._pending: list[_Append] = []
-        self._committing = False
+        self._commits = GroupCommit(self._db, self._insert)
         # Reads for shoppers' state use their own connection: under WAL they never wait for a write's fsync.
         self._reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
         self._read_lock = threading.Lock()
 
     def _migrate(self) -> None:
-        """Schema 1 → 2: add `at` and fill it from `timestamp` (once; unreadable times stay NULL)."""
+        """Schema 1 → 2: add `at` and fill it from `timestamp` (once; unreadable times stay NULL);
+        2 → 3: add `value` (NULL for the rows before it)."""
         if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
             return
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
         self._db.execute("BEGIN IMMEDIATE")
-        if "at" not in columns:
-            self._db.execute("ALTER TABLE events ADD COLUMN at REAL")
+        for column in ("at", "value"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE events ADD COLUMN {column} REAL")
         rows = self._db.execute("SELECT seq, timestamp FROM events WHERE at IS NULL").fetchall()
         latest = time.time() + CLOCK_SKEW_S
         self._db.executemany(
@@ -134,67 +133,15 @@ class EventLog:
         again). `then(seqs)` runs once they are synced, in log order with every other append's
         (under the log's commit lock: keep it short). Timestamps must be timezone-aware and already
         checked by the caller."""
-        request = _Append(events, event_ids or [None] * len(events), then)
-        with self._queue:
-            self._pending.append(request)
-            while not request.done:
-                if self._committing:
-                    self._queue.wait()
-                    continue
-                self._committing, batch, self._pending = True, self._pending, []
-                self._queue.release()
-                try:
-                    self._commit(batch)
-                except BaseException as error:  # e.g. KeyboardInterrupt: no waiter may wait on
-                    for waiting in batch:
-                        if not waiting.done:
-                            waiting.error, waiting.done = error, True
-                    raise
-                finally:
-                    self._queue.acquire()
-                    self._committing = False
-                    self._queue.notify_all()
-        if request.error is not None:
-            raise request.error
-        return request.seqs
+        return self._commits.append(list(zip(events, event_ids or [None] * len(events))), then)
 
-    def _commit(self, batch: list[_Append]) -> None:
-        """Write `batch` in one transaction (one sync), then run each append's `then` in order. If
-        the transaction fails, each append is written alone, so one bad append fails only itself."""
-        try:
-            self._transaction(batch)
-        except Exception as error:
-            if len(batch) == 1:
-                batch[0].error = error
-            else:
-                for request in batch:
-                    try:
-                        self._transaction([request])
-                    except Exception as error:  # noqa: BLE001 — handed to that append's caller
-                        request.error = error
-        for request in batch:
-            try:
-                if request.error is None and request.then is not None:
-                    request.then(request.seqs)
-            except Exception as error:  # noqa: BLE001 — handed to that append's caller
-                request.error = error
-            request.done = True
-
-    def _transaction(self, batch: list[_Append]) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for request in batch:
-                request.seqs = [self._insert(e, eid) for e, eid in zip(request.events, request.event_ids)]
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-
-    def _insert(self, e: Event, event_id: str | None) -> int | None:
+    @staticmethod
+    def _insert(db: sqlite3.Connection, logged: tuple[Event, str | None]) -> int | None:
+        e, event_id = logged
         moment = e.timestamp.astimezone(UTC)
-        row = self._db.execute(
+        row = db.execute(
             "INSERT OR IGNORE INTO events (event_id, user_id, item_id, event_type, timestamp, store_id, "
-            "basket_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            "basket_id, at, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
             (
                 event_id,
                 e.user_id,
@@ -204,6 +151,7 @@ class EventLog:
                 e.store_id,
                 e.basket_id,
                 moment.timestamp(),
+                e.value,
             ),
         ).fetchone()
         return row[0] if row else None

@@ -16,6 +16,7 @@ MAX_K = 100
 MAX_EXCLUDE = 100
 MAX_RECENT = 50
 MAX_TIME = 40  # characters of an ISO 8601 time
+MAX_VALUE = 1e9  # what one event may say it was worth
 MAX_QUERY_BYTES = 64 * 2**10
 MAX_EVENTS_BODY = 2**20  # one batch of MAX_BATCH events with long ids fits in a quarter of it
 MAX_SMALL_BODY = 64 * 2**10  # any other request's body, except a bundle upload

@@ -5,12 +5,17 @@
     <node dir>/events.db              the durable event log (edge.events)
     <node dir>/clients.json           client keys, hashed (edge.clients)
     <node dir>/stock.db               availability pushed between bundles (edge.stock)
+    <node dir>/experiments.json       the running experiment and the ones before (edge.experiment)
+    <node dir>/exposures.db           what each shopper of an experiment was shown (edge.experiment)
 
 Installing a bundle: unpack into a staging folder (an upload is streamed to disk first, and its
 unpacked size is capped as it is read), verify it against the node's public key, load it and
 warm its ONNX Runtime session, and only then swap it in (one reference assignment, so in-flight
 requests finish on the old engine). Any failure leaves the node serving what it served before,
 and no staging file outlives it (leftovers of a killed process are removed at start-up).
+
+During an experiment the node also serves the treatment bundle, each shopper from their arm's
+engine; events and stock reach both engines, and bundle swaps wait until the experiment stops.
 
 Nothing is replayed: the new engine reads each shopper's events from the log when that shopper is
 next asked for (`Engine` with `source`), so a swap or restart costs the same whatever the log holds.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import gc
 import gzip
@@ -34,11 +40,13 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge import bundle
 from edge.engine import MAX_SHOPPERS, Engine, Event
 from edge.events import EventLog
+from edge.experiment import CONTROL, Experiment, ExperimentBook, ExperimentError, ExposureLog, new_salt
 from edge.stock import LiveStock, StockApplied
 
 KEEP_BUNDLES = 3  # current, previous, and one more for a second rollback
@@ -46,6 +54,24 @@ MAX_UPLOAD_BYTES = 512 * 2**20  # an uploaded .tar.gz
 MAX_UNPACKED_BYTES = 2 * 2**30  # what it may unpack to (a small .tar.gz can expand to hundreds of GB)
 MAX_ARCHIVE_MEMBERS = 64
 UPLOAD_PREFIX, UNPACK_PREFIX, STAGING_PREFIX = ".upload-", ".unpack-", ".staging-"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A running experiment and the engine of its treatment (the control's is `Node.engine`)."""
+
+    experiment: Experiment
+    treatment: Engine
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The engine that answers one shopper, and the experiment arm it stands for (None: none runs)."""
+
+    engine: Engine
+    bundle_id: str
+    experiment: Experiment | None = None
+    arm: str | None = None
 
 
 class Node:
@@ -71,6 +97,9 @@ class Node:
         self.public_key = public_key
         self.events = EventLog(self.folder / "events.db")
         self.stock = LiveStock(self.folder / "stock.db")
+        self.experiments = ExperimentBook(self.folder / "experiments.json")
+        self.exposures = ExposureLog(self.folder / "exposures.db")
+        self.trial: Trial | None = None  # replaced whole, so a request reads one consistent pair
         self.engine: Engine | None = None
         self.current: str | None = None
         self.previous: str | None = None
@@ -83,20 +112,38 @@ class Node:
         Returns why the bundles it passed over could not be served."""
         self._remove_leftovers()
         _trim_periodically()
+        problems = [self.experiments.problem] if self.experiments.problem else []
         if initial_bundle is not None:
             self.install_folder(Path(initial_bundle))
-            return []
-        active, problems = self._read_active(), []
+            return problems + self._resume_experiment()
+        active = self._read_active()
         for bundle_id in dict.fromkeys(b for b in (active.get("current"), active.get("previous")) if b):
             try:
                 self.current = bundle_id
                 self.previous = active.get("previous") if bundle_id == active.get("current") else None
                 self._activate(bundle_id)
-                return problems
+                return problems + self._resume_experiment()
             except bundle.BundleError as error:
                 problems.append(str(error))
         self.current = self.previous = None
-        return problems
+        return problems + self._resume_experiment()
+
+    def _resume_experiment(self) -> list[str]:
+        """Serve the experiment that ran when the node stopped, or stop it and say why it cannot run."""
+        running = self.experiments.running
+        if running is None:
+            return []
+        try:
+            if running.control != self.current:
+                raise bundle.BundleError(
+                    f"the node serves {self.current}, not the experiment's control {running.control}"
+                )
+            with self._swap:
+                self.trial = Trial(running, self._treatment_engine(running.treatment))
+            return []
+        except bundle.BundleError as error:
+            self.experiments.stop(f"could not resume at start-up: {error}")
+            return [f"experiment {running.name!r} stopped: {error}"]
 
     # ---- events --------------------------------------------------------------------------
     def record(self, events: list[Event], event_ids: list[str | None]) -> int:
@@ -105,13 +152,8 @@ class Node:
         logged: list[Event] = []
 
         def apply(seqs: list[int | None]) -> None:  # in log order, once synced (EventLog.append)
-            logged.extend(
-                Event(e.user_id, e.item_id, e.event_type, e.timestamp, e.store_id, e.basket_id, seq)
-                for e, seq in zip(events, seqs)
-                if seq is not None
-            )
-            engine = self.engine
-            if engine is not None:
+            logged.extend(dataclasses.replace(e, seq=seq) for e, seq in zip(events, seqs) if seq is not None)
+            for engine in self._engines():
                 engine.apply(logged)
 
         self.events.append(events, event_ids, then=apply)
@@ -137,8 +179,76 @@ class Node:
                 if key[0] in engine.store_index and engine.item_index.get(key[1]) is not None
             }
             self.stock.push(known, max(time.time(), engine.cutoff_at + 1e-3))
-            engine.restock(known)
+            for served in self._engines():
+                served.restock(known)
         return StockApplied(len(known), sorted(stores)[:20], ignored=len(changes) - len(known))
+
+    # ---- experiments ---------------------------------------------------------------------
+    def serving(self, user_id: str) -> Serving | None:
+        """Who answers `user_id`: their arm's engine during an experiment, else the served bundle
+        (None: no bundle loaded)."""
+        engine, trial = self.engine, self.trial
+        if engine is None:
+            return None
+        if trial is None:
+            return Serving(engine, self.current or "")
+        arm = trial.experiment.arm(user_id)
+        if arm == CONTROL:
+            return Serving(engine, trial.experiment.control, trial.experiment, arm)
+        return Serving(trial.treatment, trial.experiment.treatment, trial.experiment, arm)
+
+    def start_experiment(
+        self, name: str, treatment: str, treatment_share: float, window_s: float, salt: str | None = None
+    ) -> Experiment:
+        """Serve installed bundle `treatment` to `treatment_share` of shoppers beside the current
+        bundle (the control); raises ExperimentError if it cannot start."""
+        with self._swap:
+            if self.engine is None or self.current is None:
+                raise ExperimentError("no bundle loaded yet: upload the control to /admin/bundle first")
+            try:
+                engine = self.engine if treatment == self.current else self._treatment_engine(treatment)
+            except bundle.BundleError as error:
+                raise ExperimentError(f"treatment {treatment}: {error}") from None
+            experiment = Experiment(
+                name=name,
+                control=self.current,
+                treatment=treatment,
+                treatment_share=treatment_share,
+                window_s=window_s,
+                salt=salt or new_salt(),
+                started_at=time.time(),
+                control_version=self.engine.version,
+                treatment_version=engine.version,
+            )
+            self.experiments.start(experiment)
+            self.trial = Trial(experiment, engine)
+            return experiment
+
+    def stop_experiment(self, reason: str, promote: bool = False) -> Experiment:
+        """Every shopper gets the control again, or with `promote` the treatment (it becomes the
+        served bundle, the control its previous). Raises ExperimentError if none runs."""
+        with self._swap:
+            stopped = self.experiments.stop(reason or "stopped")
+            self.trial = None
+        if promote and stopped.treatment != self.current:
+            self._activate(stopped.treatment)
+        return stopped
+
+    def _treatment_engine(self, bundle_id: str) -> Engine:
+        """The loaded engine of installed bundle `bundle_id` (or the control's, for an A/A test)."""
+        if bundle_id == self.current and self.engine is not None:
+            return self.engine
+        if not bundle_id or bundle_id.startswith(".") or not (self.bundles / bundle_id).is_dir():
+            raise bundle.BundleError(f"bundle {bundle_id!r} is not installed: upload it with activate=false")
+        return self._load(bundle_id)
+
+    def _engines(self) -> list[Engine]:
+        """The engines serving now: the current one, and the treatment during an experiment."""
+        engine, trial = self.engine, self.trial
+        engines = [engine] if engine is not None else []
+        if trial is not None and trial.treatment is not engine:
+            engines.append(trial.treatment)
+        return engines
 
     # ---- bundles -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -151,8 +261,10 @@ class Node:
         finally:
             Path(name).unlink(missing_ok=True)
 
-    def install_archive(self, archive: Path) -> str:
+    def install_archive(self, archive: Path, activate: bool = True) -> str:
         """Install a bundle uploaded as a .tar.gz (or .tar) of its files; returns the bundle id."""
+        if activate:
+            self._refuse_during_experiment("install a bundle")
         with tempfile.TemporaryDirectory(dir=self.folder, prefix=UNPACK_PREFIX) as staging:
             with open(archive, "rb") as raw:
                 _unpack(raw, Path(staging))
@@ -160,9 +272,13 @@ class Node:
             entries = list(root.iterdir())
             if len(entries) == 1 and entries[0].is_dir():  # archived as one top-level folder
                 root = entries[0]
-            return self.install_folder(root)
+            return self.install_folder(root, activate)
 
-    def install_folder(self, source: Path) -> str:
+    def install_folder(self, source: Path, activate: bool = True) -> str:
+        """Verify and store a bundle; serve it unless `activate` is False (e.g. an experiment's
+        treatment). Returns the bundle id."""
+        if activate:
+            self._refuse_during_experiment("install a bundle")
         manifest = bundle.verify_bundle(source, self.public_key)
         bundle_id = self._bundle_id(source)
         target = self.bundles / bundle_id
@@ -175,38 +291,54 @@ class Node:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-        self._activate(bundle_id)
+        else:
+            os.utime(target)  # newest first in _prune's order
+        if activate:
+            self._activate(bundle_id)
         self._prune()
         return bundle_id
 
     def rollback(self) -> str:
         """Serve the previous bundle again; returns its id."""
+        self._refuse_during_experiment("roll back")
         if not self.previous or not (self.bundles / self.previous).exists():
             raise bundle.BundleError("no previous bundle to roll back to")
         self._activate(self.previous)
         return self.current
 
+    def _refuse_during_experiment(self, what: str) -> None:
+        trial = self.trial
+        if trial is not None:
+            raise bundle.BundleError(
+                f"cannot {what} while experiment {trial.experiment.name!r} runs: stop it first (or promote its treatment)"
+            )
+
+    def _load(self, bundle_id: str) -> Engine:
+        """Load installed bundle `bundle_id` with the node's options and its live stock."""
+        try:
+            engine = Engine.load(
+                self.bundles / bundle_id,
+                self.public_key,
+                self.runtime,
+                source=self.events.for_shopper,
+                max_shoppers=self.max_shoppers,
+                personal_reasons=self.personal_reasons,
+                discovery_slots=self.discovery_slots,
+            )
+        except bundle.BundleError:
+            raise
+        except Exception as error:  # signed, but this node cannot serve it
+            raise bundle.BundleError(
+                f"{bundle_id} verified but could not be loaded: {type(error).__name__}: {error}"
+            ) from error
+        live = self.stock.newer_than(engine.cutoff_at)
+        if live:
+            engine.restock(live)
+        return engine
+
     def _activate(self, bundle_id: str) -> None:
         with self._swap:
-            try:
-                engine = Engine.load(
-                    self.bundles / bundle_id,
-                    self.public_key,
-                    self.runtime,
-                    source=self.events.for_shopper,
-                    max_shoppers=self.max_shoppers,
-                    personal_reasons=self.personal_reasons,
-                    discovery_slots=self.discovery_slots,
-                )
-            except bundle.BundleError:
-                raise
-            except Exception as error:  # signed, but this node cannot serve it
-                raise bundle.BundleError(
-                    f"{bundle_id} verified but could not be loaded: {type(error).__name__}: {error}"
-                ) from error
-            live = self.stock.newer_than(engine.cutoff_at)
-            if live:
-                engine.restock(live)
+            engine = self._load(bundle_id)
             if self.current != bundle_id:
                 self.previous = self.current
             self.engine, self.current = engine, bundle_id
@@ -251,9 +383,14 @@ class Node:
         os.replace(tmp, self.folder / "active.json")
 
     def _prune(self) -> None:
-        keep = {self.current, self.previous}
+        keep, trial = {self.current, self.previous}, self.trial
+        treatment = trial.experiment.treatment if trial else None  # kept beside them while it runs
         others = sorted(
-            (p for p in self.bundles.iterdir() if p.is_dir() and p.name not in keep and not p.name.startswith(".")),
+            (
+                p
+                for p in self.bundles.iterdir()
+                if p.is_dir() and p.name not in keep and p.name != treatment and not p.name.startswith(".")
+            ),
             key=lambda p: p.stat().st_mtime,
             reverse=True,
         )

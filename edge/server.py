@@ -8,6 +8,10 @@
     POST /admin/rollback      serve the previous bundle again
     PUT  /admin/stock         mark items of stores in or out of stock between bundles (edge.stock)
     GET  /admin/events        the event log after a cursor (for flows/collect.py)
+    GET  /admin/experiment    the running experiment, its exposures per arm, the ones before
+    POST /admin/experiment    start one: an installed bundle (`/admin/bundle?activate=false`) as treatment
+    POST /admin/experiment/stop   stop it: everyone gets the control again, or the treatment (promote)
+    GET  /admin/exposures     the exposure log after a cursor (for the experiment report)
 
 Who may call what (`Guard`): /admin needs `Authorization: Bearer <admin token>`; the /v1 routes
 need `X-API-Key: <client key>` with the route's scope (`edge.clients`), and each key has its own
@@ -41,6 +45,7 @@ from data_contracts.schema import EVENT_TYPES
 from edge.bundle import BundleError
 from edge.clients import ClientKeys, RateLimits
 from edge.engine import Engine, Event
+from edge.experiment import MAX_WINDOW_S, Experiment, ExperimentError, Exposure
 from edge.inputs import (
     ID_PATTERN,
     MAX_BATCH,
@@ -51,12 +56,13 @@ from edge.inputs import (
     MAX_RECENT,
     MAX_SMALL_BODY,
     MAX_TIME,
+    MAX_VALUE,
     Problem,
     RecommendationQuery,
     TimeWindow,
     parse_recommendation_query,
 )
-from edge.node import MAX_UPLOAD_BYTES, Node
+from edge.node import MAX_UPLOAD_BYTES, Node, Serving
 from edge.stock import MAX_STOCK_CHANGES
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,9 @@ ROUTES = (
     "/admin/rollback",
     "/admin/stock",
     "/admin/events",
+    "/admin/experiment",
+    "/admin/experiment/stop",
+    "/admin/exposures",
 )
 SCOPE_OF = {("GET", "/v1/recommendations"): "recommend", ("POST", "/v1/events"): "events"}
 BODY_LIMIT = {"/v1/events": MAX_EVENTS_BODY, "/admin/bundle": MAX_UPLOAD_BYTES, "/admin/stock": 16 * 2**20}
@@ -93,6 +102,9 @@ class EventIn(BaseModel):
     store_id: Id | None = None
     basket_id: Id | None = Field(None, description="purchases with the same basket_id form one basket")
     event_id: Id | None = Field(None, description="client id of the event: a retried POST is not counted twice")
+    value: float | None = Field(
+        None, ge=0, le=MAX_VALUE, allow_inf_nan=False, description="what a purchase was worth (the shop's currency)"
+    )
 
 
 class EventBatch(BaseModel):
@@ -142,6 +154,66 @@ class Recommendations(BaseModel):
         description="true: no purchase history for this shopper; popularity and session only (null on an open node)"
     )
     items: list[Item]
+    experiment: str | None = Field(None, description="the experiment this answer belongs to (null: none runs)")
+    arm: Literal["control", "treatment"] | None = Field(None, description="the shopper's arm of the experiment")
+    exposure_id: str | None = Field(None, description="the id under which this answer was logged (experiments only)")
+
+
+class ExperimentStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Id
+    treatment_bundle_id: Id = Field(description="an installed bundle (POST /admin/bundle?activate=false)")
+    treatment_share: float = Field(0.5, gt=0, lt=1, description="share of shoppers in the treatment arm")
+    window_hours: float = Field(
+        24.0, gt=0, le=MAX_WINDOW_S / 3600, description="a shown item's click, cart or purchase within it counts"
+    )
+    salt: Id | None = Field(None, description="assignment salt (default: random); the same salt on every node")
+
+
+class ExperimentStop(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field("stopped by hand", max_length=500)
+    promote: bool = Field(False, description="serve the treatment to everyone afterwards")
+
+
+class ExperimentOut(BaseModel):
+    name: str
+    control: str
+    treatment: str
+    control_version: str
+    treatment_version: str
+    treatment_share: float
+    window_hours: float
+    salt: str
+    started_at: datetime
+    stopped_at: datetime | None
+    stop_reason: str
+
+    @classmethod
+    def of(cls, e: Experiment) -> ExperimentOut:
+        return cls(
+            **{k: getattr(e, k) for k in ("name", "control", "treatment", "control_version", "treatment_version")},
+            treatment_share=e.treatment_share,
+            window_hours=e.window_s / 3600,
+            salt=e.salt,
+            started_at=datetime.fromtimestamp(e.started_at, UTC),
+            stopped_at=datetime.fromtimestamp(e.stopped_at, UTC) if e.stopped_at is not None else None,
+            stop_reason=e.stop_reason,
+        )
+
+
+class ExperimentStatus(BaseModel):
+    running: ExperimentOut | None
+    exposures: dict[str, int] = Field(description="exposures logged per arm of the running experiment")
+    experiments: list[ExperimentOut] = Field(description="every experiment this node remembers, newest first")
+
+
+class BundleStored(BaseModel):
+    bundle_id: str
+    model_version: str
+    active: bool = Field(description="false: stored only (a treatment for an experiment)")
 
 
 class Ready(BaseModel):
@@ -215,20 +287,47 @@ def problems_body(problems: list[Problem]) -> bytes:
     return bytes(problems_response(problems).body)
 
 
-def recommendations_body(node: Node, query: RecommendationQuery, disclose: bool) -> bytes:
-    """The JSON answer of GET /v1/recommendations (schema: `Recommendations`)."""
-    serving = node.engine
-    answer = serving.recommend(query.user_id, query.store_id, query.k, query.exclude, query.recent, query.at)
+def recommendations_body(serving: Serving, query: RecommendationQuery, disclose: bool) -> tuple[bytes, Exposure | None]:
+    """The JSON answer of GET /v1/recommendations (schema: `Recommendations`), and during an
+    experiment the exposure to log before it is sent."""
+    engine = serving.engine
+    answer = engine.recommend(query.user_id, query.store_id, query.k, query.exclude, query.recent, query.at)
+    exposure = None
+    if serving.experiment is not None:
+        exposure = Exposure(
+            serving.experiment.name,
+            serving.arm,
+            serving.bundle_id,
+            engine.version,
+            query.user_id,
+            query.store_id,
+            [(r.item_id, r.score) for r in answer.items],
+            time.time() if query.at is None else query.at,
+        )
     body = {
         "user_id": query.user_id,
         "store_id": query.store_id,
-        "model_version": serving.version,
+        "model_version": engine.version,
         "known_user": answer.known_user if disclose else None,
         "known_store": answer.known_store,
         "cold_start": (not answer.personalised) if disclose else None,
         "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in answer.items],
+        "experiment": exposure.experiment if exposure else None,
+        "arm": exposure.arm if exposure else None,
+        "exposure_id": exposure.exposure_id if exposure else None,
     }
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), exposure
+
+
+async def answer_recommendations(node: Node, query: RecommendationQuery, disclose: bool) -> bytes | None:
+    """The answer's body, its exposure (if any) synced first; None without a bundle."""
+    serving = node.serving(query.user_id)
+    if serving is None:
+        return None
+    body, exposure = recommendations_body(serving, query, disclose)
+    if exposure is not None:  # waits for the group commit's fsync: in a worker thread
+        await run_in_threadpool(node.exposures.record, exposure)
+    return body
 
 
 EVENTS_IN = TypeAdapter(EventIn | EventBatch)
@@ -253,7 +352,9 @@ def accept_events(
         return problems[:20]
     received = datetime.now(UTC)
     parsed = [
-        Event(e.user_id, e.item_id, e.event_type, _aware(e.timestamp) or received, e.store_id, e.basket_id)
+        Event(
+            e.user_id, e.item_id, e.event_type, _aware(e.timestamp) or received, e.store_id, e.basket_id, value=e.value
+        )
         for e in batch
     ]
     new = node.record(parsed, [e.event_id for e in batch])
@@ -378,9 +479,10 @@ class Guard:
         query = parse_recommendation_query(scope["query_string"])
         if isinstance(query, list):
             return await problems_response(query)(scope, None, send)
-        if self.node.engine is None:
+        body = await answer_recommendations(self.node, query, disclose=not self.open)
+        if body is None:
             raise Refusal(503, "no bundle loaded yet: upload one to /admin/bundle")
-        await respond(send, 200, recommendations_body(self.node, query, disclose=not self.open))
+        await respond(send, 200, body)
 
     async def _events(self, content_type: bytes | None, body: bytes, send) -> None:
         engine = self.node.engine
@@ -481,8 +583,10 @@ def create_app(
         query = parse_recommendation_query(request.scope["query_string"])
         if isinstance(query, list):
             return problems_response(query)
-        engine()
-        return Response(recommendations_body(node, query, disclose=not open_node), media_type="application/json")
+        body = await answer_recommendations(node, query, disclose=not open_node)
+        if body is None:
+            raise HTTPException(503, "no bundle loaded yet: upload one to /admin/bundle")
+        return Response(body, media_type="application/json")
 
     # Answered by the Guard (`accept_events`); declared here for the schema.
     @api.post("/v1/events", response_model=EventsAccepted)
@@ -517,7 +621,7 @@ def create_app(
 
     @api.post(
         "/admin/bundle",
-        response_model=Ready,
+        response_model=Ready | BundleStored,
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -526,7 +630,10 @@ def create_app(
             }
         },
     )
-    async def upload_bundle(request: Request) -> Ready:
+    async def upload_bundle(
+        request: Request,
+        activate: Annotated[bool, Query(description="false: store it only (an experiment's treatment)")] = True,
+    ) -> Ready | BundleStored:
         with node.upload_file() as upload:
             size = 0
             try:
@@ -544,9 +651,12 @@ def create_app(
             if not size:
                 raise HTTPException(400, "empty body: send the bundle as a .tar.gz")
             try:
-                await run_in_threadpool(node.install_archive, upload)
+                bundle_id = await run_in_threadpool(node.install_archive, upload, activate)
             except BundleError as error:
                 raise HTTPException(400, f"bundle refused, still serving {node.current}: {error}") from None
+        if not activate:
+            stored = json.loads((node.bundles / bundle_id / "manifest.json").read_text())
+            return BundleStored(bundle_id=bundle_id, model_version=str(stored.get("model_version", "?")), active=False)
         return await readyz()
 
     @api.post("/admin/rollback", response_model=Ready)
@@ -565,6 +675,50 @@ def create_app(
         except BundleError as error:
             raise HTTPException(503, str(error)) from None
         return StockAccepted(**dataclasses.asdict(applied))
+
+    def experiment_status() -> ExperimentStatus:
+        running = node.experiments.running
+        return ExperimentStatus(
+            running=ExperimentOut.of(running) if running else None,
+            exposures=node.exposures.counts(running.name) if running else {},
+            experiments=[ExperimentOut.of(e) for e in node.experiments.all],
+        )
+
+    @api.get("/admin/experiment", response_model=ExperimentStatus)
+    def experiment() -> ExperimentStatus:
+        return experiment_status()
+
+    @api.post("/admin/experiment", response_model=ExperimentStatus)
+    async def start_experiment(start: ExperimentStart) -> ExperimentStatus:
+        try:
+            await run_in_threadpool(
+                node.start_experiment,
+                start.name,
+                start.treatment_bundle_id,
+                start.treatment_share,
+                start.window_hours * 3600,
+                start.salt,
+            )
+        except ExperimentError as error:
+            raise HTTPException(409, str(error)) from None
+        return experiment_status()
+
+    @api.post("/admin/experiment/stop", response_model=ExperimentStatus)
+    async def stop_experiment(stop: ExperimentStop) -> ExperimentStatus:
+        try:
+            await run_in_threadpool(node.stop_experiment, stop.reason, stop.promote)
+        except ExperimentError as error:
+            raise HTTPException(409, str(error)) from None
+        except BundleError as error:
+            raise HTTPException(409, f"stopped, but the treatment could not be promoted: {error}") from None
+        return experiment_status()
+
+    @api.get("/admin/exposures")
+    def logged_exposures(
+        after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+    ) -> dict:
+        rows = node.exposures.since(after, limit)
+        return {"exposures": rows, "next": rows[-1]["seq"] if rows else after}
 
     @api.get("/admin/events")
     def logged_events(

@@ -31,7 +31,15 @@ from lightpersml.config import ValidationSettings
 log = logging.getLogger(__name__)
 
 PAGE = 5000  # events per request
-EVENT_COLUMNS = (schema.USER_ID, schema.ITEM_ID, schema.EVENT_TYPE, schema.TIMESTAMP, schema.STORE_ID, schema.BASKET_ID)
+EVENT_COLUMNS = (
+    schema.USER_ID,
+    schema.ITEM_ID,
+    schema.EVENT_TYPE,
+    schema.TIMESTAMP,
+    schema.STORE_ID,
+    schema.BASKET_ID,
+    schema.VALUE,
+)
 NODE, SEQ = "node", "seq"
 
 

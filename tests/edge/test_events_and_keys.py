@@ -34,14 +34,14 @@ def test_concurrent_appends_share_commits_and_run_their_callbacks_in_log_order(t
     its own seqs back, and their callbacks (the node applying them) run in seq order."""
     log = EventLog(tmp_path / "events.db")
     batches, applied = [], []
-    transaction = log._transaction
+    transaction = log._commits._transaction
 
     def slow_sync(batch):  # a disk whose sync takes 20 ms, so appends pile up behind it
         batches.append(len(batch))
         transaction(batch)
         time.sleep(0.02)
 
-    log._transaction = slow_sync
+    log._commits._transaction = slow_sync
 
     def post(n: int) -> list[int | None]:
         events = [Event(f"u{n}", f"i{j}", "purchase", NOW, "s1", f"b{n}") for j in range(3)]
@@ -57,13 +57,13 @@ def test_concurrent_appends_share_commits_and_run_their_callbacks_in_log_order(t
 
 def test_an_append_that_fails_fails_alone_even_in_a_shared_commit(tmp_path):
     log = EventLog(tmp_path / "events.db")
-    transaction, gate = log._transaction, threading.Event()
+    transaction, gate = log._commits._transaction, threading.Event()
 
     def held(batch):  # the first commit waits until both appends below are queued behind it
         gate.wait(5)
         transaction(batch)
 
-    log._transaction = held
+    log._commits._transaction = held
     with ThreadPoolExecutor(3) as pool:
         first = pool.submit(log.append, [Event("u0", "i0", "view", NOW)])
         time.sleep(0.05)
