@@ -11,11 +11,12 @@ config.apply_environment()  # before prefect and mlflow load: they read it on im
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from nodes.collect import NodeCollection, collected_dir, failed_collection
-from nodes.fleet import read_nodes
+from nodes.fleet import EdgeNode, read_nodes
 from nodes.sources import load_items
 from tasks.collect import collect_node_task
 
@@ -23,9 +24,12 @@ from tasks.collect import collect_node_task
 @flow(name="collect-events", log_prints=True)
 def collect_flow(nodes_file: str, data: str = "completejourney") -> list[NodeCollection]:
     """Pull new events of every node in `nodes_file` into the training data of `data`; one report row per node."""
-    nodes = read_nodes(Path(nodes_file))
     name, items = load_items(data)
-    folder = collected_dir(config.state_dir(), name)
+    return collect_events(read_nodes(Path(nodes_file)), collected_dir(config.state_dir(), name), items)
+
+
+def collect_events(nodes: list[EdgeNode], folder: Path, items: pd.DataFrame) -> list[NodeCollection]:
+    """The flow's steps (also run by the experiment report): every node's new events into `folder`."""
     rows = []
     for node in nodes:  # one unreachable node must not stop the others (its cursor stays where it was)
         state = collect_node_task(node.name, node.url, node.token, items, folder, return_state=True)

@@ -23,6 +23,7 @@ from lightpersml import config
 config.apply_environment()  # every command: before prefect, mlflow or flwr load
 
 if TYPE_CHECKING:
+    from nodes.experiments import ExperimentUpdate
     from nodes.fleet import NodeUpdate
     from tracking.runs import TierRow
 
@@ -31,6 +32,11 @@ keys_app = typer.Typer(help="Ed25519 keys that sign edge bundles, and edge nodes
 app.add_typer(keys_app, name="keys")
 client_keys_app = typer.Typer(help="Client keys of an edge node (X-API-Key on its /v1 routes).", no_args_is_help=True)
 keys_app.add_typer(client_keys_app, name="client")
+experiment_app = typer.Typer(
+    help="Online experiments on edge nodes: a treatment bundle beside the served one, then a report.",
+    no_args_is_help=True,
+)
+app.add_typer(experiment_app, name="experiment")
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
@@ -777,6 +783,97 @@ def federate(
         + (f"; registered as version {result.version}" if result.version else "")
     )
     console.print(f"MLflow run {result.run_id} (experiment {result.experiment_id})")
+
+
+NodesOption = Annotated[Path, typer.Option(help="TOML nodes file (as for deploy)")]
+
+
+def _print_experiment_rows(rows: list[ExperimentUpdate], title: str, ok: tuple[str, ...]) -> None:
+    table = Table(title=title)
+    for column in ("node", "status", "experiment", "share", "exposures (control / treatment)", "detail"):
+        table.add_column(column)
+    for row in rows:
+        colour = "green" if row.status in ok else "red"
+        table.add_row(
+            row.node,
+            f"[{colour}]{row.status}[/{colour}]",
+            row.experiment or "",
+            f"{row.treatment_share:.0%}" if row.treatment_share is not None else "",
+            f"{row.exposures_control:,} / {row.exposures_treatment:,}",
+            row.detail,
+        )
+    console.print(table)
+    if any(row.status not in ok for row in rows):
+        raise typer.Exit(1)
+
+
+@experiment_app.command("start")
+def experiment_start(
+    name: Annotated[str, typer.Argument(help="a new name for the experiment (the same on every node)")],
+    nodes: NodesOption,
+    alias: Annotated[str, typer.Option(help="registry alias of the treatment's version")] = "candidate",
+    share: Annotated[float, typer.Option(min=0.01, max=0.99, help="share of shoppers in the treatment")] = 0.5,
+    window_hours: Annotated[
+        float, typer.Option(min=0.01, max=720, help="a shown item's click, cart or purchase within it counts")
+    ] = 24.0,
+    key: Annotated[Optional[Path], typer.Option(help="private signing key (default: the keys folder's)")] = None,
+    dataset: DatasetOption = None,
+) -> None:
+    """Serve the version behind `alias` to a share of shoppers beside what every node serves (exit 1 if any failed)."""
+    from flows.deploy import deploy_flow
+
+    rows = _run_or_exit(
+        deploy_flow,
+        nodes_file=str(nodes),
+        dataset=dataset,
+        alias=alias,
+        key=str(key) if key else None,
+        experiment=name,
+        treatment_share=share,
+        window_hours=window_hours,
+    )
+    _print_experiment_rows(rows, f"Experiment {name}: alias {alias} as treatment", ok=("running",))
+
+
+@experiment_app.command("status")
+def experiment_status(nodes: NodesOption) -> None:
+    """The experiment each node runs (or ran last) and its exposures per arm."""
+    from nodes.experiments import experiment_status as status
+    from nodes.fleet import read_nodes
+
+    rows = [status(node) for node in _run_or_exit(read_nodes, path=nodes)]
+    _print_experiment_rows(rows, "Experiments", ok=("running", "stopped", "none"))
+
+
+@experiment_app.command("stop")
+def experiment_stop(
+    nodes: NodesOption,
+    promote: Annotated[bool, typer.Option(help="serve the treatment to everyone afterwards")] = False,
+    reason: Annotated[str, typer.Option(help="why (kept with the experiment)")] = "stopped by hand",
+) -> None:
+    """Stop the running experiment on every node: shoppers get the control again (or the treatment, --promote)."""
+    from nodes.experiments import stop_experiment
+    from nodes.fleet import read_nodes
+
+    rows = [stop_experiment(node, reason, promote) for node in _run_or_exit(read_nodes, path=nodes)]
+    _print_experiment_rows(rows, "Experiment stopped", ok=("stopped",))
+
+
+@experiment_app.command("report")
+def experiment_report(
+    name: Annotated[str, typer.Argument(help="the experiment's name")],
+    nodes: NodesOption,
+    data: Annotated[str, typer.Option(help="the dataset whose training data receives the events")] = "completejourney",
+    guardrail: Annotated[bool, typer.Option(help="stop the treatment on every node if it is clearly worse")] = True,
+) -> None:
+    """Collect exposures and events from every node, compare the arms, log the report to MLflow."""
+    from experiments.analysis import markdown
+    from flows.experiments import experiment_report_flow
+
+    report = _run_or_exit(
+        experiment_report_flow, nodes_file=str(nodes), experiment=name, data=data, enforce_guardrail=guardrail
+    )
+    console.print(markdown(report), markup=False, highlight=False)
 
 
 if __name__ == "__main__":

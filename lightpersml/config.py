@@ -183,6 +183,21 @@ class Gates:
     max_model_size_mb: float = 1.0
 
 
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """How an online experiment's report decides (experiments.analysis)."""
+
+    primary_metric: str = "purchase_rate"  # the verdict's metric (experiments.analysis.METRICS)
+    guardrail_metric: str = "purchase_rate"  # the treatment is stopped when this is clearly worse
+    guardrail_margin: float = 0.0  # relative drop tolerated: trips when the CI's top < −margin × control
+    min_shoppers_per_arm: int = 100  # no verdict and no guardrail before this many shoppers in each arm
+    confidence: float = 0.95
+    resamples: int = 2000  # bootstrap resamples of shoppers
+    bootstrap_batch: int = 100  # resamples computed at once (memory: batch × shoppers × 8 bytes)
+    srm_p_value: float = 0.001  # below it the arms' sizes do not match the share: the report is not trusted
+    seed: int = 0
+
+
 REGISTERED_MODEL_PREFIX = "lightpersml-"
 
 

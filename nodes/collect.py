@@ -47,27 +47,29 @@ def collected_dir(state: Path, dataset_name: str) -> Path:
     return Path(state) / "collected" / dataset_name
 
 
-def read_cursors(folder: Path) -> dict[str, int]:
-    path = folder / "cursors.json"
+def read_cursors(folder: Path, name: str = "cursors.json") -> dict[str, int]:
+    """Per node, the last `seq` taken (`name`: one cursor file per log pulled)."""
+    path = folder / name
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_cursor(folder: Path, node: str, seq: int) -> None:
-    cursors = read_cursors(folder) | {node: int(seq)}
-    tmp = folder / "cursors.json.tmp"
+def write_cursor(folder: Path, node: str, seq: int, name: str = "cursors.json") -> None:
+    cursors = read_cursors(folder, name) | {node: int(seq)}
+    tmp = folder / f"{name}.tmp"
     tmp.write_text(json.dumps(cursors, indent=2, sort_keys=True))
-    os.replace(tmp, folder / "cursors.json")
+    os.replace(tmp, folder / name)
 
 
-def pull_page(url: str, token: str, after: int, limit: int = PAGE) -> list[dict]:
+def pull_page(url: str, token: str, after: int, limit: int = PAGE, log: str = "events") -> list[dict]:
+    """Rows of a node's `log` ("events" or "exposures") after seq `after`, oldest first."""
     response = httpx.get(
-        f"{url.rstrip('/')}/admin/events",
+        f"{url.rstrip('/')}/admin/{log}",
         params={"after": after, "limit": limit},
         headers={"Authorization": f"Bearer {token}"},
         timeout=60,
     )
     response.raise_for_status()
-    return response.json()["events"]
+    return response.json()[log]
 
 
 def events_from(url: str, token: str) -> pd.Timestamp | None:
