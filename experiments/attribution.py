@@ -52,6 +52,8 @@ def attribute(exposures: pd.DataFrame, events: pd.DataFrame, window_s: float) ->
     shown = events[events[schema.USER_ID].isin(impressions[schema.USER_ID].unique())].copy()
     shown = shown[shown[schema.EVENT_TYPE].isin(list(EVENT_KINDS))]
     shown["at"] = event_seconds(shown[schema.TIMESTAMP]).astype(float)
+    keys = [schema.USER_ID, schema.ITEM_ID]  # one string dtype on both sides (the contract's is nullable)
+    shown[keys], impressions[keys] = shown[keys].astype(str), impressions[keys].astype(str)
     matched = pd.merge_asof(
         shown.sort_values("at"),
         impressions[[schema.USER_ID, schema.ITEM_ID, "at", "impression"]].astype({"at": float}).sort_values("at"),

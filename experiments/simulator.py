@@ -21,6 +21,7 @@ from data_contracts import schema
 from data_contracts.dataset import Dataset
 from edge import bundle
 from edge.engine import Engine, Event
+from experiments.attribution import SHOPPER_COLUMNS, Outcomes
 from lightpersml import config
 
 log = logging.getLogger(__name__)
@@ -156,49 +157,71 @@ def replay(
 
 @dataclass(frozen=True)
 class OfflineRates:
-    """One bundle's answers to every visit, scored as the report scores an arm."""
+    """One bundle's answers to every visit, scored as the report scores an arm: per shopper
+    [visits, shown items, shown items bought in that basket, their value]."""
 
-    visits: int
-    shoppers: int
-    impressions: int
-    bought_shown: int  # shown items the shopper bought in that basket
-    revenue_shown: float  # their value
+    by_shopper: dict[str, list[float]]
+
+    def _total(self, column: int) -> float:
+        return sum(row[column] for row in self.by_shopper.values())
 
     @property
     def purchase_rate(self) -> float:
-        return self.bought_shown / self.impressions if self.impressions else 0.0
+        shown = self._total(1)
+        return self._total(2) / shown if shown else 0.0
 
     @property
     def revenue_per_shopper(self) -> float:
-        return self.revenue_shown / self.shoppers if self.shoppers else 0.0
+        return self._total(3) / len(self.by_shopper) if self.by_shopper else 0.0
 
 
 def offline_rates(folder: Path, public_key: Path, planned: list[Visit], k: int = 10) -> OfflineRates:
-    """Replay `planned` through the bundle in `folder` in-process, every shopper, as the node would
-    answer them (the same events applied after each answer)."""
+    """Replay `planned` through the bundle in `folder` in-process, as the node would answer them
+    (the same events applied after each answer). A shopper's answers depend on their own events
+    only, so the visits of some shoppers give exactly what the node answers those shoppers."""
     engine = Engine.load(folder, bundle.load_public_key(public_key))
-    impressions = bought_shown = 0
-    revenue = 0.0
+    by_shopper: dict[str, list[float]] = {}
     for visit in planned:
         answer = engine.recommend(visit.user_id, visit.store_id, k, at=visit.at)
         shown = [r.item_id for r in answer.items]
         values = dict(visit.lines)
         hits = [item for item in shown if item in values]
-        impressions, bought_shown = impressions + len(shown), bought_shown + len(hits)
-        revenue += sum(values[item] for item in hits)
+        row = by_shopper.setdefault(visit.user_id, [0, 0, 0, 0.0])
+        row[0], row[1], row[2] = row[0] + 1, row[1] + len(shown), row[2] + len(hits)
+        row[3] += sum(values[item] for item in hits)
         engine.apply(visit_events(visit, shown)[1])
-    return OfflineRates(len(planned), len({v.user_id for v in planned}), impressions, bought_shown, revenue)
+    return OfflineRates(by_shopper)
+
+
+def offline_outcomes(control: OfflineRates, treatment: OfflineRates, arm: Callable[[str], str]) -> Outcomes:
+    """What an experiment splitting the shoppers by `arm` (e.g. `Experiment.arm`) would record if
+    its attribution were exact: each shopper's offline counts under their arm's bundle (clicks are
+    the shown items they bought, as the simulated shopper clicks; no cart additions)."""
+    rows = {}
+    for user in control.by_shopper:
+        side = arm(user)
+        visits_, shown, bought, revenue = (control if side == "control" else treatment).by_shopper[user]
+        rows[user] = {
+            "arm": side,
+            "exposures": visits_,
+            "impressions": shown,
+            "clicked": bought,
+            "carted": 0,
+            "purchased": bought,
+            "revenue": revenue,
+        }
+    shoppers = pd.DataFrame.from_dict(rows, orient="index")[list(SHOPPER_COLUMNS)]
+    return Outcomes(shoppers, {}, 0)
 
 
 def baseline_bundles(dataset: Dataset, weeks: int, folder: Path, private_key: Path) -> tuple[pd.Timestamp, dict]:
     """P-TopFreq and G-TopFreq bundles fitted on `dataset` before T = `weeks` before its newest
     purchase, signed with `private_key`; returns T and {name: bundle folder}. `dataset` must be
     validated (the pipeline's clean data)."""
+    from models.tier_bundle import TierScorer, lay_out, sign
     from splits.temporal import build_splits
     from training.data import generator_settings
     from training.tiers import BASELINE_SCORERS, serving_data
-
-    from models.tier_bundle import TierScorer, lay_out, sign
 
     split = build_splits(dataset, dataset.content_hash(), config.state_dir() / "features", weeks, weeks)[0]["test"]
     shared, _ = serving_data(split, generator_settings({}), dataset.items, False, dataset.content_hash())

@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from experiments.analysis import ExperimentReport, markdown
 from flows.collect import collect_events
+from lightpersml.config import ExperimentSettings
 from nodes.collect import collected_dir, collected_events
 from nodes.fleet import read_nodes
 from nodes.sources import load_items
@@ -31,10 +32,15 @@ from tasks.experiments import (
 
 @flow(name="experiment-report", log_prints=True)
 def experiment_report_flow(
-    nodes_file: str, experiment: str, data: str = "completejourney", enforce_guardrail: bool = True
+    nodes_file: str,
+    experiment: str,
+    data: str = "completejourney",
+    enforce_guardrail: bool = True,
+    settings: ExperimentSettings | None = None,
 ) -> ExperimentReport:
     """Report experiment `experiment` of the nodes in `nodes_file` (whose events feed `data`'s
-    training data); with `enforce_guardrail`, a clearly worse treatment is stopped on every node."""
+    training data); with `enforce_guardrail`, a clearly worse treatment is stopped on every node.
+    settings: the report's thresholds (default: `ExperimentSettings()`)."""
     nodes = read_nodes(Path(nodes_file))
     name, items = load_items(data)
     folder = collected_dir(config.state_dir(), name)
@@ -42,9 +48,8 @@ def experiment_report_flow(
     for node in nodes:
         collect_exposures_task(node, folder)
     definition = experiment_definition_task(nodes, experiment)
-    report = experiment_report_task(
-        folder, collected_events(config.state_dir(), name), definition, config.ExperimentSettings()
-    )
+    events = collected_events(config.state_dir(), name)
+    report = experiment_report_task(folder, events, definition, settings or ExperimentSettings())
     keys = ("control", "treatment", "control_version", "treatment_version", "salt")
     log_experiment_report_task(report, {k: str(definition[k]) for k in keys} | {"nodes": ",".join(definition["nodes"])})
     create_markdown_artifact(key="experiment-report", markdown=markdown(report), description=f"Experiment {experiment}")

@@ -70,8 +70,12 @@ def movielens(tmp_path_factory):
 def cj_slice(completejourney, tmp_path_factory) -> Path:
     """A folder of contract Parquet files: every 15th household of Complete Journey (~165 users),
     all their events, the items they bought plus 300 others, their stores and availability."""
-    folder = tmp_path_factory.mktemp("cj_slice")
-    users = completejourney.users[schema.USER_ID].sort_values().iloc[::15]
+    return write_slice(completejourney, tmp_path_factory.mktemp("cj_slice"), every=15)
+
+
+def write_slice(completejourney, folder: Path, every: int) -> Path:
+    """Every `every`-th household of Complete Journey as contract Parquet files in `folder` (see `cj_slice`)."""
+    users = completejourney.users[schema.USER_ID].sort_values().iloc[::every]
     events = completejourney.events[completejourney.events[schema.USER_ID].isin(users)]
     bought = events[schema.ITEM_ID].unique()
     items = completejourney.items
