@@ -103,3 +103,58 @@ def test_deploy_and_rollback_commands_exit_1_on_a_bad_nodes_file_or_a_dead_node(
         dead.write_text(f'[[nodes]]\nname = "gone"\nurl = "http://127.0.0.1:{s.getsockname()[1]}"\ntoken = "{TOKEN}"\n')
         result = runner.invoke(app, ["rollback", "--nodes", str(dead)])
     assert result.exit_code == 1 and "gone" in result.output and "unreachable" in result.output
+
+
+def test_experiment_commands_start_show_and_stop_an_experiment_on_every_node(
+    prefect_api, promoted_version, three_nodes, signing_keys, tmp_path, monkeypatch
+):
+    """`experiment start` serves alias `edge`'s version as the treatment beside each node's bundle
+    (the node with another key refuses it and says so); swaps wait while it runs; `stop --promote`
+    leaves the treatment served."""
+    from typer.testing import CliRunner
+
+    from flows.deploy import deploy_flow
+    from lightpersml.cli import app
+
+    monkeypatch.setenv("STORE_TOKEN", TOKEN)
+    nodes_file = tmp_path / "nodes.toml"
+    nodes_file.write_text(
+        "".join(
+            f'[[nodes]]\nname = "{name}"\nurl = "{node.url}"\ntoken_env = "STORE_TOKEN"\n\n'
+            for name, node in three_nodes
+        )
+    )
+    runner = CliRunner()
+    options = ["--nodes", str(nodes_file), "--key", str(signing_keys[0]), "--alias", "edge"]
+    started = runner.invoke(app, ["experiment", "start", "trial", *options, "--share", "0.3"], terminal_width=200)
+    assert started.exit_code == 1, started.output  # store-c refused the treatment
+    assert rows(started.output, "running") == {"store-a", "store-b"} and "does not verify" in started.output
+    urls = dict(three_nodes)
+    answers = [
+        httpx.get(
+            f"{urls['store-a'].url}/v1/recommendations",
+            params={"user_id": f"shopper-{n}", "store_id": "y"},
+            headers=urls["store-a"].headers,
+        ).json()
+        for n in range(60)
+    ]
+    versions = {(a["arm"], a["model_version"]) for a in answers}
+    assert versions == {("control", "7"), ("treatment", promoted_version)}
+    assert all(a["experiment"] == "trial" and a["exposure_id"] for a in answers)
+    status = runner.invoke(app, ["experiment", "status", "--nodes", str(nodes_file)], terminal_width=200)
+    assert status.exit_code == 0 and rows(status.output, "running") == {"store-a", "store-b"}
+    assert rows(status.output, "none") == {"store-c"} and "30%" in status.output
+    swap = {row.node: row for row in deploy_flow(str(nodes_file), key=str(signing_keys[0]))}
+    assert all("while experiment 'trial' runs" in swap[name].detail for name in ("store-a", "store-b"))
+    stopped = runner.invoke(app, ["experiment", "stop", "--nodes", str(nodes_file), "--promote"], terminal_width=200)
+    assert stopped.exit_code == 1 and rows(stopped.output, "stopped") == {"store-a", "store-b"}
+    assert "no experiment is running" in stopped.output
+    for name in ("store-a", "store-b"):
+        assert httpx.get(f"{urls[name].url}/readyz").json()["model_version"] == promoted_version
+
+
+def rows(output: str, status: str) -> set[str]:
+    """The nodes a command's table shows with `status`."""
+    import re
+
+    return set(re.findall(rf"(store-[a-z])\W+{status}\b", output))
