@@ -29,6 +29,7 @@ from edge.group_commit import GroupCommit
 
 CONTROL, TREATMENT = "control", "treatment"
 ARMS = (CONTROL, TREATMENT)
+SERVED = "served"  # the arm of an answer logged outside an experiment (`serve --log-exposures`)
 MAX_WINDOW_S = 30 * 86400.0  # the longest attribution window
 KEEP_STOPPED = 50  # stopped experiments remembered in experiments.json
 

@@ -72,6 +72,11 @@ class Serving:
     bundle_id: str
     experiment: Experiment | None = None
     arm: str | None = None
+    logged: bool = False  # the answer is logged as an exposure (always during an experiment)
+
+    def __post_init__(self):
+        if self.experiment is not None:
+            object.__setattr__(self, "logged", True)
 
 
 class Node:
@@ -85,13 +90,15 @@ class Node:
         personal_reasons: bool = True,
         max_shoppers: int = MAX_SHOPPERS,
         discovery_slots: int = 0,
+        log_exposures: bool = False,
     ):
         """personal_reasons: answers may word reasons with the shopper's purchases and cart.
         max_shoppers: shoppers whose live state is held in memory (the rest are read back from the log).
-        discovery_slots: ranked slots of each answer kept for items new to the shopper (`Engine`)."""
+        discovery_slots: ranked slots of each answer kept for items new to the shopper (`Engine`).
+        log_exposures: log every answer as an exposure (arm "served"), not only an experiment's."""
         self.folder, self.runtime = Path(folder), runtime
         self.personal_reasons, self.max_shoppers = personal_reasons, max_shoppers
-        self.discovery_slots = discovery_slots
+        self.discovery_slots, self.log_exposures = discovery_slots, log_exposures
         self.bundles = self.folder / "bundles"
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.public_key = public_key
@@ -191,7 +198,7 @@ class Node:
         if engine is None:
             return None
         if trial is None:
-            return Serving(engine, self.current or "")
+            return Serving(engine, self.current or "", logged=self.log_exposures)
         arm = trial.experiment.arm(user_id)
         if arm == CONTROL:
             return Serving(engine, trial.experiment.control, trial.experiment, arm)

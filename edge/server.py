@@ -45,7 +45,7 @@ from data_contracts.schema import EVENT_TYPES
 from edge.bundle import BundleError
 from edge.clients import ClientKeys, RateLimits
 from edge.engine import Engine, Event
-from edge.experiment import MAX_WINDOW_S, Experiment, ExperimentError, Exposure
+from edge.experiment import MAX_WINDOW_S, SERVED, Experiment, ExperimentError, Exposure
 from edge.inputs import (
     ID_PATTERN,
     MAX_BATCH,
@@ -156,7 +156,9 @@ class Recommendations(BaseModel):
     items: list[Item]
     experiment: str | None = Field(None, description="the experiment this answer belongs to (null: none runs)")
     arm: Literal["control", "treatment"] | None = Field(None, description="the shopper's arm of the experiment")
-    exposure_id: str | None = Field(None, description="the id under which this answer was logged (experiments only)")
+    exposure_id: str | None = Field(
+        None, description="the id under which this answer was logged (experiments, --log-exposures)"
+    )
 
 
 class ExperimentStart(BaseModel):
@@ -292,11 +294,11 @@ def recommendations_body(serving: Serving, query: RecommendationQuery, disclose:
     experiment the exposure to log before it is sent."""
     engine = serving.engine
     answer = engine.recommend(query.user_id, query.store_id, query.k, query.exclude, query.recent, query.at)
-    exposure = None
-    if serving.experiment is not None:
+    exposure, experiment = None, serving.experiment
+    if serving.logged:
         exposure = Exposure(
-            serving.experiment.name,
-            serving.arm,
+            experiment.name if experiment else "",
+            serving.arm or SERVED,
             serving.bundle_id,
             engine.version,
             query.user_id,
@@ -312,8 +314,8 @@ def recommendations_body(serving: Serving, query: RecommendationQuery, disclose:
         "known_store": answer.known_store,
         "cold_start": (not answer.personalised) if disclose else None,
         "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in answer.items],
-        "experiment": exposure.experiment if exposure else None,
-        "arm": exposure.arm if exposure else None,
+        "experiment": experiment.name if experiment else None,
+        "arm": serving.arm,
         "exposure_id": exposure.exposure_id if exposure else None,
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), exposure

@@ -143,7 +143,7 @@ def replay(
                     continue
                 body = answer.json()
                 if body.get("exposure_id"):
-                    replayed.answers[body["arm"]].append(body["exposure_id"])
+                    replayed.answers.setdefault(body["arm"] or "served", []).append(body["exposure_id"])
                 posted, _ = visit_events(visit, [item["item_id"] for item in body["items"]])
                 taken = client.post("/v1/events", json={"events": posted})
                 if taken.status_code == 200:

@@ -578,6 +578,12 @@ def serve(
         int,
         typer.Option(min=0, max=100, help="ranked slots of each answer kept for items new to the shopper"),
     ] = 0,
+    log_exposures: Annotated[
+        bool,
+        typer.Option(
+            help="log every answer (exposures.db), not only experiments': the monitoring flow's scores and hit rate"
+        ),
+    ] = False,
 ) -> None:
     """Run an edge node: recommendations, events, health and metrics over HTTP."""
     import socket
@@ -610,6 +616,7 @@ def serve(
         personal_reasons=personal,
         max_shoppers=max_shoppers,
         discovery_slots=discovery_slots,
+        log_exposures=log_exposures,
     )
     try:
         passed_over = node.start(bundle)

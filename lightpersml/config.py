@@ -198,6 +198,25 @@ class ExperimentSettings:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """Thresholds of the monitoring flow's checks (monitoring.checks); a breach fails the run."""
+
+    window_days: int = 7  # the current window: this many days up to the newest collected event
+    reference_weeks: int = 4  # the training data's weeks before that window it is compared with
+    max_category_shift: float = 0.1  # Jensen–Shannon distance over categories (CJ weeks: 0.03–0.05; milk gone: 0.12)
+    category_min_share: float = 0.005  # categories this big in the reference are watched one by one
+    max_category_drop: float = 0.8  # ... and one whose share falls by more than this is a breach
+    max_popularity_shift: float = 0.35  # ... over the reference's best sellers
+    max_unknown_item_share: float = 0.2  # of current events, on items the reference never saw
+    max_unknown_shopper_share: float = 0.3  # of current shoppers, unseen in the training data
+    max_basket_size_change: float = 0.3  # relative change of mean lines per basket
+    event_volume_range: tuple[float, float] = (0.5, 2.0)  # events per day, current / reference
+    max_score_shift: float = 0.3  # KS statistic of the answers' top scores, week on week
+    min_online_hit_rate: float = 0.01  # shown items bought within the attribution window
+    attribution_hours: float = 24.0
+
+
 REGISTERED_MODEL_PREFIX = "lightpersml-"
 
 

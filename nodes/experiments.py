@@ -154,13 +154,15 @@ def collect_exposures(node: EdgeNode, folder: Path) -> ExposureCollection:
     return ExposureCollection(node.name, cursor_before, pulled, cursor)
 
 
-def collected_exposures(folder: Path, experiment: str) -> pd.DataFrame:
-    """Every collected exposure of `experiment`, one copy per (node, seq), oldest first."""
+def collected_exposures(folder: Path, experiment: str | None) -> pd.DataFrame:
+    """Every collected exposure of `experiment` (None: of any), one copy per (node, seq), oldest first."""
     parts = sorted((folder / "exposures").glob("*.parquet"))
     if not parts:
         return pd.DataFrame(columns=[NODE, SEQ, "experiment", "arm", "user_id", "item_ids", "scores", "at"])
     exposures = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    exposures = exposures[exposures["experiment"] == experiment].drop_duplicates([NODE, SEQ])
+    if experiment is not None:
+        exposures = exposures[exposures["experiment"] == experiment]
+    exposures = exposures.drop_duplicates([NODE, SEQ])
     return exposures.sort_values(["at", NODE, SEQ]).reset_index(drop=True)
 
 

@@ -169,6 +169,15 @@ class NodeProcess:
 
 
 @pytest.fixture(scope="session")
+def shop(completejourney, tmp_path_factory) -> Path:
+    """Every 4th household of Complete Journey (~620): enough shoppers to tell two experiment
+    arms apart, and a week of purchases big enough to monitor category by category."""
+    from tests.conftest import write_slice
+
+    return write_slice(completejourney, tmp_path_factory.mktemp("cj_quarter"), every=4)
+
+
+@pytest.fixture(scope="session")
 def busy_shopper(edge_bundle) -> tuple[str, str]:
     """(the shopper with the most baskets, the store with the most items in stock) of the bundle."""
     import numpy as np

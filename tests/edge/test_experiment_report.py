@@ -19,18 +19,11 @@ import pytest
 from edge.bundle import archive_bundle
 from lightpersml import config
 from nodes.fleet import EdgeNode
-from tests.conftest import write_slice
 from tests.edge.conftest import TOKEN, NodeProcess
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WEEKS = 2
 SETTINGS = replace(config.ExperimentSettings(), resamples=1000)
-
-
-@pytest.fixture(scope="module")
-def shop(completejourney, tmp_path_factory):
-    """Every 4th household (~620): enough shoppers per arm to tell the two arms apart."""
-    return write_slice(completejourney, tmp_path_factory.mktemp("cj_quarter"), every=4)
 
 
 @pytest.fixture(scope="module")
