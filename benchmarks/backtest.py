@@ -102,7 +102,7 @@ def main(
     from benchmarks.edge_load import Server
     from data_contracts.validation import validate_dataset
     from evaluation.served import evaluate_recommendations, signed_bundle, signing_keys
-    from flows.training import training_flow
+    from flows.train import training_flow
     from splits.temporal import build_splits
     from tracking.bundles import registry_bundle
     from training.data import generator_settings

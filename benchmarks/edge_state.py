@@ -56,7 +56,7 @@ from benchmarks._measure import process_memory_mb, write_results  # noqa: E402
 
 CACHE = config.state_dir() / "bench" / "edge_state"
 TOKEN = "bench-admin-token"
-TIFU_PARAMS = {"n_neighbors": 50, "group_size": 3}  # the nodes' generator of flows/federated.py
+TIFU_PARAMS = {"n_neighbors": 50, "group_size": 3}  # the nodes' generator of flows/federate.py
 EVENT_MIX = {"view": 0.60, "add_to_cart": 0.25, "purchase": 0.15}
 GUESTS, GUEST_IDS = 0.10, 20_000  # share of events by shoppers the bundle does not know, and how many of them
 OWN_ITEMS = 0.5  # share of a known shopper's events on items they bought before (the rest: by popularity)

@@ -49,7 +49,7 @@ def main(
     from evaluation.served import signing_keys
     from experiments.analysis import compare, markdown
     from experiments.simulator import baseline_bundles, offline_outcomes, offline_rates, replay, visits
-    from flows.experiments import experiment_report_flow
+    from flows.experiment_report import experiment_report_flow
     from nodes.experiments import start_experiment
     from nodes.fleet import EdgeNode
 

@@ -126,7 +126,7 @@ def _deployed(dataset, order: str, seed: int, profile: str, pipeline_order: str,
     from benchmarks.edge_load import Server
     from data_contracts import schema
     from evaluation.served import evaluate_recommendations, signing_keys
-    from flows.training import training_flow
+    from flows.train import training_flow
     from splits.holdout import held_out
     from splits.temporal import purchase_lines
     from tracking.bundles import registry_bundle

@@ -42,7 +42,7 @@ def main(
     profile: Annotated[str, typer.Option(help="pipeline profile")] = "full",
     data: Annotated[str, typer.Option(help="dataset source")] = "completejourney",
 ) -> None:
-    from flows.training import training_flow
+    from flows.train import training_flow
 
     start = time.perf_counter()
     result = training_flow(data=data, profile=profile)

@@ -154,7 +154,7 @@ def run(
     if profile not in config.PROFILES:
         raise typer.BadParameter(f"unknown profile {profile!r}; choose from {sorted(config.PROFILES)}")
     from data_contracts.errors import DataContractError, DataValidationError
-    from flows.training import training_flow
+    from flows.train import training_flow
 
     mapping = _event_types(event_type)
     _quiet_refusals()
@@ -768,7 +768,7 @@ def federate(
     if aggregation not in STRATEGIES:
         raise typer.BadParameter(f"unknown aggregation {aggregation!r}; choose from {sorted(STRATEGIES)}")
     from data_contracts.errors import DataContractError, DataValidationError
-    from flows.federated import federated_flow
+    from flows.federate import federated_flow
 
     try:
         result = federated_flow(
@@ -812,6 +812,23 @@ def _print_experiment_rows(rows: list[ExperimentUpdate], title: str, ok: tuple[s
     console.print(table)
     if any(row.status not in ok for row in rows):
         raise typer.Exit(1)
+
+
+@app.command()
+def monitor(
+    nodes: NodesOption,
+    data: Annotated[str, typer.Option(help="the dataset the served model was trained on")] = "completejourney",
+) -> None:
+    """Collect the nodes' events, compare the latest week with the training data; exit 1 on a breach (retrain)."""
+    from flows.monitor import monitoring_flow
+    from monitoring.checks import MonitoringBreach, markdown
+
+    try:
+        report = _run_or_exit(monitoring_flow, nodes_file=str(nodes), data=data)
+    except MonitoringBreach as breach:
+        console.print(str(breach), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    console.print(markdown(report), markup=False, highlight=False)
 
 
 @experiment_app.command("start")
@@ -875,7 +892,7 @@ def experiment_report(
 ) -> None:
     """Collect exposures and events from every node, compare the arms, log the report to MLflow."""
     from experiments.analysis import markdown
-    from flows.experiments import experiment_report_flow
+    from flows.experiment_report import experiment_report_flow
 
     report = _run_or_exit(
         experiment_report_flow, nodes_file=str(nodes), experiment=name, data=data, enforce_guardrail=guardrail

@@ -77,7 +77,7 @@ def test_ab_finds_the_better_arm_with_exact_per_arm_rates_and_the_guardrail_stop
 ):
     from edge.experiment import Experiment
     from experiments.simulator import offline_rates, replay
-    from flows.experiments import experiment_report_flow
+    from flows.experiment_report import experiment_report_flow
     from nodes.experiments import experiment_status
 
     bundles, planned = replay_data
@@ -141,7 +141,7 @@ def test_aa_finds_nothing_and_a_node_killed_mid_replay_loses_no_acknowledged_ans
 ):
     import mlflow
     from experiments.simulator import Replayed, replay
-    from flows.experiments import experiment_report_flow
+    from flows.experiment_report import experiment_report_flow
     from nodes.collect import collected_dir
     from nodes.experiments import collected_exposures
     from tracking.experiment_reports import MLFLOW_EXPERIMENT

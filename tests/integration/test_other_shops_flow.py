@@ -21,7 +21,7 @@ runner = CliRunner()
 def test_data_that_nobody_repeats_runs_and_excludes_seen_items(prefect_api, one_off_purchases, tmp_path):
     """A ratings-like export (`event_type` = rating): refused with the option that maps it, then
     trained with the mapping."""
-    from flows.training import training_flow
+    from flows.train import training_flow
 
     ratings = tmp_path / "ratings"
     shutil.copytree(one_off_purchases, ratings)
@@ -62,7 +62,7 @@ def test_a_raw_shop_export_trains_with_its_voids_and_unknown_items_quarantined(p
     """The Complete Journey's raw transactions (every 15th household) without the adapter's cleaning."""
     import json
 
-    from flows.training import training_flow
+    from flows.train import training_flow
     from tests.data.raw_export import write_raw_export
 
     folder = write_raw_export(tmp_path / "raw-export", every_nth_household=15)

@@ -1,5 +1,5 @@
 """prefect.yaml deployed for real: `prefect deploy --all` (the README's command) against the
-session's Prefect server creates the three deployments, with their flows' entrypoints,
+session's Prefect server creates the four deployments, with their flows' entrypoints,
 parameters, schedules, work pool and the project folder as the worker's working directory."""
 
 from __future__ import annotations
@@ -46,12 +46,18 @@ def test_prefect_deploy_all_creates_the_scheduled_and_manual_deployments(prefect
     _prefect("deploy", "--all", env=env)
 
     deployments = asyncio.run(_read_deployments())
-    assert set(deployments) == {"nightly-training", "deploy-to-edge", "federated-training"}
+    assert set(deployments) == {"nightly-training", "deploy-to-edge", "federated-training", "daily-monitoring"}
     nightly, edge, federated = (deployments[n] for n in ("nightly-training", "deploy-to-edge", "federated-training"))
-    assert nightly.entrypoint == "flows/training.py:training_flow"
+    assert nightly.entrypoint == "flows/train.py:training_flow"
     assert nightly.parameters == {"data": "completejourney", "profile": "full"}
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules] == [("0 2 * * *", "UTC", True)]
     assert [(s.schedule.cron, s.active) for s in federated.schedules] == [("0 3 * * 0", True)]  # Sundays
+    monitoring = deployments["daily-monitoring"]
+    assert monitoring.entrypoint == "flows/monitor.py:monitoring_flow"
+    assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in monitoring.schedules] == [
+        ("0 6 * * *", "UTC", True)
+    ]
+    assert monitoring.parameters == {"nodes_file": "edge-nodes.toml", "data": "completejourney"}
     assert federated.parameters["target_epsilon"] == 8.0 and federated.parameters["nodes"] == 8
     assert edge.schedules == [] and edge.parameters == {
         "nodes_file": "edge-nodes.toml",

@@ -323,7 +323,7 @@ def test_recommend_exports_what_the_candidate_version_serves(slice_run, tmp_path
 
 
 def test_broken_data_stops_before_training_and_touches_nothing(prefect_api, cj_slice, tmp_path):
-    from flows.training import training_flow
+    from flows.train import training_flow
 
     broken = tmp_path / "broken"
     shutil.copytree(cj_slice, broken)
