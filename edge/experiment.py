@@ -9,7 +9,8 @@ on every node of the experiment and after a restart; a new salt (a new experimen
 An exposure is synced (group commit, `edge.group_commit`) before the answer is sent, so an
 answer a client received is never missing from the log. `at` is the time the answer was for (the
 request's `at`, else the node's clock), on the same clock as the events' times, so a report can
-attribute a click or purchase of a shown item within the experiment's window to it.
+attribute a click or purchase of a shown item within the experiment's window to it. A node started
+with `--log-exposures` logs its other answers too (arm "served", no experiment), for monitoring.
 """
 
 from __future__ import annotations

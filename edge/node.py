@@ -72,11 +72,12 @@ class Serving:
     bundle_id: str
     experiment: Experiment | None = None
     arm: str | None = None
-    logged: bool = False  # the answer is logged as an exposure (always during an experiment)
+    log_all: bool = False  # the node logs every answer (`serve --log-exposures`)
 
-    def __post_init__(self):
-        if self.experiment is not None:
-            object.__setattr__(self, "logged", True)
+    @property
+    def logged(self) -> bool:
+        """The answer is logged as an exposure: always during an experiment."""
+        return self.experiment is not None or self.log_all
 
 
 class Node:
@@ -198,7 +199,7 @@ class Node:
         if engine is None:
             return None
         if trial is None:
-            return Serving(engine, self.current or "", logged=self.log_exposures)
+            return Serving(engine, self.current or "", log_all=self.log_exposures)
         arm = trial.experiment.arm(user_id)
         if arm == CONTROL:
             return Serving(engine, trial.experiment.control, trial.experiment, arm)
