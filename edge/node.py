@@ -214,7 +214,7 @@ class Node:
             if self.engine is None or self.current is None:
                 raise ExperimentError("no bundle loaded yet: upload the control to /admin/bundle first")
             try:
-                engine = self.engine if treatment == self.current else self._treatment_engine(treatment)
+                engine = self._treatment_engine(treatment)
             except bundle.BundleError as error:
                 raise ExperimentError(f"treatment {treatment}: {error}") from None
             experiment = Experiment(

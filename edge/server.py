@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 
 UPLOAD_TIMEOUT_S = 600.0
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
+After = Annotated[int, Query(ge=0, le=2**63 - 1, description="the last seq already taken")]  # a log's cursor
+Limit = Annotated[int, Query(ge=1, le=10_000)]
 ROUTES = (
     "/v1/recommendations",
     "/v1/events",
@@ -678,6 +680,7 @@ def create_app(
             raise HTTPException(503, str(error)) from None
         return StockAccepted(**dataclasses.asdict(applied))
 
+    @api.get("/admin/experiment", response_model=ExperimentStatus)
     def experiment_status() -> ExperimentStatus:
         running = node.experiments.running
         return ExperimentStatus(
@@ -685,10 +688,6 @@ def create_app(
             exposures=node.exposures.counts(running.name) if running else {},
             experiments=[ExperimentOut.of(e) for e in node.experiments.all],
         )
-
-    @api.get("/admin/experiment", response_model=ExperimentStatus)
-    def experiment() -> ExperimentStatus:
-        return experiment_status()
 
     @api.post("/admin/experiment", response_model=ExperimentStatus)
     async def start_experiment(start: ExperimentStart) -> ExperimentStatus:
@@ -715,19 +714,17 @@ def create_app(
             raise HTTPException(409, f"stopped, but the treatment could not be promoted: {error}") from None
         return experiment_status()
 
+    def page(name: str, rows: list[dict], after: int) -> dict:
+        """A page of a log after cursor `after`, and the cursor of the next page."""
+        return {name: rows, "next": rows[-1]["seq"] if rows else after}
+
     @api.get("/admin/exposures")
-    def logged_exposures(
-        after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
-    ) -> dict:
-        rows = node.exposures.since(after, limit)
-        return {"exposures": rows, "next": rows[-1]["seq"] if rows else after}
+    def logged_exposures(after: After = 0, limit: Limit = 1000) -> dict:
+        return page("exposures", node.exposures.since(after, limit), after)
 
     @api.get("/admin/events")
-    def logged_events(
-        after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
-    ) -> dict:
-        rows = node.events.since(after, limit)
-        return {"events": rows, "next": rows[-1]["seq"] if rows else after}
+    def logged_events(after: After = 0, limit: Limit = 1000) -> dict:
+        return page("events", node.events.since(after, limit), after)
 
     return Guard(api, metrics, node, admin_token, keys, open_node, body_timeout)
 

@@ -170,10 +170,6 @@ class OfflineRates:
         shown = self._total(1)
         return self._total(2) / shown if shown else 0.0
 
-    @property
-    def revenue_per_shopper(self) -> float:
-        return self._total(3) / len(self.by_shopper) if self.by_shopper else 0.0
-
 
 def offline_rates(folder: Path, public_key: Path, planned: list[Visit], k: int = 10) -> OfflineRates:
     """Replay `planned` through the bundle in `folder` in-process, as the node would answer them

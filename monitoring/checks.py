@@ -66,9 +66,6 @@ class MonitoringReport:
     def breached(self) -> list[Check]:
         return [c for c in self.checks if c.breached]
 
-    def check(self, name: str) -> Check:
-        return next(c for c in self.checks if c.name == name)
-
 
 def _purchases(events: pd.DataFrame) -> pd.DataFrame:
     if schema.EVENT_TYPE in events.columns:

@@ -195,6 +195,14 @@ def busy_shopper(edge_bundle) -> tuple[str, str]:
     )
 
 
+def write_nodes_file(path: Path, urls: dict[str, str], token_env: str | None = None) -> Path:
+    """A nodes file (as `lightpersml deploy` reads it) of nodes {name: url}, each with the admin
+    token, or with `token_env` naming the variable that holds it."""
+    token = f'token_env = "{token_env}"' if token_env else f'token = "{TOKEN}"'
+    path.write_text("".join(f'[[nodes]]\nname = "{name}"\nurl = "{url}"\n{token}\n\n' for name, url in urls.items()))
+    return path
+
+
 def raw_request(url: str, data: bytes, timeout: float = 30) -> int | None:
     """Send `data` as-is on a new connection; the status of the answer, or None when the node
     closed the connection without one."""

@@ -10,7 +10,7 @@ import pytest
 import mlflow
 from edge.bundle import init_keys
 from lightpersml import config
-from tests.edge.conftest import TOKEN, NodeProcess, build_bundle
+from tests.edge.conftest import TOKEN, NodeProcess, build_bundle, write_nodes_file
 
 
 @pytest.fixture
@@ -58,12 +58,8 @@ def test_deploy_updates_good_nodes_and_reports_the_one_that_refused(
     from flows.deploy import deploy_flow, rollback_flow
 
     monkeypatch.setenv("STORE_TOKEN", TOKEN)
-    nodes_file = tmp_path / "nodes.toml"
-    nodes_file.write_text(
-        "".join(
-            f'[[nodes]]\nname = "{name}"\nurl = "{node.url}"\ntoken_env = "STORE_TOKEN"\n\n'
-            for name, node in three_nodes
-        )
+    nodes_file = write_nodes_file(
+        tmp_path / "nodes.toml", {name: node.url for name, node in three_nodes}, token_env="STORE_TOKEN"
     )
     rows = {row.node: row for row in deploy_flow(str(nodes_file), key=str(signing_keys[0]))}
     for name in ("store-a", "store-b"):
@@ -117,12 +113,8 @@ def test_experiment_commands_start_show_and_stop_an_experiment_on_every_node(
     from lightpersml.cli import app
 
     monkeypatch.setenv("STORE_TOKEN", TOKEN)
-    nodes_file = tmp_path / "nodes.toml"
-    nodes_file.write_text(
-        "".join(
-            f'[[nodes]]\nname = "{name}"\nurl = "{node.url}"\ntoken_env = "STORE_TOKEN"\n\n'
-            for name, node in three_nodes
-        )
+    nodes_file = write_nodes_file(
+        tmp_path / "nodes.toml", {name: node.url for name, node in three_nodes}, token_env="STORE_TOKEN"
     )
     runner = CliRunner()
     options = ["--nodes", str(nodes_file), "--key", str(signing_keys[0]), "--alias", "edge"]

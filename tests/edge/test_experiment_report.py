@@ -19,7 +19,7 @@ import pytest
 from edge.bundle import archive_bundle
 from lightpersml import config
 from nodes.fleet import EdgeNode
-from tests.edge.conftest import TOKEN, NodeProcess
+from tests.edge.conftest import TOKEN, NodeProcess, write_nodes_file
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WEEKS = 2
@@ -51,9 +51,7 @@ def offline(replay_data, signing_keys):
 def nodes_file(tmp_path, node: NodeProcess):
     """A nodes file naming the node after the test folder: every node here is new, its logs start at seq 1,
     and the collected cursors are per node name."""
-    path = tmp_path / "nodes.toml"
-    path.write_text(f'[[nodes]]\nname = "{tmp_path.name}"\nurl = "{node.url}"\ntoken = "{TOKEN}"\n')
-    return path
+    return write_nodes_file(tmp_path / "nodes.toml", {tmp_path.name: node.url})
 
 
 def start(node: NodeProcess, treatment, name: str, salt: str):

@@ -14,7 +14,7 @@ import pytest
 
 from data_contracts import schema
 from lightpersml import config
-from tests.edge.conftest import TOKEN, NodeProcess
+from tests.edge.conftest import TOKEN, NodeProcess, write_nodes_file
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -102,8 +102,7 @@ def test_a_normal_week_passes_and_a_week_without_its_biggest_category_fails_the_
     first = [v for v in planned if v.at < (cut + week - pd.Timestamp("1970-01-01")).total_seconds()]
     category = clean.items.set_index(schema.ITEM_ID)[schema.CATEGORY]
     node = NodeProcess(tmp_path, signing_keys[1], options=("--log-exposures",)).start(bundle)
-    nodes = tmp_path / "nodes.toml"
-    nodes.write_text(f'[[nodes]]\nname = "store"\nurl = "{node.url}"\ntoken = "{TOKEN}"\n')
+    nodes = write_nodes_file(tmp_path / "nodes.toml", {"store": node.url})
     try:
         assert replay(node.url, node.headers, first).failed_visits == 0
         state, worker = run_deployment(project_home, nodes, data)
